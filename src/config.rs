@@ -1,0 +1,188 @@
+//! Server options and the builder that sets them.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::addr::Addr;
+use crate::flavor::Flavor;
+use crate::handler::HandlerError;
+
+pub(crate) type VerifyHook = Arc<dyn Fn(&Addr) -> bool + Send + Sync>;
+pub(crate) type ErrorHook = Arc<dyn Fn(&Addr, &HandlerError) + Send + Sync>;
+
+/// Every option of every server, with its default.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) flavor: Flavor,
+    pub(crate) reuse_address: bool,
+    pub(crate) reuse_port: bool,
+    pub(crate) backlog: i32,
+    pub(crate) nodelay: bool,
+    pub(crate) only_v6: bool,
+    pub(crate) max_datagram: usize,
+    pub(crate) read_timeout: Option<Duration>,
+    pub(crate) write_timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) grace_period: Duration,
+    pub(crate) read_buffer: usize,
+    pub(crate) verify: Option<VerifyHook>,
+    pub(crate) on_error: Option<ErrorHook>,
+}
+
+impl Config {
+    fn new(reuse_address: bool) -> Config {
+        Config {
+            flavor: Flavor::default(),
+            reuse_address,
+            reuse_port: false,
+            backlog: 1024,
+            nodelay: true,
+            only_v6: true,
+            max_datagram: 65535,
+            read_timeout: None,
+            write_timeout: None,
+            idle_timeout: None,
+            grace_period: Duration::from_secs(5),
+            read_buffer: 8 * 1024,
+            verify: None,
+            on_error: None,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("flavor", &self.flavor)
+            .field("reuse_address", &self.reuse_address)
+            .field("reuse_port", &self.reuse_port)
+            .field("backlog", &self.backlog)
+            .field("nodelay", &self.nodelay)
+            .field("only_v6", &self.only_v6)
+            .field("max_datagram", &self.max_datagram)
+            .field("read_timeout", &self.read_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("grace_period", &self.grace_period)
+            .field("verify", &self.verify.is_some())
+            .field("on_error", &self.on_error.is_some())
+            .finish()
+    }
+}
+
+/// Options for a server of transport `T`, set before the socket is bound (options set after
+/// binding could not take effect, a classic Python `socketserver` trap).
+///
+/// Get one from `TcpServer::builder()`, `UdpServer::builder()`,
+/// `UnixStreamServer::builder()` or `UnixDatagramServer::builder()`. Every setter names its
+/// default; options that make no sense for a transport are not offered for it.
+///
+/// ```
+/// use socketserver::{Flavor, TcpServer};
+/// use std::time::Duration;
+///
+/// let server = TcpServer::builder()
+///     .flavor(Flavor::fixed_pool(8))
+///     .backlog(128)
+///     .read_timeout(Some(Duration::from_secs(30)))
+///     .grace_period(Duration::from_secs(2))
+///     .bind("127.0.0.1:0")?;
+/// assert_ne!(server.local_addr()?.port(), 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Builder<T> {
+    pub(crate) cfg: Config,
+    _transport: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for Builder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder").field("cfg", &self.cfg).finish()
+    }
+}
+
+impl<T> Builder<T> {
+    pub(crate) fn new(reuse_address: bool) -> Builder<T> {
+        Builder {
+            cfg: Config::new(reuse_address),
+            _transport: PhantomData,
+        }
+    }
+
+    /// Sets how requests are run. By default, [`Flavor::pool`] (a growing thread pool).
+    pub fn flavor(&mut self, flavor: Flavor) -> &mut Self {
+        self.cfg.flavor = flavor;
+        self
+    }
+
+    /// Sets how long requests in flight may run on after shutdown begins, before their
+    /// sockets are shut down under them. By default, 5 s.
+    pub fn grace_period(&mut self, d: Duration) -> &mut Self {
+        self.cfg.grace_period = d;
+        self
+    }
+
+    /// Sets `SO_SNDTIMEO` on every connection (a stream write, or a datagram reply, that
+    /// cannot proceed for this long fails with `TimedOut`). By default, none.
+    pub fn write_timeout(&mut self, t: Option<Duration>) -> &mut Self {
+        self.cfg.write_timeout = t;
+        self
+    }
+
+    /// Sets a check run on the accepting thread for each new peer, before any handler:
+    /// returning `false` refuses it (the connection is closed at once, the datagram dropped)
+    /// and counts it as rejected. Python's `verify_request`. By default, every peer is served.
+    ///
+    /// It runs on the accept loop: keep it fast (an address lookup, not I/O).
+    #[doc(alias = "verify_request")]
+    pub fn verify<F>(&mut self, f: F) -> &mut Self
+    where
+        F: Fn(&Addr) -> bool + Send + Sync + 'static,
+    {
+        self.cfg.verify = Some(Arc::new(f));
+        self
+    }
+
+    /// Sets a hook called with the peer address whenever a handler fails (returns `Err` or
+    /// panics), after the failure is logged and counted. Python's `handle_error`. In a forking
+    /// server it runs in the child. By default, none (the log line is the report).
+    #[doc(alias = "handle_error")]
+    pub fn on_error<F>(&mut self, f: F) -> &mut Self
+    where
+        F: Fn(&Addr, &HandlerError) + Send + Sync + 'static,
+    {
+        self.cfg.on_error = Some(Arc::new(f));
+        self
+    }
+
+    pub(crate) fn set_reuse_address(&mut self, on: bool) -> &mut Self {
+        self.cfg.reuse_address = on;
+        self
+    }
+    pub(crate) fn set_reuse_port(&mut self, on: bool) -> &mut Self {
+        self.cfg.reuse_port = on;
+        self
+    }
+    pub(crate) fn set_only_v6(&mut self, on: bool) -> &mut Self {
+        self.cfg.only_v6 = on;
+        self
+    }
+    pub(crate) fn set_backlog(&mut self, n: i32) -> &mut Self {
+        self.cfg.backlog = n.max(1);
+        self
+    }
+    pub(crate) fn set_read_timeout(&mut self, t: Option<Duration>) -> &mut Self {
+        self.cfg.read_timeout = t;
+        self
+    }
+    pub(crate) fn set_idle_timeout(&mut self, t: Option<Duration>) -> &mut Self {
+        self.cfg.idle_timeout = t;
+        self
+    }
+    pub(crate) fn set_max_datagram(&mut self, n: usize) -> &mut Self {
+        self.cfg.max_datagram = n.max(1);
+        self
+    }
+}

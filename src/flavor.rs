@@ -1,0 +1,218 @@
+//! How requests are run: the concurrency choice, as a value.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How a server runs its requests: one at a time, a thread each, a thread pool, or a process
+/// each. A value, not a type: every server takes any flavour.
+///
+/// | flavour | Python name | use it when |
+/// |---|---|---|
+/// | [`single`](Flavor::single) | `TCPServer` | requests are short and a second client may wait |
+/// | [`threading`](Flavor::threading) | `ThreadingMixIn` | few, long-lived connections; bounded by a limit |
+/// | [`pool`](Flavor::pool) (default) | (none) | the general case: warm threads, grows when all are busy |
+/// | [`fixed_pool`](Flavor::fixed_pool) | (none) | short requests and a hard cap on threads |
+/// | [`forking`](Flavor::forking) | `ForkingMixIn` | isolation: a crash or leak dies with its process (unix) |
+///
+/// The default is a growing pool: 16 warm workers fed by a bounded queue, growing up to
+/// 4096 threads while every worker is busy, extra threads leaving after 10 s idle. It serves
+/// long-lived idle clients like thread-per-connection does, and short connections without a
+/// thread spawn each.
+///
+/// ```
+/// use socketserver::Flavor;
+/// let f: Flavor = "pool".parse().unwrap();
+/// assert_eq!(f, Flavor::pool());
+/// let small = Flavor::pool().workers(4).limit(64);
+/// assert_eq!(small.worker_count(), 4);
+/// assert_eq!(Flavor::forking().max(), 40);
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Flavor {
+    pub(crate) kind: Kind,
+    pub(crate) workers: usize,
+    pub(crate) limit: usize,
+    pub(crate) queue: Option<usize>,
+    pub(crate) idle_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Single,
+    Threading,
+    Pool,
+    Forking,
+}
+
+/// Default thread limit of the threading and pool flavours.
+const DEFAULT_THREADS: usize = 4096;
+
+impl Flavor {
+    const fn new(kind: Kind, workers: usize, limit: usize) -> Flavor {
+        Flavor {
+            kind,
+            workers,
+            limit,
+            queue: None,
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// One request at a time on the thread that called `serve`; the next waits in the
+    /// kernel's backlog. Python's plain `TCPServer`/`UDPServer`.
+    #[doc(alias = "TCPServer")]
+    #[doc(alias = "UDPServer")]
+    pub const fn single() -> Flavor {
+        Flavor::new(Kind::Single, 0, 1)
+    }
+
+    /// A new thread per request, at most 4096 at once (see [`limit`](Flavor::limit)); when
+    /// the limit is reached the server stops accepting until a thread ends. Finished threads
+    /// are joined, never kept. Python's `ThreadingMixIn`, bounded.
+    #[doc(alias = "ThreadingMixIn")]
+    #[doc(alias = "ThreadingTCPServer")]
+    #[doc(alias = "ThreadingUDPServer")]
+    pub const fn threading() -> Flavor {
+        Flavor::new(Kind::Threading, 0, DEFAULT_THREADS)
+    }
+
+    /// A growing thread pool: 16 warm workers, up to 4096 threads while all are busy.
+    pub const fn pool() -> Flavor {
+        Flavor::new(Kind::Pool, 16, DEFAULT_THREADS)
+    }
+
+    /// A fixed pool of `workers` threads that never grows. Connections beyond `workers` wait
+    /// in the queue, then in the kernel backlog: long-lived idle clients starve the rest.
+    pub const fn fixed_pool(workers: usize) -> Flavor {
+        Flavor::new(Kind::Pool, workers, workers)
+    }
+
+    /// A new process per request (`fork(2)`), at most 40 at once (Python's `max_children`),
+    /// enforced before forking. Children are reaped as soon as they end (SIGCHLD), and only
+    /// the server's own children are ever reaped. Unix only.
+    ///
+    /// Fork from a program whose other threads hold no locks (ideally a single-threaded
+    /// one): the child runs the handler, and a lock held by another thread at the fork stays
+    /// held forever in the child. The forking flavour itself starts no threads.
+    #[doc(alias = "ForkingMixIn")]
+    #[doc(alias = "ForkingTCPServer")]
+    #[doc(alias = "ForkingUDPServer")]
+    #[doc(alias = "max_children")]
+    pub const fn forking() -> Flavor {
+        Flavor::new(Kind::Forking, 0, 40)
+    }
+
+    /// Sets the number of warm pool workers (pool only). By default, 16.
+    ///
+    /// Raises the limit to at least `n`. Ignored by the other flavours.
+    pub fn workers(mut self, n: usize) -> Flavor {
+        self.workers = n.max(1);
+        self.limit = self.limit.max(self.workers);
+        self
+    }
+
+    /// Sets the most requests handled at once: threads for `threading` and `pool` (by
+    /// default 4096), child processes for `forking` (by default 40). When the limit is
+    /// reached the server stops accepting and the kernel's backlog holds new clients.
+    /// `single` always handles one.
+    #[doc(alias = "max_workers")]
+    #[doc(alias = "max_threads")]
+    pub fn limit(mut self, n: usize) -> Flavor {
+        if self.kind != Kind::Single {
+            self.limit = n.max(1).max(self.workers);
+        }
+        self
+    }
+
+    /// Sets the capacity of the pool's queue between the accept loop and the workers. By
+    /// default, the number of warm workers. Ignored by the other flavours.
+    pub fn queue(mut self, n: usize) -> Flavor {
+        self.queue = Some(n.max(1));
+        self
+    }
+
+    /// Sets how long a pool thread above the warm count waits for work before it exits. By
+    /// default, 10 s. Ignored by the other flavours.
+    pub fn idle_timeout(mut self, d: Duration) -> Flavor {
+        self.idle_timeout = d;
+        self
+    }
+
+    /// The most requests handled at once (see [`limit`](Flavor::limit)).
+    pub fn max(&self) -> usize {
+        self.limit
+    }
+
+    /// The warm pool workers (0 for flavours without a pool).
+    pub fn worker_count(&self) -> usize {
+        self.workers
+    }
+
+    pub(crate) fn queue_capacity(&self) -> usize {
+        self.queue.unwrap_or(self.workers).max(1)
+    }
+
+    /// The flavour's name as [`FromStr`] accepts it: `single`, `threading`, `pool`, `fork`.
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            Kind::Single => "single",
+            Kind::Threading => "threading",
+            Kind::Pool => "pool",
+            Kind::Forking => "fork",
+        }
+    }
+}
+
+impl Default for Flavor {
+    /// The growing pool, [`Flavor::pool`].
+    fn default() -> Flavor {
+        Flavor::pool()
+    }
+}
+
+impl fmt::Debug for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Flavor");
+        d.field("kind", &self.name()).field("limit", &self.limit);
+        if self.kind == Kind::Pool {
+            d.field("workers", &self.workers)
+                .field("queue", &self.queue_capacity())
+                .field("idle_timeout", &self.idle_timeout);
+        }
+        d.finish()
+    }
+}
+
+/// The error of parsing a [`Flavor`] name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseFlavorError(String);
+
+impl fmt::Display for ParseFlavorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown mode {:?}: expected single, threading, pool or fork",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ParseFlavorError {}
+
+impl FromStr for Flavor {
+    type Err = ParseFlavorError;
+
+    /// Parses `single`, `threading`, `pool`, `fixed-pool` or `fork` (also `forking`), the
+    /// `--mode` values of the examples.
+    fn from_str(s: &str) -> Result<Flavor, ParseFlavorError> {
+        match s {
+            "single" => Ok(Flavor::single()),
+            "threading" | "thread" => Ok(Flavor::threading()),
+            "pool" => Ok(Flavor::pool()),
+            "fixed-pool" => Ok(Flavor::fixed_pool(16)),
+            "fork" | "forking" => Ok(Flavor::forking()),
+            other => Err(ParseFlavorError(other.to_string())),
+        }
+    }
+}

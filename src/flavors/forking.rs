@@ -1,0 +1,180 @@
+//! A process per request, bounded before forking, reaped on SIGCHLD.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::marker::PhantomData;
+use std::net::Shutdown;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::SIGCHLD;
+use signal_hook::SigId;
+
+use super::{Job, Runner, FORCE_WAIT};
+use crate::handler::Outcome;
+use crate::shutdown::Shared;
+use crate::stats::Counters;
+use crate::stream::Stream;
+use crate::sys::{self, ChildExit, Fork, Interest};
+
+pub(crate) struct Forking<J> {
+    runner: Runner<J>,
+    shared: Arc<Shared>,
+    limit: usize,
+    /// Our own children, with the parent's copy of the connection (to shut it down at the
+    /// deadline; closed when the child is reaped).
+    children: HashMap<libc::pid_t, Option<Stream>>,
+    /// Readable after a SIGCHLD (signal-hook writes a byte from the handler).
+    sig_rx: UnixStream,
+    sig_id: SigId,
+    _job: PhantomData<fn(J)>,
+}
+
+impl<J: Job> Forking<J> {
+    pub(crate) fn new(runner: Runner<J>, shared: Arc<Shared>, limit: usize) -> std::io::Result<Self> {
+        let (tx, sig_rx) = UnixStream::pair()?;
+        tx.set_nonblocking(true)?;
+        sig_rx.set_nonblocking(true)?;
+        let sig_id = signal_hook::low_level::pipe::register(SIGCHLD, tx)?;
+        Ok(Forking {
+            runner,
+            shared,
+            limit: limit.max(1),
+            children: HashMap::new(),
+            sig_rx,
+            sig_id,
+            _job: PhantomData,
+        })
+    }
+
+    pub(crate) fn signal_fd(&self) -> RawFd {
+        self.sig_rx.as_raw_fd()
+    }
+
+    /// Reaps every child of ours that has ended (never `waitpid(-1)`: a child the program
+    /// forked itself is left for its owner).
+    pub(crate) fn reap(&mut self) {
+        let mut buf = [0u8; 64];
+        while matches!((&self.sig_rx).read(&mut buf), Ok(n) if n > 0) {}
+        let pids: Vec<libc::pid_t> = self.children.keys().copied().collect();
+        for pid in pids {
+            match sys::try_reap(pid) {
+                Ok(Some(exit)) => self.account(pid, exit),
+                Ok(None) => {}
+                Err(e) => {
+                    log::error!("waitpid({pid}) failed: {e}");
+                    self.children.remove(&pid);
+                    self.shared.end_request();
+                }
+            }
+        }
+        self.shared
+            .counters
+            .threads
+            .store(self.children.len() as u64, Relaxed);
+    }
+
+    fn account(&mut self, pid: libc::pid_t, exit: ChildExit) {
+        self.children.remove(&pid);
+        let c = &self.shared.counters;
+        Counters::bump(&c.completed);
+        match exit {
+            ChildExit::Code(code) => match Outcome::from_exit_code(code) {
+                Outcome::Ok => {}
+                Outcome::Error => Counters::bump(&c.handler_errors),
+                Outcome::Panic => Counters::bump(&c.panics),
+            },
+            ChildExit::Signal(sig) => {
+                log::warn!("child {pid} killed by signal {sig}");
+                Counters::bump(&c.panics);
+            }
+        }
+        self.shared.end_request();
+    }
+
+    /// Waits while `limit` children run: the limit holds *before* the next fork.
+    pub(crate) fn ready(&mut self) -> bool {
+        self.reap();
+        while self.children.len() >= self.limit && !self.shared.is_stopping() {
+            let fds = [
+                (self.sig_rx.as_raw_fd(), Interest::Read),
+                (self.shared.wake_fd(), Interest::Read),
+            ];
+            if let Err(e) = sys::poll(&fds, None) {
+                log::error!("poll failed while waiting for a child: {e}");
+                return false;
+            }
+            self.reap();
+        }
+        !self.shared.is_stopping()
+    }
+
+    pub(crate) fn execute(&mut self, job: J, child_close: Option<RawFd>) {
+        match sys::fork() {
+            Ok(Fork::Child) => {
+                if let Some(fd) = child_close {
+                    sys::close_inherited(fd);
+                }
+                let outcome = (self.runner)(job, true);
+                sys::exit_child(outcome.exit_code());
+            }
+            Ok(Fork::Parent(pid)) => {
+                self.shared.begin_request();
+                self.children.insert(pid, job.into_kept());
+                self.shared
+                    .counters
+                    .threads
+                    .store(self.children.len() as u64, Relaxed);
+            }
+            Err(e) => {
+                log::error!("fork failed, dropping the request: {e}");
+                Counters::bump(&self.shared.counters.rejected);
+            }
+        }
+    }
+
+    fn wait_children(&mut self, deadline: Instant) {
+        self.reap();
+        while !self.children.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let _ = sys::poll(&[(self.sig_rx.as_raw_fd(), Interest::Read)], Some(left));
+            self.reap();
+        }
+    }
+
+    pub(crate) fn finish(mut self, grace: Duration) {
+        self.wait_children(Instant::now() + grace);
+        if self.children.is_empty() {
+            return;
+        }
+        log::warn!("grace period of {grace:?} over: shutting down the connections still open");
+        for stream in self.children.values().flatten() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        self.wait_children(Instant::now() + FORCE_WAIT);
+        let left: Vec<libc::pid_t> = self.children.keys().copied().collect();
+        for pid in left {
+            log::error!("child {pid} still running after shutdown; killing it");
+            let _ = sys::kill_child(pid);
+            match sys::reap_blocking(pid) {
+                Ok(Some(exit)) => self.account(pid, exit),
+                _ => {
+                    self.children.remove(&pid);
+                    self.shared.end_request();
+                }
+            }
+        }
+    }
+}
+
+impl<J> Drop for Forking<J> {
+    fn drop(&mut self) {
+        signal_hook::low_level::unregister(self.sig_id);
+    }
+}

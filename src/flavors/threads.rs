@@ -1,0 +1,106 @@
+//! Tracking of live worker threads: finished ones are joined promptly, never kept.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::shutdown::Shared;
+
+/// The live threads of a flavour. Memory is O(live threads): each thread reports its own end
+/// on a channel and is joined at the next `reap` (Python's bpo-37193 kept every finished
+/// thread instead).
+pub(crate) struct ThreadSet {
+    live: HashMap<u64, JoinHandle<()>>,
+    next: u64,
+    done_tx: Sender<u64>,
+    done_rx: Receiver<u64>,
+    shared: Arc<Shared>,
+}
+
+/// Reports a thread's end, however it ends.
+struct Done(u64, Sender<u64>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let _ = self.1.send(self.0);
+    }
+}
+
+impl ThreadSet {
+    pub(crate) fn new(shared: Arc<Shared>) -> ThreadSet {
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        ThreadSet {
+            live: HashMap::new(),
+            next: 0,
+            done_tx,
+            done_rx,
+            shared,
+        }
+    }
+
+    pub(crate) fn spawn(&mut self, name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        let id = self.next;
+        self.next += 1;
+        let done = Done(id, self.done_tx.clone());
+        let handle = thread::Builder::new().name(name.to_string()).spawn(move || {
+            let _done = done;
+            f();
+        })?;
+        self.live.insert(id, handle);
+        self.publish();
+        Ok(())
+    }
+
+    /// Joins the threads that have ended.
+    pub(crate) fn reap(&mut self) {
+        let mut any = false;
+        while let Ok(id) = self.done_rx.try_recv() {
+            self.join(id);
+            any = true;
+        }
+        if any {
+            self.publish();
+        }
+    }
+
+    fn join(&mut self, id: u64) {
+        if let Some(h) = self.live.remove(&id) {
+            let _ = h.join();
+        }
+    }
+
+    /// Joins threads as they end, until none is left or `deadline` passes.
+    pub(crate) fn join_until(&mut self, deadline: Instant) -> bool {
+        self.reap();
+        while !self.live.is_empty() {
+            match self.done_rx.recv_deadline(deadline) {
+                Ok(id) => self.join(id),
+                Err(_) => break,
+            }
+        }
+        self.publish();
+        self.live.is_empty()
+    }
+
+    /// Gives up on threads that outlived the grace period and the forced close (a handler
+    /// stuck outside socket I/O): they are detached and reported, never waited for forever.
+    pub(crate) fn detach_rest(&mut self) {
+        if !self.live.is_empty() {
+            log::error!(
+                "{} handler thread(s) still running after shutdown; detaching them",
+                self.live.len()
+            );
+            self.live.clear();
+            self.publish();
+        }
+    }
+
+    fn publish(&self) {
+        self.shared.counters.threads.store(self.live.len() as u64, Relaxed);
+    }
+}

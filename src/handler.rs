@@ -1,0 +1,221 @@
+//! The handler traits: what a user writes.
+
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::request::{DatagramRequest, StreamRequest};
+
+/// Handles one stream connection (TCP or Unix): Python's `StreamRequestHandler`.
+///
+/// The server makes one handler value per connection (from the factory given to
+/// [`serve_with`](crate::StreamServer::serve_with), or by cloning the value given to
+/// [`serve`](crate::StreamServer::serve)) and calls, on the worker that owns the connection:
+///
+/// 1. [`setup`](StreamHandler::setup); if it fails, nothing else runs;
+/// 2. [`handle`](StreamHandler::handle);
+/// 3. [`finish`](StreamHandler::finish), **even when `handle` failed** (not when `setup` did).
+///
+/// `Ok(())` means the request is done and the connection is closed cleanly. An `Err` (from
+/// any step) or a panic is logged with the peer address, counted in
+/// [`Stats`](crate::Stats), passed to the server's `on_error` hook, and the connection is
+/// closed; the worker and the server go on serving. A client that disconnects mid-request
+/// shows up as an `Err` of kind `ConnectionReset`, `BrokenPipe` or `UnexpectedEof`, which
+/// is logged at debug level only.
+///
+/// Any `FnMut(&mut StreamRequest) -> io::Result<()>` closure is a handler:
+///
+/// ```
+/// use socketserver::{StreamHandler, StreamRequest};
+/// use std::io::{self, BufRead, Write};
+///
+/// struct LineEcho { lines: usize }
+///
+/// impl StreamHandler for LineEcho {
+///     fn handle(&mut self, req: &mut StreamRequest) -> io::Result<()> {
+///         let mut line = String::new();
+///         while req.read_line(&mut line)? > 0 {
+///             req.write_all(line.as_bytes())?;
+///             self.lines += 1;
+///             line.clear();
+///         }
+///         Ok(())
+///     }
+///     fn finish(&mut self, req: &mut StreamRequest) -> io::Result<()> {
+///         log::info!("{}: {} lines", req.peer_addr(), self.lines);
+///         Ok(())
+///     }
+/// }
+/// ```
+#[doc(alias = "StreamRequestHandler")]
+#[doc(alias = "BaseRequestHandler")]
+pub trait StreamHandler: Send + 'static {
+    /// Runs first. By default, does nothing.
+    fn setup(&mut self, req: &mut StreamRequest) -> io::Result<()> {
+        let _ = req;
+        Ok(())
+    }
+
+    /// Serves the connection: read requests, write responses, return when done.
+    fn handle(&mut self, req: &mut StreamRequest) -> io::Result<()>;
+
+    /// Runs last, after `handle` whatever it returned. By default, does nothing.
+    fn finish(&mut self, req: &mut StreamRequest) -> io::Result<()> {
+        let _ = req;
+        Ok(())
+    }
+}
+
+impl<F> StreamHandler for F
+where
+    F: FnMut(&mut StreamRequest) -> io::Result<()> + Send + 'static,
+{
+    fn handle(&mut self, req: &mut StreamRequest) -> io::Result<()> {
+        self(req)
+    }
+}
+
+/// Handles one datagram (UDP or Unix datagram): Python's `DatagramRequestHandler`.
+///
+/// Same contract as [`StreamHandler`]: `setup`, `handle`, then `finish` even when `handle`
+/// failed. Nothing is sent back unless the handler calls
+/// [`reply`](DatagramRequest::reply) (Python always sent a datagram, even an empty one).
+///
+/// ```
+/// use socketserver::DatagramRequest;
+/// use std::io;
+///
+/// let upper = |req: &mut DatagramRequest| -> io::Result<()> {
+///     let reply = req.packet().to_ascii_uppercase();
+///     req.reply(&reply)
+/// };
+/// # let _ = upper;
+/// ```
+#[doc(alias = "DatagramRequestHandler")]
+pub trait DatagramHandler: Send + 'static {
+    /// Runs first. By default, does nothing.
+    fn setup(&mut self, req: &mut DatagramRequest) -> io::Result<()> {
+        let _ = req;
+        Ok(())
+    }
+
+    /// Handles the datagram.
+    fn handle(&mut self, req: &mut DatagramRequest) -> io::Result<()>;
+
+    /// Runs last, after `handle` whatever it returned. By default, does nothing.
+    fn finish(&mut self, req: &mut DatagramRequest) -> io::Result<()> {
+        let _ = req;
+        Ok(())
+    }
+}
+
+impl<F> DatagramHandler for F
+where
+    F: FnMut(&mut DatagramRequest) -> io::Result<()> + Send + 'static,
+{
+    fn handle(&mut self, req: &mut DatagramRequest) -> io::Result<()> {
+        self(req)
+    }
+}
+
+/// Why a request failed, as passed to the `on_error` hook.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// `setup`, `handle` or `finish` returned this error.
+    Io(io::Error),
+    /// The handler (or its factory) panicked with this message.
+    Panic(String),
+}
+
+impl HandlerError {
+    /// Whether this is the client going away (reset, broken pipe, EOF mid-request), which is
+    /// routine for a server and logged at debug level.
+    pub fn is_disconnect(&self) -> bool {
+        matches!(self, HandlerError::Io(e) if matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::NotConnected
+        ))
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandlerError::Io(e) => write!(f, "handler failed: {e}"),
+            HandlerError::Panic(msg) => write!(f, "handler panicked: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for HandlerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HandlerError::Io(e) => Some(e),
+            HandlerError::Panic(_) => None,
+        }
+    }
+}
+
+/// How one request ended; a forked child turns it into its exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Ok,
+    Error,
+    Panic,
+}
+
+impl Outcome {
+    pub(crate) fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Ok => 0,
+            Outcome::Error => 1,
+            Outcome::Panic => 101,
+        }
+    }
+
+    pub(crate) fn from_exit_code(code: i32) -> Outcome {
+        match code {
+            0 => Outcome::Ok,
+            1 => Outcome::Error,
+            _ => Outcome::Panic,
+        }
+    }
+}
+
+/// Runs setup -> handle -> finish with the contract above, catching panics.
+pub(crate) fn run_phases<H, R>(
+    make: impl FnOnce() -> H,
+    req: &mut R,
+    setup: fn(&mut H, &mut R) -> io::Result<()>,
+    handle: fn(&mut H, &mut R) -> io::Result<()>,
+    finish: fn(&mut H, &mut R) -> io::Result<()>,
+) -> Result<(), HandlerError> {
+    let run = AssertUnwindSafe(|| {
+        let mut h = make();
+        setup(&mut h, req)?;
+        let handled = handle(&mut h, req);
+        let finished = finish(&mut h, req);
+        handled.and(finished)
+    });
+    match catch_unwind(run) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(HandlerError::Io(e)),
+        Err(payload) => Err(HandlerError::Panic(panic_message(&*payload))),
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}

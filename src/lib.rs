@@ -1,0 +1,93 @@
+//! Python's `socketserver`, done right for Rust: write `handle`, get a server.
+//!
+//! You write a handler, the few lines that serve one connection or one datagram. The crate
+//! supplies the rest: binding with the right socket options, the accept loop, running
+//! requests in the flavour you choose, graceful shutdown, error isolation and counters.
+//!
+//! ```no_run
+//! use socketserver::{StreamRequest, TcpServer};
+//! use std::io::{self, Read, Write};
+//!
+//! fn main() -> io::Result<()> {
+//!     TcpServer::bind("127.0.0.1:8002")?.serve(|req: &mut StreamRequest| {
+//!         let mut buf = [0; 16 * 1024];
+//!         loop {
+//!             let n = req.read(&mut buf)?;
+//!             if n == 0 {
+//!                 return Ok(());
+//!             }
+//!             req.write_all(&buf[..n].to_ascii_uppercase())?;
+//!         }
+//!     })
+//! }
+//! ```
+//!
+//! # Three independent choices
+//!
+//! As in Python's module, a server is three choices:
+//!
+//! * **Transport**: [`TcpServer`], [`UdpServer`], [`UnixStreamServer`],
+//!   [`UnixDatagramServer`]. Stream servers give the handler a [`StreamRequest`]
+//!   (`Read` + `BufRead` + `Write`); datagram servers a [`DatagramRequest`] (the packet and
+//!   `reply`). IPv6 comes from the address (`[::1]:8001`), no subclass needed.
+//! * **Flavour** ([`Flavor`]), how requests run: `single` (one at a time), `threading` (a
+//!   thread each, bounded), `pool` (warm threads, growing when all are busy; the default),
+//!   `forking` (a process each, bounded). Python's `ThreadingTCPServer` is
+//!   `TcpServer` + `Flavor::threading()`.
+//! * **Handler**: a closure, or a type implementing [`StreamHandler`] or
+//!   [`DatagramHandler`] with `setup` / `handle` / `finish`.
+//!
+//! # Where it differs from Python, and why
+//!
+//! * Shutdown is immediate and never deadlocks: [`ShutdownHandle::shutdown`] wakes the
+//!   accept loop at once (no 0.5 s polling), works from a handler and before `serve`, and
+//!   `serve` returns only after requests in flight finished or the grace period ended.
+//! * Everything is bounded: threads, children, queues. Finished threads are joined, never
+//!   kept; `max_children` holds before `fork`, and only the server's own children are reaped.
+//! * Accept errors are classified: transient ones retried, descriptor exhaustion backed off
+//!   (5 ms doubling to 1 s) instead of spinning, anything else returned from `serve`.
+//! * Defaults a server wants: `SO_REUSEADDR` on TCP, a backlog of 1024, `TCP_NODELAY`,
+//!   65535-byte datagrams with oversize ones reported (never cut), Unix socket files removed
+//!   on close.
+//! * TCP is a byte stream: the [`framing`] module sends and receives whole messages
+//!   (length-prefixed frames, JSON header + body) so no handler loops over `recv(1024)`.
+//!
+//! # Platforms
+//!
+//! Linux, macOS and the BSDs (anything `cfg(unix)`): the accept loop is built on `poll(2)`,
+//! and forking and Unix sockets are unix concepts. Windows is not supported.
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms, unsafe_code)]
+#![warn(unreachable_pub)]
+
+#[cfg(not(unix))]
+compile_error!("socketserver supports Unix-like systems (Linux, macOS, BSD) only");
+
+mod addr;
+mod config;
+mod flavor;
+mod flavors;
+mod handler;
+mod request;
+mod serve;
+mod server;
+mod shutdown;
+mod signal;
+mod stats;
+mod stream;
+#[allow(unsafe_code)]
+mod sys;
+mod transport;
+
+pub use crate::addr::Addr;
+pub use crate::config::Builder;
+pub use crate::flavor::{Flavor, ParseFlavorError};
+pub use crate::handler::{DatagramHandler, HandlerError, StreamHandler};
+pub use crate::request::{DatagramRequest, StreamRequest};
+pub use crate::server::{
+    DatagramServer, StreamServer, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer,
+};
+pub use crate::shutdown::ShutdownHandle;
+pub use crate::signal::shutdown_on_signals;
+pub use crate::stats::Stats;
+pub use crate::stream::Stream;
+pub use crate::transport::{Datagram, Inet, Listener};

@@ -1,0 +1,349 @@
+//! The accept loop (streams) and the receive loop (datagrams), and what runs one request.
+
+use std::io;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::addr::Addr;
+use crate::config::Config;
+use crate::flavors::{Exec, Job, Runner};
+use crate::handler::{run_phases, DatagramHandler, HandlerError, Outcome, StreamHandler};
+use crate::request::{DatagramRequest, StreamRequest};
+use crate::shutdown::{ConnSlot, Shared};
+use crate::stats::Counters;
+use crate::stream::Stream;
+use crate::sys::{self, Interest};
+use crate::transport::sealed::Listen;
+use crate::transport::DgramSocket;
+
+/// An accepted connection on its way to a worker.
+pub(crate) struct Accepted {
+    stream: Stream,
+    peer: Addr,
+}
+
+impl Job for Accepted {
+    fn into_kept(self) -> Option<Stream> {
+        Some(self.stream)
+    }
+}
+
+/// A received datagram on its way to a worker.
+pub(crate) struct Datagram {
+    data: Vec<u8>,
+    peer: Addr,
+}
+
+impl Job for Datagram {
+    fn into_kept(self) -> Option<Stream> {
+        None
+    }
+}
+
+/// What to do about an error from `accept` or `recvfrom`.
+#[derive(Debug, PartialEq, Eq)]
+enum Class {
+    /// Nothing pending: wait for readiness.
+    WouldBlock,
+    /// A connection died in the queue, or a signal: try again at once.
+    Retry,
+    /// Out of descriptors or memory: back off (the condition persists while we spin).
+    Backoff,
+    /// Anything else ends `serve` with the error.
+    Fatal,
+}
+
+fn classify(e: &io::Error) -> Class {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        return Class::WouldBlock;
+    }
+    match e.raw_os_error() {
+        Some(
+            libc::EINTR
+            | libc::ECONNABORTED
+            | libc::ECONNRESET
+            | libc::ECONNREFUSED
+            | libc::EPROTO
+            | libc::EPERM
+            | libc::ENOPROTOOPT
+            | libc::EHOSTDOWN
+            | libc::EHOSTUNREACH
+            | libc::ENETDOWN
+            | libc::ENETUNREACH
+            | libc::EOPNOTSUPP
+            | libc::ETIMEDOUT,
+        ) => Class::Retry,
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => Class::Backoff,
+        _ => Class::Fatal,
+    }
+}
+
+/// Go's accept back-off: 5 ms doubling to 1 s, reset by a success.
+#[derive(Debug, Default)]
+struct Backoff(Option<Duration>);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn next(&mut self) -> Duration {
+        let d = self.0.map_or(Self::FIRST, |d| (d * 2).min(Self::MAX));
+        self.0 = Some(d);
+        d
+    }
+
+    fn reset(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// The loop state shared by both loops: the descriptors to wait on and error handling.
+struct Waiter<'a> {
+    shared: &'a Shared,
+    fds: Vec<(RawFd, Interest)>,
+    backoff: Backoff,
+}
+
+impl<'a> Waiter<'a> {
+    fn new(shared: &'a Shared, socket: RawFd, extra: Option<RawFd>) -> Waiter<'a> {
+        let mut fds = vec![(socket, Interest::Read), (shared.wake_fd(), Interest::Read)];
+        fds.extend(extra.map(|fd| (fd, Interest::Read)));
+        Waiter {
+            shared,
+            fds,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Handles a failed `accept`/`recvfrom`: waits, retries, backs off, or gives up.
+    fn on_error(&mut self, e: io::Error, what: &str) -> io::Result<()> {
+        let class = classify(&e);
+        if class != Class::WouldBlock {
+            Counters::bump(&self.shared.counters.accept_errors);
+        }
+        match class {
+            Class::WouldBlock => {
+                sys::poll(&self.fds, None)?;
+            }
+            Class::Retry => log::debug!("{what} failed, retrying: {e}"),
+            Class::Backoff => {
+                let d = self.backoff.next();
+                log::warn!("{what} failed: {e}; retrying in {d:?}");
+                sys::poll(&self.fds[1..2], Some(d))?;
+            }
+            Class::Fatal => {
+                log::error!("{what} failed, stopping the server: {e}");
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn verified(cfg: &Config, shared: &Shared, peer: &Addr) -> bool {
+    Counters::bump(&shared.counters.accepted);
+    match &cfg.verify {
+        Some(verify) if !catch_unwind(AssertUnwindSafe(|| verify(peer))).unwrap_or(false) => {
+            log::debug!("{peer}: refused by the verify hook");
+            Counters::bump(&shared.counters.rejected);
+            false
+        }
+        _ => true,
+    }
+}
+
+/// Accepts connections and hands them to the flavour until shutdown or a fatal error.
+pub(crate) fn accept_loop<L: Listen>(
+    listener: &L,
+    exec: &mut Exec<Accepted>,
+    shared: &Shared,
+    cfg: &Config,
+) -> io::Result<()> {
+    let mut waiter = Waiter::new(shared, listener.as_raw_fd(), exec.extra_fd());
+    loop {
+        if shared.is_stopping() {
+            return Ok(());
+        }
+        exec.reap();
+        if !exec.ready() {
+            return Ok(());
+        }
+        match listener.accept_stream() {
+            Ok((stream, peer)) => {
+                waiter.backoff.reset();
+                if verified(cfg, shared, &peer) {
+                    exec.execute(Accepted { stream, peer }, Some(listener.as_raw_fd()));
+                }
+            }
+            Err(e) => waiter.on_error(e, "accept")?,
+        }
+    }
+}
+
+/// Receives datagrams and hands them to the flavour until shutdown or a fatal error.
+pub(crate) fn recv_loop(
+    socket: &DgramSocket,
+    exec: &mut Exec<Datagram>,
+    shared: &Shared,
+    cfg: &Config,
+) -> io::Result<()> {
+    let mut waiter = Waiter::new(shared, socket.as_raw_fd(), exec.extra_fd());
+    // One byte more than the largest datagram served: a datagram that fills it was cut.
+    let mut buf = vec![0u8; cfg.max_datagram + 1];
+    loop {
+        if shared.is_stopping() {
+            return Ok(());
+        }
+        exec.reap();
+        if !exec.ready() {
+            return Ok(());
+        }
+        match socket.recv_from(&mut buf) {
+            Ok((n, peer)) => {
+                waiter.backoff.reset();
+                if n > cfg.max_datagram {
+                    Counters::bump(&shared.counters.truncated);
+                    log::warn!(
+                        "{peer}: dropped a datagram larger than {} bytes (max_datagram_size)",
+                        cfg.max_datagram
+                    );
+                } else if verified(cfg, shared, &peer) {
+                    let data = buf[..n].to_vec();
+                    exec.execute(Datagram { data, peer }, None);
+                }
+            }
+            Err(e) => waiter.on_error(e, "recvfrom")?,
+        }
+    }
+}
+
+/// Applies the per-connection socket options, on the worker (not the accept loop).
+fn configure(stream: &Stream, cfg: &Config) -> io::Result<()> {
+    if let (Stream::Tcp(s), true) = (stream, cfg.nodelay) {
+        s.set_nodelay(true)?;
+    }
+    if cfg.read_timeout.is_some() {
+        stream.set_read_timeout(cfg.read_timeout)?;
+    }
+    if cfg.write_timeout.is_some() {
+        stream.set_write_timeout(cfg.write_timeout)?;
+    }
+    Ok(())
+}
+
+/// The runner of stream connections: handler lifecycle, registry, polite close, report.
+pub(crate) fn stream_runner<F, H>(factory: F, shared: Arc<Shared>, cfg: Arc<Config>) -> Runner<Accepted>
+where
+    F: Fn() -> H + Send + Sync + 'static,
+    H: StreamHandler,
+{
+    Arc::new(move |job: Accepted, forked: bool| {
+        let Accepted { stream, peer } = job;
+        let result = match configure(&stream, &cfg) {
+            Ok(()) => {
+                let slot = Arc::new(ConnSlot {
+                    stream,
+                    idle: AtomicBool::new(false),
+                });
+                let _registration = (!forked).then(|| shared.register(Arc::clone(&slot)));
+                let mut req = StreamRequest::new(slot, peer.clone(), Arc::clone(&shared), &cfg, forked);
+                let result = run_phases(&factory, &mut req, H::setup, H::handle, H::finish);
+                req.close();
+                result
+            }
+            Err(e) => Err(HandlerError::Io(e)),
+        };
+        report(&shared, &cfg, &peer, result)
+    })
+}
+
+/// The runner of datagrams.
+pub(crate) fn datagram_runner<F, H>(
+    factory: F,
+    socket: Arc<DgramSocket>,
+    shared: Arc<Shared>,
+    cfg: Arc<Config>,
+) -> Runner<Datagram>
+where
+    F: Fn() -> H + Send + Sync + 'static,
+    H: DatagramHandler,
+{
+    Arc::new(move |job: Datagram, forked: bool| {
+        let Datagram { data, peer } = job;
+        let mut req = DatagramRequest::new(
+            data,
+            peer.clone(),
+            Arc::clone(&socket),
+            Arc::clone(&shared),
+            &cfg,
+            forked,
+        );
+        let result = run_phases(&factory, &mut req, H::setup, H::handle, H::finish);
+        report(&shared, &cfg, &peer, result)
+    })
+}
+
+/// Counts, logs and hands a request's result to the `on_error` hook.
+fn report(shared: &Shared, cfg: &Config, peer: &Addr, result: Result<(), HandlerError>) -> Outcome {
+    let c = &shared.counters;
+    Counters::bump(&c.completed);
+    let err = match result {
+        Ok(()) => return Outcome::Ok,
+        Err(err) => err,
+    };
+    let outcome = match &err {
+        HandlerError::Panic(_) => {
+            Counters::bump(&c.panics);
+            log::error!("{peer}: {err}");
+            Outcome::Panic
+        }
+        HandlerError::Io(e) => {
+            Counters::bump(&c.handler_errors);
+            if err.is_disconnect() {
+                log::debug!("{peer}: client went away: {e}");
+            } else if e.kind() == io::ErrorKind::TimedOut {
+                log::info!("{peer}: {e}");
+            } else {
+                log::error!("{peer}: {err}");
+            }
+            Outcome::Error
+        }
+    };
+    if let Some(hook) = &cfg.on_error {
+        if catch_unwind(AssertUnwindSafe(|| hook(peer, &err))).is_err() {
+            log::error!("{peer}: the on_error hook panicked");
+        }
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_are_classified() {
+        let os = io::Error::from_raw_os_error;
+        assert_eq!(classify(&os(libc::ECONNABORTED)), Class::Retry);
+        assert_eq!(classify(&os(libc::EINTR)), Class::Retry);
+        assert_eq!(classify(&os(libc::EMFILE)), Class::Backoff);
+        assert_eq!(classify(&os(libc::ENFILE)), Class::Backoff);
+        assert_eq!(classify(&os(libc::ENOBUFS)), Class::Backoff);
+        assert_eq!(classify(&os(libc::ENOMEM)), Class::Backoff);
+        assert_eq!(classify(&os(libc::EBADF)), Class::Fatal);
+        assert_eq!(classify(&os(libc::EINVAL)), Class::Fatal);
+        assert_eq!(classify(&io::Error::from(io::ErrorKind::WouldBlock)), Class::WouldBlock);
+    }
+
+    #[test]
+    fn backoff_doubles_to_one_second_and_resets() {
+        let mut b = Backoff::default();
+        let seq: Vec<u128> = (0..10).map(|_| b.next().as_millis()).collect();
+        assert_eq!(seq, vec![5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        b.reset();
+        assert_eq!(b.next(), Duration::from_millis(5));
+    }
+}

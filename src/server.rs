@@ -1,0 +1,404 @@
+//! The public server types: one per transport, any flavour.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram, UnixListener};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use socket2::Type;
+
+use crate::config::{Builder, Config};
+use crate::flavor::Flavor;
+use crate::flavors::Exec;
+use crate::handler::{DatagramHandler, StreamHandler};
+use crate::serve::{accept_loop, datagram_runner, recv_loop, stream_runner};
+use crate::shutdown::{Shared, ShutdownHandle};
+use crate::transport::{bind_inet, bind_unix, Datagram, DgramSocket, Listener, SocketFile};
+
+/// A server on a listening stream socket. Use it as [`TcpServer`] or [`UnixStreamServer`].
+///
+/// It is bound and listening as soon as it exists (clients can connect and wait in the
+/// backlog); [`serve`](StreamServer::serve) runs the accept loop until shutdown. Dropping a
+/// server that never served closes its socket at once.
+pub struct StreamServer<L: Listener> {
+    listener: L,
+    cfg: Config,
+    shared: Arc<Shared>,
+    file: Option<SocketFile>,
+}
+
+/// A TCP server: Python's `TCPServer`, `ThreadingTCPServer` and `ForkingTCPServer` in one
+/// type; the [`Flavor`] chooses how requests run.
+///
+/// ```
+/// use socketserver::{StreamRequest, TcpServer};
+/// use std::io::{self, BufRead, Read, Write};
+/// use std::net::TcpStream;
+///
+/// let server = TcpServer::bind("127.0.0.1:0")?;
+/// let addr = server.local_addr()?;
+/// let handle = server.shutdown_handle();
+/// let serving = std::thread::spawn(move || {
+///     server.serve(|req: &mut StreamRequest| {
+///         let mut line = String::new();
+///         req.read_line(&mut line)?;
+///         req.write_all(line.to_uppercase().as_bytes())
+///     })
+/// });
+///
+/// let mut client = TcpStream::connect(addr)?;
+/// client.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+/// client.write_all(b"hello\n")?;
+/// let mut reply = String::new();
+/// client.read_to_string(&mut reply)?;
+/// assert_eq!(reply, "HELLO\n");
+///
+/// handle.shutdown();
+/// serving.join().unwrap()?;
+/// # Ok::<(), io::Error>(())
+/// ```
+#[doc(alias = "TCPServer")]
+#[doc(alias = "ThreadingTCPServer")]
+#[doc(alias = "ForkingTCPServer")]
+pub type TcpServer = StreamServer<TcpListener>;
+
+/// A Unix-domain stream server (unix only): Python's `UnixStreamServer`,
+/// `ThreadingUnixStreamServer` and `ForkingUnixStreamServer`.
+///
+/// The socket file is created at bind (a stale file left by a dead server is replaced; a
+/// live server's file, or a file that is not a socket, is an `AddrInUse` error) and removed
+/// when the server closes.
+#[doc(alias = "ThreadingUnixStreamServer")]
+#[doc(alias = "ForkingUnixStreamServer")]
+pub type UnixStreamServer = StreamServer<UnixListener>;
+
+impl<L: Listener> StreamServer<L> {
+    fn new(listener: L, cfg: Config, file: Option<SocketFile>) -> io::Result<Self> {
+        listener.prepare()?;
+        let shared = Shared::new(cfg.grace_period)?;
+        Ok(StreamServer {
+            listener,
+            cfg,
+            shared,
+            file,
+        })
+    }
+
+    /// A handle that stops this server from any thread; see [`ShutdownHandle`].
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The flavour this server runs requests with.
+    pub fn flavor(&self) -> &Flavor {
+        &self.cfg.flavor
+    }
+
+    /// Serves connections until shutdown, giving each one a clone of `handler`.
+    ///
+    /// Blocks the calling thread: it runs the accept loop (and, in the `single` flavour, the
+    /// handlers). Returns `Ok(())` after a shutdown, once every request has ended (see
+    /// [`ShutdownHandle`]), or the error that made accepting impossible (not a transient one:
+    /// those are retried, and running out of descriptors is backed off from).
+    /// The listening socket is closed when it returns.
+    #[doc(alias = "serve_forever")]
+    pub fn serve<H: StreamHandler + Clone>(self, handler: H) -> io::Result<()> {
+        let proto = Mutex::new(handler);
+        self.serve_with(move || proto.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Serves connections until shutdown, making each one's handler with `factory` (on the
+    /// worker, so a slow factory never delays the accept loop). See [`serve`](Self::serve).
+    pub fn serve_with<F, H>(self, factory: F) -> io::Result<()>
+    where
+        F: Fn() -> H + Send + Sync + 'static,
+        H: StreamHandler,
+    {
+        let StreamServer {
+            listener,
+            cfg,
+            shared,
+            file,
+        } = self;
+        let cfg = Arc::new(cfg);
+        let runner = stream_runner(factory, Arc::clone(&shared), Arc::clone(&cfg));
+        let mut exec = Exec::new(&cfg.flavor, runner, &shared)?;
+        let result = accept_loop(&listener, &mut exec, &shared, &cfg);
+        drop(listener);
+        drop(file);
+        shared.stop();
+        exec.finish(cfg.grace_period);
+        result
+    }
+}
+
+impl<L: Listener + fmt::Debug> fmt::Debug for StreamServer<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamServer")
+            .field("listener", &self.listener)
+            .field("flavor", &self.cfg.flavor)
+            .finish()
+    }
+}
+
+impl StreamServer<TcpListener> {
+    /// Binds a TCP server with every default (see [`Builder`]).
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpServer> {
+        Self::builder().bind(addr)
+    }
+
+    /// Options for a TCP server.
+    pub fn builder() -> Builder<TcpListener> {
+        Builder::new(true)
+    }
+
+    /// The bound address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+impl Builder<TcpListener> {
+    /// Binds and listens on the first address that works, with these options.
+    pub fn bind(&self, addr: impl ToSocketAddrs) -> io::Result<TcpServer> {
+        let socket = bind_inet(addr, Type::STREAM, &self.cfg)?;
+        StreamServer::new(socket.into(), self.cfg.clone(), None)
+    }
+
+    /// Serves an already bound and listening socket, such as one inherited from a process
+    /// manager (systemd socket activation). Options applied at bind time (address reuse,
+    /// backlog, IPv6-only) are the caller's; the others apply.
+    pub fn from_listener(&self, listener: TcpListener) -> io::Result<TcpServer> {
+        StreamServer::new(listener, self.cfg.clone(), None)
+    }
+}
+
+impl StreamServer<UnixListener> {
+    /// Binds a Unix stream server at `path` with every default.
+    pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixStreamServer> {
+        Self::builder().bind(path)
+    }
+
+    /// Options for a Unix stream server.
+    pub fn builder() -> Builder<UnixListener> {
+        Builder::new(false)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<UnixAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The socket file this server removes when it closes, if it bound one itself.
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_ref().map(SocketFile::path)
+    }
+}
+
+impl Builder<UnixListener> {
+    /// Binds and listens at `path`; see [`UnixStreamServer`] for how an existing file is
+    /// treated.
+    pub fn bind(&self, path: impl AsRef<Path>) -> io::Result<UnixStreamServer> {
+        let (socket, file) = bind_unix(path.as_ref(), Type::STREAM, &self.cfg)?;
+        StreamServer::new(socket.into(), self.cfg.clone(), Some(file))
+    }
+
+    /// Serves an already bound and listening socket. Its file, if any, is left in place.
+    pub fn from_listener(&self, listener: UnixListener) -> io::Result<UnixStreamServer> {
+        StreamServer::new(listener, self.cfg.clone(), None)
+    }
+}
+
+/// A server on a datagram socket. Use it as [`UdpServer`] or [`UnixDatagramServer`].
+///
+/// Each datagram is one request. The receive loop reads it whole (see
+/// `max_datagram_size`) and hands it to the flavour; replies leave from the server's socket.
+pub struct DatagramServer<S: Datagram> {
+    socket: DgramSocket,
+    cfg: Config,
+    shared: Arc<Shared>,
+    file: Option<SocketFile>,
+    _transport: PhantomData<fn() -> S>,
+}
+
+/// A UDP server: Python's `UDPServer`, `ThreadingUDPServer` and `ForkingUDPServer`.
+///
+/// ```
+/// use socketserver::{DatagramRequest, Flavor, UdpServer};
+/// use std::net::UdpSocket;
+/// use std::time::Duration;
+///
+/// let server = UdpServer::builder().flavor(Flavor::single()).bind("127.0.0.1:0")?;
+/// let addr = server.local_addr()?;
+/// let handle = server.shutdown_handle();
+/// let serving = std::thread::spawn(move || {
+///     server.serve(|req: &mut DatagramRequest| {
+///         let reply = req.packet().to_ascii_uppercase();
+///         req.reply(&reply)
+///     })
+/// });
+///
+/// let client = UdpSocket::bind("127.0.0.1:0")?;
+/// client.set_read_timeout(Some(Duration::from_secs(5)))?;
+/// client.send_to(b"hello", addr)?;
+/// let mut buf = [0; 64];
+/// let (n, _) = client.recv_from(&mut buf)?;
+/// assert_eq!(&buf[..n], b"HELLO");
+///
+/// handle.shutdown();
+/// serving.join().unwrap()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[doc(alias = "UDPServer")]
+#[doc(alias = "ThreadingUDPServer")]
+#[doc(alias = "ForkingUDPServer")]
+pub type UdpServer = DatagramServer<UdpSocket>;
+
+/// A Unix-domain datagram server (unix only): Python's `UnixDatagramServer` and its
+/// threading and forking variants. A client must bind its own path to receive replies.
+#[doc(alias = "ThreadingUnixDatagramServer")]
+#[doc(alias = "ForkingUnixDatagramServer")]
+pub type UnixDatagramServer = DatagramServer<UnixDatagram>;
+
+impl<S: Datagram> DatagramServer<S> {
+    fn new(socket: S, cfg: Config, file: Option<SocketFile>) -> io::Result<Self> {
+        let socket = socket.into_dgram()?;
+        let shared = Shared::new(cfg.grace_period)?;
+        Ok(DatagramServer {
+            socket,
+            cfg,
+            shared,
+            file,
+            _transport: PhantomData,
+        })
+    }
+
+    /// A handle that stops this server from any thread; see [`ShutdownHandle`].
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The flavour this server runs requests with.
+    pub fn flavor(&self) -> &Flavor {
+        &self.cfg.flavor
+    }
+
+    /// Serves datagrams until shutdown, giving each one a clone of `handler`. See
+    /// [`StreamServer::serve`].
+    #[doc(alias = "serve_forever")]
+    pub fn serve<H: DatagramHandler + Clone>(self, handler: H) -> io::Result<()> {
+        let proto = Mutex::new(handler);
+        self.serve_with(move || proto.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Serves datagrams until shutdown, making each one's handler with `factory`.
+    pub fn serve_with<F, H>(self, factory: F) -> io::Result<()>
+    where
+        F: Fn() -> H + Send + Sync + 'static,
+        H: DatagramHandler,
+    {
+        let DatagramServer {
+            socket,
+            cfg,
+            shared,
+            file,
+            ..
+        } = self;
+        let cfg = Arc::new(cfg);
+        let socket = Arc::new(socket);
+        let runner = datagram_runner(factory, Arc::clone(&socket), Arc::clone(&shared), Arc::clone(&cfg));
+        let mut exec = Exec::new(&cfg.flavor, runner, &shared)?;
+        let result = recv_loop(&socket, &mut exec, &shared, &cfg);
+        shared.stop();
+        exec.finish(cfg.grace_period);
+        drop(file);
+        result
+    }
+}
+
+impl<S: Datagram> fmt::Debug for DatagramServer<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatagramServer")
+            .field("socket", &self.socket)
+            .field("flavor", &self.cfg.flavor)
+            .finish()
+    }
+}
+
+impl DatagramServer<UdpSocket> {
+    /// Binds a UDP server with every default (see [`Builder`]).
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<UdpServer> {
+        Self::builder().bind(addr)
+    }
+
+    /// Options for a UDP server.
+    pub fn builder() -> Builder<UdpSocket> {
+        Builder::new(false)
+    }
+
+    /// The bound address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &self.socket {
+            DgramSocket::Udp(s) => s.local_addr(),
+            DgramSocket::Unix(_) => unreachable!("a UdpServer holds a UDP socket"),
+        }
+    }
+}
+
+impl Builder<UdpSocket> {
+    /// Binds the first address that works, with these options.
+    pub fn bind(&self, addr: impl ToSocketAddrs) -> io::Result<UdpServer> {
+        let socket = bind_inet(addr, Type::DGRAM, &self.cfg)?;
+        DatagramServer::new(UdpSocket::from(socket), self.cfg.clone(), None)
+    }
+
+    /// Serves an already bound socket (an inherited descriptor).
+    pub fn from_socket(&self, socket: UdpSocket) -> io::Result<UdpServer> {
+        DatagramServer::new(socket, self.cfg.clone(), None)
+    }
+}
+
+impl DatagramServer<UnixDatagram> {
+    /// Binds a Unix datagram server at `path` with every default.
+    pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixDatagramServer> {
+        Self::builder().bind(path)
+    }
+
+    /// Options for a Unix datagram server.
+    pub fn builder() -> Builder<UnixDatagram> {
+        Builder::new(false)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<UnixAddr> {
+        match &self.socket {
+            DgramSocket::Unix(s) => s.local_addr(),
+            DgramSocket::Udp(_) => unreachable!("a UnixDatagramServer holds a Unix socket"),
+        }
+    }
+
+    /// The socket file this server removes when it closes, if it bound one itself.
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_ref().map(SocketFile::path)
+    }
+}
+
+impl Builder<UnixDatagram> {
+    /// Binds at `path`; an existing file is treated as for [`UnixStreamServer`].
+    pub fn bind(&self, path: impl AsRef<Path>) -> io::Result<UnixDatagramServer> {
+        let (socket, file) = bind_unix(path.as_ref(), Type::DGRAM, &self.cfg)?;
+        DatagramServer::new(UnixDatagram::from(socket), self.cfg.clone(), Some(file))
+    }
+
+    /// Serves an already bound socket. Its file, if any, is left in place.
+    pub fn from_socket(&self, socket: UnixDatagram) -> io::Result<UnixDatagramServer> {
+        DatagramServer::new(socket, self.cfg.clone(), None)
+    }
+}

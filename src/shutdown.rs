@@ -1,0 +1,318 @@
+//! Shared server state: the stop flag, the waker, the live-connection registry, the counters.
+
+use std::io::{self, Write};
+use std::net::Shutdown;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::stats::{Counters, Stats};
+use crate::stream::Stream;
+
+/// A connection as the registry sees it: the socket and whether its handler is waiting idle.
+#[derive(Debug)]
+pub(crate) struct ConnSlot {
+    pub(crate) stream: Stream,
+    /// True while the handler is blocked reading the *next* request (see `request.rs`).
+    pub(crate) idle: AtomicBool,
+}
+
+/// State shared by a server, its handle, its workers and its requests.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    stopping: AtomicBool,
+    /// Dropped at shutdown, which wakes every `select!` waiting on `stop_rx`.
+    stop_tx: Mutex<Option<Sender<()>>>,
+    pub(crate) stop_rx: Receiver<()>,
+    /// One byte is written here at shutdown and never read: the read end stays readable, so
+    /// every `poll` on it (accept loop, forked children) wakes at once.
+    wake_tx: UnixStream,
+    wake_rx: UnixStream,
+    pub(crate) counters: Counters,
+    registry: Mutex<Slab<Arc<ConnSlot>>>,
+    inflight: Mutex<u64>,
+    drained: Condvar,
+    grace: Duration,
+    /// For the single flavour, whose serving thread is inside the handler at shutdown: a
+    /// thread started at shutdown that shuts connections down when the grace period ends.
+    watchdog: Mutex<Watchdog>,
+}
+
+#[derive(Debug, Default)]
+struct Watchdog {
+    enabled: bool,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Shared {
+    pub(crate) fn new(grace: Duration) -> io::Result<Arc<Shared>> {
+        let (wake_tx, wake_rx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        Ok(Arc::new(Shared {
+            stopping: AtomicBool::new(false),
+            stop_tx: Mutex::new(Some(stop_tx)),
+            stop_rx,
+            wake_tx,
+            wake_rx,
+            counters: Counters::default(),
+            registry: Mutex::new(Slab::default()),
+            inflight: Mutex::new(0),
+            drained: Condvar::new(),
+            grace,
+            watchdog: Mutex::new(Watchdog::default()),
+        }))
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(SeqCst)
+    }
+
+    /// The descriptor that turns readable once shutdown has begun.
+    pub(crate) fn wake_fd(&self) -> RawFd {
+        self.wake_rx.as_raw_fd()
+    }
+
+    /// Begins shutdown: idempotent, non-blocking, callable from any thread or handler.
+    pub(crate) fn stop(self: &Arc<Self>) {
+        if self.stopping.swap(true, SeqCst) {
+            return;
+        }
+        self.stop_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // A full socket buffer means a byte is already there: nothing more to do.
+        let _ = (&self.wake_tx).write(&[1]);
+        // Handlers blocked waiting for their client's next request get EOF now; handlers in
+        // the middle of a request keep their connection until the grace period ends.
+        for slot in self.lock_registry().iter() {
+            if slot.idle.load(SeqCst) {
+                let _ = slot.stream.shutdown(Shutdown::Read);
+            }
+        }
+        let mut dog = self.watchdog.lock().unwrap_or_else(|e| e.into_inner());
+        if dog.enabled {
+            let shared = Arc::clone(self);
+            let spawned = std::thread::Builder::new()
+                .name("socketserver-grace".into())
+                .spawn(move || {
+                    if !shared.wait_drained(Instant::now() + shared.grace) {
+                        log::warn!("grace period over: shutting down the connection still open");
+                        shared.force_close();
+                    }
+                });
+            match spawned {
+                Ok(t) => dog.thread = Some(t),
+                Err(e) => log::warn!("cannot start the grace-period thread: {e}"),
+            }
+        }
+    }
+
+    pub(crate) fn enable_watchdog(&self) {
+        self.watchdog.lock().unwrap_or_else(|e| e.into_inner()).enabled = true;
+    }
+
+    pub(crate) fn join_watchdog(&self) {
+        let t = self.watchdog.lock().unwrap_or_else(|e| e.into_inner()).thread.take();
+        if let Some(t) = t {
+            let _ = t.join();
+        }
+    }
+
+    /// Shuts down every connection still open, so blocked reads and writes return.
+    pub(crate) fn force_close(&self) {
+        for slot in self.lock_registry().iter() {
+            let _ = slot.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn lock_registry(&self) -> std::sync::MutexGuard<'_, Slab<Arc<ConnSlot>>> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tracks a live connection until the returned guard drops.
+    pub(crate) fn register(self: &Arc<Self>, slot: Arc<ConnSlot>) -> Registration {
+        let key = self.lock_registry().insert(slot);
+        Registration {
+            shared: Arc::clone(self),
+            key,
+        }
+    }
+
+    /// A request entered the server (accepted, queued or handed to a worker).
+    pub(crate) fn begin_request(&self) {
+        *self.inflight.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        Counters::bump(&self.counters.active);
+    }
+
+    /// A request left the server.
+    pub(crate) fn end_request(&self) {
+        let mut n = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        self.counters.active.fetch_sub(1, SeqCst);
+        if *n == 0 {
+            self.drained.notify_all();
+        }
+    }
+
+    /// Waits until no request is in flight or `deadline` passes; true when drained.
+    pub(crate) fn wait_drained(&self, deadline: Instant) -> bool {
+        let mut n = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        while *n > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            n = self
+                .drained
+                .wait_timeout(n, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Reads the wake byte count; only used by tests of the waker itself.
+    #[cfg(test)]
+    fn wake_pending(&self) -> bool {
+        use std::io::Read;
+        let mut b = [0u8; 1];
+        matches!((&self.wake_rx).read(&mut b), Ok(1))
+    }
+}
+
+/// Removes a connection from the registry when dropped.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    shared: Arc<Shared>,
+    key: usize,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.shared.lock_registry().remove(self.key);
+    }
+}
+
+/// A minimal slab: O(1) insert and remove, memory bounded by the most entries ever live at
+/// once (never by how many came and went).
+#[derive(Debug)]
+struct Slab<T> {
+    entries: Vec<Option<T>>,
+    free: Vec<usize>,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            entries: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T> Slab<T> {
+    fn insert(&mut self, value: T) -> usize {
+        match self.free.pop() {
+            Some(k) => {
+                self.entries[k] = Some(value);
+                k
+            }
+            None => {
+                self.entries.push(Some(value));
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        if let Some(e) = self.entries.get_mut(key) {
+            if e.take().is_some() {
+                self.free.push(key);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().flatten()
+    }
+}
+
+/// Stops a server from any thread: a clonable, `Send + Sync` handle.
+///
+/// [`shutdown`](ShutdownHandle::shutdown) never blocks and may be called any number of times,
+/// from any thread, from inside a handler, and before [`serve`](crate::StreamServer::serve)
+/// has even started (the server then returns at once). What happens next:
+///
+/// 1. the accept loop wakes at once (no polling interval) and closes the listening socket;
+/// 2. handlers see [`is_shutting_down`](crate::StreamRequest::is_shutting_down) turn true, and
+///    handlers blocked waiting for their client's next request read EOF;
+/// 3. requests in flight get the grace period (5 s by default) to finish;
+/// 4. connections still open are shut down so blocked reads return, every worker thread is
+///    joined and every child reaped, and `serve` returns.
+///
+/// ```
+/// use socketserver::TcpServer;
+/// use std::io;
+///
+/// let server = TcpServer::bind("127.0.0.1:0")?;
+/// let handle = server.shutdown_handle();
+/// handle.shutdown(); // before serve: serve returns at once
+/// server.serve(|_req: &mut socketserver::StreamRequest| Ok(()))?;
+/// assert!(handle.is_shutting_down());
+/// # Ok::<(), io::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ShutdownHandle {
+    /// Begins a graceful shutdown; see the type's documentation. Returns at once.
+    pub fn shutdown(&self) {
+        self.shared.stop();
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.is_stopping()
+    }
+
+    /// The server's counters now.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slab_reuses_freed_keys() {
+        let mut s = Slab::default();
+        let a = s.insert(1);
+        let b = s.insert(2);
+        s.remove(a);
+        let c = s.insert(3);
+        assert_eq!(a, c);
+        assert_ne!(b, c);
+        assert_eq!(s.entries.len(), 2);
+        assert_eq!(s.iter().copied().collect::<Vec<_>>(), vec![3, 2]);
+    }
+
+    #[test]
+    fn stop_is_idempotent_and_wakes_once() {
+        let shared = Shared::new(Duration::from_secs(1)).unwrap();
+        shared.stop();
+        shared.stop();
+        assert!(shared.is_stopping());
+        assert!(shared.wake_pending());
+        assert!(!shared.wake_pending());
+        assert!(shared.stop_rx.recv().is_err());
+    }
+}

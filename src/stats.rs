@@ -1,0 +1,65 @@
+//! Counters a program reads while the server runs.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A snapshot of a server's counters, from [`ShutdownHandle::stats`](crate::ShutdownHandle::stats).
+///
+/// Counters only grow, except `active` and `threads`, which are gauges. For datagram servers
+/// "accepted" counts datagrams received. In a forking server a child's errors and panics are
+/// counted by the parent from the child's exit status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections accepted (datagrams received).
+    pub accepted: u64,
+    /// Requests being handled now (queued in a pool included).
+    pub active: u64,
+    /// Requests whose handler ran to the end (successfully or not).
+    pub completed: u64,
+    /// Requests refused by the `verify` hook, or dropped because the server was stopping.
+    pub rejected: u64,
+    /// Handlers that returned `Err` from `setup`, `handle` or `finish`.
+    pub handler_errors: u64,
+    /// Handlers that panicked.
+    pub panics: u64,
+    /// Errors from `accept`/`recvfrom` (retried or backed off; fatal ones end `serve`).
+    pub accept_errors: u64,
+    /// Datagrams larger than the receive buffer, dropped and reported (never cut silently).
+    pub truncated: u64,
+    /// Worker threads or child processes the server tracks right now (bounded by the flavour's
+    /// limit: finished ones are reaped, never kept).
+    pub threads: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) active: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) handler_errors: AtomicU64,
+    pub(crate) panics: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
+    pub(crate) truncated: AtomicU64,
+    pub(crate) threads: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        Stats {
+            accepted: self.accepted.load(Relaxed),
+            active: self.active.load(Relaxed),
+            completed: self.completed.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            handler_errors: self.handler_errors.load(Relaxed),
+            panics: self.panics.load(Relaxed),
+            accept_errors: self.accept_errors.load(Relaxed),
+            truncated: self.truncated.load(Relaxed),
+            threads: self.threads.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The crate's only `unsafe` code: `poll(2)`, `fork(2)`, `waitpid(2)`, `kill(2)`, `_exit(2)`.
+//!
+//! Every function here is a thin, safe wrapper over one system call. A `-1` return becomes
+//! `io::Error::last_os_error()` through [`cvt`].
+
+use std::io;
+use std::os::unix::io::RawFd;
+use std::time::Duration;
+
+/// Maps a C return value of `-1` to the thread's last OS error.
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// What `poll` is asked about one descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interest {
+    Read,
+    Write,
+}
+
+/// Waits until one of `fds` is ready for its interest, or the timeout (`None`: forever) ends.
+///
+/// Returns, for each descriptor, whether it is ready (hang-up and error count as ready, so a
+/// caller's next read or write sees the condition). `EINTR` returns all `false`: callers loop.
+pub(crate) fn poll(fds: &[(RawFd, Interest)], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&(fd, interest)| libc::pollfd {
+            fd,
+            events: match interest {
+                Interest::Read => libc::POLLIN,
+                Interest::Write => libc::POLLOUT,
+            },
+            revents: 0,
+        })
+        .collect();
+    let ms = match timeout {
+        None => -1,
+        // Round up so that a 0.5 ms wait does not become a busy 0 ms poll.
+        Some(d) => d.as_nanos().div_ceil(1_000_000).min(libc::c_int::MAX as u128) as libc::c_int,
+    };
+    // SAFETY: `pfds` is a valid, exclusively borrowed array of `pfds.len()` pollfd structs
+    // that outlives the call; poll only writes their `revents` fields.
+    let ret = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    match cvt(ret) {
+        Ok(_) => Ok(pfds.iter().map(|p| p.revents != 0).collect()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(vec![false; fds.len()]),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `fd` is readable right now (a zero-timeout poll).
+pub(crate) fn readable_now(fd: RawFd) -> bool {
+    poll(&[(fd, Interest::Read)], Some(Duration::ZERO))
+        .map(|r| r[0])
+        .unwrap_or(false)
+}
+
+/// The result of [`fork`].
+#[derive(Debug)]
+pub(crate) enum Fork {
+    /// We are the new child process.
+    Child,
+    /// We are the parent; the child has this pid.
+    Parent(libc::pid_t),
+}
+
+/// Forks the process.
+///
+/// The child must only run the request and then call [`exit_child`]; it never returns into
+/// the server loop and never runs the parent's destructors.
+pub(crate) fn fork() -> io::Result<Fork> {
+    // SAFETY: fork has no memory-safety preconditions. The child is confined to running one
+    // request on the forking thread and leaving through `_exit`; the forking flavour spawns no
+    // threads of its own, and the crate documents that forking servers belong in processes
+    // that do not hold locks in other threads across the fork.
+    let pid = cvt(unsafe { libc::fork() })?;
+    Ok(if pid == 0 {
+        Fork::Child
+    } else {
+        Fork::Parent(pid)
+    })
+}
+
+/// Ends the current (child) process at once with `code`, running no destructors and flushing
+/// nothing: the parent's buffers and atexit handlers belong to the parent.
+pub(crate) fn exit_child(code: i32) -> ! {
+    // SAFETY: `_exit` is async-signal-safe and never returns; skipping destructors is the
+    // point (they belong to the parent's copy of the state).
+    unsafe { libc::_exit(code) }
+}
+
+/// How a reaped child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ChildExit {
+    /// `exit(code)`.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+/// Reaps `pid` if it has ended (`WNOHANG`); `Ok(None)` while it still runs. Only ever called
+/// with pids this process forked itself, so a child forked by someone else is never reaped.
+pub(crate) fn try_reap(pid: libc::pid_t) -> io::Result<Option<ChildExit>> {
+    reap(pid, libc::WNOHANG)
+}
+
+/// Waits for `pid` to end and reaps it.
+pub(crate) fn reap_blocking(pid: libc::pid_t) -> io::Result<Option<ChildExit>> {
+    reap(pid, 0)
+}
+
+fn reap(pid: libc::pid_t, flags: libc::c_int) -> io::Result<Option<ChildExit>> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: `status` is a valid, writable c_int for the duration of the call; the pid
+        // is one of our own children.
+        let ret = unsafe { libc::waitpid(pid, &mut status, flags) };
+        match cvt(ret) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {
+                return Ok(Some(if libc::WIFEXITED(status) {
+                    ChildExit::Code(libc::WEXITSTATUS(status))
+                } else {
+                    ChildExit::Signal(libc::WTERMSIG(status))
+                }))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sends SIGKILL to our own child `pid`.
+pub(crate) fn kill_child(pid: libc::pid_t) -> io::Result<()> {
+    // SAFETY: kill has no memory-safety preconditions; `pid` is a child we have not reaped
+    // yet, so the pid cannot have been reused by an unrelated process.
+    cvt(unsafe { libc::kill(pid, libc::SIGKILL) }).map(drop)
+}
+
+/// Closes a descriptor the forked child inherited but must not keep (the listening socket),
+/// without touching the parent's owner object, whose destructor never runs in the child.
+pub(crate) fn close_inherited(fd: RawFd) {
+    // SAFETY: called only in a forked child on a descriptor it inherited and that nothing in
+    // the child uses afterwards; the owning Rust value is never dropped there (`_exit`).
+    unsafe {
+        libc::close(fd);
+    }
+}

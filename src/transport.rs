@@ -1,0 +1,362 @@
+//! Transports: binding through socket2, accepting, receiving, and the Unix socket file.
+
+use std::fs;
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::addr::Addr;
+use crate::config::{Builder, Config};
+use crate::stream::Stream;
+use crate::sys::{self, Interest};
+
+pub(crate) mod sealed {
+    use super::*;
+
+    /// A listening stream socket the accept loop can drive.
+    pub trait Listen: AsRawFd + Send + 'static {
+        /// Accepts one connection (the listener is non-blocking).
+        fn accept_stream(&self) -> io::Result<(Stream, Addr)>;
+        /// The bound address.
+        fn local(&self) -> io::Result<Addr>;
+        /// Makes the listener non-blocking for the accept loop.
+        fn prepare(&self) -> io::Result<()>;
+    }
+
+    /// A datagram socket the receive loop can drive.
+    pub trait Dgram: Send + 'static {
+        /// Wraps the socket for sharing with workers.
+        fn into_dgram(self) -> io::Result<DgramSocket>;
+    }
+
+    /// Marks the transports whose builder offers a given group of options.
+    pub trait Sealed {}
+}
+
+/// A listening stream socket a [`StreamServer`](crate::StreamServer) can serve:
+/// `std::net::TcpListener` or `std::os::unix::net::UnixListener`. Sealed.
+pub trait Listener: sealed::Listen {}
+impl Listener for TcpListener {}
+impl Listener for UnixListener {}
+
+/// A datagram socket a [`DatagramServer`](crate::DatagramServer) can serve:
+/// `std::net::UdpSocket` or `std::os::unix::net::UnixDatagram`. Sealed.
+pub trait Datagram: sealed::Dgram {}
+impl Datagram for UdpSocket {}
+impl Datagram for UnixDatagram {}
+
+/// The IP transports (TCP, UDP), whose builders offer address-reuse and IPv6 options. Sealed.
+pub trait Inet: sealed::Sealed {}
+impl sealed::Sealed for TcpListener {}
+impl sealed::Sealed for UdpSocket {}
+impl Inet for TcpListener {}
+impl Inet for UdpSocket {}
+
+impl sealed::Listen for TcpListener {
+    fn accept_stream(&self) -> io::Result<(Stream, Addr)> {
+        let (s, peer) = self.accept()?;
+        // Linux never passes O_NONBLOCK on to accepted sockets; BSDs and macOS do.
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        s.set_nonblocking(false)?;
+        Ok((Stream::Tcp(s), Addr::Inet(peer)))
+    }
+    fn local(&self) -> io::Result<Addr> {
+        self.local_addr().map(Addr::Inet)
+    }
+    fn prepare(&self) -> io::Result<()> {
+        self.set_nonblocking(true)
+    }
+}
+
+impl sealed::Listen for UnixListener {
+    fn accept_stream(&self) -> io::Result<(Stream, Addr)> {
+        let (s, peer) = self.accept()?;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        s.set_nonblocking(false)?;
+        Ok((Stream::Unix(s), Addr::Unix(peer)))
+    }
+    fn local(&self) -> io::Result<Addr> {
+        self.local_addr().map(Addr::Unix)
+    }
+    fn prepare(&self) -> io::Result<()> {
+        self.set_nonblocking(true)
+    }
+}
+
+impl sealed::Dgram for UdpSocket {
+    fn into_dgram(self) -> io::Result<DgramSocket> {
+        self.set_nonblocking(true)?;
+        Ok(DgramSocket::Udp(self))
+    }
+}
+
+impl sealed::Dgram for UnixDatagram {
+    fn into_dgram(self) -> io::Result<DgramSocket> {
+        self.set_nonblocking(true)?;
+        Ok(DgramSocket::Unix(self))
+    }
+}
+
+/// A datagram socket shared by the receive loop and the workers that reply on it.
+///
+/// It is non-blocking (the loop must never block outside `poll`); replies that meet a full
+/// send buffer wait for it with `poll`, up to the write timeout.
+#[derive(Debug)]
+pub enum DgramSocket {
+    Udp(UdpSocket),
+    Unix(UnixDatagram),
+}
+
+impl DgramSocket {
+    pub(crate) fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Addr)> {
+        match self {
+            DgramSocket::Udp(s) => s.recv_from(buf).map(|(n, a)| (n, Addr::Inet(a))),
+            DgramSocket::Unix(s) => s.recv_from(buf).map(|(n, a)| (n, Addr::Unix(a))),
+        }
+    }
+
+    pub(crate) fn local(&self) -> io::Result<Addr> {
+        match self {
+            DgramSocket::Udp(s) => s.local_addr().map(Addr::Inet),
+            DgramSocket::Unix(s) => s.local_addr().map(Addr::Unix),
+        }
+    }
+
+    fn try_send_to(&self, data: &[u8], to: &Addr) -> io::Result<usize> {
+        match (self, to) {
+            (DgramSocket::Udp(s), Addr::Inet(a)) => s.send_to(data, a),
+            (DgramSocket::Unix(s), Addr::Unix(a)) => match a.as_pathname() {
+                Some(_) => s.send_to_addr(data, a),
+                None if a.is_unnamed() => Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "the client's Unix datagram socket has no address to reply to (bind it to a path)",
+                )),
+                None => s.send_to_addr(data, a),
+            },
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "reply address of the wrong family",
+            )),
+        }
+    }
+
+    /// Sends one datagram, waiting for buffer space up to `timeout` (`None`: forever).
+    pub(crate) fn send_to(&self, data: &[u8], to: &Addr, timeout: Option<Duration>) -> io::Result<()> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            match self.try_send_to(data, to) {
+                Ok(n) if n == data.len() => return Ok(()),
+                Ok(n) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("datagram sent short: {n} of {} bytes", data.len()),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+                    if left == Some(Duration::ZERO) {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "datagram reply timed out"));
+                    }
+                    sys::poll(&[(self.as_raw_fd(), Interest::Write)], left)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl AsRawFd for DgramSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            DgramSocket::Udp(s) => s.as_raw_fd(),
+            DgramSocket::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// Binds the first address of `addrs` that works, with the builder's socket options.
+pub(crate) fn bind_inet(addrs: impl ToSocketAddrs, ty: Type, cfg: &Config) -> io::Result<Socket> {
+    let mut last = None;
+    for addr in addrs.to_socket_addrs()? {
+        match bind_one(addr, ty, cfg) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "no address to bind to")
+    }))
+}
+
+/// Creates, configures and binds one socket. On any error the socket is dropped (closed):
+/// a failed bind never leaks a descriptor.
+fn bind_one(addr: SocketAddr, ty: Type, cfg: &Config) -> io::Result<Socket> {
+    let proto = if ty == Type::STREAM { Protocol::TCP } else { Protocol::UDP };
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if cfg.reuse_address {
+        socket.set_reuse_address(true)?;
+    }
+    if cfg.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(cfg.only_v6)?;
+    }
+    socket.bind(&addr.into())?;
+    if ty == Type::STREAM {
+        socket.listen(cfg.backlog)?;
+    }
+    Ok(socket)
+}
+
+/// Binds a Unix socket at `path`, replacing a stale socket file only when no live server
+/// answers on it. Never removes anything that is not a socket.
+pub(crate) fn bind_unix(path: &Path, ty: Type, cfg: &Config) -> io::Result<(Socket, SocketFile)> {
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        let probe = if ty == Type::STREAM {
+            UnixStream::connect(path).map(drop)
+        } else {
+            UnixDatagram::unbound().and_then(|s| s.connect(path))
+        };
+        match probe {
+            Ok(()) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("a server is already listening on {}", path.display()),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                log::info!("removing stale socket file {}", path.display());
+                fs::remove_file(path)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let socket = Socket::new(Domain::UNIX, ty, None)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    let file = SocketFile::new(path)?;
+    if ty == Type::STREAM {
+        socket.listen(cfg.backlog)?;
+    }
+    Ok((socket, file))
+}
+
+/// The socket file of a bound Unix server, removed when the server closes, but only while it
+/// is still the same file (another server may have replaced it since).
+#[derive(Debug)]
+pub(crate) struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    fn new(path: &Path) -> io::Result<SocketFile> {
+        let meta = fs::symlink_metadata(path)?;
+        Ok(SocketFile {
+            path: path.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Ok(meta) = fs::symlink_metadata(&self.path) {
+            if meta.dev() == self.dev && meta.ino() == self.ino {
+                let _ = fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+impl<T: Inet> Builder<T> {
+    /// Sets `SO_REUSEADDR`, so a restarted server can bind while old connections sit in
+    /// TIME_WAIT. By default, on for TCP; off for UDP, where on Linux it would let a second
+    /// server bind the same port and silently take its datagrams.
+    pub fn reuse_address(&mut self, on: bool) -> &mut Self {
+        self.set_reuse_address(on)
+    }
+
+    /// Sets `SO_REUSEPORT`: several processes bind the same port and the kernel spreads
+    /// clients across them. By default, off: it is for load-balancing, not for fast
+    /// restarts, and a stale process would silently keep receiving clients. Offered for IP
+    /// sockets only (Linux refuses it on Unix sockets).
+    pub fn reuse_port(&mut self, on: bool) -> &mut Self {
+        self.set_reuse_port(on)
+    }
+
+    /// Sets `IPV6_V6ONLY` on IPv6 addresses (ignored for IPv4). By default, on: a server on
+    /// `[::]` takes IPv6 only, and a second server can bind `0.0.0.0` on the same port.
+    /// Turn it off for one dual-stack socket.
+    pub fn only_v6(&mut self, on: bool) -> &mut Self {
+        self.set_only_v6(on)
+    }
+}
+
+impl<T: Listener> Builder<T> {
+    /// Sets the `listen(2)` backlog: how many connected clients the kernel holds while the
+    /// server is busy (the kernel caps it at `net.core.somaxconn`). By default, 1024 (Python
+    /// used 5 until 3.15, which resets clients under bursts).
+    pub fn backlog(&mut self, n: i32) -> &mut Self {
+        self.set_backlog(n)
+    }
+
+    /// Sets `SO_RCVTIMEO` on every connection: a read that waits this long for data fails
+    /// with `TimedOut`, and the handler decides what that means. By default, none.
+    pub fn read_timeout(&mut self, t: Option<Duration>) -> &mut Self {
+        self.set_read_timeout(t)
+    }
+
+    /// Sets the idle timeout: how long a connection may wait for the client's *next*
+    /// request (before its first one, or after the handler has written a reply and reads
+    /// again). The read then fails with `TimedOut`. By default, none; the read timeout, if
+    /// set, applies instead.
+    pub fn idle_timeout(&mut self, t: Option<Duration>) -> &mut Self {
+        self.set_idle_timeout(t)
+    }
+
+    /// Sets the size of each connection's read buffer. By default, 8 KiB.
+    pub fn read_buffer(&mut self, n: usize) -> &mut Self {
+        self.cfg.read_buffer = n.max(1);
+        self
+    }
+}
+
+impl Builder<TcpListener> {
+    /// Sets `TCP_NODELAY` on every connection, so a small reply leaves at once instead of
+    /// waiting for Nagle's algorithm. By default, on (as in Go): a request/response server
+    /// writing in pieces otherwise stalls up to 40 ms per reply.
+    pub fn nodelay(&mut self, on: bool) -> &mut Self {
+        self.cfg.nodelay = on;
+        self
+    }
+}
+
+impl<T: Datagram> Builder<T> {
+    /// Sets the largest datagram the server receives whole. A larger one is dropped before
+    /// any handler sees it, logged and counted in `Stats::truncated`: never silently cut
+    /// (Python's 8192-byte `max_packet_size` cut it). By default, 65535.
+    #[doc(alias = "max_packet_size")]
+    pub fn max_datagram_size(&mut self, n: usize) -> &mut Self {
+        self.set_max_datagram(n)
+    }
+}
