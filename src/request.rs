@@ -34,8 +34,9 @@ const LINGER_BYTES: usize = 256 * 1024;
 ///
 /// TcpServer::bind("127.0.0.1:8001")?.serve(|req: &mut StreamRequest| {
 ///     let mut line = String::new();
+///     let peer = req.peer_addr().clone();
 ///     while req.read_line(&mut line)? > 0 {
-///         write!(req, "{} says: {}", req.peer_addr(), line)?;
+///         write!(req, "{peer} says: {line}")?;
 ///         line.clear();
 ///     }
 ///     Ok(())

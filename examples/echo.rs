@@ -1,0 +1,36 @@
+//! TCP echo server: writes back every byte as it arrives.
+//!
+//! ```text
+//! cargo run --release --example echo            # listening on 127.0.0.1:8001
+//! python3 -c "import socket; s=socket.create_connection(('127.0.0.1',8001)); s.sendall(b'hi'); print(s.recv(1024))"
+//! ```
+//! Options: `--addr HOST:PORT`, `--mode single|threading|pool|fork`, `--workers N`.
+
+mod common;
+
+use std::io::{self, Read, Write};
+
+use clap::Parser;
+use socketserver::StreamRequest;
+
+#[derive(Parser)]
+#[command(about = "TCP echo server (default 127.0.0.1:8001)")]
+struct Cli {
+    #[command(flatten)]
+    server: common::ServerArgs,
+}
+
+fn main() -> io::Result<()> {
+    common::init_logging();
+    let cli = Cli::parse();
+    common::serve_tcp(&cli.server, 8001, |req: &mut StreamRequest| {
+        let mut buf = [0; 16 * 1024];
+        loop {
+            let n = req.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            req.write_all(&buf[..n])?;
+        }
+    })
+}

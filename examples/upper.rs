@@ -1,0 +1,37 @@
+//! TCP upper-case server: writes back each chunk as it arrives, ASCII upper-cased
+//! (`b"hello"` sent without a newline comes back as `b"HELLO"` at once).
+//!
+//! ```text
+//! cargo run --release --example upper           # listening on 127.0.0.1:8002
+//! python3 -c "import socket; s=socket.create_connection(('127.0.0.1',8002)); s.sendall(b'hello'); print(s.recv(1024))"
+//! ```
+
+mod common;
+
+use std::io::{self, Read, Write};
+
+use clap::Parser;
+use socketserver::StreamRequest;
+
+#[derive(Parser)]
+#[command(about = "TCP upper-case server (default 127.0.0.1:8002)")]
+struct Cli {
+    #[command(flatten)]
+    server: common::ServerArgs,
+}
+
+fn main() -> io::Result<()> {
+    common::init_logging();
+    let cli = Cli::parse();
+    common::serve_tcp(&cli.server, 8002, |req: &mut StreamRequest| {
+        let mut buf = [0; 16 * 1024];
+        loop {
+            let n = req.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf[..n].make_ascii_uppercase();
+            req.write_all(&buf[..n])?;
+        }
+    })
+}
