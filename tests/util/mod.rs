@@ -1,0 +1,264 @@
+//! Helpers shared by the integration tests: temp socket paths, clients with timeouts,
+//! running servers on a background thread, and example binaries as child processes.
+#![allow(dead_code)] // each test file uses the part it needs
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any single client read or wait in a test may block before the test fails.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A unique, short path for a Unix socket in a fresh temp dir (removed on drop).
+pub struct TempPath {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl TempPath {
+    pub fn new(name: &str) -> TempPath {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = tempfile::Builder::new().prefix("ss").tempdir().unwrap();
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = dir.path().join(format!("{name}{n}.sock"));
+        TempPath { dir, path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Another path in the same directory (a datagram client's own address).
+    pub fn sibling(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// A TCP client with read and write timeouts.
+#[track_caller]
+pub fn tcp_client(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(TIMEOUT)).unwrap();
+    s
+}
+
+/// Reads until EOF (with the stream's timeout), failing the test on error.
+#[track_caller]
+pub fn read_to_end(r: &mut impl Read) -> Vec<u8> {
+    let mut v = Vec::new();
+    r.read_to_end(&mut v).expect("read to EOF");
+    v
+}
+
+/// Runs `f` on a thread and waits at most `limit` for it; panics (failing the test) if it
+/// has not finished by then.
+#[track_caller]
+pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("did not finish within {limit:?}"))
+}
+
+/// Number of open descriptors of this process (Linux `/proc/self/fd`).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Number of threads of this process (Linux `/proc/self/status`).
+pub fn thread_count() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The path of a binary cargo built next to this test: an example
+/// (`target/<profile>/examples/NAME`).
+pub fn example_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test-binary> -> target/<profile>/examples/<name>
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    profile_dir.join("examples").join(name)
+}
+
+/// An example server running as a child process; stopped (SIGTERM, by its pid) on drop.
+pub struct ExampleServer {
+    child: Option<Child>,
+    pub addr: String,
+    stdout: Option<BufReader<ChildStdout>>,
+}
+
+impl ExampleServer {
+    /// Starts example `name` with `args` (add `--addr 127.0.0.1:0` yourself) and waits for
+    /// its `listening on ADDR` line.
+    #[track_caller]
+    pub fn start(name: &str, args: &[&str]) -> ExampleServer {
+        Self::start_with_env(name, args, &[])
+    }
+
+    #[track_caller]
+    pub fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> ExampleServer {
+        let path = example_path(name);
+        assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
+        let mut cmd = Command::new(&path);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn example");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            let res = r.read_line(&mut line).map(|_| line);
+            let _ = tx.send((res, r));
+        });
+        let (line, reader) = match rx.recv_timeout(TIMEOUT) {
+            Ok((Ok(line), reader)) => (line, reader),
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name}: no 'listening on' line: {:?}", other.map(|o| o.0));
+            }
+        };
+        let addr = line
+            .trim_end()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}"))
+            .to_string();
+        ExampleServer {
+            child: Some(child),
+            addr,
+            stdout: Some(reader),
+        }
+    }
+
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.addr.parse().expect("an IP address")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends `signal` (e.g. "TERM", "INT") to the server by its pid.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{signal} {} failed", self.pid());
+    }
+
+    /// Waits up to `limit` for the process to exit and returns its status.
+    #[track_caller]
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit within {limit:?}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything the server printed on stdout after its first line (after it exited).
+    pub fn rest_of_stdout(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut r) = self.stdout.take() {
+            let _ = r.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for ExampleServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs a Python 3 client script with `args`, returning its stdout; fails the test if it
+/// exits non-zero or takes longer than `TIMEOUT`. The script gets the args in `sys.argv`.
+#[track_caller]
+pub fn python(script: &str, args: &[&str]) -> String {
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 on PATH");
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("python client did not finish within {TIMEOUT:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python client failed: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Reads until `pred` holds on everything read so far, or EOF; fails on timeout.
+#[track_caller]
+pub fn read_until(r: &mut impl Read, pred: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !pred(&got) {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("read failed after {got:?}: {e}"),
+        }
+    }
+    got
+}
