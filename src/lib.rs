@@ -66,6 +66,7 @@ mod addr;
 mod config;
 mod flavor;
 mod flavors;
+pub mod framing;
 mod handler;
 mod request;
 mod serve;

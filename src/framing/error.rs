@@ -1,0 +1,123 @@
+//! `FrameError`: the framing errors a caller can act on.
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+
+/// A length prefix the codec refuses: too large for the limit, or negative.
+///
+/// Reading functions return it inside an [`io::Error`] of kind
+/// [`InvalidData`](io::ErrorKind::InvalidData) (the peer sent it), writing functions inside
+/// one of kind [`InvalidInput`](io::ErrorKind::InvalidInput) (the caller asked for it), so `?`
+/// keeps working. [`FrameError::from_io`] gets it back, to answer "too large" differently
+/// from a network error.
+///
+/// After a read fails with this error the stream is positioned just after the prefix, in the
+/// middle of a frame nobody will read: close the connection, there is no way to resynchronise.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::framing::{self, FrameError};
+/// use std::io;
+///
+/// // A peer declares a 4 GiB frame and sends nothing more: nothing is allocated.
+/// let mut wire: &[u8] = &[0xff, 0xff, 0xff, 0xff];
+/// let err = framing::read_frame(&mut wire).unwrap_err();
+/// assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+///
+/// let frame_err = FrameError::from_io(&err).unwrap();
+/// assert!(frame_err.is_too_large());
+/// assert_eq!(frame_err.declared_len(), Some(4294967295));
+/// assert_eq!(frame_err.limit(), Some(8 * 1024 * 1024));
+/// assert_eq!(err.to_string(), "frame of 4294967295 bytes exceeds the limit of 8388608");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    /// The length is above the codec's limit (or above what the prefix can carry).
+    TooLarge { len: u64, limit: u64 },
+    /// A signed prefix holds a negative length.
+    Negative { len: i64 },
+}
+
+impl FrameError {
+    pub(crate) fn too_large(len: u64, limit: u64) -> FrameError {
+        FrameError {
+            kind: Kind::TooLarge { len, limit },
+        }
+    }
+
+    pub(crate) fn negative(len: i64) -> FrameError {
+        FrameError {
+            kind: Kind::Negative { len },
+        }
+    }
+
+    /// True if the frame is longer than the limit: [`Codec::max_frame_len`], or what the
+    /// prefix can represent when writing.
+    ///
+    /// [`Codec::max_frame_len`]: super::Codec::max_frame_len
+    pub fn is_too_large(&self) -> bool {
+        matches!(self.kind, Kind::TooLarge { .. })
+    }
+
+    /// True if a signed prefix held a negative length.
+    pub fn is_negative(&self) -> bool {
+        matches!(self.kind, Kind::Negative { .. })
+    }
+
+    /// The length that was refused, if it is not negative: the declared length when reading,
+    /// the payload length when writing.
+    pub fn declared_len(&self) -> Option<u64> {
+        match self.kind {
+            Kind::TooLarge { len, .. } => Some(len),
+            Kind::Negative { .. } => None,
+        }
+    }
+
+    /// The limit that was exceeded, for a too-large frame.
+    pub fn limit(&self) -> Option<u64> {
+        match self.kind {
+            Kind::TooLarge { limit, .. } => Some(limit),
+            Kind::Negative { .. } => None,
+        }
+    }
+
+    /// The `FrameError` inside an [`io::Error`] returned by this module, if there is one.
+    ///
+    /// See the [type's example](FrameError#examples).
+    pub fn from_io(err: &io::Error) -> Option<&FrameError> {
+        err.get_ref()?.downcast_ref::<FrameError>()
+    }
+
+    /// Wraps the error as the writing side reports it: kind `InvalidInput`.
+    pub(crate) fn into_input_error(self) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidInput, self)
+    }
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            Kind::TooLarge { len, limit } => {
+                write!(f, "frame of {len} bytes exceeds the limit of {limit}")
+            }
+            Kind::Negative { len } => write!(f, "negative frame length {len}"),
+        }
+    }
+}
+
+impl Error for FrameError {}
+
+/// Kind [`InvalidData`](io::ErrorKind::InvalidData), with the `FrameError` as the inner error
+/// (see [`FrameError::from_io`]).
+impl From<FrameError> for io::Error {
+    fn from(err: FrameError) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, err)
+    }
+}
