@@ -56,7 +56,12 @@
 //!
 //! Linux, macOS and the BSDs (anything `cfg(unix)`): the accept loop is built on `poll(2)`,
 //! and forking and Unix sockets are unix concepts. Windows is not supported.
-#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms, unsafe_code)]
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unsafe_code
+)]
 #![warn(unreachable_pub)]
 
 #[cfg(not(unix))]

@@ -235,7 +235,11 @@ fn configure(stream: &Stream, cfg: &Config) -> io::Result<()> {
 }
 
 /// The runner of stream connections: handler lifecycle, registry, polite close, report.
-pub(crate) fn stream_runner<F, H>(factory: F, shared: Arc<Shared>, cfg: Arc<Config>) -> Runner<Accepted>
+pub(crate) fn stream_runner<F, H>(
+    factory: F,
+    shared: Arc<Shared>,
+    cfg: Arc<Config>,
+) -> Runner<Accepted>
 where
     F: Fn() -> H + Send + Sync + 'static,
     H: StreamHandler,
@@ -249,7 +253,8 @@ where
                     idle: AtomicBool::new(false),
                 });
                 let _registration = (!forked).then(|| shared.register(Arc::clone(&slot)));
-                let mut req = StreamRequest::new(slot, peer.clone(), Arc::clone(&shared), &cfg, forked);
+                let mut req =
+                    StreamRequest::new(slot, peer.clone(), Arc::clone(&shared), &cfg, forked);
                 let result = run_phases(&factory, &mut req, H::setup, H::handle, H::finish);
                 req.close();
                 result
@@ -335,7 +340,10 @@ mod tests {
         assert_eq!(classify(&os(libc::ENOMEM)), Class::Backoff);
         assert_eq!(classify(&os(libc::EBADF)), Class::Fatal);
         assert_eq!(classify(&os(libc::EINVAL)), Class::Fatal);
-        assert_eq!(classify(&io::Error::from(io::ErrorKind::WouldBlock)), Class::WouldBlock);
+        assert_eq!(
+            classify(&io::Error::from(io::ErrorKind::WouldBlock)),
+            Class::WouldBlock
+        );
     }
 
     #[test]

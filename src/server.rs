@@ -313,7 +313,12 @@ impl<S: Datagram> DatagramServer<S> {
         } = self;
         let cfg = Arc::new(cfg);
         let socket = Arc::new(socket);
-        let runner = datagram_runner(factory, Arc::clone(&socket), Arc::clone(&shared), Arc::clone(&cfg));
+        let runner = datagram_runner(
+            factory,
+            Arc::clone(&socket),
+            Arc::clone(&shared),
+            Arc::clone(&cfg),
+        );
         let mut exec = Exec::new(&cfg.flavor, runner, &shared)?;
         let result = recv_loop(&socket, &mut exec, &shared, &cfg);
         shared.stop();

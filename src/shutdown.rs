@@ -84,7 +84,10 @@ impl Shared {
         if self.stopping.swap(true, SeqCst) {
             return;
         }
-        self.stop_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.stop_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         // A full socket buffer means a byte is already there: nothing more to do.
         let _ = (&self.wake_tx).write(&[1]);
         // Handlers blocked waiting for their client's next request get EOF now; handlers in
@@ -113,11 +116,19 @@ impl Shared {
     }
 
     pub(crate) fn enable_watchdog(&self) {
-        self.watchdog.lock().unwrap_or_else(|e| e.into_inner()).enabled = true;
+        self.watchdog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .enabled = true;
     }
 
     pub(crate) fn join_watchdog(&self) {
-        let t = self.watchdog.lock().unwrap_or_else(|e| e.into_inner()).thread.take();
+        let t = self
+            .watchdog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .thread
+            .take();
         if let Some(t) = t {
             let _ = t.join();
         }

@@ -42,7 +42,10 @@ pub(crate) fn poll(fds: &[(RawFd, Interest)], timeout: Option<Duration>) -> io::
     let ms = match timeout {
         None => -1,
         // Round up so that a 0.5 ms wait does not become a busy 0 ms poll.
-        Some(d) => d.as_nanos().div_ceil(1_000_000).min(libc::c_int::MAX as u128) as libc::c_int,
+        Some(d) => d
+            .as_nanos()
+            .div_ceil(1_000_000)
+            .min(libc::c_int::MAX as u128) as libc::c_int,
     };
     // SAFETY: `pfds` is a valid, exclusively borrowed array of `pfds.len()` pollfd structs
     // that outlives the call; poll only writes their `revents` fields.

@@ -147,7 +147,12 @@ impl DgramSocket {
     }
 
     /// Sends one datagram, waiting for buffer space up to `timeout` (`None`: forever).
-    pub(crate) fn send_to(&self, data: &[u8], to: &Addr, timeout: Option<Duration>) -> io::Result<()> {
+    pub(crate) fn send_to(
+        &self,
+        data: &[u8],
+        to: &Addr,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         loop {
             match self.try_send_to(data, to) {
@@ -159,9 +164,13 @@ impl DgramSocket {
                     ))
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+                    let left =
+                        deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
                     if left == Some(Duration::ZERO) {
-                        return Err(io::Error::new(io::ErrorKind::TimedOut, "datagram reply timed out"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "datagram reply timed out",
+                        ));
                     }
                     sys::poll(&[(self.as_raw_fd(), Interest::Write)], left)?;
                 }
@@ -190,15 +199,18 @@ pub(crate) fn bind_inet(addrs: impl ToSocketAddrs, ty: Type, cfg: &Config) -> io
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "no address to bind to")
-    }))
+    Err(last
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind to")))
 }
 
 /// Creates, configures and binds one socket. On any error the socket is dropped (closed):
 /// a failed bind never leaks a descriptor.
 fn bind_one(addr: SocketAddr, ty: Type, cfg: &Config) -> io::Result<Socket> {
-    let proto = if ty == Type::STREAM { Protocol::TCP } else { Protocol::UDP };
+    let proto = if ty == Type::STREAM {
+        Protocol::TCP
+    } else {
+        Protocol::UDP
+    };
     let socket = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
     if cfg.reuse_address {
         socket.set_reuse_address(true)?;

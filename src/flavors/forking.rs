@@ -34,7 +34,11 @@ pub(crate) struct Forking<J> {
 }
 
 impl<J: Job> Forking<J> {
-    pub(crate) fn new(runner: Runner<J>, shared: Arc<Shared>, limit: usize) -> std::io::Result<Self> {
+    pub(crate) fn new(
+        runner: Runner<J>,
+        shared: Arc<Shared>,
+        limit: usize,
+    ) -> std::io::Result<Self> {
         let (tx, sig_rx) = UnixStream::pair()?;
         tx.set_nonblocking(true)?;
         sig_rx.set_nonblocking(true)?;

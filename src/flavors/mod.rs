@@ -38,11 +38,17 @@ pub(crate) enum Exec<J: Job> {
 }
 
 impl<J: Job> Exec<J> {
-    pub(crate) fn new(flavor: &Flavor, runner: Runner<J>, shared: &Arc<Shared>) -> io::Result<Exec<J>> {
+    pub(crate) fn new(
+        flavor: &Flavor,
+        runner: Runner<J>,
+        shared: &Arc<Shared>,
+    ) -> io::Result<Exec<J>> {
         let shared = Arc::clone(shared);
         Ok(match flavor.kind {
             Kind::Single => Exec::Single(single::Single::new(runner, shared)),
-            Kind::Threading => Exec::Threading(threading::Threading::new(runner, shared, flavor.limit)),
+            Kind::Threading => {
+                Exec::Threading(threading::Threading::new(runner, shared, flavor.limit))
+            }
             Kind::Pool => Exec::Pool(pool::Pool::new(runner, shared, flavor)?),
             Kind::Forking => Exec::Forking(forking::Forking::new(runner, shared, flavor.limit)?),
         })

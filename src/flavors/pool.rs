@@ -28,7 +28,11 @@ pub(crate) struct Pool<J> {
 }
 
 impl<J: Job> Pool<J> {
-    pub(crate) fn new(runner: Runner<J>, shared: Arc<Shared>, flavor: &Flavor) -> std::io::Result<Self> {
+    pub(crate) fn new(
+        runner: Runner<J>,
+        shared: Arc<Shared>,
+        flavor: &Flavor,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded(flavor.queue_capacity());
         let mut pool = Pool {
             tx: Some(tx),
@@ -123,7 +127,10 @@ impl<J> Worker<J> {
                 Err(RecvTimeoutError::Timeout) => {
                     let n = self.total.load(SeqCst);
                     if n > self.warm
-                        && self.total.compare_exchange(n, n - 1, SeqCst, SeqCst).is_ok()
+                        && self
+                            .total
+                            .compare_exchange(n, n - 1, SeqCst, SeqCst)
+                            .is_ok()
                     {
                         return;
                     }

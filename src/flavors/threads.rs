@@ -43,14 +43,20 @@ impl ThreadSet {
         }
     }
 
-    pub(crate) fn spawn(&mut self, name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    pub(crate) fn spawn(
+        &mut self,
+        name: &str,
+        f: impl FnOnce() + Send + 'static,
+    ) -> io::Result<()> {
         let id = self.next;
         self.next += 1;
         let done = Done(id, self.done_tx.clone());
-        let handle = thread::Builder::new().name(name.to_string()).spawn(move || {
-            let _done = done;
-            f();
-        })?;
+        let handle = thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let _done = done;
+                f();
+            })?;
         self.live.insert(id, handle);
         self.publish();
         Ok(())
@@ -101,6 +107,9 @@ impl ThreadSet {
     }
 
     fn publish(&self) {
-        self.shared.counters.threads.store(self.live.len() as u64, Relaxed);
+        self.shared
+            .counters
+            .threads
+            .store(self.live.len() as u64, Relaxed);
     }
 }

@@ -50,7 +50,7 @@ pub fn tcp_client(addr: SocketAddr) -> TcpStream {
 
 /// Reads until EOF (with the stream's timeout), failing the test on error.
 #[track_caller]
-pub fn read_to_end(r: &mut impl Read) -> Vec<u8> {
+pub fn read_to_end<R: Read + ?Sized>(r: &mut R) -> Vec<u8> {
     let mut v = Vec::new();
     r.read_to_end(&mut v).expect("read to EOF");
     v
@@ -70,7 +70,9 @@ pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send +
 
 /// Number of open descriptors of this process (Linux `/proc/self/fd`).
 pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Number of threads of this process (Linux `/proc/self/status`).
@@ -110,7 +112,11 @@ impl ExampleServer {
     #[track_caller]
     pub fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> ExampleServer {
         let path = example_path(name);
-        assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
+        assert!(
+            path.exists(),
+            "{} not built (cargo test builds examples)",
+            path.display()
+        );
         let mut cmd = Command::new(&path);
         cmd.args(args)
             .stdin(Stdio::null())
@@ -177,7 +183,10 @@ impl ExampleServer {
                 self.child = None;
                 return status;
             }
-            assert!(Instant::now() < deadline, "server did not exit within {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit within {limit:?}"
+            );
             thread::sleep(Duration::from_millis(10));
         }
     }
@@ -249,7 +258,7 @@ pub fn python(script: &str, args: &[&str]) -> String {
 
 /// Reads until `pred` holds on everything read so far, or EOF; fails on timeout.
 #[track_caller]
-pub fn read_until(r: &mut impl Read, pred: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+pub fn read_until<R: Read + ?Sized>(r: &mut R, pred: impl Fn(&[u8]) -> bool) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !pred(&got) {
