@@ -1,0 +1,468 @@
+//! The forking flavour, for every transport, in helper processes.
+//!
+//! `fork` belongs in a process whose other threads hold no locks, and the test harness is
+//! threaded, so this test has its own `main` (`harness = false`). Run by cargo, it starts
+//! itself again as `forking __serve ...`: that helper process runs a forking server and,
+//! after shutdown, reports what only it can see (whether a child it forked itself, not the
+//! server, is still there to be reaped; whether any child is left). The tests drive the
+//! helper over real sockets and stop it with SIGTERM, by its pid.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socketserver::{
+    DatagramRequest, Flavor, StreamRequest, TcpServer, UdpServer, UnixDatagramServer,
+    UnixStreamServer,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+// ---- the helper process -------------------------------------------------------------------
+
+/// The stream handler: echo a line; `fail` errs, `panic` panics, `hold` keeps the
+/// connection (and so its child) until the client closes.
+fn stream_handler(req: &mut StreamRequest) -> io::Result<()> {
+    let mut line = String::new();
+    req.read_line(&mut line)?;
+    match line.as_str() {
+        "fail\n" => Err(io::Error::other("asked to fail")),
+        "panic\n" => panic!("asked to panic"),
+        "hold\n" => {
+            req.write_all(format!("held by {}\n", std::process::id()).as_bytes())?;
+            io::copy(req, &mut io::sink()).map(drop)
+        }
+        _ => req.write_all(line.as_bytes()),
+    }
+}
+
+fn dgram_handler(req: &mut DatagramRequest) -> io::Result<()> {
+    match req.packet() {
+        b"fail\n" => Err(io::Error::other("asked to fail")),
+        b"panic\n" => panic!("asked to panic"),
+        _ => {
+            let data = req.packet().to_vec();
+            req.reply(&data)
+        }
+    }
+}
+
+fn helper(transport: &str, limit: usize, path: &str) -> io::Result<()> {
+    // A child of the program itself, already ended: a server that reaps with waitpid(-1)
+    // would take its exit status away from us.
+    let mut foreign = Command::new("sh").args(["-c", "exit 72"]).spawn()?;
+    let deadline = Instant::now() + TIMEOUT;
+    while proc_state(foreign.id()) != Some('Z') {
+        assert!(Instant::now() < deadline, "foreign child never ended");
+        thread::sleep(Duration::from_millis(1));
+    }
+    let flavor = Flavor::forking().limit(limit);
+    let grace = Duration::from_secs(5);
+    let announce = |addr: String, h: &socketserver::ShutdownHandle| -> io::Result<()> {
+        socketserver::shutdown_on_signals(h)?;
+        println!("listening on {addr}");
+        io::stdout().flush()
+    };
+    let handle = match transport {
+        "tcp" => {
+            let s = TcpServer::builder()
+                .flavor(flavor)
+                .grace_period(grace)
+                .bind("127.0.0.1:0")?;
+            let h = s.shutdown_handle();
+            announce(s.local_addr()?.to_string(), &h)?;
+            s.serve(stream_handler)?;
+            h
+        }
+        "unix" => {
+            let s = UnixStreamServer::builder()
+                .flavor(flavor)
+                .grace_period(grace)
+                .bind(path)?;
+            let h = s.shutdown_handle();
+            announce(path.to_string(), &h)?;
+            s.serve(stream_handler)?;
+            h
+        }
+        "udp" => {
+            let s = UdpServer::builder()
+                .flavor(flavor)
+                .grace_period(grace)
+                .bind("127.0.0.1:0")?;
+            let h = s.shutdown_handle();
+            announce(s.local_addr()?.to_string(), &h)?;
+            s.serve(dgram_handler)?;
+            h
+        }
+        "unixdgram" => {
+            let s = UnixDatagramServer::builder()
+                .flavor(flavor)
+                .grace_period(grace)
+                .bind(path)?;
+            let h = s.shutdown_handle();
+            announce(path.to_string(), &h)?;
+            s.serve(dgram_handler)?;
+            h
+        }
+        other => panic!("unknown transport {other}"),
+    };
+    let foreign_status = match foreign.try_wait() {
+        Ok(Some(status)) => format!("{:?}", status.code()),
+        Ok(None) => "running".to_string(),
+        Err(e) => format!("gone ({e})"),
+    };
+    let s = handle.stats();
+    println!("foreign {foreign_status}");
+    println!("children {}", children_of(std::process::id()));
+    println!(
+        "stats completed={} errors={} panics={} threads={}",
+        s.completed, s.handler_errors, s.panics, s.threads
+    );
+    Ok(())
+}
+
+// ---- /proc helpers --------------------------------------------------------------------------
+
+/// The state letter of a process (`Z` for a zombie), from /proc/PID/stat.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// How many processes (zombies included) have `pid` as their parent.
+fn children_of(pid: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .count()
+}
+
+// ---- the driving side -----------------------------------------------------------------------
+
+struct Helper {
+    child: Child,
+    addr: String,
+    lines: mpsc::Receiver<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Helper {
+    fn start(transport: &str, limit: usize) -> Helper {
+        let dir = tempfile::Builder::new().prefix("ssf").tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "__serve",
+                transport,
+                &limit.to_string(),
+                path.to_str().unwrap(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn helper");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines
+            .recv_timeout(TIMEOUT)
+            .expect("helper announced nothing");
+        let addr = first
+            .strip_prefix("listening on ")
+            .expect("listening line")
+            .to_string();
+        Helper {
+            child,
+            addr,
+            lines,
+            _dir: Some(dir),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then the exit status and the report lines.
+    fn stop(mut self) -> Vec<String> {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("helper did not exit after SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        assert!(status.success(), "helper exited with {status}");
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+trait Conn: Read + Write {}
+impl<X: Read + Write> Conn for X {}
+
+fn connect(transport: &str, addr: &str) -> Box<dyn Conn> {
+    if transport == "tcp" {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Box::new(s)
+    } else {
+        let s = UnixStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Box::new(s)
+    }
+}
+
+fn read_line(c: &mut dyn Conn) -> String {
+    let mut got = Vec::new();
+    let mut b = [0u8; 1];
+    while !got.ends_with(b"\n") {
+        match c.read(&mut b) {
+            Ok(0) => break,
+            Ok(_) => got.push(b[0]),
+            Err(e) => panic!("read failed after {got:?}: {e}"),
+        }
+    }
+    String::from_utf8(got).unwrap()
+}
+
+/// One datagram exchange; `None` sends without waiting for a reply.
+fn datagram(
+    transport: &str,
+    addr: &str,
+    dir: &std::path::Path,
+    data: &[u8],
+    wait: bool,
+) -> Vec<u8> {
+    let mut buf = vec![0u8; 65536];
+    if transport == "udp" {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.send_to(data, addr).unwrap();
+        if !wait {
+            return vec![];
+        }
+        let n = s.recv(&mut buf).expect("reply");
+        buf.truncate(n);
+    } else {
+        let me = dir.join(format!("c{}", rand_suffix()));
+        let s = UnixDatagram::bind(&me).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.send_to(data, addr).unwrap();
+        if !wait {
+            return vec![];
+        }
+        let n = s.recv(&mut buf).expect("reply");
+        buf.truncate(n);
+    }
+    buf
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// test_ForkingTCPServer & co, and ErrorHandlerTest.test_forking_*: three clients echo a
+/// line, an error and a panic are counted from the children's exit status, no zombie is left
+/// while idle nor after shutdown, and a child the server did not fork is left alone.
+fn echo_errors_and_reaping(transport: &str) {
+    let h = Helper::start(transport, 40);
+    let dir = tempfile::tempdir().unwrap();
+    let stream = matches!(transport, "tcp" | "unix");
+    for bad in ["fail\n", "panic\n"] {
+        if stream {
+            let mut c = connect(transport, &h.addr);
+            c.write_all(bad.as_bytes()).unwrap();
+            assert_eq!(
+                read_line(&mut *c),
+                "",
+                "the client sees the connection closed"
+            );
+        } else {
+            datagram(transport, &h.addr, dir.path(), bad.as_bytes(), false);
+        }
+    }
+    for i in 0..3 {
+        let line = format!("hello world {i}\n");
+        let got = if stream {
+            let mut c = connect(transport, &h.addr);
+            c.write_all(line.as_bytes()).unwrap();
+            read_line(&mut *c).into_bytes()
+        } else {
+            datagram(transport, &h.addr, dir.path(), line.as_bytes(), true)
+        };
+        assert_eq!(got, line.as_bytes());
+    }
+    // Children are reaped as soon as they end (SIGCHLD), with no new connection to prompt it;
+    // only the foreign child (a zombie the server must not reap) remains.
+    let pid = h.pid();
+    wait_for("children reaped while idle", || children_of(pid) == 1);
+    let report = h.stop();
+    assert!(
+        report.contains(&"foreign Some(72)".to_string()),
+        "{report:?}"
+    );
+    assert!(report.contains(&"children 0".to_string()), "{report:?}");
+    assert!(
+        report.contains(&"stats completed=5 errors=1 panics=1 threads=0".to_string()),
+        "{report:?}"
+    );
+}
+
+/// max_children holds *before* fork: with a limit of 2, a third client is not served until
+/// one of the first two leaves; the helper never has more than 2 server children.
+fn max_children_enforced_before_fork() {
+    let h = Helper::start("tcp", 2);
+    let mut a = connect("tcp", &h.addr);
+    let mut b = connect("tcp", &h.addr);
+    for c in [&mut a, &mut b] {
+        c.write_all(b"hold\n").unwrap();
+        assert!(read_line(&mut **c).starts_with("held by "));
+    }
+    let mut third = TcpStream::connect(&h.addr).unwrap();
+    third.write_all(b"hold\n").unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        third.read(&mut buf).is_err(),
+        "a third child was forked beyond the limit"
+    );
+    assert_eq!(
+        children_of(h.pid()),
+        3,
+        "2 server children + the foreign zombie"
+    );
+    drop(a);
+    third.set_read_timeout(Some(TIMEOUT)).unwrap();
+    assert!(read_line(&mut third).starts_with("held by "));
+    drop((b, third));
+    let report = h.stop();
+    assert!(report.contains(&"children 0".to_string()), "{report:?}");
+}
+
+/// Graceful exit with a connection held open: the client reads EOF, the helper exits 0 and
+/// leaves no child.
+fn shutdown_with_open_connection() {
+    let h = Helper::start("tcp", 4);
+    let mut c = connect("tcp", &h.addr);
+    c.write_all(b"hold\n").unwrap();
+    let held = read_line(&mut *c);
+    let child: u32 = held
+        .trim()
+        .strip_prefix("held by ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(child, h.pid(), "served by a forked child");
+    let report = h.stop();
+    assert_eq!(read_line(&mut *c), "", "EOF at shutdown");
+    assert!(report.contains(&"children 0".to_string()), "{report:?}");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__serve") {
+        let limit = args[3].parse().unwrap();
+        if let Err(e) = helper(&args[2], limit, &args[4]) {
+            eprintln!("helper failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let filter: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with('-')).collect();
+    let tests: Vec<(&str, Box<dyn Fn()>)> = vec![
+        (
+            "tcp_echo_errors_and_reaping",
+            Box::new(|| echo_errors_and_reaping("tcp")),
+        ),
+        (
+            "unix_echo_errors_and_reaping",
+            Box::new(|| echo_errors_and_reaping("unix")),
+        ),
+        (
+            "udp_echo_errors_and_reaping",
+            Box::new(|| echo_errors_and_reaping("udp")),
+        ),
+        (
+            "unix_dgram_echo_errors_and_reaping",
+            Box::new(|| echo_errors_and_reaping("unixdgram")),
+        ),
+        (
+            "max_children_enforced_before_fork",
+            Box::new(max_children_enforced_before_fork),
+        ),
+        (
+            "shutdown_with_open_connection",
+            Box::new(shutdown_with_open_connection),
+        ),
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in &tests {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(test)) {
+            Ok(()) => {
+                println!("test forking::{name} ... ok");
+                passed += 1;
+            }
+            Err(_) => {
+                println!("test forking::{name} ... FAILED");
+                failed += 1;
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(101);
+    }
+}
