@@ -1,0 +1,156 @@
+//! Tests that read or change the process's descriptor table, in their own test binary and
+//! one at a time, so that no other test's sockets disturb the counts.
+
+mod util;
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socketserver::{Flavor, StreamRequest, TcpServer, UdpServer, UnixStreamServer};
+use util::TIMEOUT;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// test_tcpserver_bind_leak (bpo-22435): 1024 failed binds leak no descriptor, for every
+/// transport (the Unix probe of a live server included).
+#[test]
+fn failed_binds_leak_no_descriptor() {
+    let _g = serial();
+    let tcp = TcpServer::bind("127.0.0.1:0").unwrap();
+    let taken = tcp.local_addr().unwrap();
+    let udp = UdpServer::bind("127.0.0.1:0").unwrap();
+    let taken_udp = udp.local_addr().unwrap();
+    let tmp = util::TempPath::new("b");
+    let unix = UnixStreamServer::bind(tmp.path()).unwrap();
+
+    let before = util::open_fds();
+    for _ in 0..1024 {
+        let e = TcpServer::bind(taken).expect_err("bound a port in use");
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(UdpServer::bind(taken_udp).is_err());
+        assert!(UnixStreamServer::bind(tmp.path()).is_err());
+        // 192.0.2.1 (TEST-NET-1) is never a local address: EADDRNOTAVAIL at bind, no traffic.
+        assert!(TcpServer::bind("192.0.2.1:0").is_err());
+    }
+    assert_eq!(
+        util::open_fds(),
+        before,
+        "descriptors leaked by failed binds"
+    );
+    drop((tcp, udp, unix));
+}
+
+/// Sets this process's soft RLIMIT_NOFILE with util-linux `prlimit` (on our own pid).
+fn set_nofile_soft(soft: u64) {
+    let hard = String::from_utf8(
+        Command::new("prlimit")
+            .args([
+                "--pid",
+                &std::process::id().to_string(),
+                "--nofile",
+                "--raw",
+                "--noheadings",
+                "--output",
+                "HARD",
+            ])
+            .output()
+            .expect("prlimit")
+            .stdout,
+    )
+    .unwrap();
+    let hard = hard.trim();
+    let ok = Command::new("prlimit")
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            &format!("--nofile={soft}:{hard}"),
+        ])
+        .status()
+        .expect("prlimit")
+        .success();
+    assert!(ok, "prlimit failed");
+}
+
+/// Python's accept loop spins at 100% CPU on EMFILE (and tiny_http's dies). Ours backs
+/// off (5 ms doubling to 1 s): few accept errors while out of descriptors, and it recovers
+/// and serves the waiting clients once descriptors are free again.
+#[test]
+fn out_of_descriptors_backs_off_and_recovers() {
+    let _g = serial();
+    let server = TcpServer::builder()
+        .flavor(Flavor::threading())
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let handle = server.shutdown_handle();
+    let join = thread::spawn(move || {
+        server.serve(|req: &mut StreamRequest| {
+            req.write_all(b"hi")?;
+            io::copy(req, &mut io::sink()).map(drop)
+        })
+    });
+    let original = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let soft_before: u64 = original
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    set_nofile_soft(util::open_fds() as u64 + 40);
+
+    // Connect until the process is out of descriptors: the kernel completes the last
+    // handshakes, but the server cannot accept them.
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        match TcpStream::connect_timeout(&addr, TIMEOUT) {
+            Ok(c) => clients.push(c),
+            Err(_) => break,
+        }
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    while handle.stats().accept_errors == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "accept never ran out of descriptors"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    let first = handle.stats().accept_errors;
+    // Over this 300 ms window, backing off allows at most ~7 attempts (5+10+...+160 ms); a
+    // spinning loop would fail thousands of times.
+    thread::sleep(Duration::from_millis(300));
+    let during = handle.stats().accept_errors - first;
+    assert!(during <= 10, "{during} accept errors in 300 ms: spinning");
+
+    // Free descriptors: the server recovers and serves every client still waiting.
+    let connected = clients.len() as u64;
+    let freed: Vec<TcpStream> = clients.drain(..clients.len() / 2).collect();
+    drop(freed);
+    set_nofile_soft(soft_before);
+    let deadline = Instant::now() + TIMEOUT;
+    while handle.stats().accepted < connected {
+        assert!(
+            Instant::now() < deadline,
+            "accepted {} of {connected}",
+            handle.stats().accepted
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    for c in &mut clients {
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut hi = [0u8; 2];
+        c.read_exact(&mut hi).unwrap();
+        assert_eq!(&hi, b"hi");
+    }
+    drop(clients);
+    handle.shutdown();
+    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+}
