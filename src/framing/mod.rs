@@ -12,8 +12,9 @@
 //!   stream and its codec together.
 //! * **Messages** (feature `json`, on by default): a frame holding a UTF-8 JSON object (the
 //!   header), then a raw body the header declares, streamed and never loaded whole:
-//!   [`read_message`], [`write_message`], and the primitives [`read_json_header`] and
-//!   [`write_json_header`] for protocols that lay out the bytes after the header themselves.
+//!   `read_message`, `write_message`, and the primitives `read_json_header` and
+//!   `write_json_header` for protocols that lay out the bytes after the header themselves
+//!   (`MessageCodec` for other prefixes, limits and size keys).
 //!
 //! # What the reader guarantees
 //!
