@@ -102,13 +102,13 @@ impl Backoff {
 
 /// The loop state shared by both loops: the descriptors to wait on and error handling.
 struct Waiter<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     fds: Vec<(RawFd, Interest)>,
     backoff: Backoff,
 }
 
 impl<'a> Waiter<'a> {
-    fn new(shared: &'a Shared, socket: RawFd, extra: Option<RawFd>) -> Waiter<'a> {
+    fn new(shared: &'a Arc<Shared>, socket: RawFd, extra: Option<RawFd>) -> Waiter<'a> {
         let mut fds = vec![(socket, Interest::Read), (shared.wake_fd(), Interest::Read)];
         fds.extend(extra.map(|fd| (fd, Interest::Read)));
         Waiter {
@@ -126,7 +126,12 @@ impl<'a> Waiter<'a> {
         }
         match class {
             Class::WouldBlock => {
-                sys::poll(&self.fds, None)?;
+                let ready = sys::poll(&self.fds, None)?;
+                // The wake socket is readable: shutdown was asked, perhaps from a forked
+                // child, whose flag this process cannot see. Take it as ours.
+                if ready[1] {
+                    self.shared.stop();
+                }
             }
             Class::Retry => log::debug!("{what} failed, retrying: {e}"),
             Class::Backoff => {
@@ -159,7 +164,7 @@ fn verified(cfg: &Config, shared: &Shared, peer: &Addr) -> bool {
 pub(crate) fn accept_loop<L: Listen>(
     listener: &L,
     exec: &mut Exec<Accepted>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     cfg: &Config,
 ) -> io::Result<()> {
     let mut waiter = Waiter::new(shared, listener.as_raw_fd(), exec.extra_fd());
@@ -187,7 +192,7 @@ pub(crate) fn accept_loop<L: Listen>(
 pub(crate) fn recv_loop(
     socket: &DgramSocket,
     exec: &mut Exec<Datagram>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     cfg: &Config,
 ) -> io::Result<()> {
     let mut waiter = Waiter::new(shared, socket.as_raw_fd(), exec.extra_fd());

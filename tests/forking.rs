@@ -22,6 +22,9 @@ use socketserver::{
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The helper's own server, for handlers (in forked children) that stop it.
+static HANDLE: std::sync::OnceLock<socketserver::ShutdownHandle> = std::sync::OnceLock::new();
+
 // ---- the helper process -------------------------------------------------------------------
 
 /// The stream handler: echo a line; `fail` errs, `panic` panics, `hold` keeps the
@@ -32,6 +35,10 @@ fn stream_handler(req: &mut StreamRequest) -> io::Result<()> {
     match line.as_str() {
         "fail\n" => Err(io::Error::other("asked to fail")),
         "panic\n" => panic!("asked to panic"),
+        "stop\n" => {
+            HANDLE.get().expect("handle set").shutdown();
+            req.write_all(b"stopping\n")
+        }
         "hold\n" => {
             req.write_all(format!("held by {}\n", std::process::id()).as_bytes())?;
             io::copy(req, &mut io::sink()).map(drop)
@@ -64,6 +71,7 @@ fn helper(transport: &str, limit: usize, path: &str) -> io::Result<()> {
     let grace = Duration::from_secs(5);
     let announce = |addr: String, h: &socketserver::ShutdownHandle| -> io::Result<()> {
         socketserver::shutdown_on_signals(h)?;
+        let _ = HANDLE.set(h.clone());
         println!("listening on {addr}");
         io::stdout().flush()
     };
@@ -204,12 +212,17 @@ impl Helper {
     }
 
     /// SIGTERM, then the exit status and the report lines.
-    fn stop(mut self) -> Vec<String> {
+    fn stop(self) -> Vec<String> {
         let ok = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status()
             .unwrap();
         assert!(ok.success());
+        self.wait()
+    }
+
+    /// Waits for the helper to exit by itself; asserts status 0; returns its report lines.
+    fn wait(mut self) -> Vec<String> {
         let deadline = Instant::now() + TIMEOUT;
         let status = loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -223,7 +236,12 @@ impl Helper {
             thread::sleep(Duration::from_millis(5));
         };
         assert!(status.success(), "helper exited with {status}");
-        self.lines.try_iter().collect()
+        // The report lines come through the reader thread: read until the pipe closes.
+        let mut report = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(TIMEOUT) {
+            report.push(line);
+        }
+        report
     }
 }
 
@@ -408,6 +426,17 @@ fn shutdown_with_open_connection() {
     assert!(report.contains(&"children 0".to_string()), "{report:?}");
 }
 
+/// gh-83978 in a forking server: a handler (in a child process) asks for shutdown; the
+/// parent stops serving, without a signal and without spinning, and exits cleanly.
+fn shutdown_from_forked_child() {
+    let h = Helper::start("tcp", 4);
+    let mut c = connect("tcp", &h.addr);
+    c.write_all(b"stop\n").unwrap();
+    assert_eq!(read_line(&mut *c), "stopping\n");
+    let report = h.wait();
+    assert!(report.contains(&"children 0".to_string()), "{report:?}");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("__serve") {
@@ -443,6 +472,10 @@ fn main() {
         (
             "shutdown_with_open_connection",
             Box::new(shutdown_with_open_connection),
+        ),
+        (
+            "shutdown_from_forked_child",
+            Box::new(shutdown_from_forked_child),
         ),
     ];
     let (mut passed, mut failed) = (0, 0);

@@ -107,9 +107,14 @@ impl<J: Job> Forking<J> {
                 (self.sig_rx.as_raw_fd(), Interest::Read),
                 (self.shared.wake_fd(), Interest::Read),
             ];
-            if let Err(e) = sys::poll(&fds, None) {
-                log::error!("poll failed while waiting for a child: {e}");
-                return false;
+            match sys::poll(&fds, None) {
+                // A child asked for shutdown (see `Waiter`): this process's flag follows.
+                Ok(ready) if ready[1] => self.shared.stop(),
+                Ok(_) => {}
+                Err(e) => {
+                    log::error!("poll failed while waiting for a child: {e}");
+                    return false;
+                }
             }
             self.reap();
         }
