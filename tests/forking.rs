@@ -437,6 +437,9 @@ fn shutdown_from_forked_child() {
     assert!(report.contains(&"children 0".to_string()), "{report:?}");
 }
 
+/// A test of this file's own runner.
+type TestFn = Box<dyn Fn()>;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("__serve") {
@@ -448,7 +451,7 @@ fn main() {
         return;
     }
     let filter: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with('-')).collect();
-    let tests: Vec<(&str, Box<dyn Fn()>)> = vec![
+    let tests: Vec<(&str, TestFn)> = vec![
         (
             "tcp_echo_errors_and_reaping",
             Box::new(|| echo_errors_and_reaping("tcp")),
