@@ -34,7 +34,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -198,33 +198,24 @@ fn next_line(req: &mut StreamRequest, queue: &Sender<Arc<str>>) -> io::Result<Op
         }
         let room = (MAX_LINE + 2 - buf.len()) as u64; // the line, "\r\n"
         match Read::take(&mut *req, room).read_until(b'\n', &mut buf) {
-            Ok(_) if buf.ends_with(b"\n") || (!buf.is_empty() && buf.len() < MAX_LINE + 2) => {
-                // A whole line, or the last one before EOF.
-                let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                if line.len() > MAX_LINE {
-                    tell(queue, &format!("error: line longer than {MAX_LINE} bytes"))?;
-                    return Ok(None);
-                }
-                match std::str::from_utf8(line) {
-                    Ok(text) => return Ok(Some(text.to_string())),
-                    Err(_) => tell(queue, "error: line is not UTF-8")?,
-                }
-                buf.clear();
-            }
             Ok(_) if buf.is_empty() => return Ok(None),
-            Ok(_) => {
-                tell(queue, &format!("error: line longer than {MAX_LINE} bytes"))?;
-                return Ok(None);
-            }
+            Ok(_) => {}
             // The read timed out: keep what came, check for shutdown, read on.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                ) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => continue,
             Err(e) => return Err(e),
         }
+        // A line, the last one before EOF, or MAX_LINE + 2 bytes without an end.
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > MAX_LINE {
+            tell(queue, &format!("error: line longer than {MAX_LINE} bytes"))?;
+            return Ok(None);
+        }
+        match std::str::from_utf8(line) {
+            Ok(text) => return Ok(Some(text.to_string())),
+            Err(_) => tell(queue, "error: line is not UTF-8")?,
+        }
+        buf.clear();
     }
 }
 
@@ -262,6 +253,10 @@ fn serve_client(req: &mut StreamRequest, room: &Room) -> io::Result<()> {
         .name("chat-writer".into())
         .spawn(move || write_queue(stream, outgoing))?;
     let result = chat(req, room, &queue);
+    if result.is_err() {
+        // Unblock a writer stuck on a client that reads nothing.
+        let _ = req.stream().shutdown(Shutdown::Both);
+    }
     // The seat is gone (it holds the other sender): the writer sends what is left and ends.
     drop(queue);
     let _ = writer.join();

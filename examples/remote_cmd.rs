@@ -254,7 +254,7 @@ fn main() -> io::Result<()> {
     common::init_logging();
     let cli = Cli::parse();
     let limits = Arc::new(Limits {
-        allow: cli.allow,
+        allow: cli.allow.into_iter().filter(|p| !p.is_empty()).collect(),
         timeout: Duration::from_secs_f64(cli.timeout.max(0.0)),
         max_output: cli.max_output,
     });
