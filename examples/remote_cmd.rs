@@ -119,7 +119,8 @@ fn run(argv: &[String], limits: &Limits, stopping: &dyn Fn() -> bool) -> Result<
 
 /// Reads stdout and stderr to their ends on two threads, so neither pipe can fill up and
 /// block the child, with the output cap, the deadline and shutdown watched meanwhile.
-/// The threads end when the pipes close (at the latest when the child is killed).
+/// The threads end when the pipes close: when the child exits or is killed (or, if it
+/// started programs of its own that keep the pipes open, when those exit).
 fn collect(
     child: &mut Child,
     limits: &Limits,
