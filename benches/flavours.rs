@@ -1,0 +1,441 @@
+//! Every flavour under real load, beside a zero-overhead `std::net` baseline in the same run.
+//!
+//! ```text
+//! cargo bench --bench flavours                   # full run: 3 runs x 2 s per server, ~6 min
+//! BENCH_QUICK=1 cargo bench --bench flavours     # ~1 s per server, 1 run: proves the harness
+//! cargo bench --bench flavours -- churn udp      # only scenarios whose id contains a word
+//! ```
+//!
+//! Each server runs in its own process (this binary re-executed as `__server tcp pool`), so
+//! its CPU time and peak RSS come from `/proc`. Servers of a scenario run alternately
+//! (A B C A B C), the median of the runs is reported. Output: a table on stdout, and
+//! `target/bench/flavours.csv`, `flavours-runs.csv` and `flavours.svg`.
+//!
+//! Environment: `BENCH_QUICK=1`; `BENCH_RUNS=N` and `BENCH_SECS=S` override the number of
+//! runs and the measured seconds per run. Under `cargo test` (no `--bench` argument) it runs
+//! a two-second smoke test.
+
+#[path = "flavours/loadgen.rs"]
+mod loadgen;
+#[path = "flavours/plot.rs"]
+mod plot;
+#[path = "flavours/report.rs"]
+mod report;
+#[path = "flavours/servers.rs"]
+mod servers;
+
+use std::env;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use loadgen::{Load, Plan, Window};
+use report::{Family, Meta, Reference, Results, Sample};
+use servers::{Kind, Proto, Server};
+
+/// A load and the servers that can take it.
+struct Scenario {
+    meta: Meta,
+    load: Load,
+    proto: Proto,
+    servers: Vec<Kind>,
+}
+
+fn scenario(meta: Meta, load: Load, servers: &[Kind]) -> Scenario {
+    let proto = match load {
+        Load::Udp { .. } => Proto::Udp,
+        _ => Proto::Tcp,
+    };
+    Scenario {
+        meta,
+        load,
+        proto,
+        servers: servers.to_vec(),
+    }
+}
+
+const fn meta(
+    id: &'static str,
+    title: &'static str,
+    family: Family,
+    r: (f64, f64, &'static str),
+) -> Meta {
+    Meta {
+        id,
+        title,
+        family,
+        reference: Reference {
+            std: r.0,
+            best: r.1,
+            best_name: r.2,
+        },
+    }
+}
+
+/// The issue's matrix. The single flavour serves one connection at a time, so it runs only
+/// where clients take turns (C=1, churn, UDP); forking runs where 40 children are enough;
+/// nothing forks for 1 000 idle connections. The reference numbers are the issue's.
+fn scenarios(python: bool) -> Vec<Scenario> {
+    use Kind::*;
+    let pp = |conns, size| Load::PingPong { conns, size };
+    let mut udp_servers = vec![Std, Single, Threading, Pool];
+    if python {
+        udp_servers.push(Python);
+    }
+    vec![
+        scenario(
+            meta(
+                "pp64-c1",
+                "ping-pong 64 B, C=1",
+                Family::PingPong,
+                (47.1e3, 47.1e3, "std"),
+            ),
+            pp(1, 64),
+            &[Std, Single, Threading, FixedPool, Pool, Forking],
+        ),
+        scenario(
+            meta(
+                "pp64-c16",
+                "ping-pong 64 B, C=16",
+                Family::PingPong,
+                (96.9e3, 100e3, "tokio"),
+            ),
+            pp(16, 64),
+            &[Std, Threading, FixedPool, Pool, Forking],
+        ),
+        scenario(
+            meta(
+                "pp64-c256",
+                "ping-pong 64 B, C=256",
+                Family::PingPong,
+                (85.9e3, 95.9e3, "tokio"),
+            ),
+            pp(256, 64),
+            &[Std, Threading, FixedPool, Pool],
+        ),
+        scenario(
+            meta(
+                "pp16k-c16",
+                "ping-pong 16 KiB, C=16",
+                Family::PingPong,
+                (78.7e3, 90.9e3, "tokio"),
+            ),
+            pp(16, 16 * 1024),
+            &[Std, Threading, FixedPool, Pool, Forking],
+        ),
+        scenario(
+            meta(
+                "churn-c16",
+                "churn, C=16 (conn/s)",
+                Family::Churn,
+                (12.2e3, 27.2e3, "std fixed pool"),
+            ),
+            Load::Churn { conns: 16 },
+            &[Std, Single, Threading, FixedPool, Pool, Forking],
+        ),
+        scenario(
+            meta(
+                "idle1000",
+                "1 000 idle + 16 active",
+                Family::Idle,
+                (95.2e3, 99.7e3, "tokio"),
+            ),
+            Load::IdleActive {
+                idle: 1000,
+                conns: 16,
+                size: 64,
+            },
+            &[Std, Threading, FixedPool, Pool],
+        ),
+        scenario(
+            meta(
+                "udp64-c16",
+                "UDP 64 B, 16 clients",
+                Family::Udp,
+                (115e3, 115e3, "plain std loop"),
+            ),
+            Load::Udp {
+                clients: 16,
+                size: 64,
+            },
+            &udp_servers,
+        ),
+    ]
+}
+
+/// How this invocation runs.
+#[derive(Debug)]
+struct Settings {
+    name: &'static str,
+    plan: Plan,
+    runs: usize,
+    filters: Vec<String>,
+    /// Only the baseline and the default pool (the smoke test under `cargo test`).
+    smoke: bool,
+}
+
+impl Settings {
+    fn from_env(args: &[String]) -> Settings {
+        let bench = args.iter().any(|a| a == "--bench");
+        let quick = env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let filters: Vec<String> = args
+            .iter()
+            .filter(|a| !a.starts_with('-'))
+            .cloned()
+            .collect();
+        let (name, secs, warmup, runs, timeout) = match (bench, quick) {
+            (true, false) => ("full", 2.0, 0.5, 3, 1.0),
+            (true, true) => ("quick", 0.8, 0.2, 1, 0.5),
+            (false, _) => ("smoke", 0.3, 0.1, 1, 0.5),
+        };
+        let secs = env_number("BENCH_SECS").unwrap_or(secs);
+        let runs = env_number("BENCH_RUNS").map_or(runs, |r| r.max(1.0) as usize);
+        Settings {
+            name,
+            plan: Plan {
+                warmup: Duration::from_secs_f64(warmup),
+                measure: Duration::from_secs_f64(secs.max(0.1)),
+                io_timeout: Duration::from_secs_f64(timeout),
+            },
+            runs,
+            filters,
+            smoke: !bench,
+        }
+    }
+
+    fn wants(&self, sc: &Scenario) -> bool {
+        self.filters.is_empty() || self.filters.iter().any(|f| sc.meta.id.contains(f.as_str()))
+    }
+}
+
+fn env_number(name: &str) -> Option<f64> {
+    env::var(name)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v > 0.0)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(servers::SERVER_ARG) {
+        return match servers::child_main(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench server: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let settings = Settings::from_env(&args);
+    match bench(&settings) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("flavours bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the selected scenarios, prints and writes the report; false if a check failed.
+fn bench(settings: &Settings) -> io::Result<bool> {
+    let began = Instant::now();
+    let mut chosen: Vec<Scenario> = scenarios(servers::python_available())
+        .into_iter()
+        .filter(|sc| settings.wants(sc))
+        .collect();
+    if settings.smoke {
+        chosen.truncate(1);
+        for sc in &mut chosen {
+            sc.servers.retain(|k| matches!(k, Kind::Std | Kind::Pool));
+        }
+    }
+    let machine = machine();
+    let runs: usize = chosen
+        .iter()
+        .map(|sc| sc.servers.len() * settings.runs)
+        .sum();
+    eprintln!(
+        "flavours ({} mode): {} scenarios, {runs} server runs of {:.1} s + {:.1} s warm-up; {machine}",
+        settings.name,
+        chosen.len(),
+        settings.plan.measure.as_secs_f64(),
+        settings.plan.warmup.as_secs_f64(),
+    );
+    let ticks = servers::clock_ticks();
+    let mut failures = Vec::new();
+    let all: Vec<Results> = chosen
+        .iter()
+        .map(|sc| run_scenario(sc, settings, ticks, &mut failures))
+        .collect();
+    let header = format!(
+        "{} mode, median of {} run(s) x {:.1} s per server; {machine}",
+        settings.name,
+        settings.runs,
+        settings.plan.measure.as_secs_f64()
+    );
+    println!("\n{header}\n\n{}", report::table(&all));
+    if !settings.smoke {
+        println!("{}", report::checks_text(&report::targets(&all)));
+        write_files(&all, &header)?;
+    }
+    let ok = harness_checks(&all, &failures);
+    eprintln!("flavours: done in {:.0} s", began.elapsed().as_secs_f64());
+    Ok(ok)
+}
+
+/// Runs every server of a scenario `runs` times, alternately.
+fn run_scenario(
+    sc: &Scenario,
+    settings: &Settings,
+    ticks: u64,
+    failures: &mut Vec<String>,
+) -> Results {
+    let mut servers: Vec<(Kind, Vec<Sample>)> =
+        sc.servers.iter().map(|k| (*k, Vec::new())).collect();
+    for run in 1..=settings.runs {
+        for (kind, samples) in &mut servers {
+            match measure(sc, *kind, settings.plan, ticks) {
+                Ok(s) => {
+                    progress(sc, *kind, run, &s);
+                    samples.push(s);
+                }
+                Err(e) => {
+                    eprintln!("  {} {}: run {run} failed: {e}", sc.meta.id, kind.name());
+                    failures.push(format!("{} {}: {e}", sc.meta.id, kind.name()));
+                }
+            }
+        }
+    }
+    Results {
+        meta: sc.meta,
+        servers,
+    }
+}
+
+fn progress(sc: &Scenario, kind: Kind, run: usize, s: &Sample) {
+    eprintln!(
+        "  {:<10} run {run} {:<10} {:>8}/s  p99 {:>8}  errors {:<5} CPU {} us/req  RSS {:.1} MiB  setup {:.0} ms",
+        sc.meta.id,
+        kind.name(),
+        report::rate(s.rate),
+        report::latency(s.p99),
+        s.errors,
+        s.cpu_us.map_or("-".into(), |c| format!("{c:.1}")),
+        s.rss_mib,
+        s.setup_ms,
+    );
+}
+
+/// One run: start the server, load it, read `/proc` at the window's edges, stop it.
+fn measure(sc: &Scenario, kind: Kind, plan: Plan, ticks: u64) -> io::Result<Sample> {
+    let server = Server::start(sc.proto, kind)?;
+    let (outcome, stats) = loadgen::run(sc.load, server.addr(), plan, |w| {
+        Window::sleep_until(w.start);
+        let before = server.stat();
+        Window::sleep_until(w.end);
+        (before, server.stat())
+    });
+    server.stop();
+    let (before, after) = (stats.0?, stats.1?);
+    let cpu_secs = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / ticks as f64;
+    Ok(Sample {
+        rate: outcome.rate(),
+        p50: outcome.latency_us(0.50),
+        p99: outcome.latency_us(0.99),
+        p999: outcome.latency_us(0.999),
+        errors: outcome.errors,
+        mismatches: outcome.mismatches,
+        cpu_us: (outcome.requests > 0).then(|| cpu_secs * 1e6 / outcome.requests as f64),
+        rss_mib: after.peak_rss_kib as f64 / 1024.0,
+        threads: after.threads,
+        setup_ms: outcome.setup.as_secs_f64() * 1e3,
+    })
+}
+
+/// What CI can rely on without timing: every server started, the baseline answered in every
+/// scenario, and no echo ever came back wrong.
+fn harness_checks(all: &[Results], failures: &[String]) -> bool {
+    let mut checks: Vec<(bool, String)> = failures
+        .iter()
+        .map(|f| (false, format!("server failed: {f}")))
+        .collect();
+    for r in all {
+        let base = r.summaries().into_iter().find(|(k, _)| *k == Kind::Std);
+        let answered = base.is_some_and(|(_, s)| s.rate > 0.0);
+        checks.push((
+            answered,
+            format!("{}: the std baseline answered", r.meta.id),
+        ));
+        for (kind, s) in r.summaries() {
+            let text = format!(
+                "{} {}: {} wrong echoes",
+                r.meta.id,
+                kind.name(),
+                s.mismatches
+            );
+            checks.push((s.mismatches == 0, text));
+        }
+    }
+    let failed: Vec<&String> = checks.iter().filter(|c| !c.0).map(|c| &c.1).collect();
+    for f in &failed {
+        eprintln!("harness check failed: {f}");
+    }
+    println!(
+        "flavours: {} passed, {} failed",
+        checks.len() - failed.len(),
+        failed.len()
+    );
+    failed.is_empty()
+}
+
+/// `target/bench`, next to the build's own directories.
+fn out_dir() -> PathBuf {
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let exe = env::current_exe().ok()?;
+            let deps = exe.parent()?;
+            (deps.file_name()? == "deps").then(|| deps.parent()?.parent().map(PathBuf::from))?
+        });
+    target
+        .unwrap_or_else(|| PathBuf::from("target"))
+        .join("bench")
+}
+
+fn write_files(all: &[Results], header: &str) -> io::Result<()> {
+    let dir = out_dir();
+    fs::create_dir_all(&dir)?;
+    let (csv, runs, svg) = (
+        dir.join("flavours.csv"),
+        dir.join("flavours-runs.csv"),
+        dir.join("flavours.svg"),
+    );
+    report::write_csv(all, &csv)?;
+    report::write_runs_csv(all, &runs)?;
+    plot::write_svg(all, &svg, header)?;
+    println!(
+        "wrote {}, {} and {}",
+        csv.display(),
+        runs.display(),
+        svg.display()
+    );
+    Ok(())
+}
+
+/// The machine, for the report: cores, CPU model, kernel.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("model name"))?.to_string();
+            Some(line.split_once(':')?.1.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores, {model}, Linux {}", kernel.trim())
+}

@@ -1,0 +1,438 @@
+//! The servers under test, each in its own process so that its CPU time and memory can be
+//! read from `/proc`.
+//!
+//! The bench binary re-executes itself as `__server <tcp|udp> <kind>`: the child binds
+//! `127.0.0.1:0`, prints `listening on ADDR` (the examples' contract) and echoes until
+//! SIGTERM. Kinds are the crate's flavours, a plain `std::net` baseline written without the
+//! crate, and (UDP only) Python's `ThreadingUDPServer`, run by `python3`.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socketserver::{DatagramRequest, Flavor, StreamRequest, TcpServer, UdpServer};
+
+/// The first argument that makes the bench binary a server.
+pub const SERVER_ARG: &str = "__server";
+
+/// How long a server may take to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a server may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// The grace period of the crate's servers: clients are gone when they are stopped.
+const GRACE: Duration = Duration::from_millis(500);
+
+/// Stream or datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Proto> {
+        match s {
+            "tcp" => Some(Proto::Tcp),
+            "udp" => Some(Proto::Udp),
+            _ => None,
+        }
+    }
+}
+
+/// One server implementation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// `std::net` without the crate: a thread per connection (TCP), one blocking loop (UDP).
+    Std,
+    Single,
+    Threading,
+    /// `Flavor::fixed_pool(16)`.
+    FixedPool,
+    /// `Flavor::pool()`, the crate's default: 16 warm workers growing to 4096.
+    Pool,
+    Forking,
+    /// Python's `socketserver.ThreadingUDPServer` (UDP only).
+    Python,
+}
+
+impl Kind {
+    /// Every kind, in table order.
+    pub const ALL: [Kind; 7] = [
+        Kind::Std,
+        Kind::Single,
+        Kind::Threading,
+        Kind::FixedPool,
+        Kind::Pool,
+        Kind::Forking,
+        Kind::Python,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Std => "std",
+            Kind::Single => "single",
+            Kind::Threading => "threading",
+            Kind::FixedPool => "fixed-pool",
+            Kind::Pool => "pool",
+            Kind::Forking => "fork",
+            Kind::Python => "python",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// The crate's flavour, for the kinds that are one.
+    pub fn flavor(self) -> Option<Flavor> {
+        match self {
+            Kind::Single => Some(Flavor::single()),
+            Kind::Threading => Some(Flavor::threading()),
+            Kind::FixedPool => Some(Flavor::fixed_pool(16)),
+            Kind::Pool => Some(Flavor::pool()),
+            Kind::Forking => Some(Flavor::forking()),
+            Kind::Std | Kind::Python => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The child side.
+
+/// Runs the server named by `args` (what follows `__server`) until it is killed or stopped.
+pub fn child_main(args: &[String]) -> io::Result<()> {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("error"))
+        .try_init();
+    exit_with_parent()?;
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad server args {args:?}"),
+        )
+    };
+    let proto = args.first().and_then(|s| Proto::parse(s)).ok_or_else(bad)?;
+    let kind = args.get(1).and_then(|s| Kind::parse(s)).ok_or_else(bad)?;
+    match (proto, kind.flavor()) {
+        (Proto::Tcp, Some(flavor)) => crate_tcp(flavor),
+        (Proto::Udp, Some(flavor)) => crate_udp(flavor),
+        (Proto::Tcp, None) if kind == Kind::Std => std_tcp(),
+        (Proto::Udp, None) if kind == Kind::Std => std_udp(),
+        _ => Err(bad()),
+    }
+}
+
+/// The parent holds our stdin open: when it dies, however it dies, we read EOF and exit, so
+/// no server outlives its bench.
+fn exit_with_parent() -> io::Result<()> {
+    thread::Builder::new()
+        .name("parent-watch".into())
+        .spawn(|| {
+            let _ = io::copy(&mut io::stdin().lock(), &mut io::sink());
+            std::process::exit(0);
+        })?;
+    Ok(())
+}
+
+fn announce(addr: SocketAddr) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening on {addr}")?;
+    out.flush()
+}
+
+/// The echo handler of the examples: a 16 KiB buffer, every byte written back.
+fn echo(req: &mut StreamRequest) -> io::Result<()> {
+    let mut buf = [0; 16 * 1024];
+    loop {
+        let n = req.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        req.write_all(&buf[..n])?;
+    }
+}
+
+fn crate_tcp(flavor: Flavor) -> io::Result<()> {
+    let server = TcpServer::builder()
+        .flavor(flavor)
+        .grace_period(GRACE)
+        .bind("127.0.0.1:0")?;
+    socketserver::shutdown_on_signals(&server.shutdown_handle())?;
+    announce(server.local_addr()?)?;
+    server.serve(echo)
+}
+
+fn crate_udp(flavor: Flavor) -> io::Result<()> {
+    let server = UdpServer::builder()
+        .flavor(flavor)
+        .grace_period(GRACE)
+        .bind("127.0.0.1:0")?;
+    socketserver::shutdown_on_signals(&server.shutdown_handle())?;
+    announce(server.local_addr()?)?;
+    server.serve(|req: &mut DatagramRequest| {
+        let data = req.take_packet();
+        req.reply(&data)
+    })
+}
+
+/// The baseline: a plain accept loop spawning one thread per connection, each echoing with
+/// a 16 KiB buffer and `TCP_NODELAY` (as the crate sets by default). SIGTERM ends it.
+fn std_tcp() -> io::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    announce(listener.local_addr()?)?;
+    for conn in listener.incoming() {
+        match conn {
+            Ok(stream) => {
+                let spawned = thread::Builder::new().spawn(move || std_echo(stream));
+                if let Err(e) = spawned {
+                    eprintln!("std server: cannot spawn a thread: {e}");
+                }
+            }
+            Err(e) => {
+                eprintln!("std server: accept: {e}");
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn std_echo(mut stream: TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut buf = [0; 16 * 1024];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        stream.write_all(&buf[..n])?;
+    }
+}
+
+/// The UDP baseline: one thread, blocking `recv_from` / `send_to`.
+fn std_udp() -> io::Result<()> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    announce(socket.local_addr()?)?;
+    let mut buf = vec![0; 65536];
+    loop {
+        match socket.recv_from(&mut buf) {
+            Ok((n, peer)) => {
+                let _ = socket.send_to(&buf[..n], peer);
+            }
+            Err(e) => eprintln!("std udp server: {e}"),
+        }
+    }
+}
+
+/// Python's `ThreadingUDPServer` echo, as the tutorials write it.
+const PYTHON_UDP: &str = r#"
+import os, socketserver, sys, threading
+def exit_with_parent():
+    sys.stdin.read()
+    os._exit(0)
+threading.Thread(target=exit_with_parent, daemon=True).start()
+class Echo(socketserver.BaseRequestHandler):
+    def handle(self):
+        data, sock = self.request
+        sock.sendto(data, self.client_address)
+server = socketserver.ThreadingUDPServer(("127.0.0.1", 0), Echo)
+print("listening on %s:%d" % server.server_address, flush=True)
+server.serve_forever()
+"#;
+
+/// Whether `python3` runs here (the Python server is skipped where it does not).
+pub fn python_available() -> bool {
+    Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+// ---------------------------------------------------------------------------------------
+// The parent side.
+
+/// A running server process.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+/// What `/proc` tells about a server at one moment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcStat {
+    /// User + system time of the process, its threads and its children (live or reaped),
+    /// in clock ticks.
+    pub cpu_ticks: u64,
+    /// Peak resident set size (`VmHWM`), KiB.
+    pub peak_rss_kib: u64,
+    /// Threads now.
+    pub threads: u64,
+}
+
+impl Server {
+    /// Starts a server of `kind` and waits for its `listening on ADDR` line.
+    pub fn start(proto: Proto, kind: Kind) -> io::Result<Server> {
+        let mut cmd = if kind == Kind::Python {
+            let mut c = Command::new("python3");
+            c.args(["-c", PYTHON_UDP]);
+            c
+        } else {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.args([SERVER_ARG, proto.name(), kind.name()]);
+            c
+        };
+        // The child's stdin stays open while `child` lives: see `exit_with_parent`.
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        match read_address(stdout) {
+            Ok(addr) => Ok(Server { child, addr }),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Reads the server's CPU time, peak RSS and thread count.
+    pub fn stat(&self) -> io::Result<ProcStat> {
+        let pid = self.child.id();
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let own = stat_fields(&stat).ok_or_else(|| parse_error("stat"))?;
+        Ok(ProcStat {
+            cpu_ticks: own.cpu_ticks() + live_children_ticks(pid),
+            peak_rss_kib: status_field(&status, "VmHWM:").ok_or_else(|| parse_error("VmHWM"))?,
+            threads: status_field(&status, "Threads:").unwrap_or(0),
+        })
+    }
+
+    /// Stops the server with SIGTERM (by its own pid), killing it if it does not exit soon.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let termed = Command::new("kill").args(["-TERM", &pid]).status();
+        if termed.map(|s| s.success()).unwrap_or(false) {
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            eprintln!("server {pid} ignored SIGTERM for {STOP_TIMEOUT:?}: killing it");
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse_error(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("cannot parse /proc {what}"),
+    )
+}
+
+/// Reads the first stdout line on a helper thread, so a silent server cannot hang the bench.
+fn read_address(stdout: impl Read + Send + 'static) -> io::Result<SocketAddr> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let res = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+        let _ = tx.send(res);
+    });
+    let line = rx
+        .recv_timeout(START_TIMEOUT)
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "server did not start"))??;
+    line.trim()
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unexpected first line {line:?}"),
+            )
+        })
+}
+
+/// The fields of `/proc/PID/stat` this bench uses.
+#[derive(Clone, Copy, Debug)]
+struct StatFields {
+    ppid: u32,
+    /// utime, stime, cutime, cstime.
+    times: [u64; 4],
+}
+
+impl StatFields {
+    /// CPU time of the process and of its children already reaped.
+    fn cpu_ticks(&self) -> u64 {
+        self.times.iter().sum()
+    }
+}
+
+/// Parses `/proc/PID/stat`: fields are counted after the command name's closing
+/// parenthesis (the name may hold spaces), so field N (1-based) is at index N - 3.
+fn stat_fields(stat: &str) -> Option<StatFields> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
+    Some(StatFields {
+        ppid: u32::try_from(num(4)?).ok()?,
+        times: [num(14)?, num(15)?, num(16)?, num(17)?],
+    })
+}
+
+/// User + system time of the live children of `pid` (a forking server's connections):
+/// their time reaches the parent's `cutime` only once they are reaped.
+fn live_children_ticks(pid: u32) -> u64 {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|s| stat_fields(&s))
+        .filter(|f| f.ppid == pid)
+        .map(|f| f.times[0] + f.times[1])
+        .sum()
+}
+
+/// A `Name:   123 kB`-style field of `/proc/PID/status`.
+fn status_field(status: &str, name: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`), 100 if that cannot be asked.
+pub fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
