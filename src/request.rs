@@ -3,7 +3,6 @@
 use std::io::{self, BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::io::AsRawFd;
-use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,6 +122,19 @@ impl StreamRequest {
         self.stream().set_write_timeout(t)
     }
 
+    /// Declares that the handler is between requests: the next read from the socket waits
+    /// for the client's *next* request, so shutdown may end it with EOF, and the idle timeout
+    /// applies to it.
+    ///
+    /// Reads and writes through the request track this by themselves (a read after a write
+    /// is idle). Call it when replies go out another way, e.g. through a
+    /// [`Stream::try_clone`] written by another thread, as a chat server does.
+    pub fn mark_idle(&mut self) {
+        // Bytes already buffered are served first; the flag matters for the socket read
+        // that follows them.
+        self.reader.get_mut().after_write = true;
+    }
+
     /// Sets how long the connection may wait for the client's next request (see
     /// `idle_timeout` on the server's builder); `None` for no limit.
     pub fn set_idle_timeout(&mut self, t: Option<Duration>) {
@@ -182,60 +194,57 @@ impl SocketReader {
         Ok(())
     }
 
-    /// In a forked child, waits for data or the shutdown signal; false means shutdown came
-    /// first and the read should report EOF.
-    fn wait_data_or_stop(&self) -> io::Result<bool> {
+    /// Waits for the client's next request or for shutdown, whichever comes first: `true`
+    /// when bytes (or EOF) are there to read, `false` at shutdown.
+    ///
+    /// Waiting in `poll` on the connection and the server's wake socket (rather than in
+    /// `read`) is what lets shutdown end an idle connection without ever cutting a request
+    /// that is arriving: if bytes are there, the request is read and answered first.
+    fn wait_request(&self) -> io::Result<bool> {
         let fds = [
             (self.slot.stream.as_raw_fd(), Interest::Read),
             (self.shared.wake_fd(), Interest::Read),
         ];
+        let limit = self.idle_timeout.or(self.read_timeout);
+        let deadline = limit.map(|t| Instant::now() + t);
         loop {
-            let ready = sys::poll(&fds, self.current_timeout)?;
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let ready = sys::poll(&fds, left)?;
             if ready[0] {
                 return Ok(true);
             }
             if ready[1] {
                 return Ok(false);
             }
-            if self.current_timeout.is_some() && !ready[0] {
-                // Timed out: let the read below report it through SO_RCVTIMEO.
-                return Ok(true);
+            if let (Some(t), Some(d)) = (limit, deadline) {
+                if Instant::now() >= d {
+                    return Err(timeout_error(true, t));
+                }
             }
         }
     }
+}
 
-    fn timeout_error(&self, idle: bool) -> io::Error {
-        let what = if idle {
-            "idle timeout: no request from the client within"
-        } else {
-            "read timed out after"
-        };
-        let t = self.current_timeout.unwrap_or_default();
-        io::Error::new(io::ErrorKind::TimedOut, format!("{what} {t:?}"))
-    }
+fn timeout_error(idle: bool, t: Duration) -> io::Error {
+    let what = if idle {
+        "idle timeout: no request from the client within"
+    } else {
+        "read timed out after"
+    };
+    io::Error::new(io::ErrorKind::TimedOut, format!("{what} {t:?}"))
 }
 
 impl Read for SocketReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let idle = self.after_write && !self.eof;
-        if idle {
-            self.apply_timeout(self.idle_timeout.or(self.read_timeout))?;
-            // Publish "idle" before checking the flag: `Shared::stop` sets the flag before it
-            // scans for idle connections, so one of the two always sees the other.
-            self.slot.idle.store(true, SeqCst);
-            if self.stopping() || (self.forked && !self.wait_data_or_stop()?) {
-                self.slot.idle.store(false, SeqCst);
-                self.eof = true;
-                return Ok(0);
-            }
-        } else {
-            self.apply_timeout(self.read_timeout)?;
+        // Idle: wait for the next request or shutdown. A request already waiting is served
+        // even when shutdown has begun; the connection ends only when nothing is there.
+        if self.after_write && !self.eof && !self.wait_request()? {
+            // Idle at shutdown: the connection ends as if the client had closed it.
+            self.eof = true;
+            return Ok(0);
         }
-        let res = (&self.slot.stream).read(buf);
-        if idle {
-            self.slot.idle.store(false, SeqCst);
-        }
-        match res {
+        self.apply_timeout(self.read_timeout)?;
+        match (&self.slot.stream).read(buf) {
             Ok(0) if !buf.is_empty() => {
                 self.eof = true;
                 Ok(0)
@@ -250,7 +259,7 @@ impl Read for SocketReader {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                Err(self.timeout_error(idle))
+                Err(timeout_error(false, self.read_timeout.unwrap_or_default()))
             }
             Err(e) => Err(e),
         }

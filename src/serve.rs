@@ -3,7 +3,6 @@
 use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -253,10 +252,7 @@ where
         let Accepted { stream, peer } = job;
         let result = match configure(&stream, &cfg) {
             Ok(()) => {
-                let slot = Arc::new(ConnSlot {
-                    stream,
-                    idle: AtomicBool::new(false),
-                });
+                let slot = Arc::new(ConnSlot { stream });
                 let _registration = (!forked).then(|| shared.register(Arc::clone(&slot)));
                 let mut req =
                     StreamRequest::new(slot, peer.clone(), Arc::clone(&shared), &cfg, forked);

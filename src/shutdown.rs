@@ -14,12 +14,10 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::stats::{Counters, Stats};
 use crate::stream::Stream;
 
-/// A connection as the registry sees it: the socket and whether its handler is waiting idle.
+/// A connection as the registry sees it, to shut it down when the grace period is over.
 #[derive(Debug)]
 pub(crate) struct ConnSlot {
     pub(crate) stream: Stream,
-    /// True while the handler is blocked reading the *next* request (see `request.rs`).
-    pub(crate) idle: AtomicBool,
 }
 
 /// State shared by a server, its handle, its workers and its requests.
@@ -90,13 +88,9 @@ impl Shared {
             .take();
         // A full socket buffer means a byte is already there: nothing more to do.
         let _ = (&self.wake_tx).write(&[1]);
-        // Handlers blocked waiting for their client's next request get EOF now; handlers in
-        // the middle of a request keep their connection until the grace period ends.
-        for slot in self.lock_registry().iter() {
-            if slot.idle.load(SeqCst) {
-                let _ = slot.stream.shutdown(Shutdown::Read);
-            }
-        }
+        // Handlers waiting for their client's next request wake on the wake socket and read
+        // EOF (see `request.rs`); handlers in the middle of a request keep their connection
+        // until the grace period ends.
         let mut dog = self.watchdog.lock().unwrap_or_else(|e| e.into_inner());
         if dog.enabled {
             let shared = Arc::clone(self);

@@ -986,3 +986,49 @@ fn peer_address_and_stats() {
     r.stop();
     let _ = Addr::Inet(addr);
 }
+
+/// A server built from an already bound socket (an inherited descriptor, as under systemd
+/// socket activation) serves like a bound one, for every transport.
+#[test]
+fn servers_from_inherited_sockets() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let s = TcpServer::builder().from_listener(l).unwrap();
+    let h = s.shutdown_handle();
+    let j = thread::spawn(move || s.serve(line_echo_loop(Arc::default())));
+    let mut c = util::tcp_client(addr);
+    c.write_all(b"inherited\n").unwrap();
+    assert_eq!(util::read_until(&mut c, |g| g.ends_with(b"\n")), b"inherited\n");
+    drop(c);
+    h.shutdown();
+    util::within(TIMEOUT, move || j.join()).unwrap().unwrap();
+
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let uaddr = u.local_addr().unwrap();
+    let s = UdpServer::builder().from_socket(u).unwrap();
+    let h = s.shutdown_handle();
+    let j = thread::spawn(move || s.serve(dgram_handler(Arc::default())));
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(TIMEOUT)).unwrap();
+    client.send_to(b"dgram", uaddr).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(client.recv(&mut buf).unwrap(), 5);
+    h.shutdown();
+    util::within(TIMEOUT, move || j.join()).unwrap().unwrap();
+
+    // A Unix listener we bound ourselves: the server serves it and leaves its file alone.
+    let tmp = TempPath::new("i");
+    let l = std::os::unix::net::UnixListener::bind(tmp.path()).unwrap();
+    let s = UnixStreamServer::builder().from_listener(l).unwrap();
+    assert!(s.path().is_none());
+    let h = s.shutdown_handle();
+    let j = thread::spawn(move || s.serve(line_echo_loop(Arc::default())));
+    let mut c = UnixStream::connect(tmp.path()).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.write_all(b"unix\n").unwrap();
+    assert_eq!(util::read_until(&mut c, |g| g.ends_with(b"\n")), b"unix\n");
+    drop(c);
+    h.shutdown();
+    util::within(TIMEOUT, move || j.join()).unwrap().unwrap();
+    assert!(tmp.path().exists(), "a file the server did not create was removed");
+}
