@@ -437,11 +437,49 @@ fn shutdown_from_forked_child() {
     assert!(report.contains(&"children 0".to_string()), "{report:?}");
 }
 
+/// test_shutdown for the forking flavour (in the helper: no fork happens without clients,
+/// so the threads here are harmless): 20 servers started and stopped back to back, every
+/// other one stopped before `serve` starts.
+fn start_stop_twenty() {
+    let servers: Vec<_> = (0..20)
+        .map(|i| {
+            let s = TcpServer::builder()
+                .flavor(Flavor::forking())
+                .bind("127.0.0.1:0")
+                .unwrap();
+            let h = s.shutdown_handle();
+            if i % 2 == 0 {
+                h.shutdown();
+            }
+            (h, thread::spawn(move || s.serve(stream_handler)))
+        })
+        .collect();
+    for (h, t) in servers {
+        h.shutdown();
+        t.join().unwrap().unwrap();
+        assert_eq!(h.stats().threads, 0);
+    }
+}
+
+fn twenty_servers_start_and_stop() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .arg("__startstop")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "started and stopped 20\n");
+}
+
 /// A test of this file's own runner.
 type TestFn = Box<dyn Fn()>;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__startstop") {
+        start_stop_twenty();
+        println!("started and stopped 20");
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("__serve") {
         let limit = args[3].parse().unwrap();
         if let Err(e) = helper(&args[2], limit, &args[4]) {
@@ -479,6 +517,10 @@ fn main() {
         (
             "shutdown_from_forked_child",
             Box::new(shutdown_from_forked_child),
+        ),
+        (
+            "twenty_servers_start_and_stop",
+            Box::new(twenty_servers_start_and_stop),
         ),
     ];
     let (mut passed, mut failed) = (0, 0);

@@ -81,14 +81,22 @@ pub fn announce(addr: impl std::fmt::Display, handle: &ShutdownHandle) -> io::Re
 }
 
 /// Binds a TCP server from the shared options, announces it and serves `handler`.
-pub fn serve_tcp<H: StreamHandler + Clone>(args: &ServerArgs, port: u16, handler: H) -> io::Result<()> {
+pub fn serve_tcp<H: StreamHandler + Clone>(
+    args: &ServerArgs,
+    port: u16,
+    handler: H,
+) -> io::Result<()> {
     let server = args.tcp().bind(args.addr(port))?;
     announce(server.local_addr()?, &server.shutdown_handle())?;
     server.serve(handler)
 }
 
 /// Binds a UDP server from the shared options, announces it and serves `handler`.
-pub fn serve_udp<H: DatagramHandler + Clone>(args: &ServerArgs, port: u16, handler: H) -> io::Result<()> {
+pub fn serve_udp<H: DatagramHandler + Clone>(
+    args: &ServerArgs,
+    port: u16,
+    handler: H,
+) -> io::Result<()> {
     let server = args.udp().bind(args.addr(port))?;
     announce(server.local_addr()?, &server.shutdown_handle())?;
     server.serve(handler)
