@@ -9,51 +9,15 @@ mod util;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use util::{example_path, python, read_to_end, read_until, tcp_client, ExampleServer, TIMEOUT};
 
-/// The examples this file runs.
-const EXAMPLES: &[&str] = &[
-    "hello",
-    "time_udp",
-    "chat",
-    "remote_cmd",
-    "remote_cmd_client",
-    "framed_echo",
-];
-
-/// Builds the examples once per test run, with the profile of this test binary:
-/// `cargo test --test examples_tutorial` builds this file only, and a stale example binary
-/// would be tested instead of the source next to it.
+/// Builds the examples once per test run (see `util::build_examples`).
 #[track_caller]
 fn build_examples() {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let cargo = option_env!("CARGO").unwrap_or("cargo");
-        let mut cmd = Command::new(cargo);
-        cmd.arg("build").current_dir(env!("CARGO_MANIFEST_DIR"));
-        for name in EXAMPLES {
-            cmd.args(["--example", name]);
-        }
-        let profile = example_path("x");
-        if profile
-            .parent()
-            .and_then(|p| p.parent())
-            .is_some_and(|p| p.ends_with("release"))
-        {
-            cmd.arg("--release");
-        }
-        match cmd.status() {
-            Ok(s) if s.success() => Ok(()),
-            other => Err(format!("cargo build of the examples failed: {other:?}")),
-        }
-    });
-    if let Err(e) = built {
-        panic!("{e}");
-    }
+    util::build_examples();
 }
 
 /// Starts example `name` on a free loopback port with `extra` options.

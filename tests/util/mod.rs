@@ -222,10 +222,11 @@ impl Drop for ExampleServer {
 }
 
 /// Runs a Python 3 client script with `args`, returning its stdout; fails the test if it
-/// exits non-zero or takes longer than `TIMEOUT`. The script gets the args in `sys.argv`.
+/// exits non-zero or takes longer than `TIMEOUT` (then it is killed by its pid). The script
+/// gets the args in `sys.argv`. Output is read while it runs, so any amount is fine.
 #[track_caller]
 pub fn python(script: &str, args: &[&str]) -> String {
-    let mut child = Command::new("python3")
+    let child = Command::new("python3")
         .arg("-c")
         .arg(script)
         .args(args)
@@ -233,19 +234,20 @@ pub fn python(script: &str, args: &[&str]) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3 on PATH");
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.expect("python client output"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             panic!("python client did not finish within {TIMEOUT:?}");
         }
-        thread::sleep(Duration::from_millis(5));
-    }
-    let out = child.wait_with_output().unwrap();
+    };
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -254,6 +256,35 @@ pub fn python(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// Builds every example once per test binary, with this test binary's profile:
+/// `cargo test --test NAME` builds only that test, and a stale example binary would
+/// otherwise be run instead of the source next to it.
+#[track_caller]
+pub fn build_examples() {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--examples"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        let profile = example_path("x");
+        if profile
+            .parent()
+            .and_then(|p| p.parent())
+            .is_some_and(|p| p.ends_with("release"))
+        {
+            cmd.arg("--release");
+        }
+        match cmd.status() {
+            Ok(s) if s.success() => Ok(()),
+            other => Err(format!("cargo build of the examples failed: {other:?}")),
+        }
+    });
+    if let Err(e) = built {
+        panic!("{e}");
+    }
 }
 
 /// Reads until `pred` holds on everything read so far, or EOF; fails on timeout.
