@@ -23,7 +23,8 @@
 //!
 //! It is longer than a Python chat sketch because it is safe: bounded lines, bounded queues,
 //! a slow client cut off instead of stalling the room, and every thread ends (the writer is
-//! joined when its client leaves; handlers check `is_shutting_down` every 200 ms).
+//! joined when its client leaves; a handler waiting for its client's next line is marked
+//! idle, so shutdown ends the wait at once).
 //!
 //! ```text
 //! cargo run --example chat                      # listening on 127.0.0.1:8006
@@ -34,7 +35,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, ErrorKind, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::Shutdown;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -49,8 +50,6 @@ const MAX_LINE: usize = 4096;
 const MAX_NICK: usize = 32;
 /// Outgoing lines a client may have waiting before it is disconnected.
 const QUEUE: usize = 256;
-/// How often a handler waiting for its client checks for shutdown.
-const TICK: Duration = Duration::from_millis(200);
 /// A client whose socket accepts nothing for this long is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -192,17 +191,16 @@ fn write_queue(mut stream: Stream, queue: Receiver<Arc<str>>) {
 fn next_line(req: &mut StreamRequest, queue: &Sender<Arc<str>>) -> io::Result<Option<String>> {
     let mut buf = Vec::new();
     loop {
-        if req.is_shutting_down() {
-            let _ = tell(queue, "* server shutting down");
-            return Ok(None);
-        }
+        // Between lines (replies go out through the writer thread, not through `req`): a
+        // wait for the next line ends with EOF at shutdown.
+        req.mark_idle();
         let room = (MAX_LINE + 2 - buf.len()) as u64; // the line, "\r\n"
-        match Read::take(&mut *req, room).read_until(b'\n', &mut buf) {
-            Ok(_) if buf.is_empty() => return Ok(None),
-            Ok(_) => {}
-            // The read timed out: keep what came, check for shutdown, read on.
-            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => continue,
-            Err(e) => return Err(e),
+        Read::take(&mut *req, room).read_until(b'\n', &mut buf)?;
+        if buf.is_empty() {
+            if req.is_shutting_down() {
+                let _ = tell(queue, "* server shutting down");
+            }
+            return Ok(None);
         }
         // A line, the last one before EOF, or MAX_LINE + 2 bytes without an end.
         let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
@@ -245,7 +243,6 @@ fn chat(req: &mut StreamRequest, room: &Room, queue: &Sender<Arc<str>>) -> io::R
 }
 
 fn serve_client(req: &mut StreamRequest, room: &Room) -> io::Result<()> {
-    req.set_read_timeout(Some(TICK))?;
     let stream = req.stream().try_clone()?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let (queue, outgoing) = crossbeam_channel::bounded(QUEUE);
