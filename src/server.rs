@@ -12,7 +12,7 @@ use socket2::Type;
 
 use crate::config::{Builder, Config};
 use crate::flavor::Flavor;
-use crate::flavors::Exec;
+use crate::flavors::{Exec, Job, Runner};
 use crate::handler::{DatagramHandler, StreamHandler};
 use crate::serve::{accept_loop, datagram_runner, recv_loop, stream_runner};
 use crate::shutdown::{Shared, ShutdownHandle};
@@ -25,9 +25,55 @@ use crate::transport::{bind_inet, bind_unix, Datagram, DgramSocket, Listener, So
 /// server that never served closes its socket at once.
 pub struct StreamServer<L: Listener> {
     listener: L,
-    cfg: Config,
+    core: Core,
+}
+
+/// What every server has besides its socket.
+struct Core {
+    cfg: Arc<Config>,
     shared: Arc<Shared>,
     file: Option<SocketFile>,
+}
+
+impl Core {
+    fn new(cfg: Config, file: Option<SocketFile>) -> io::Result<Core> {
+        let shared = Shared::new(cfg.grace_period)?;
+        Ok(Core {
+            cfg: Arc::new(cfg),
+            shared,
+            file,
+        })
+    }
+
+    fn handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Runs `serve_loop` on `socket` with the flavour until shutdown or a fatal error; then
+    /// closes the socket (removing its file), lets requests finish, and joins or reaps.
+    fn serve<S, J: Job>(
+        self,
+        socket: S,
+        runner: Runner<J>,
+        serve_loop: impl FnOnce(&S, &mut Exec<J>, &Arc<Shared>, &Config) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let Core { cfg, shared, file } = self;
+        let mut exec = Exec::new(&cfg.flavor, runner, &shared)?;
+        let result = serve_loop(&socket, &mut exec, &shared, &cfg);
+        drop(socket);
+        drop(file);
+        shared.stop();
+        exec.finish(cfg.grace_period);
+        result
+    }
+}
+
+/// A factory that clones `handler` for each request.
+fn cloning<H: Clone + Send>(handler: H) -> impl Fn() -> H + Send + Sync {
+    let proto = Mutex::new(handler);
+    move || proto.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// A TCP server: Python's `TCPServer`, `ThreadingTCPServer` and `ForkingTCPServer` in one
@@ -78,25 +124,20 @@ pub type UnixStreamServer = StreamServer<UnixListener>;
 impl<L: Listener> StreamServer<L> {
     fn new(listener: L, cfg: Config, file: Option<SocketFile>) -> io::Result<Self> {
         listener.prepare()?;
-        let shared = Shared::new(cfg.grace_period)?;
         Ok(StreamServer {
             listener,
-            cfg,
-            shared,
-            file,
+            core: Core::new(cfg, file)?,
         })
     }
 
     /// A handle that stops this server from any thread; see [`ShutdownHandle`].
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            shared: Arc::clone(&self.shared),
-        }
+        self.core.handle()
     }
 
     /// The flavour this server runs requests with.
     pub fn flavor(&self) -> &Flavor {
-        &self.cfg.flavor
+        &self.core.cfg.flavor
     }
 
     /// Serves connections until shutdown, giving each one a clone of `handler`.
@@ -108,8 +149,7 @@ impl<L: Listener> StreamServer<L> {
     /// The listening socket is closed when it returns.
     #[doc(alias = "serve_forever")]
     pub fn serve<H: StreamHandler + Clone>(self, handler: H) -> io::Result<()> {
-        let proto = Mutex::new(handler);
-        self.serve_with(move || proto.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        self.serve_with(cloning(handler))
     }
 
     /// Serves connections until shutdown, making each one's handler with `factory` (on the
@@ -119,21 +159,9 @@ impl<L: Listener> StreamServer<L> {
         F: Fn() -> H + Send + Sync + 'static,
         H: StreamHandler,
     {
-        let StreamServer {
-            listener,
-            cfg,
-            shared,
-            file,
-        } = self;
-        let cfg = Arc::new(cfg);
-        let runner = stream_runner(factory, Arc::clone(&shared), Arc::clone(&cfg));
-        let mut exec = Exec::new(&cfg.flavor, runner, &shared)?;
-        let result = accept_loop(&listener, &mut exec, &shared, &cfg);
-        drop(listener);
-        drop(file);
-        shared.stop();
-        exec.finish(cfg.grace_period);
-        result
+        let StreamServer { listener, core } = self;
+        let runner = stream_runner(factory, Arc::clone(&core.shared), Arc::clone(&core.cfg));
+        core.serve(listener, runner, accept_loop)
     }
 }
 
@@ -141,7 +169,7 @@ impl<L: Listener + fmt::Debug> fmt::Debug for StreamServer<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StreamServer")
             .field("listener", &self.listener)
-            .field("flavor", &self.cfg.flavor)
+            .field("flavor", &self.core.cfg.flavor)
             .finish()
     }
 }
@@ -196,7 +224,7 @@ impl StreamServer<UnixListener> {
 
     /// The socket file this server removes when it closes, if it bound one itself.
     pub fn path(&self) -> Option<&Path> {
-        self.file.as_ref().map(SocketFile::path)
+        self.core.file.as_ref().map(SocketFile::path)
     }
 }
 
@@ -220,9 +248,7 @@ impl Builder<UnixListener> {
 /// `max_datagram_size`) and hands it to the flavour; replies leave from the server's socket.
 pub struct DatagramServer<S: Datagram> {
     socket: DgramSocket,
-    cfg: Config,
-    shared: Arc<Shared>,
-    file: Option<SocketFile>,
+    core: Core,
     _transport: PhantomData<fn() -> S>,
 }
 
@@ -267,35 +293,28 @@ pub type UnixDatagramServer = DatagramServer<UnixDatagram>;
 
 impl<S: Datagram> DatagramServer<S> {
     fn new(socket: S, cfg: Config, file: Option<SocketFile>) -> io::Result<Self> {
-        let socket = socket.into_dgram()?;
-        let shared = Shared::new(cfg.grace_period)?;
         Ok(DatagramServer {
-            socket,
-            cfg,
-            shared,
-            file,
+            socket: socket.into_dgram()?,
+            core: Core::new(cfg, file)?,
             _transport: PhantomData,
         })
     }
 
     /// A handle that stops this server from any thread; see [`ShutdownHandle`].
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            shared: Arc::clone(&self.shared),
-        }
+        self.core.handle()
     }
 
     /// The flavour this server runs requests with.
     pub fn flavor(&self) -> &Flavor {
-        &self.cfg.flavor
+        &self.core.cfg.flavor
     }
 
     /// Serves datagrams until shutdown, giving each one a clone of `handler`. See
     /// [`StreamServer::serve`].
     #[doc(alias = "serve_forever")]
     pub fn serve<H: DatagramHandler + Clone>(self, handler: H) -> io::Result<()> {
-        let proto = Mutex::new(handler);
-        self.serve_with(move || proto.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        self.serve_with(cloning(handler))
     }
 
     /// Serves datagrams until shutdown, making each one's handler with `factory`.
@@ -304,27 +323,17 @@ impl<S: Datagram> DatagramServer<S> {
         F: Fn() -> H + Send + Sync + 'static,
         H: DatagramHandler,
     {
-        let DatagramServer {
-            socket,
-            cfg,
-            shared,
-            file,
-            ..
-        } = self;
-        let cfg = Arc::new(cfg);
+        let DatagramServer { socket, core, .. } = self;
         let socket = Arc::new(socket);
         let runner = datagram_runner(
             factory,
             Arc::clone(&socket),
-            Arc::clone(&shared),
-            Arc::clone(&cfg),
+            Arc::clone(&core.shared),
+            Arc::clone(&core.cfg),
         );
-        let mut exec = Exec::new(&cfg.flavor, runner, &shared)?;
-        let result = recv_loop(&socket, &mut exec, &shared, &cfg);
-        shared.stop();
-        exec.finish(cfg.grace_period);
-        drop(file);
-        result
+        core.serve(socket, runner, |s, exec, shared, cfg| {
+            recv_loop(s, exec, shared, cfg)
+        })
     }
 }
 
@@ -332,7 +341,7 @@ impl<S: Datagram> fmt::Debug for DatagramServer<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatagramServer")
             .field("socket", &self.socket)
-            .field("flavor", &self.cfg.flavor)
+            .field("flavor", &self.core.cfg.flavor)
             .finish()
     }
 }
@@ -391,7 +400,7 @@ impl DatagramServer<UnixDatagram> {
 
     /// The socket file this server removes when it closes, if it bound one itself.
     pub fn path(&self) -> Option<&Path> {
-        self.file.as_ref().map(SocketFile::path)
+        self.core.file.as_ref().map(SocketFile::path)
     }
 }
 
