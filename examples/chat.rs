@@ -41,7 +41,6 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use clap::Parser;
 use crossbeam_channel::{Receiver, Sender};
 use socketserver::{Stream, StreamRequest};
 
@@ -52,13 +51,6 @@ const MAX_NICK: usize = 32;
 const QUEUE: usize = 256;
 /// A client whose socket accepts nothing for this long is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Parser)]
-#[command(about = "A line-based TCP chat room (default 127.0.0.1:8006)")]
-struct Cli {
-    #[command(flatten)]
-    server: common::ServerArgs,
-}
 
 struct Member {
     name: String,
@@ -262,15 +254,15 @@ fn serve_client(req: &mut StreamRequest, room: &Room) -> io::Result<()> {
 
 fn main() -> io::Result<()> {
     common::init_logging();
-    let cli = Cli::parse();
-    if matches!(cli.server.mode.name(), "single" | "fork") {
+    let args = common::parse("A line-based TCP chat room (default 127.0.0.1:8006)");
+    if matches!(args.mode.name(), "single" | "fork") {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "chat shares one room between all clients: use --mode pool or --mode threading",
         ));
     }
     let room = Arc::new(Room::default());
-    common::serve_tcp(&cli.server, 8006, move |req: &mut StreamRequest| {
+    common::serve_tcp(&args, 8006, move |req: &mut StreamRequest| {
         serve_client(req, &room)
     })
 }

@@ -10,20 +10,12 @@ mod common;
 
 use std::io::{self, Read, Write};
 
-use clap::Parser;
 use socketserver::StreamRequest;
-
-#[derive(Parser)]
-#[command(about = "TCP echo server (default 127.0.0.1:8001)")]
-struct Cli {
-    #[command(flatten)]
-    server: common::ServerArgs,
-}
 
 fn main() -> io::Result<()> {
     common::init_logging();
-    let cli = Cli::parse();
-    common::serve_tcp(&cli.server, 8001, |req: &mut StreamRequest| {
+    let args = common::parse("TCP echo server (default 127.0.0.1:8001)");
+    common::serve_tcp(&args, 8001, |req: &mut StreamRequest| {
         let mut buf = [0; 16 * 1024];
         loop {
             let n = req.read(&mut buf)?;

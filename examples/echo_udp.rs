@@ -9,20 +9,12 @@ mod common;
 
 use std::io;
 
-use clap::Parser;
 use socketserver::DatagramRequest;
-
-#[derive(Parser)]
-#[command(about = "UDP echo server (default 127.0.0.1:8003)")]
-struct Cli {
-    #[command(flatten)]
-    server: common::ServerArgs,
-}
 
 fn main() -> io::Result<()> {
     common::init_logging();
-    let cli = Cli::parse();
-    common::serve_udp(&cli.server, 8003, |req: &mut DatagramRequest| {
+    let args = common::parse("UDP echo server (default 127.0.0.1:8003)");
+    common::serve_udp(&args, 8003, |req: &mut DatagramRequest| {
         let data = req.take_packet();
         req.reply(&data)
     })

@@ -13,24 +13,16 @@ mod common;
 
 use std::io;
 
-use clap::Parser;
 use socketserver::framing::{Codec, FrameError};
 use socketserver::StreamRequest;
 
 /// u32 big-endian prefix, frames of at most 1 MiB.
 const FRAMES: Codec = Codec::new().max_frame_len(1024 * 1024);
 
-#[derive(Parser)]
-#[command(about = "Framed (u32 big-endian length) echo server (default 127.0.0.1:8007)")]
-struct Cli {
-    #[command(flatten)]
-    server: common::ServerArgs,
-}
-
 fn main() -> io::Result<()> {
     common::init_logging();
-    let cli = Cli::parse();
-    common::serve_tcp(&cli.server, 8007, |req: &mut StreamRequest| {
+    let args = common::parse("Framed (u32 big-endian length) echo server (default 127.0.0.1:8007)");
+    common::serve_tcp(&args, 8007, |req: &mut StreamRequest| {
         let mut frame = Vec::new();
         loop {
             match FRAMES.read_frame_into(req, &mut frame) {

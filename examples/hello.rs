@@ -13,20 +13,12 @@ mod common;
 
 use std::io::{self, Read, Write};
 
-use clap::Parser;
 use socketserver::StreamRequest;
-
-#[derive(Parser)]
-#[command(about = "The tutorial's hello server (default 127.0.0.1:9999)")]
-struct Cli {
-    #[command(flatten)]
-    server: common::ServerArgs,
-}
 
 fn main() -> io::Result<()> {
     common::init_logging();
-    let cli = Cli::parse();
-    common::serve_tcp(&cli.server, 9999, |req: &mut StreamRequest| {
+    let args = common::parse("The tutorial's hello server (default 127.0.0.1:9999)");
+    common::serve_tcp(&args, 9999, |req: &mut StreamRequest| {
         req.write_all(b"Welcome!")?;
         let mut buf = [0; 1024];
         loop {

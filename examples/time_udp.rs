@@ -16,15 +16,7 @@ mod common;
 use std::fmt::Write as _;
 use std::io;
 
-use clap::Parser;
 use socketserver::DatagramRequest;
-
-#[derive(Parser)]
-#[command(about = "The tutorial's UDP time server (default 127.0.0.1:9000)")]
-struct Cli {
-    #[command(flatten)]
-    server: common::ServerArgs,
-}
 
 /// The local time formatted with `format`, or the error to send back.
 fn local_time(format: &[u8]) -> Result<String, &'static str> {
@@ -41,8 +33,8 @@ fn local_time(format: &[u8]) -> Result<String, &'static str> {
 
 fn main() -> io::Result<()> {
     common::init_logging();
-    let cli = Cli::parse();
-    common::serve_udp(&cli.server, 9000, |req: &mut DatagramRequest| {
+    let args = common::parse("The tutorial's UDP time server (default 127.0.0.1:9000)");
+    common::serve_udp(&args, 9000, |req: &mut DatagramRequest| {
         let reply = local_time(req.packet()).unwrap_or_else(String::from);
         req.reply(reply.as_bytes())
     })

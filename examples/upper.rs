@@ -10,20 +10,12 @@ mod common;
 
 use std::io::{self, Read, Write};
 
-use clap::Parser;
 use socketserver::StreamRequest;
-
-#[derive(Parser)]
-#[command(about = "TCP upper-case server (default 127.0.0.1:8002)")]
-struct Cli {
-    #[command(flatten)]
-    server: common::ServerArgs,
-}
 
 fn main() -> io::Result<()> {
     common::init_logging();
-    let cli = Cli::parse();
-    common::serve_tcp(&cli.server, 8002, |req: &mut StreamRequest| {
+    let args = common::parse("TCP upper-case server (default 127.0.0.1:8002)");
+    common::serve_tcp(&args, 8002, |req: &mut StreamRequest| {
         let mut buf = [0; 16 * 1024];
         loop {
             let n = req.read(&mut buf)?;

@@ -9,20 +9,12 @@ mod common;
 
 use std::io;
 
-use clap::Parser;
 use socketserver::DatagramRequest;
-
-#[derive(Parser)]
-#[command(about = "UDP upper-case server (default 127.0.0.1:8004)")]
-struct Cli {
-    #[command(flatten)]
-    server: common::ServerArgs,
-}
 
 fn main() -> io::Result<()> {
     common::init_logging();
-    let cli = Cli::parse();
-    common::serve_udp(&cli.server, 8004, |req: &mut DatagramRequest| {
+    let args = common::parse("UDP upper-case server (default 127.0.0.1:8004)");
+    common::serve_udp(&args, 8004, |req: &mut DatagramRequest| {
         let mut data = req.take_packet();
         data.make_ascii_uppercase();
         req.reply(&data)

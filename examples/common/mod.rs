@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, FromArgMatches};
 use socketserver::{
     Builder, DatagramHandler, Flavor, ShutdownHandle, StreamHandler, TcpServer, UdpServer,
 };
@@ -65,6 +65,14 @@ impl ServerArgs {
         self.apply(&mut b);
         b
     }
+}
+
+/// Parses the command line of an example that takes only the shared options; `about` is
+/// its one-line description for `--help`.
+pub fn parse(about: &'static str) -> ServerArgs {
+    let cmd = ServerArgs::augment_args(clap::Command::new(env!("CARGO_CRATE_NAME")));
+    let matches = cmd.about(about).get_matches();
+    ServerArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Starts `env_logger` at `info` unless `RUST_LOG` says otherwise; logs go to stderr.
