@@ -84,6 +84,11 @@ mod stream;
 mod sys;
 mod transport;
 
+/// The README's examples, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use crate::addr::Addr;
 pub use crate::config::Builder;
 pub use crate::flavor::{Flavor, ParseFlavorError};
