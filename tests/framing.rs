@@ -535,16 +535,19 @@ fn eof_inside_a_prefix_is_unexpected() {
 
 #[test]
 fn eof_inside_a_payload_is_unexpected() {
-    for shape in SHAPES {
-        let codec = shape.codec(100);
-        let wire = shape.frame(b"hello");
-        for cut in shape.width..wire.len() {
-            let err = codec.read_frame(&mut &wire[..cut]).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{shape:?} cut {cut}");
+    // Bounded: a regression that loops on end of stream fails instead of hanging.
+    util::within(util::TIMEOUT, || {
+        for shape in SHAPES {
+            let codec = shape.codec(100);
+            let wire = shape.frame(b"hello");
+            for cut in shape.width..wire.len() {
+                let err = codec.read_frame(&mut &wire[..cut]).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{shape:?} cut {cut}");
+            }
         }
-    }
-    let err = framing::read_frame(&mut &b"\0\0\0\x0aabc"[..]).unwrap_err();
-    assert_eq!(err.to_string(), "stream ended 3 bytes into a 10-byte frame");
+        let err = framing::read_frame(&mut &b"\0\0\0\x0aabc"[..]).unwrap_err();
+        assert_eq!(err.to_string(), "stream ended 3 bytes into a 10-byte frame");
+    });
 }
 
 #[test]
@@ -658,19 +661,22 @@ fn frame_leaves_in_one_write() {
 
 #[test]
 fn a_writer_that_accepts_nothing_is_an_error_not_a_hang() {
-    struct Full;
-    impl Write for Full {
-        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-            Ok(0)
+    // Bounded: a regression that loops on end of stream fails instead of hanging.
+    util::within(util::TIMEOUT, || {
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Ok(0)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
         }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
+        for len in [10, 100_000] {
+            let err = framing::write_frame(&mut Full, &vec![0; len]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::WriteZero);
         }
-    }
-    for len in [10, 100_000] {
-        let err = framing::write_frame(&mut Full, &vec![0; len]).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::WriteZero);
-    }
+    });
 }
 
 #[test]
@@ -901,33 +907,37 @@ mod messages {
 
     #[test]
     fn writer_checks_the_body_reader() {
-        // Short and small: nothing is written.
-        let mut wire = Vec::new();
-        let err = framing::write_message(&mut wire, &json!({}), 10, &mut &b"abc"[..]).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::UnexpectedEof);
-        assert_eq!(err.to_string(), "body reader ended after 3 of 10 bytes");
-        assert!(wire.is_empty());
+        // Bounded: a regression that loops on end of stream fails instead of hanging.
+        util::within(util::TIMEOUT, || {
+            // Short and small: nothing is written.
+            let mut wire = Vec::new();
+            let err =
+                framing::write_message(&mut wire, &json!({}), 10, &mut &b"abc"[..]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::UnexpectedEof);
+            assert_eq!(err.to_string(), "body reader ended after 3 of 10 bytes");
+            assert!(wire.is_empty());
 
-        // Short after the first piece.
-        let err = framing::write_message(
-            &mut wire,
-            &json!({}),
-            100_000,
-            &mut io::repeat(1).take(70_000),
-        )
-        .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::UnexpectedEof);
-        assert_eq!(
-            err.to_string(),
-            "body reader ended after 70000 of 100000 bytes"
-        );
+            // Short after the first piece.
+            let err = framing::write_message(
+                &mut wire,
+                &json!({}),
+                100_000,
+                &mut io::repeat(1).take(70_000),
+            )
+            .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::UnexpectedEof);
+            assert_eq!(
+                err.to_string(),
+                "body reader ended after 70000 of 100000 bytes"
+            );
 
-        // Longer: only the declared bytes are taken.
-        let mut wire = Vec::new();
-        let mut source = &b"abcdef"[..];
-        framing::write_message(&mut wire, &json!({}), 4, &mut source).unwrap();
-        assert_eq!(source, b"ef");
-        assert!(wire.ends_with(b"}abcd"));
+            // Longer: only the declared bytes are taken.
+            let mut wire = Vec::new();
+            let mut source = &b"abcdef"[..];
+            framing::write_message(&mut wire, &json!({}), 4, &mut source).unwrap();
+            assert_eq!(source, b"ef");
+            assert!(wire.ends_with(b"}abcd"));
+        });
     }
 
     #[test]
@@ -1027,25 +1037,28 @@ mod messages {
 
     #[test]
     fn eof_inside_a_message_is_unexpected() {
-        let mut wire = Vec::new();
-        framing::write_message(&mut wire, &json!({"a": 1}), 10, &mut &[7; 10][..]).unwrap();
-        let header_len = wire.len() - 10;
-        // In the header.
-        for cut in 1..header_len {
-            let err = read_err(&wire[..cut]);
-            assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "cut {cut}");
-        }
-        // In the body.
-        for cut in header_len..wire.len() {
-            let mut r = &wire[..cut];
-            let (_, mut body) = framing::read_message::<Value, _>(&mut r).unwrap().unwrap();
-            let err = body.copy_to(&mut Vec::new()).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "cut {cut}");
-            assert_eq!(
-                err.to_string(),
-                format!("stream ended after {} of 10 body bytes", cut - header_len)
-            );
-        }
+        // Bounded: a regression that loops on end of stream fails instead of hanging.
+        util::within(util::TIMEOUT, || {
+            let mut wire = Vec::new();
+            framing::write_message(&mut wire, &json!({"a": 1}), 10, &mut &[7; 10][..]).unwrap();
+            let header_len = wire.len() - 10;
+            // In the header.
+            for cut in 1..header_len {
+                let err = read_err(&wire[..cut]);
+                assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "cut {cut}");
+            }
+            // In the body.
+            for cut in header_len..wire.len() {
+                let mut r = &wire[..cut];
+                let (_, mut body) = framing::read_message::<Value, _>(&mut r).unwrap().unwrap();
+                let err = body.copy_to(&mut Vec::new()).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "cut {cut}");
+                assert_eq!(
+                    err.to_string(),
+                    format!("stream ended after {} of 10 body bytes", cut - header_len)
+                );
+            }
+        });
     }
 
     #[test]

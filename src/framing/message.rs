@@ -479,7 +479,6 @@ where
 /// assert_eq!(text, "hi");
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[allow(clippy::type_complexity)]
 pub fn read_message<T, R>(r: &mut R) -> io::Result<Option<(T, Body<'_, R>)>>
 where
     T: DeserializeOwned,
