@@ -210,10 +210,10 @@ impl SocketReader {
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let ready = sys::poll(&fds, left)?;
-            if ready[0] {
+            if ready.is(0) {
                 return Ok(true);
             }
-            if ready[1] {
+            if ready.is(1) {
                 return Ok(false);
             }
             if let (Some(t), Some(d)) = (limit, deadline) {

@@ -128,7 +128,7 @@ impl<'a> Waiter<'a> {
                 let ready = sys::poll(&self.fds, None)?;
                 // The wake socket is readable: shutdown was asked, perhaps from a forked
                 // child, whose flag this process cannot see. Take it as ours.
-                if ready[1] {
+                if ready.is(1) {
                     self.shared.stop();
                 }
             }

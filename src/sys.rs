@@ -23,22 +23,42 @@ pub(crate) enum Interest {
     Write,
 }
 
-/// Waits until one of `fds` is ready for its interest, or the timeout (`None`: forever) ends.
+/// Which of the descriptors given to [`poll`] are ready, by position.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Ready(u8);
+
+impl Ready {
+    /// Whether the descriptor at position `i` is ready.
+    pub(crate) fn is(self, i: usize) -> bool {
+        self.0 & (1 << i) != 0
+    }
+}
+
+/// The most descriptors one `poll` call takes (socket, waker, SIGCHLD pipe, one spare).
+const MAX_POLL_FDS: usize = 4;
+
+/// Waits until one of `fds` (at most 4) is ready for its interest, or the timeout (`None`:
+/// forever) ends. It is on the per-request path, so it allocates nothing.
 ///
-/// Returns, for each descriptor, whether it is ready (hang-up and error count as ready, so a
-/// caller's next read or write sees the condition). `EINTR` returns all `false`: callers loop.
-pub(crate) fn poll(fds: &[(RawFd, Interest)], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&(fd, interest)| libc::pollfd {
-            fd,
-            events: match interest {
-                Interest::Read => libc::POLLIN,
-                Interest::Write => libc::POLLOUT,
-            },
-            revents: 0,
-        })
-        .collect();
+/// Hang-up and error count as ready, so a caller's next read or write sees the condition.
+/// `EINTR` returns nothing ready: callers loop.
+pub(crate) fn poll(fds: &[(RawFd, Interest)], timeout: Option<Duration>) -> io::Result<Ready> {
+    assert!(
+        fds.len() <= MAX_POLL_FDS,
+        "poll takes at most {MAX_POLL_FDS} descriptors"
+    );
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; MAX_POLL_FDS];
+    for (p, &(fd, interest)) in pfds.iter_mut().zip(fds) {
+        p.fd = fd;
+        p.events = match interest {
+            Interest::Read => libc::POLLIN,
+            Interest::Write => libc::POLLOUT,
+        };
+    }
     let ms = match timeout {
         None => -1,
         // Round up so that a 0.5 ms wait does not become a busy 0 ms poll.
@@ -47,12 +67,18 @@ pub(crate) fn poll(fds: &[(RawFd, Interest)], timeout: Option<Duration>) -> io::
             .div_ceil(1_000_000)
             .min(libc::c_int::MAX as u128) as libc::c_int,
     };
-    // SAFETY: `pfds` is a valid, exclusively borrowed array of `pfds.len()` pollfd structs
-    // that outlives the call; poll only writes their `revents` fields.
-    let ret = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    // SAFETY: `pfds` is a valid, exclusively borrowed array of at least `fds.len()` pollfd
+    // structs that outlives the call; poll only writes their `revents` fields.
+    let ret = unsafe { libc::poll(pfds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
     match cvt(ret) {
-        Ok(_) => Ok(pfds.iter().map(|p| p.revents != 0).collect()),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(vec![false; fds.len()]),
+        Ok(_) => Ok(Ready(
+            pfds[..fds.len()]
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.revents != 0)
+                .fold(0, |bits, (i, _)| bits | 1 << i),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Ready::default()),
         Err(e) => Err(e),
     }
 }
@@ -60,7 +86,7 @@ pub(crate) fn poll(fds: &[(RawFd, Interest)], timeout: Option<Duration>) -> io::
 /// Whether `fd` is readable right now (a zero-timeout poll).
 pub(crate) fn readable_now(fd: RawFd) -> bool {
     poll(&[(fd, Interest::Read)], Some(Duration::ZERO))
-        .map(|r| r[0])
+        .map(|r| r.is(0))
         .unwrap_or(false)
 }
 

@@ -109,7 +109,7 @@ impl<J: Job> Forking<J> {
             ];
             match sys::poll(&fds, None) {
                 // A child asked for shutdown (see `Waiter`): this process's flag follows.
-                Ok(ready) if ready[1] => self.shared.stop(),
+                Ok(ready) if ready.is(1) => self.shared.stop(),
                 Ok(_) => {}
                 Err(e) => {
                     log::error!("poll failed while waiting for a child: {e}");
