@@ -27,6 +27,7 @@ pub(crate) struct Config {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) grace_period: Duration,
     pub(crate) read_buffer: usize,
+    pub(crate) end_idle_on_shutdown: bool,
     pub(crate) verify: Option<VerifyHook>,
     pub(crate) on_error: Option<ErrorHook>,
 }
@@ -46,6 +47,7 @@ impl Config {
             idle_timeout: None,
             grace_period: Duration::from_secs(5),
             read_buffer: 8 * 1024,
+            end_idle_on_shutdown: true,
             verify: None,
             on_error: None,
         }
@@ -66,6 +68,7 @@ impl fmt::Debug for Config {
             .field("write_timeout", &self.write_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("grace_period", &self.grace_period)
+            .field("end_idle_on_shutdown", &self.end_idle_on_shutdown)
             .field("verify", &self.verify.is_some())
             .field("on_error", &self.on_error.is_some())
             .finish()

@@ -60,6 +60,8 @@ struct SocketReader {
     eof: bool,
     read_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
+    /// Idle reads wait in `poll` with the wake socket (see `Builder::end_idle_on_shutdown`).
+    wake_idle: bool,
     /// The `SO_RCVTIMEO` the socket has now, to skip redundant `setsockopt` calls.
     current_timeout: Option<Duration>,
 }
@@ -80,6 +82,7 @@ impl StreamRequest {
             eof: false,
             read_timeout: cfg.read_timeout,
             idle_timeout: cfg.idle_timeout,
+            wake_idle: cfg.end_idle_on_shutdown,
             current_timeout: cfg.read_timeout,
         };
         StreamRequest {
@@ -236,14 +239,26 @@ fn timeout_error(idle: bool, t: Duration) -> io::Error {
 
 impl Read for SocketReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // Idle: wait for the next request or shutdown. A request already waiting is served
-        // even when shutdown has begun; the connection ends only when nothing is there.
-        if self.after_write && !self.eof && !self.wait_request()? {
-            // Idle at shutdown: the connection ends as if the client had closed it.
-            self.eof = true;
-            return Ok(0);
+        let idle = self.after_write && !self.eof;
+        if idle && self.wake_idle {
+            // Wait for the next request or shutdown. A request already waiting is served
+            // even when shutdown has begun; the connection ends only when nothing is there.
+            if !self.wait_request()? {
+                self.eof = true;
+                return Ok(0);
+            }
+            self.apply_timeout(self.read_timeout)?;
+        } else if idle {
+            // Shutdown has begun and no request is waiting: end now rather than block until
+            // the grace period runs out.
+            if self.stopping() && !sys::readable_now(self.slot.stream.as_raw_fd()) {
+                self.eof = true;
+                return Ok(0);
+            }
+            self.apply_timeout(self.idle_timeout.or(self.read_timeout))?;
+        } else {
+            self.apply_timeout(self.read_timeout)?;
         }
-        self.apply_timeout(self.read_timeout)?;
         match (&self.slot.stream).read(buf) {
             Ok(0) if !buf.is_empty() => {
                 self.eof = true;
@@ -259,7 +274,10 @@ impl Read for SocketReader {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                Err(timeout_error(false, self.read_timeout.unwrap_or_default()))
+                Err(timeout_error(
+                    idle && self.idle_timeout.is_some(),
+                    self.current_timeout.unwrap_or_default(),
+                ))
             }
             Err(e) => Err(e),
         }

@@ -998,7 +998,10 @@ fn servers_from_inherited_sockets() {
     let j = thread::spawn(move || s.serve(line_echo_loop(Arc::default())));
     let mut c = util::tcp_client(addr);
     c.write_all(b"inherited\n").unwrap();
-    assert_eq!(util::read_until(&mut c, |g| g.ends_with(b"\n")), b"inherited\n");
+    assert_eq!(
+        util::read_until(&mut c, |g| g.ends_with(b"\n")),
+        b"inherited\n"
+    );
     drop(c);
     h.shutdown();
     util::within(TIMEOUT, move || j.join()).unwrap().unwrap();
@@ -1030,5 +1033,55 @@ fn servers_from_inherited_sockets() {
     drop(c);
     h.shutdown();
     util::within(TIMEOUT, move || j.join()).unwrap().unwrap();
-    assert!(tmp.path().exists(), "a file the server did not create was removed");
+    assert!(
+        tmp.path().exists(),
+        "a file the server did not create was removed"
+    );
+}
+
+/// With `end_idle_on_shutdown(false)` idle reads wait in read(2): the idle timeout still
+/// applies, and at shutdown idle clients are ended when the grace period is over.
+#[test]
+fn idle_reads_without_wakeup() {
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let e2 = errors.clone();
+    let s = TcpServer::builder()
+        .end_idle_on_shutdown(false)
+        .idle_timeout(Some(Duration::from_millis(100)))
+        .on_error(move |_, err: &HandlerError| e2.lock().unwrap().push(err.to_string()))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = s.local_addr().unwrap();
+    let handle = s.shutdown_handle();
+    let join = thread::spawn(move || s.serve(line_echo_loop(Arc::default())));
+    let mut c = util::tcp_client(addr);
+    c.write_all(b"a\n").unwrap();
+    assert_eq!(util::read_until(&mut c, |g| g.ends_with(b"\n")), b"a\n");
+    assert_eq!(util::read_to_end(&mut c), b"");
+    wait_for("the idle timeout report", || {
+        !errors.lock().unwrap().is_empty()
+    });
+    assert!(errors.lock().unwrap()[0].contains("idle timeout"));
+    handle.shutdown();
+    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+
+    let s = TcpServer::builder()
+        .end_idle_on_shutdown(false)
+        .grace_period(Duration::from_millis(200))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = s.local_addr().unwrap();
+    let handle = s.shutdown_handle();
+    let join = thread::spawn(move || s.serve(line_echo_loop(Arc::default())));
+    let mut c = util::tcp_client(addr);
+    c.write_all(b"b\n").unwrap();
+    assert_eq!(util::read_until(&mut c, |g| g.ends_with(b"\n")), b"b\n");
+    handle.shutdown();
+    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+    assert_eq!(
+        util::read_to_end(&mut c),
+        b"",
+        "idle client ended at the grace period"
+    );
+    assert_eq!(handle.stats().active, 0);
 }
