@@ -24,7 +24,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long opening every idle connection, and every client's first connect, may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the first echo of a connection may take (the server may be accepting a burst).
-const FIRST_ECHO_TIMEOUT: Duration = Duration::from_secs(3);
+const FIRST_ECHO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Clients go on this long after the window, so the server is still loaded when its
 /// `/proc` is read at the window's end.
 const TAIL: Duration = Duration::from_millis(100);

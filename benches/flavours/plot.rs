@@ -104,7 +104,7 @@ fn rate_panel(
         .margin(6)
         .x_label_area_size(22)
         .y_label_area_size(52)
-        .build_cartesian_2d((0..n).into_segmented(), 0f64..top)?;
+        .build_cartesian_2d((0..n.saturating_sub(1)).into_segmented(), 0f64..top)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -143,7 +143,10 @@ fn p99_panel(
         .margin(6)
         .x_label_area_size(22)
         .y_label_area_size(52)
-        .build_cartesian_2d((0..n).into_segmented(), (lo..hi).log_scale())?;
+        .build_cartesian_2d(
+            (0..n.saturating_sub(1)).into_segmented(),
+            (lo..hi).log_scale(),
+        )?;
     chart
         .configure_mesh()
         .disable_x_mesh()

@@ -49,6 +49,8 @@ pub struct Sample {
     pub threads: u64,
     /// The slowest client's connect and first echo, milliseconds.
     pub setup_ms: f64,
+    /// CPUs kept busy by other processes during the window (a shared machine's noise).
+    pub other_cores: f64,
 }
 
 /// Medians over the runs of one server in one scenario (mismatches: the sum).
@@ -65,6 +67,7 @@ pub struct Summary {
     pub rss_mib: f64,
     pub threads: u64,
     pub setup_ms: f64,
+    pub other_cores: f64,
 }
 
 impl Summary {
@@ -84,6 +87,7 @@ impl Summary {
             rss_mib: f(|s| s.rss_mib),
             threads: f(|s| s.threads as f64).round() as u64,
             setup_ms: f(|s| s.setup_ms),
+            other_cores: f(|s| s.other_cores),
         }
     }
 }
@@ -159,12 +163,13 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.digits$}"))
 }
 
-/// The table: one row per scenario x server.
+/// The table: one row per scenario x server. "other" is the median number of CPUs other
+/// processes kept busy during the runs: the noise of a shared machine.
 pub fn table(all: &[Results]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:<10} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>6}",
+        "{:<24} {:<10} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>6} {:>6}",
         "scenario",
         "server",
         "rate/s",
@@ -174,13 +179,14 @@ pub fn table(all: &[Results]) -> String {
         "errors",
         "CPU us",
         "RSS MiB",
-        "x std"
+        "x std",
+        "other"
     );
     for r in all {
         for (kind, s) in r.summaries() {
             let _ = writeln!(
                 out,
-                "{:<24} {:<10} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8.1} {:>6}",
+                "{:<24} {:<10} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8.1} {:>6} {:>6.2}",
                 r.meta.title,
                 kind.name(),
                 rate(s.rate),
@@ -191,6 +197,7 @@ pub fn table(all: &[Results]) -> String {
                 opt(s.cpu_us, 1),
                 s.rss_mib,
                 opt(r.ratio(&s), 2),
+                s.other_cores,
             );
         }
     }
@@ -200,13 +207,13 @@ pub fn table(all: &[Results]) -> String {
 /// The medians as CSV, one row per scenario x server.
 pub fn write_csv(all: &[Results], path: &Path) -> io::Result<()> {
     let mut out = String::from(
-        "scenario,title,server,runs,rate,p50_us,p99_us,p999_us,errors,mismatches,cpu_us_per_req,peak_rss_mib,threads,setup_ms,ratio_to_std\n",
+        "scenario,title,server,runs,rate,p50_us,p99_us,p999_us,errors,mismatches,cpu_us_per_req,peak_rss_mib,threads,setup_ms,other_load_cores,ratio_to_std\n",
     );
     for r in all {
         for (kind, s) in r.summaries() {
             let _ = writeln!(
                 out,
-                "{},\"{}\",{},{},{:.0},{},{},{},{},{},{},{:.1},{},{:.1},{}",
+                "{},\"{}\",{},{},{:.0},{},{},{},{},{},{},{:.1},{},{:.1},{:.2},{}",
                 r.meta.id,
                 r.meta.title,
                 kind.name(),
@@ -221,6 +228,7 @@ pub fn write_csv(all: &[Results], path: &Path) -> io::Result<()> {
                 s.rss_mib,
                 s.threads,
                 s.setup_ms,
+                s.other_cores,
                 opt(r.ratio(&s), 3),
             );
         }
@@ -231,14 +239,14 @@ pub fn write_csv(all: &[Results], path: &Path) -> io::Result<()> {
 /// Every run as CSV, for anyone who distrusts medians.
 pub fn write_runs_csv(all: &[Results], path: &Path) -> io::Result<()> {
     let mut out = String::from(
-        "scenario,server,run,rate,p50_us,p99_us,p999_us,errors,mismatches,cpu_us_per_req,peak_rss_mib,threads,setup_ms\n",
+        "scenario,server,run,rate,p50_us,p99_us,p999_us,errors,mismatches,cpu_us_per_req,peak_rss_mib,threads,setup_ms,other_load_cores\n",
     );
     for r in all {
         for (kind, samples) in &r.servers {
             for (i, s) in samples.iter().enumerate() {
                 let _ = writeln!(
                     out,
-                    "{},{},{},{:.0},{},{},{},{},{},{},{:.1},{},{:.1}",
+                    "{},{},{},{:.0},{},{},{},{},{},{},{:.1},{},{:.1},{:.2}",
                     r.meta.id,
                     kind.name(),
                     i + 1,
@@ -252,6 +260,7 @@ pub fn write_runs_csv(all: &[Results], path: &Path) -> io::Result<()> {
                     s.rss_mib,
                     s.threads,
                     s.setup_ms,
+                    s.other_cores,
                 );
             }
         }
@@ -289,7 +298,8 @@ pub fn targets(all: &[Results]) -> Vec<Check> {
     checks
 }
 
-/// Every flavour's ping-pong >= 0.95x the std baseline.
+/// Every flavour's ping-pong >= 0.95x the std baseline, every client served (a fixed pool
+/// that serves 16 of 256 clients at full speed does not meet it).
 fn flavours_vs_baseline(r: &Results, checks: &mut Vec<Check>) {
     for (kind, s) in r.summaries() {
         if kind.flavor().is_none() {
@@ -297,9 +307,9 @@ fn flavours_vs_baseline(r: &Results, checks: &mut Vec<Check>) {
         }
         let ratio = r.ratio(&s).unwrap_or(0.0);
         checks.push(Check::new(
-            ratio >= 0.95,
+            ratio >= 0.95 && s.errors == 0,
             format!(
-                "{}: {} at {:.2}x the std baseline ({} vs {}, {} errors; target >= 0.95x)",
+                "{}: {} at {:.2}x the std baseline ({} vs {}, {} errors; target >= 0.95x, serving every client)",
                 r.meta.title,
                 kind.name(),
                 ratio,

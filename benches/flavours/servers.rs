@@ -6,7 +6,6 @@
 //! SIGTERM. Kinds are the crate's flavours, a plain `std::net` baseline written without the
 //! crate, and (UDP only) Python's `ThreadingUDPServer`, run by `python3`.
 
-use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use socketserver::{DatagramRequest, Flavor, StreamRequest, TcpServer, UdpServer};
+
+use crate::procfs::{self, ProcStat};
 
 /// The first argument that makes the bench binary a server.
 pub const SERVER_ARG: &str = "__server";
@@ -271,18 +272,6 @@ pub struct Server {
     addr: SocketAddr,
 }
 
-/// What `/proc` tells about a server at one moment.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ProcStat {
-    /// User + system time of the process, its threads and its children (live or reaped),
-    /// in clock ticks.
-    pub cpu_ticks: u64,
-    /// Peak resident set size (`VmHWM`), KiB.
-    pub peak_rss_kib: u64,
-    /// Threads now.
-    pub threads: u64,
-}
-
 impl Server {
     /// Starts a server of `kind` and waits for its `listening on ADDR` line.
     pub fn start(proto: Proto, kind: Kind) -> io::Result<Server> {
@@ -314,15 +303,7 @@ impl Server {
 
     /// Reads the server's CPU time, peak RSS and thread count.
     pub fn stat(&self) -> io::Result<ProcStat> {
-        let pid = self.child.id();
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let own = stat_fields(&stat).ok_or_else(|| parse_error("stat"))?;
-        Ok(ProcStat {
-            cpu_ticks: own.cpu_ticks() + live_children_ticks(pid),
-            peak_rss_kib: status_field(&status, "VmHWM:").ok_or_else(|| parse_error("VmHWM"))?,
-            threads: status_field(&status, "Threads:").unwrap_or(0),
-        })
+        procfs::process(self.child.id())
     }
 
     /// Stops the server with SIGTERM (by its own pid), killing it if it does not exit soon.
@@ -342,13 +323,6 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn parse_error(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("cannot parse /proc {what}"),
-    )
 }
 
 /// Reads the first stdout line on a helper thread, so a silent server cannot hang the bench.
@@ -371,68 +345,4 @@ fn read_address(stdout: impl Read + Send + 'static) -> io::Result<SocketAddr> {
                 format!("unexpected first line {line:?}"),
             )
         })
-}
-
-/// The fields of `/proc/PID/stat` this bench uses.
-#[derive(Clone, Copy, Debug)]
-struct StatFields {
-    ppid: u32,
-    /// utime, stime, cutime, cstime.
-    times: [u64; 4],
-}
-
-impl StatFields {
-    /// CPU time of the process and of its children already reaped.
-    fn cpu_ticks(&self) -> u64 {
-        self.times.iter().sum()
-    }
-}
-
-/// Parses `/proc/PID/stat`: fields are counted after the command name's closing
-/// parenthesis (the name may hold spaces), so field N (1-based) is at index N - 3.
-fn stat_fields(stat: &str) -> Option<StatFields> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let num = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
-    Some(StatFields {
-        ppid: u32::try_from(num(4)?).ok()?,
-        times: [num(14)?, num(15)?, num(16)?, num(17)?],
-    })
-}
-
-/// User + system time of the live children of `pid` (a forking server's connections):
-/// their time reaches the parent's `cutime` only once they are reaped.
-fn live_children_ticks(pid: u32) -> u64 {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .filter_map(|e| fs::read_to_string(e.path().join("stat")).ok())
-        .filter_map(|s| stat_fields(&s))
-        .filter(|f| f.ppid == pid)
-        .map(|f| f.times[0] + f.times[1])
-        .sum()
-}
-
-/// A `Name:   123 kB`-style field of `/proc/PID/status`.
-fn status_field(status: &str, name: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with(name))?;
-    line[name.len()..].split_whitespace().next()?.parse().ok()
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`), 100 if that cannot be asked.
-pub fn clock_ticks() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .filter(|&t| t > 0)
-        .unwrap_or(100)
 }
