@@ -1,7 +1,6 @@
 //! A pool of warm worker threads fed by a bounded queue, growing while every worker is busy.
 
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
@@ -21,10 +20,21 @@ pub(crate) struct Pool<J> {
     warm: usize,
     limit: usize,
     idle_timeout: Duration,
-    /// Workers waiting for a job right now.
-    idle: Arc<AtomicUsize>,
-    /// Workers alive (warm and extra).
-    total: Arc<AtomicUsize>,
+    counts: Arc<Mutex<Counts>>,
+}
+
+/// Workers and jobs, changed together under one lock, once per request (not per read), so
+/// that growing and retiring decide on the same picture.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Worker threads alive (warm and extra).
+    workers: usize,
+    /// Jobs handed to the pool and not finished: queued or running.
+    jobs: usize,
+}
+
+fn lock(counts: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
+    counts.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<J: Job> Pool<J> {
@@ -43,29 +53,28 @@ impl<J: Job> Pool<J> {
             warm: flavor.workers.max(1),
             limit: flavor.limit.max(flavor.workers).max(1),
             idle_timeout: flavor.idle_timeout,
-            idle: Arc::new(AtomicUsize::new(0)),
-            total: Arc::new(AtomicUsize::new(0)),
+            counts: Arc::default(),
         };
         for _ in 0..pool.warm {
+            lock(&pool.counts).workers += 1;
             pool.spawn_worker()?;
         }
         Ok(pool)
     }
 
+    /// Starts a worker already counted in `Counts::workers` (uncounted again on failure).
     fn spawn_worker(&mut self) -> std::io::Result<()> {
-        self.total.fetch_add(1, SeqCst);
         let w = Worker {
             rx: self.rx.clone(),
             runner: Arc::clone(&self.runner),
             shared: Arc::clone(&self.shared),
-            idle: Arc::clone(&self.idle),
-            total: Arc::clone(&self.total),
+            counts: Arc::clone(&self.counts),
             warm: self.warm,
             idle_timeout: self.idle_timeout,
         };
         let res = self.threads.spawn("socketserver-worker", move || w.run());
         if res.is_err() {
-            self.total.fetch_sub(1, SeqCst);
+            lock(&self.counts).workers -= 1;
         }
         res
     }
@@ -81,18 +90,31 @@ impl<J: Job> Pool<J> {
     pub(crate) fn execute(&mut self, job: J) {
         let Some(tx) = self.tx.clone() else { return };
         self.shared.begin_request();
-        // Grow when the jobs already waiting would take every idle worker.
-        if tx.len() >= self.idle.load(SeqCst) && self.total.load(SeqCst) < self.limit {
+        // Grow when this job would find every worker taken by an earlier one.
+        let grow = {
+            let mut c = lock(&self.counts);
+            c.jobs += 1;
+            let grow = c.jobs > c.workers && c.workers < self.limit;
+            if grow {
+                c.workers += 1;
+            }
+            grow
+        };
+        if grow {
             if let Err(e) = self.spawn_worker() {
                 log::warn!("cannot grow the pool: {e}");
             }
         }
-        select! {
-            send(tx, job) -> r => if r.is_err() { self.shared.end_request() },
+        let sent = select! {
+            send(tx, job) -> r => r.is_ok(),
             recv(self.shared.stop_rx) -> _ => {
                 Counters::bump(&self.shared.counters.rejected);
-                self.shared.end_request();
+                false
             }
+        };
+        if !sent {
+            lock(&self.counts).jobs -= 1;
+            self.shared.end_request();
         }
     }
 
@@ -107,8 +129,7 @@ struct Worker<J> {
     rx: Receiver<J>,
     runner: Runner<J>,
     shared: Arc<Shared>,
-    idle: Arc<AtomicUsize>,
-    total: Arc<AtomicUsize>,
+    counts: Arc<Mutex<Counts>>,
     warm: usize,
     idle_timeout: Duration,
 }
@@ -116,27 +137,22 @@ struct Worker<J> {
 impl<J> Worker<J> {
     fn run(self) {
         loop {
-            self.idle.fetch_add(1, SeqCst);
-            let got = self.rx.recv_timeout(self.idle_timeout);
-            self.idle.fetch_sub(1, SeqCst);
-            match got {
+            match self.rx.recv_timeout(self.idle_timeout) {
                 Ok(job) => {
                     (self.runner)(job, false);
+                    lock(&self.counts).jobs -= 1;
                     self.shared.end_request();
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    let n = self.total.load(SeqCst);
-                    if n > self.warm
-                        && self
-                            .total
-                            .compare_exchange(n, n - 1, SeqCst, SeqCst)
-                            .is_ok()
-                    {
+                    // An extra worker leaves only if every job would still have a worker.
+                    let mut c = lock(&self.counts);
+                    if c.workers > self.warm && c.workers > c.jobs {
+                        c.workers -= 1;
                         return;
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.total.fetch_sub(1, SeqCst);
+                    lock(&self.counts).workers -= 1;
                     return;
                 }
             }
