@@ -99,7 +99,7 @@ fn scenarios(python: bool) -> Vec<Scenario> {
                 (47.1e3, 47.1e3, "std"),
             ),
             pp(1, 64),
-            &[Std, Single, Threading, FixedPool, Pool, Forking],
+            &[Std, Single, Threading, FixedPool, Pool, PoolRead, Forking],
         ),
         scenario(
             meta(
@@ -109,7 +109,7 @@ fn scenarios(python: bool) -> Vec<Scenario> {
                 (96.9e3, 100e3, "tokio"),
             ),
             pp(16, 64),
-            &[Std, Threading, FixedPool, Pool, Forking],
+            &[Std, Threading, FixedPool, Pool, PoolRead, Forking],
         ),
         scenario(
             meta(
@@ -119,7 +119,7 @@ fn scenarios(python: bool) -> Vec<Scenario> {
                 (85.9e3, 95.9e3, "tokio"),
             ),
             pp(256, 64),
-            &[Std, Threading, FixedPool, Pool],
+            &[Std, Threading, FixedPool, Pool, PoolRead],
         ),
         scenario(
             meta(

@@ -62,6 +62,9 @@ pub enum Kind {
     FixedPool,
     /// `Flavor::pool()`, the crate's default: 16 warm workers growing to 4096.
     Pool,
+    /// The default pool with `end_idle_on_shutdown(false)`: idle reads wait in read(2),
+    /// not poll(2) (what the default's prompt, race-free idle shutdown costs).
+    PoolRead,
     Forking,
     /// Python's `socketserver.ThreadingUDPServer` (UDP only).
     Python,
@@ -69,12 +72,13 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in table order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Std,
         Kind::Single,
         Kind::Threading,
         Kind::FixedPool,
         Kind::Pool,
+        Kind::PoolRead,
         Kind::Forking,
         Kind::Python,
     ];
@@ -86,6 +90,7 @@ impl Kind {
             Kind::Threading => "threading",
             Kind::FixedPool => "fixed-pool",
             Kind::Pool => "pool",
+            Kind::PoolRead => "pool-read",
             Kind::Forking => "fork",
             Kind::Python => "python",
         }
@@ -101,7 +106,7 @@ impl Kind {
             Kind::Single => Some(Flavor::single()),
             Kind::Threading => Some(Flavor::threading()),
             Kind::FixedPool => Some(Flavor::fixed_pool(16)),
-            Kind::Pool => Some(Flavor::pool()),
+            Kind::Pool | Kind::PoolRead => Some(Flavor::pool()),
             Kind::Forking => Some(Flavor::forking()),
             Kind::Std | Kind::Python => None,
         }
@@ -125,7 +130,7 @@ pub fn child_main(args: &[String]) -> io::Result<()> {
     let proto = args.first().and_then(|s| Proto::parse(s)).ok_or_else(bad)?;
     let kind = args.get(1).and_then(|s| Kind::parse(s)).ok_or_else(bad)?;
     match (proto, kind.flavor()) {
-        (Proto::Tcp, Some(flavor)) => crate_tcp(flavor),
+        (Proto::Tcp, Some(flavor)) => crate_tcp(flavor, kind != Kind::PoolRead),
         (Proto::Udp, Some(flavor)) => crate_udp(flavor),
         (Proto::Tcp, None) if kind == Kind::Std => std_tcp(),
         (Proto::Udp, None) if kind == Kind::Std => std_udp(),
@@ -163,9 +168,10 @@ fn echo(req: &mut StreamRequest) -> io::Result<()> {
     }
 }
 
-fn crate_tcp(flavor: Flavor) -> io::Result<()> {
+fn crate_tcp(flavor: Flavor, end_idle_on_shutdown: bool) -> io::Result<()> {
     let server = TcpServer::builder()
         .flavor(flavor)
+        .end_idle_on_shutdown(end_idle_on_shutdown)
         .grace_period(GRACE)
         .bind("127.0.0.1:0")?;
     socketserver::shutdown_on_signals(&server.shutdown_handle())?;
