@@ -467,7 +467,10 @@ fn twenty_servers_start_and_stop() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "started and stopped 20\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "started and stopped 20\n"
+    );
 }
 
 /// A test of this file's own runner.
