@@ -1087,3 +1087,32 @@ fn idle_reads_without_wakeup() {
     );
     assert_eq!(handle.stats().active, 0);
 }
+
+/// A connection accepted as shutdown begins is still served: its request, already sent, is
+/// answered, then the connection ends with EOF (the pool used to drop such a connection at
+/// random, unread, which the client saw as a reset).
+#[test]
+fn request_accepted_as_shutdown_begins_is_answered() {
+    for _ in 0..100 {
+        let mut r = start_stream(
+            T::Tcp,
+            Flavor::pool().workers(2),
+            Duration::from_secs(5),
+            line_echo_loop(Arc::default()),
+        );
+        let Target::Inet(addr) = r.target else {
+            unreachable!()
+        };
+        let mut c = util::tcp_client(addr);
+        c.write_all(b"last words\n").unwrap();
+        // Shut down the moment the connection counts as active (spinning, not sleeping, to
+        // land inside the accept loop's hand-off), bounded by a deadline.
+        let deadline = Instant::now() + TIMEOUT;
+        while r.handle.stats().active == 0 {
+            assert!(Instant::now() < deadline, "connection never accepted");
+            std::hint::spin_loop();
+        }
+        r.stop();
+        assert_eq!(util::read_to_end(&mut c), b"last words\n");
+    }
+}

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use super::threads::ThreadSet;
 use super::{finish_threads, Job, Runner};
@@ -105,12 +105,18 @@ impl<J: Job> Pool<J> {
                 log::warn!("cannot grow the pool: {e}");
             }
         }
-        let sent = select! {
-            send(tx, job) -> r => r.is_ok(),
-            recv(self.shared.stop_rx) -> _ => {
-                Counters::bump(&self.shared.counters.rejected);
-                false
-            }
+        // A job that fits in the queue is queued, even as shutdown begins (its handler then
+        // sees the shutdown); only waiting for room gives way to shutdown.
+        let sent = match tx.try_send(job) {
+            Ok(()) => true,
+            Err(TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Full(job)) => select! {
+                send(tx, job) -> r => r.is_ok(),
+                recv(self.shared.stop_rx) -> _ => {
+                    Counters::bump(&self.shared.counters.rejected);
+                    false
+                }
+            },
         };
         if !sent {
             lock(&self.counts).jobs -= 1;
