@@ -75,47 +75,25 @@ fn helper(transport: &str, limit: usize, path: &str) -> io::Result<()> {
         println!("listening on {addr}");
         io::stdout().flush()
     };
+    // Builds, announces and serves one forking server; yields its handle after shutdown.
+    macro_rules! serve {
+        ($server:ty, $bind:expr, $s:ident => $addr:expr, $handler:expr) => {{
+            let $s = <$server>::builder()
+                .flavor(flavor)
+                .grace_period(grace)
+                .bind($bind)?;
+            let h = $s.shutdown_handle();
+            announce($addr, &h)?;
+            let s = $s;
+            s.serve($handler)?;
+            h
+        }};
+    }
     let handle = match transport {
-        "tcp" => {
-            let s = TcpServer::builder()
-                .flavor(flavor)
-                .grace_period(grace)
-                .bind("127.0.0.1:0")?;
-            let h = s.shutdown_handle();
-            announce(s.local_addr()?.to_string(), &h)?;
-            s.serve(stream_handler)?;
-            h
-        }
-        "unix" => {
-            let s = UnixStreamServer::builder()
-                .flavor(flavor)
-                .grace_period(grace)
-                .bind(path)?;
-            let h = s.shutdown_handle();
-            announce(path.to_string(), &h)?;
-            s.serve(stream_handler)?;
-            h
-        }
-        "udp" => {
-            let s = UdpServer::builder()
-                .flavor(flavor)
-                .grace_period(grace)
-                .bind("127.0.0.1:0")?;
-            let h = s.shutdown_handle();
-            announce(s.local_addr()?.to_string(), &h)?;
-            s.serve(dgram_handler)?;
-            h
-        }
-        "unixdgram" => {
-            let s = UnixDatagramServer::builder()
-                .flavor(flavor)
-                .grace_period(grace)
-                .bind(path)?;
-            let h = s.shutdown_handle();
-            announce(path.to_string(), &h)?;
-            s.serve(dgram_handler)?;
-            h
-        }
+        "tcp" => serve!(TcpServer, "127.0.0.1:0", s => s.local_addr()?.to_string(), stream_handler),
+        "unix" => serve!(UnixStreamServer, path, s => path.to_string(), stream_handler),
+        "udp" => serve!(UdpServer, "127.0.0.1:0", s => s.local_addr()?.to_string(), dgram_handler),
+        "unixdgram" => serve!(UnixDatagramServer, path, s => path.to_string(), dgram_handler),
         other => panic!("unknown transport {other}"),
     };
     let foreign_status = match foreign.try_wait() {

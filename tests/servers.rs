@@ -128,56 +128,43 @@ fn dgram_handler(
 fn start(t: T, flavor: &Flavor, opts: &Opts) -> Running {
     let calls = Arc::new(AtomicUsize::new(0));
     let (h, c) = (line_handler(calls.clone()), dgram_handler(calls.clone()));
+    // Builds a server of type $server with the scenario's options, binds it, and serves
+    // $handler on a thread; $target says where clients find it.
+    macro_rules! spawn {
+        ($server:ty, $bind:expr, $s:ident => $target:expr, $handler:expr) => {{
+            let mut b = <$server>::builder();
+            apply(&mut b, flavor, opts);
+            let $s = b.bind($bind).unwrap();
+            let target = $target;
+            let s = $s;
+            let handler = $handler;
+            (
+                s.shutdown_handle(),
+                thread::spawn(move || s.serve(handler)),
+                target,
+            )
+        }};
+    }
     let (handle, join, target, tmp) = match t {
         T::Tcp => {
-            let mut b = TcpServer::builder();
-            apply(&mut b, flavor, opts);
-            let s = b.bind("127.0.0.1:0").unwrap();
-            let target = Target::Inet(s.local_addr().unwrap());
-            (
-                s.shutdown_handle(),
-                thread::spawn(move || s.serve(h)),
-                target,
-                None,
-            )
-        }
-        T::Unix => {
-            let tmp = TempPath::new("s");
-            let mut b = UnixStreamServer::builder();
-            apply(&mut b, flavor, opts);
-            let s = b.bind(tmp.path()).unwrap();
-            let target = Target::Path(tmp.path().to_path_buf());
-            (
-                s.shutdown_handle(),
-                thread::spawn(move || s.serve(h)),
-                target,
-                Some(tmp),
-            )
+            let (h, j, t) =
+                spawn!(TcpServer, "127.0.0.1:0", s => Target::Inet(s.local_addr().unwrap()), h);
+            (h, j, t, None)
         }
         T::Udp => {
-            let mut b = UdpServer::builder();
-            apply(&mut b, flavor, opts);
-            let s = b.bind("127.0.0.1:0").unwrap();
-            let target = Target::Inet(s.local_addr().unwrap());
-            (
-                s.shutdown_handle(),
-                thread::spawn(move || s.serve(c)),
-                target,
-                None,
-            )
+            let (h, j, t) =
+                spawn!(UdpServer, "127.0.0.1:0", s => Target::Inet(s.local_addr().unwrap()), c);
+            (h, j, t, None)
         }
-        T::UnixDgram => {
-            let tmp = TempPath::new("d");
-            let mut b = UnixDatagramServer::builder();
-            apply(&mut b, flavor, opts);
-            let s = b.bind(tmp.path()).unwrap();
-            let target = Target::Path(tmp.path().to_path_buf());
-            (
-                s.shutdown_handle(),
-                thread::spawn(move || s.serve(c)),
-                target,
-                Some(tmp),
-            )
+        T::Unix | T::UnixDgram => {
+            let tmp = TempPath::new("s");
+            let at = Target::Path(tmp.path().to_path_buf());
+            let (h, j, t) = if t == T::Unix {
+                spawn!(UnixStreamServer, tmp.path(), _s => at, h)
+            } else {
+                spawn!(UnixDatagramServer, tmp.path(), _s => at, c)
+            };
+            (h, j, t, Some(tmp))
         }
     };
     Running {
@@ -807,12 +794,13 @@ fn read_timeout_frees_a_single_server() {
     util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
 }
 
-/// The idle timeout ends a connection that waits too long for its next request.
-#[test]
-fn idle_timeout_closes_waiting_connections() {
+/// The idle timeout ends a connection that waits too long for its next request, whether
+/// idle reads wait in poll(2) (the default) or in read(2).
+fn check_idle_timeout(end_idle_on_shutdown: bool) {
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let e2 = errors.clone();
     let s = TcpServer::builder()
+        .end_idle_on_shutdown(end_idle_on_shutdown)
         .idle_timeout(Some(Duration::from_millis(100)))
         .on_error(move |_, err: &HandlerError| e2.lock().unwrap().push(err.to_string()))
         .bind("127.0.0.1:0")
@@ -834,6 +822,11 @@ fn idle_timeout_closes_waiting_connections() {
     );
     handle.shutdown();
     util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+}
+
+#[test]
+fn idle_timeout_closes_waiting_connections() {
+    check_idle_timeout(true);
 }
 
 /// gh-64414: IPv6 comes from the address, no subclass needed.
@@ -1045,27 +1038,7 @@ fn servers_from_inherited_sockets() {
 /// applies, and at shutdown idle clients are ended when the grace period is over.
 #[test]
 fn idle_reads_without_wakeup() {
-    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    let e2 = errors.clone();
-    let s = TcpServer::builder()
-        .end_idle_on_shutdown(false)
-        .idle_timeout(Some(Duration::from_millis(100)))
-        .on_error(move |_, err: &HandlerError| e2.lock().unwrap().push(err.to_string()))
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = s.local_addr().unwrap();
-    let handle = s.shutdown_handle();
-    let join = thread::spawn(move || s.serve(line_echo_loop(Arc::default())));
-    let mut c = util::tcp_client(addr);
-    c.write_all(b"a\n").unwrap();
-    assert_eq!(util::read_until(&mut c, |g| g.ends_with(b"\n")), b"a\n");
-    assert_eq!(util::read_to_end(&mut c), b"");
-    wait_for("the idle timeout report", || {
-        !errors.lock().unwrap().is_empty()
-    });
-    assert!(errors.lock().unwrap()[0].contains("idle timeout"));
-    handle.shutdown();
-    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+    check_idle_timeout(false);
 
     let s = TcpServer::builder()
         .end_idle_on_shutdown(false)
