@@ -168,6 +168,8 @@ pub(crate) enum Outcome {
     Ok,
     Error,
     Panic,
+    /// The TLS handshake failed: no handler ran.
+    TlsFailed,
 }
 
 impl Outcome {
@@ -176,6 +178,7 @@ impl Outcome {
             Outcome::Ok => 0,
             Outcome::Error => 1,
             Outcome::Panic => 101,
+            Outcome::TlsFailed => 2,
         }
     }
 
@@ -183,6 +186,7 @@ impl Outcome {
         match code {
             0 => Outcome::Ok,
             1 => Outcome::Error,
+            2 => Outcome::TlsFailed,
             _ => Outcome::Panic,
         }
     }

@@ -82,6 +82,8 @@ mod stats;
 mod stream;
 #[allow(unsafe_code)]
 mod sys;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transport;
 
 /// The README's examples, compiled as doctests so that they stay true.

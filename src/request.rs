@@ -64,6 +64,9 @@ struct SocketReader {
     wake_idle: bool,
     /// The `SO_RCVTIMEO` the socket has now, to skip redundant `setsockopt` calls.
     current_timeout: Option<Duration>,
+    /// The TLS session every read and write goes through, if the server has TLS.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<crate::tls::TlsSession>>,
 }
 
 impl StreamRequest {
@@ -84,11 +87,26 @@ impl StreamRequest {
             idle_timeout: cfg.idle_timeout,
             wake_idle: cfg.end_idle_on_shutdown,
             current_timeout: cfg.read_timeout,
+            #[cfg(feature = "tls")]
+            tls: None,
         };
         StreamRequest {
             reader: BufReader::with_capacity(cfg.read_buffer, inner),
             peer,
         }
+    }
+
+    /// Routes this connection's reads and writes through `tls` (its handshake is done).
+    #[cfg(feature = "tls")]
+    pub(crate) fn set_tls(&mut self, tls: crate::tls::TlsSession) {
+        self.reader.get_mut().tls = Some(Box::new(tls));
+    }
+
+    /// The facts of the TLS session (protocol version, SNI, ALPN, client certificates), or
+    /// `None` when the server does not use TLS. Cargo feature `tls`.
+    #[cfg(feature = "tls")]
+    pub fn tls_info(&self) -> Option<&crate::tls::TlsInfo> {
+        self.reader.get_ref().tls.as_ref().map(|t| t.info())
     }
 
     /// The client's address.
@@ -146,6 +164,9 @@ impl StreamRequest {
 
     /// The raw connection. Bytes already buffered for reading are not visible through it:
     /// use [`buffer`](StreamRequest::buffer) first if you switch.
+    ///
+    /// With TLS it carries the encrypted records: reading or writing it directly breaks
+    /// the session (socket options and `shutdown` are fine).
     pub fn stream(&self) -> &Stream {
         &self.reader.get_ref().slot.stream
     }
@@ -161,6 +182,10 @@ impl StreamRequest {
     /// destroy our last reply in flight. A quiet connection is closed at once.
     pub(crate) fn close(&mut self) {
         let inner = self.reader.get_mut();
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut inner.tls {
+            tls.close(&inner.slot.stream);
+        }
         let stream = &inner.slot.stream;
         let _ = stream.shutdown(Shutdown::Write);
         if inner.eof || inner.stopping() {
@@ -203,7 +228,10 @@ impl SocketReader {
     /// Waiting in `poll` on the connection and the server's wake socket (rather than in
     /// `read`) is what lets shutdown end an idle connection without ever cutting a request
     /// that is arriving: if bytes are there, the request is read and answered first.
-    fn wait_request(&self) -> io::Result<bool> {
+    fn wait_request(&mut self) -> io::Result<bool> {
+        if self.tls_buffered() {
+            return Ok(true);
+        }
         let fds = [
             (self.slot.stream.as_raw_fd(), Interest::Read),
             (self.shared.wake_fd(), Interest::Read),
@@ -213,7 +241,7 @@ impl SocketReader {
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let ready = sys::poll(&fds, left)?;
-            if ready.is(0) {
+            if ready.is(0) && self.tls_pump()? {
                 return Ok(true);
             }
             if ready.is(1) {
@@ -225,6 +253,54 @@ impl SocketReader {
                 }
             }
         }
+    }
+}
+
+/// The TLS hooks: without a TLS session (or without the `tls` feature) they are the plain
+/// socket's behaviour.
+impl SocketReader {
+    /// Plaintext that rustls already decrypted counts as readable: poll(2) on the socket
+    /// would not see it.
+    fn tls_buffered(&mut self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls.has_plaintext_buffered();
+        }
+        false
+    }
+
+    /// After poll(2) found the socket readable: whether a read returns at once (with TLS,
+    /// only part of a record may have come: then wait again).
+    fn tls_pump(&mut self) -> io::Result<bool> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls.pump(&self.slot.stream);
+        }
+        Ok(true)
+    }
+
+    fn read_socket(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls.read(&self.slot.stream, buf);
+        }
+        (&self.slot.stream).read(buf)
+    }
+
+    fn write_socket(&mut self, buf: &[u8]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls.write(&self.slot.stream, buf);
+        }
+        (&self.slot.stream).write(buf)
+    }
+
+    fn write_socket_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls.write_vectored(&self.slot.stream, bufs);
+        }
+        (&self.slot.stream).write_vectored(bufs)
     }
 }
 
@@ -251,7 +327,10 @@ impl Read for SocketReader {
         } else if idle {
             // Shutdown has begun and no request is waiting: end now rather than block until
             // the grace period runs out.
-            if self.stopping() && !sys::readable_now(self.slot.stream.as_raw_fd()) {
+            if self.stopping()
+                && !sys::readable_now(self.slot.stream.as_raw_fd())
+                && !self.tls_buffered()
+            {
                 self.eof = true;
                 return Ok(0);
             }
@@ -259,7 +338,7 @@ impl Read for SocketReader {
         } else {
             self.apply_timeout(self.read_timeout)?;
         }
-        match (&self.slot.stream).read(buf) {
+        match self.read_socket(buf) {
             Ok(0) if !buf.is_empty() => {
                 self.eof = true;
                 Ok(0)
@@ -305,13 +384,13 @@ impl BufRead for StreamRequest {
 impl Write for StreamRequest {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let inner = self.reader.get_mut();
-        let n = (&inner.slot.stream).write(buf)?;
+        let n = inner.write_socket(buf)?;
         inner.after_write = true;
         Ok(n)
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let inner = self.reader.get_mut();
-        let n = (&inner.slot.stream).write_vectored(bufs)?;
+        let n = inner.write_socket_vectored(bufs)?;
         inner.after_write = true;
         Ok(n)
     }

@@ -26,6 +26,10 @@ pub struct Stats {
     pub accept_errors: u64,
     /// Datagrams larger than the receive buffer, dropped and reported (never cut silently).
     pub truncated: u64,
+    /// TLS handshakes that failed or timed out (plain text on a TLS port, an unknown CA, no
+    /// common ALPN protocol, a client too slow): the connection was closed and no handler
+    /// ran. Always 0 without the `tls` feature.
+    pub tls_handshake_failures: u64,
     /// Worker threads or child processes the server tracks right now (bounded by the flavour's
     /// limit: finished ones are reaped, never kept).
     pub threads: u64,
@@ -41,6 +45,7 @@ pub(crate) struct Counters {
     pub(crate) panics: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
     pub(crate) truncated: AtomicU64,
+    pub(crate) tls_handshake_failures: AtomicU64,
     pub(crate) threads: AtomicU64,
 }
 
@@ -59,6 +64,7 @@ impl Counters {
             panics: self.panics.load(Relaxed),
             accept_errors: self.accept_errors.load(Relaxed),
             truncated: self.truncated.load(Relaxed),
+            tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
             threads: self.threads.load(Relaxed),
         }
     }
