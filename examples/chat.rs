@@ -261,6 +261,14 @@ fn main() -> io::Result<()> {
             "chat shares one room between all clients: use --mode pool or --mode threading",
         ));
     }
+    if args.tls_enabled() {
+        // Each client's lines are written by a thread of its own through a clone of the
+        // socket; a TLS session has one owner (the handler), so chat cannot encrypt them.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "chat writes from a thread per client, which TLS does not allow: run it without --tls-cert",
+        ));
+    }
     let room = Arc::new(Room::default());
     common::serve_tcp(&args, 8006, move |req: &mut StreamRequest| {
         serve_client(req, &room)

@@ -1,10 +1,16 @@
 //! What every example server shares: the command line of the examples' contract
 //! (`--addr`, `--mode`, `--workers`), logging, the `listening on ADDR` line, and a graceful
 //! exit on SIGINT/SIGTERM. Not an example itself.
+//!
+//! TLS (`--tls-cert FILE --tls-key FILE`, and `--tls-client-ca FILE` for client
+//! certificates) needs the crate's `tls` feature:
+//! `cargo run --features tls --example echo -- --tls-cert cert.pem --tls-key key.pem`.
+//! SIGHUP then re-reads the certificate and key files (new connections get the new ones).
 #![allow(dead_code)] // each example uses the part it needs
 
 use std::io::{self, Write};
 use std::net::{TcpListener, UdpSocket};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
@@ -28,6 +34,15 @@ pub struct ServerArgs {
     /// Seconds requests in flight get to finish after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 5.0)]
     pub grace: f64,
+    /// Serve TLS with this PEM certificate chain (with --tls-key; the `tls` feature).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates issued by the CAs of this PEM file (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -52,11 +67,43 @@ impl ServerArgs {
             .grace_period(Duration::from_secs_f64(self.grace.max(0.0)));
     }
 
-    /// A TCP builder with the shared options applied.
-    pub fn tcp(&self) -> Builder<TcpListener> {
+    /// Whether `--tls-cert` was given.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    /// A TCP builder with the shared options applied, TLS included: the certificate files
+    /// are read now (an unreadable file is an error naming it) and again on SIGHUP.
+    pub fn tcp(&self) -> io::Result<Builder<TcpListener>> {
         let mut b = TcpServer::builder();
         self.apply(&mut b);
-        b
+        self.apply_tls(&mut b)?;
+        Ok(b)
+    }
+
+    #[cfg(feature = "tls")]
+    fn apply_tls<L: socketserver::Listener>(&self, b: &mut Builder<L>) -> io::Result<()> {
+        use socketserver::tls;
+        use std::sync::Arc;
+
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(());
+        };
+        let resolver = tls::ReloadableCert::from_pem_files(cert, key)?;
+        let config = tls::server_config(resolver.clone(), self.tls_client_ca.as_deref())?;
+        b.tls(Arc::new(config));
+        reload_on_sighup(resolver)
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn apply_tls<L: socketserver::Listener>(&self, _: &mut Builder<L>) -> io::Result<()> {
+        if self.tls_enabled() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "--tls-cert needs TLS support: build with `--features tls`",
+            ));
+        }
+        Ok(())
     }
 
     /// A UDP builder with the shared options applied.
@@ -65,6 +112,22 @@ impl ServerArgs {
         self.apply(&mut b);
         b
     }
+}
+
+/// Re-reads the certificate files on every SIGHUP, from a thread of its own; a reload that
+/// fails is logged and the previous certificate stays.
+#[cfg(feature = "tls")]
+fn reload_on_sighup(cert: std::sync::Arc<socketserver::tls::ReloadableCert>) -> io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            match cert.reload() {
+                Ok(()) => log::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => log::error!("SIGHUP: TLS certificate not reloaded: {e}"),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Parses the command line of an example that takes only the shared options; `about` is
@@ -94,7 +157,7 @@ pub fn serve_tcp<H: StreamHandler + Clone>(
     port: u16,
     handler: H,
 ) -> io::Result<()> {
-    let server = args.tcp().bind(args.addr(port))?;
+    let server = args.tcp()?.bind(args.addr(port))?;
     announce(server.local_addr()?, &server.shutdown_handle())?;
     server.serve(handler)
 }
