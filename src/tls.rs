@@ -6,7 +6,7 @@
 //! the facts of the session (protocol version, SNI name, ALPN protocol, client certificates).
 //!
 //! ```no_run
-//! use socketserver::{tls, StreamRequest, TcpServer};
+//! use socketserver::{StreamRequest, TcpServer};
 //! use std::io::{self, BufRead, Write};
 //!
 //! let server = TcpServer::builder()
@@ -71,7 +71,7 @@
 //! # Limits
 //!
 //! A TLS session has one owner: the handler. Writing to the raw
-//! [`Stream`](crate::Stream) (`req.stream()`, or a clone of it written by another thread)
+//! [`Stream`] (`req.stream()`, or a clone of it written by another thread)
 //! bypasses the encryption and breaks the session; a design with a separate writer thread
 //! needs its own channel back into the handler.
 
