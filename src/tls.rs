@@ -23,6 +23,64 @@
 //! # ; Ok::<(), io::Error>(())
 //! ```
 //!
+//! A whole round trip, with a rustls client (certificates made by `rcgen` for the example):
+//!
+//! ```
+//! # use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+//! # let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+//! # ca.distinguished_name.push(DnType::CommonName, "example CA");
+//! # ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+//! # let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+//! # let mut leaf = CertificateParams::new(vec!["localhost".into()]).unwrap();
+//! # leaf.use_authority_key_identifier_extension = true;
+//! # let key = KeyPair::generate().unwrap();
+//! # let cert = leaf.signed_by(&key, &ca).unwrap();
+//! # let dir = tempfile::tempdir()?;
+//! # let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+//! # std::fs::write(&cert_pem, cert.pem())?;
+//! # std::fs::write(&key_pem, key.serialize_pem())?;
+//! # let ca_der = ca.der().clone();
+//! use socketserver::tls::{self, rustls};
+//! use socketserver::{StreamRequest, TcpServer};
+//! use std::io::{self, BufRead, Read, Write};
+//! use std::sync::Arc;
+//!
+//! let server = TcpServer::builder().tls_pem(&cert_pem, &key_pem)?.bind("127.0.0.1:0")?;
+//! let addr = server.local_addr()?;
+//! let handle = server.shutdown_handle();
+//! let serving = std::thread::spawn(move || {
+//!     server.serve(|req: &mut StreamRequest| {
+//!         let mut line = String::new();
+//!         req.read_line(&mut line)?;
+//!         let info = req.tls_info().expect("a TLS connection");
+//!         let reply = format!("{} {} {}", info.version(), info.sni().unwrap_or("-"), line);
+//!         req.write_all(reply.to_uppercase().as_bytes())
+//!     })
+//! });
+//!
+//! // The client trusts the CA that signed the server's certificate.
+//! let mut roots = rustls::RootCertStore::empty();
+//! roots.add(ca_der).unwrap();
+//! let config = rustls::ClientConfig::builder_with_provider(tls::provider())
+//!     .with_safe_default_protocol_versions()
+//!     .unwrap()
+//!     .with_root_certificates(roots)
+//!     .with_no_client_auth();
+//! let conn = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap())
+//!     .unwrap();
+//! let sock = std::net::TcpStream::connect(addr)?;
+//! sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+//! let mut client = rustls::StreamOwned::new(conn, sock);
+//! client.write_all(b"hello\n")?;
+//! let mut reply = String::new();
+//! client.read_to_string(&mut reply)?; // until the server's close_notify
+//! assert_eq!(reply, "TLSV1.3 LOCALHOST HELLO\n");
+//!
+//! handle.shutdown();
+//! serving.join().unwrap()?;
+//! # Ok::<(), io::Error>(())
+//! ```
+//!
 //! # What it does for you, and the traps it avoids
 //!
 //! * **The handshake runs on the worker** (the thread or forked child that serves the
