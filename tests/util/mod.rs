@@ -111,13 +111,32 @@ impl ExampleServer {
 
     #[track_caller]
     pub fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> ExampleServer {
+        Self::start_under(&[], name, args, env)
+    }
+
+    /// Starts example `name` as the last arguments of `wrapper` (e.g. `strace -o FILE`);
+    /// `pid()` is then the wrapper's. An empty `wrapper` runs the example itself.
+    #[track_caller]
+    pub fn start_under(
+        wrapper: &[&str],
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ExampleServer {
         let path = example_path(name);
         assert!(
             path.exists(),
             "{} not built (cargo test builds examples)",
             path.display()
         );
-        let mut cmd = Command::new(&path);
+        let mut cmd = match wrapper {
+            [] => Command::new(&path),
+            [first, rest @ ..] => {
+                let mut cmd = Command::new(first);
+                cmd.args(rest).arg(&path);
+                cmd
+            }
+        };
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
