@@ -100,7 +100,10 @@ impl Config {
             ("send_buffer_size", self.send_buffer),
         ] {
             if n.is_some_and(|n| n == 0 || n > i32::MAX as usize / 2) {
-                return invalid(format!("{name} must be between 1 and {} bytes", i32::MAX / 2));
+                return invalid(format!(
+                    "{name} must be between 1 and {} bytes",
+                    i32::MAX / 2
+                ));
             }
         }
         self.flavor.validate()

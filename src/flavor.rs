@@ -193,9 +193,7 @@ impl Flavor {
     /// Checks the limits before a server is bound: a clear error instead of a panic or an
     /// allocation of the whole limit.
     pub(crate) fn validate(&self) -> std::io::Result<()> {
-        let invalid = |msg: String| {
-            Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, msg))
-        };
+        let invalid = |msg: String| Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, msg));
         if self.limit > MAX_LIMIT {
             return invalid(format!(
                 "flavour limit {} is over {MAX_LIMIT} (no system runs that many threads or processes)",

@@ -442,10 +442,7 @@ impl SocketReader {
     }
 
     /// Sends bytes now, under the write timeout and the deadline; `EINTR` is retried.
-    fn send_with(
-        &mut self,
-        send: impl Fn(&Stream) -> io::Result<usize>,
-    ) -> io::Result<usize> {
+    fn send_with(&mut self, send: impl Fn(&Stream) -> io::Result<usize>) -> io::Result<usize> {
         let (t, by_deadline) = self.limit(self.write_timeout)?;
         self.apply_write_timeout(t)?;
         loop {
@@ -500,7 +497,10 @@ impl SocketReader {
     }
 
     fn write_out_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let total = bufs.iter().map(|b| b.len()).fold(0usize, usize::saturating_add);
+        let total = bufs
+            .iter()
+            .map(|b| b.len())
+            .fold(0usize, usize::saturating_add);
         if self.out.len().saturating_add(total) > WRITE_BUFFER {
             self.flush_out()?;
         }

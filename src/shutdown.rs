@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::stats::{Counters, Stats};
-use crate::time;
 use crate::stream::Stream;
+use crate::time;
 
 /// A connection as the registry sees it, to shut it down when the grace period is over.
 #[derive(Debug)]

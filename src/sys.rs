@@ -145,7 +145,10 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize
 /// parent owns and the child must not keep alive), and then calls `child`, which runs the
 /// user's handler, and `_exit`s with the code it returns, running no destructor of the
 /// parent's state. The documentation of `Flavor::forking` states the rules for handlers.
-pub(crate) fn fork_child(close_fds: &[RawFd], child: impl FnOnce() -> i32) -> io::Result<libc::pid_t> {
+pub(crate) fn fork_child(
+    close_fds: &[RawFd],
+    child: impl FnOnce() -> i32,
+) -> io::Result<libc::pid_t> {
     // SAFETY: fork has no memory-safety preconditions of its own. The child runs only the
     // async-signal-safe calls below, then `child` (the request, confined to this thread), and
     // leaves through `_exit` without returning into the parent's code. The hazards of forking

@@ -98,6 +98,8 @@ fn half_arrived_pipelined_request_survives_shutdown() {
         assert_eq!(util::read_until(&mut c, |g| g.len() >= 9), frame(b"first"));
         srv.handle.shutdown();
         assert!(srv.handle.is_shutting_down());
+        // The rest arrives well after shutdown began, when the server is waiting for it.
+        thread::sleep(Duration::from_millis(100));
         c.write_all(&next[2..]).unwrap();
         assert_eq!(
             util::read_to_end(&mut c),
@@ -116,6 +118,8 @@ fn half_arrived_line_is_not_cut_at_shutdown() {
     c.write_all(b"one\ntw").unwrap();
     assert_eq!(util::read_until(&mut c, |g| g.ends_with(b"\n")), b"one\n");
     srv.handle.shutdown();
+    // The rest arrives well after shutdown began, when the server is waiting for it.
+    thread::sleep(Duration::from_millis(100));
     c.write_all(b"o\n").unwrap();
     assert_eq!(util::read_to_end(&mut c), b"two\n");
     srv.join();
@@ -240,11 +244,10 @@ fn write_timeout_is_timed_out() {
             .write_timeout(Some(Duration::from_millis(100)))
             .on_error(move |_, err| {
                 if let HandlerError::Io(e) = err {
-                    let _ = tx.lock().unwrap().send((
-                        e.kind(),
-                        e.to_string(),
-                        err.is_client_fault(),
-                    ));
+                    let _ =
+                        tx.lock()
+                            .unwrap()
+                            .send((e.kind(), e.to_string(), err.is_client_fault()));
                 }
             }),
         |req: &mut StreamRequest| {
@@ -304,7 +307,11 @@ fn a_panic_escaping_the_runner_does_not_stop_a_fixed_pool() {
             }
         }
     }
-    for flavor in [Flavor::fixed_pool(1), Flavor::threading().limit(1), Flavor::single()] {
+    for flavor in [
+        Flavor::fixed_pool(1),
+        Flavor::threading().limit(1),
+        Flavor::single(),
+    ] {
         let mut srv = Srv::start(
             TcpServer::builder().flavor(flavor.clone()),
             |req: &mut StreamRequest| {
@@ -361,7 +368,9 @@ fn a_connection_registered_after_the_grace_period_is_closed_at_once() {
         },
     );
     let mut stuck = util::tcp_client(srv.addr);
-    started_rx.recv_timeout(TIMEOUT).expect("first handler running");
+    started_rx
+        .recv_timeout(TIMEOUT)
+        .expect("first handler running");
     // Queued behind it, mid-request (no newline): not an idle connection.
     let mut queued = util::tcp_client(srv.addr);
     queued.write_all(b"half a line").unwrap();
@@ -383,10 +392,13 @@ fn a_connection_registered_after_the_grace_period_is_closed_at_once() {
 }
 
 /// A handler that returns on `is_shutting_down` with the client's bytes unread still has
-/// them drained at close, so its last reply is not destroyed by a reset. (Before: no drain
-/// at shutdown; the client read ECONNRESET instead of the reply and EOF.)
+/// them drained at close, so its last reply is not destroyed by a reset: a 16 MiB reply,
+/// most of it still in the kernel's send buffer when the handler returns, arrives whole.
+/// (Before: no drain at shutdown; closing with unread bytes sent a reset, the kernel threw
+/// the unsent reply away, and the client read a cut reply and ECONNRESET.)
 #[test]
 fn last_reply_survives_a_close_at_shutdown_with_unread_bytes() {
+    const REPLY: usize = 16 << 20;
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let ready_tx = std::sync::Arc::new(Mutex::new(ready_tx));
     let mut srv = Srv::start(&mut TcpServer::builder(), move |req: &mut StreamRequest| {
@@ -397,15 +409,16 @@ fn last_reply_survives_a_close_at_shutdown_with_unread_bytes() {
         while !req.is_shutting_down() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(1));
         }
-        req.write_all(b"bye\n")
+        req.write_all(&vec![b'r'; REPLY])
     });
     let mut c = util::tcp_client(srv.addr);
     c.write_all(b"go\n").unwrap();
     ready_rx.recv_timeout(TIMEOUT).unwrap();
-    // Bytes the handler will never read, already in the server's receive queue.
+    // Bytes the handler will never read.
     c.write_all(&[b'j'; 32 * 1024]).unwrap();
     srv.handle.shutdown();
-    assert_eq!(util::read_to_end(&mut c), b"bye\n");
+    let got = util::read_to_end(&mut c);
+    assert_eq!(got.len(), REPLY);
     srv.join();
 }
 
@@ -425,7 +438,10 @@ fn request_timeout_cuts_a_trickling_request() {
     // A well-behaved client, served while the slow one trickles.
     let mut good = util::tcp_client(srv.addr);
     good.write_all(b"fast\n").unwrap();
-    assert_eq!(util::read_until(&mut good, |g| g.ends_with(b"\n")), b"fast\n");
+    assert_eq!(
+        util::read_until(&mut good, |g| g.ends_with(b"\n")),
+        b"fast\n"
+    );
     // The deadline starts at the first byte and ends with the reply.
     let mut slow = util::tcp_client(srv.addr);
     let started = Instant::now();
@@ -451,7 +467,10 @@ fn request_timeout_cuts_a_trickling_request() {
     // not request time.
     thread::sleep(Duration::from_millis(400));
     good.write_all(b"again\n").unwrap();
-    assert_eq!(util::read_until(&mut good, |g| g.ends_with(b"\n")), b"again\n");
+    assert_eq!(
+        util::read_until(&mut good, |g| g.ends_with(b"\n")),
+        b"again\n"
+    );
     drop((good, slow));
     srv.stop();
 }

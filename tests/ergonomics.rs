@@ -75,7 +75,10 @@ print(len(s.recv(65535)))
         &[&srv.addr],
     );
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].starts_with("b'up ") && lines[0].ends_with(" s'"), "{out}");
+    assert!(
+        lines[0].starts_with("b'up ") && lines[0].ends_with(" s'"),
+        "{out}"
+    );
     assert_eq!(lines[1], "b'echo: hello'");
     assert_eq!(lines[2], "60006");
 }
@@ -164,7 +167,9 @@ fn calls_on_connection(path: &std::path::Path, first: &str) -> Vec<(String, Stri
 fn one_send_per_reply() {
     util::build_examples();
     if Command::new("strace").arg("-V").output().is_err() {
-        eprintln!("SKIPPED one_send_per_reply: strace is not installed and .ci/run could not install it");
+        eprintln!(
+            "SKIPPED one_send_per_reply: strace is not installed and .ci/run could not install it"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -7,8 +7,8 @@ mod threading;
 mod threads;
 
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::os::unix::io::RawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 

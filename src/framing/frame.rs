@@ -411,7 +411,10 @@ impl Codec {
     /// The prefix for a payload of `len` bytes, if the codec accepts that length.
     pub(crate) fn encode_len(&self, len: usize) -> Result<([u8; 8], usize), FrameError> {
         if len > self.get_max_frame_len() {
-            return Err(FrameError::too_large(len as u64, self.get_max_frame_len() as u64));
+            return Err(FrameError::too_large(
+                len as u64,
+                self.get_max_frame_len() as u64,
+            ));
         }
         let width = self.width();
         let mut prefix = [0; 8];

@@ -50,7 +50,7 @@ pub fn read_line<'b, R: BufRead + ?Sized>(
             Err(e) => return Err(e),
         };
         if avail.is_empty() {
-            return Ok((!buf.is_empty()).then(|| strip(buf, max)).transpose()?);
+            return (!buf.is_empty()).then(|| strip(buf, max)).transpose();
         }
         match avail.iter().position(|&b| b == b'\n') {
             Some(i) => {

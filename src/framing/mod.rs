@@ -88,10 +88,10 @@ mod message;
 mod wrappers;
 
 pub use self::error::{stream_usable, FrameError};
+pub use self::frame::{Codec, DEFAULT_MAX_FRAME_LEN};
 #[cfg(feature = "json")]
 pub use self::json::{read_json, write_json};
 pub use self::line::{read_line, read_text_line};
-pub use self::frame::{Codec, DEFAULT_MAX_FRAME_LEN};
 #[cfg(feature = "json")]
 pub use self::message::{
     read_json_header, read_message, write_json_header, write_message, Body, MessageCodec,
