@@ -80,11 +80,34 @@ impl ThreadSet {
         }
     }
 
+    /// Waits until fewer than `limit` threads are live, joining those that end; `false`
+    /// when `stop` (the server's shutdown channel) fires first. Nothing is allocated per
+    /// permit, so any limit is as cheap as a small one.
+    pub(crate) fn wait_below(&mut self, limit: usize, stop: &Receiver<()>) -> bool {
+        self.reap();
+        while self.live.len() >= limit {
+            crossbeam_channel::select! {
+                recv(self.done_rx) -> id => {
+                    if let Ok(id) = id {
+                        self.join(id);
+                    }
+                    self.publish();
+                }
+                recv(stop) -> _ => return false,
+            }
+        }
+        true
+    }
+
     /// Joins threads as they end, until none is left or `deadline` passes.
-    pub(crate) fn join_until(&mut self, deadline: Instant) -> bool {
+    pub(crate) fn join_until(&mut self, deadline: Option<Instant>) -> bool {
         self.reap();
         while !self.live.is_empty() {
-            match self.done_rx.recv_deadline(deadline) {
+            let done = match deadline {
+                Some(d) => self.done_rx.recv_deadline(d).map_err(drop),
+                None => self.done_rx.recv().map_err(drop),
+            };
+            match done {
                 Ok(id) => self.join(id),
                 Err(_) => break,
             }

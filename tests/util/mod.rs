@@ -111,7 +111,19 @@ impl ExampleServer {
 
     #[track_caller]
     pub fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> ExampleServer {
-        Self::spawn(name, args, env, false).0
+        Self::start_under(&[], name, args, env)
+    }
+
+    /// Starts example `name` as the last arguments of `wrapper` (e.g. `strace -o FILE`);
+    /// `pid()` is then the wrapper's. An empty `wrapper` runs the example itself.
+    #[track_caller]
+    pub fn start_under(
+        wrapper: &[&str],
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ExampleServer {
+        Self::spawn(wrapper, name, args, env, false).0
     }
 
     /// Like [`start`](Self::start), with the server's stdin piped to the returned writer
@@ -119,12 +131,13 @@ impl ExampleServer {
     /// [`next_line`](Self::next_line).
     #[track_caller]
     pub fn start_with_stdin(name: &str, args: &[&str]) -> (ExampleServer, ChildStdin) {
-        let (server, stdin) = Self::spawn(name, args, &[], true);
+        let (server, stdin) = Self::spawn(&[], name, args, &[], true);
         (server, stdin.unwrap())
     }
 
     #[track_caller]
     fn spawn(
+        wrapper: &[&str],
         name: &str,
         args: &[&str],
         env: &[(&str, &str)],
@@ -136,7 +149,14 @@ impl ExampleServer {
             "{} not built (cargo test builds examples)",
             path.display()
         );
-        let mut cmd = Command::new(&path);
+        let mut cmd = match wrapper {
+            [] => Command::new(&path),
+            [first, rest @ ..] => {
+                let mut cmd = Command::new(first);
+                cmd.args(rest).arg(&path);
+                cmd
+            }
+        };
         let stdin = if piped_stdin {
             Stdio::piped()
         } else {
