@@ -146,11 +146,12 @@ fn read_burst(reader: &mut Client, sender: &str, n: usize, dropped: &str) -> Ins
 /// The scenario: carol never reads, alice sends 24 000 lines of 1 000 bytes (24 MB)
 /// as fast as she can, dave reads everything. Dave is never disconnected and gets every
 /// line in order; carol, who takes nothing, is the one dropped (after the stall timeout,
-/// here 3 s); the room then goes on.
+/// here 5 s: long enough that no scheduling hiccup of a loaded machine passes for a stall
+/// of dave's); the room then goes on.
 #[test]
 fn chat_keeps_a_reader_that_reads_however_fast_others_send() {
     const LINES: usize = 24_000;
-    let mut server = start(&["--stall-timeout", "3"]);
+    let mut server = start(&["--stall-timeout", "5"]);
     let mut alice = Client::join(&server, "alice");
     let mut dave = Client::join(&server, "dave");
     alice.expect("* dave joined");
@@ -174,10 +175,10 @@ fn chat_keeps_a_reader_that_reads_however_fast_others_send() {
 }
 
 /// Carol stops reading while alice sends `lines` lines and dave reads them: carol is dropped
-/// no sooner than the stall timeout (1 s) after the burst began, and well before 5 s more;
+/// no sooner than the stall timeout (2 s) after the burst began, and well before 5 s more;
 /// dave gets every line in order throughout, and alice and dave go on.
 fn stalled_reader_scenario(extra: &[&str], lines: usize) {
-    let mut args = vec!["--stall-timeout", "1"];
+    let mut args = vec!["--stall-timeout", "2"];
     args.extend_from_slice(extra);
     let server = start(&args);
     let mut alice = Client::join(&server, "alice");
@@ -194,10 +195,10 @@ fn stalled_reader_scenario(extra: &[&str], lines: usize) {
     sending.join().expect("alice sent every line");
     let after = left_at - began;
     assert!(
-        after >= Duration::from_secs(1),
+        after >= Duration::from_secs(2),
         "dropped before the stall timeout: {after:?}"
     );
-    assert!(after < Duration::from_secs(6), "dropped late: {after:?}");
+    assert!(after < Duration::from_secs(7), "dropped late: {after:?}");
     alice.expect("* carol left");
     carol.drain_to_eof();
 
