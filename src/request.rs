@@ -699,4 +699,29 @@ impl DatagramRequest {
     pub fn reply_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<()> {
         self.socket.send_to(bufs, &self.peer, self.write_timeout)
     }
+
+    /// Sends `data` as one datagram to `to`, any peer, from the server's socket (so the
+    /// receiver sees the server's address as the sender): what a datagram server needs to
+    /// relay a message to a client other than the one that sent it. Like
+    /// [`reply`](DatagramRequest::reply), it waits for send-buffer space up to the server's
+    /// write timeout. `to` must be of the server's family (an IP address for a UDP server,
+    /// a bound Unix path for a Unix datagram server): otherwise it fails with
+    /// `InvalidInput`.
+    ///
+    /// ```no_run
+    /// use socketserver::{Addr, DatagramRequest, UdpServer};
+    /// use std::io;
+    ///
+    /// // A relay: every datagram goes on to a fixed listener, and the sender gets "relayed".
+    /// let listener = Addr::Inet("127.0.0.1:9100".parse().unwrap());
+    /// UdpServer::bind("127.0.0.1:9101")?.serve(move |req: &mut DatagramRequest| {
+    ///     let data = req.take_packet();
+    ///     req.send_to(&data, &listener)?;
+    ///     req.reply(b"relayed")
+    /// })
+    /// # ; Ok::<(), io::Error>(())
+    /// ```
+    pub fn send_to(&mut self, data: &[u8], to: &Addr) -> io::Result<()> {
+        self.socket.send_to(&[IoSlice::new(data)], to, self.write_timeout)
+    }
 }
