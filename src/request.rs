@@ -722,6 +722,7 @@ impl DatagramRequest {
     /// # ; Ok::<(), io::Error>(())
     /// ```
     pub fn send_to(&mut self, data: &[u8], to: &Addr) -> io::Result<()> {
-        self.socket.send_to(&[IoSlice::new(data)], to, self.write_timeout)
+        self.socket
+            .send_to(&[IoSlice::new(data)], to, self.write_timeout)
     }
 }

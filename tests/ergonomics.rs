@@ -142,7 +142,7 @@ fn calls_on_connection(path: &std::path::Path, first: &str) -> Vec<(String, Stri
     let parsed: Vec<(String, String, String)> = text
         .lines()
         .filter_map(|line| {
-            let call = line.split_once(' ')?.1;
+            let call = line.split_once(' ')?.1.trim_start();
             let (name, args) = call.split_once('(')?;
             let (fd, rest) = args.split_once(", ")?;
             Some((name.to_string(), fd.to_string(), rest.to_string()))
@@ -160,18 +160,14 @@ fn calls_on_connection(path: &std::path::Path, first: &str) -> Vec<(String, Stri
         .collect()
 }
 
-/// A reply written as `writeln!(req, "{reply}")` (two writes) leaves in one `send`: ten
-/// requests, ten sends, and no `write`/`writev` on the connection. Measured with strace on
-/// the kv example. Skipped, saying so, only where strace cannot be installed.
-#[test]
-fn one_send_per_reply() {
-    util::build_examples();
-    if Command::new("strace").arg("-V").output().is_err() {
-        eprintln!(
-            "SKIPPED one_send_per_reply: strace is not installed and .ci/run could not install it"
-        );
-        return;
-    }
+/// Runs example `name` (single mode) under strace, lets `client` talk to it, stops it by
+/// its pid, and returns the write-type calls on the connection whose first send carried
+/// `first` (see `calls_on_connection`).
+fn traced(
+    name: &str,
+    first: &str,
+    client: impl FnOnce(std::net::SocketAddr),
+) -> Vec<(String, String)> {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace");
     let trace_arg = trace.to_str().unwrap().to_string();
@@ -186,21 +182,11 @@ fn one_send_per_reply() {
     ];
     let mut srv = ExampleServer::start_under(
         &wrapper,
-        "kv",
+        name,
         &["--addr", "127.0.0.1:0", "--mode", "single"],
         &[("RUST_LOG", "off")],
     );
-    let mut c = util::tcp_client(srv.socket_addr());
-    let mut expected = Vec::new();
-    for i in 0..10 {
-        // One request at a time: each reply is complete before the next request.
-        c.write_all(format!("SET k{i} {i}\n").as_bytes()).unwrap();
-        expected.extend_from_slice(b"OK\n");
-        let got = util::read_until(&mut c, |g| g.len() >= expected.len());
-        assert_eq!(got, b"OK\n");
-        expected.clear();
-    }
-    drop(c);
+    client(srv.socket_addr());
     // Stop the example itself (strace's child), by its pid; strace then exits too.
     let example = children(srv.pid());
     assert_eq!(example.len(), 1, "strace runs one child: {example:?}");
@@ -210,12 +196,69 @@ fn one_send_per_reply() {
         .unwrap();
     assert!(ok.success());
     assert!(srv.wait_exit(TIMEOUT).success());
-    let calls = calls_on_connection(&trace, "\"OK\\n\"");
-    // Ten replies, ten sends, each the whole reply line.
+    calls_on_connection(&trace, first)
+}
+
+/// Whether strace can run here; the caller skips, saying so, where it cannot.
+fn have_strace(test: &str) -> bool {
+    util::build_examples();
+    let ok = Command::new("strace").arg("-V").output().is_ok();
+    if !ok {
+        eprintln!("SKIPPED {test}: strace is not installed and .ci/run could not install it");
+    }
+    ok
+}
+
+/// A reply written as `writeln!(req, "{reply}")` (two writes) leaves in one `send`: ten
+/// requests, ten sends, each the whole line. Measured with strace on the kv example.
+#[test]
+fn one_send_per_reply() {
+    if !have_strace("one_send_per_reply") {
+        return;
+    }
+    let calls = traced("kv", "\"OK\\n\"", |addr| {
+        let mut c = util::tcp_client(addr);
+        for i in 0..10 {
+            // One request at a time: each reply is complete before the next request.
+            c.write_all(format!("SET k{i} {i}\n").as_bytes()).unwrap();
+            assert_eq!(util::read_until(&mut c, |g| g.len() >= 3), b"OK\n");
+        }
+    });
     assert_eq!(calls.len(), 10, "{calls:?}");
     for (name, data) in &calls {
         assert_eq!(name, "sendto", "{calls:?}");
-        assert!(data.starts_with("\"OK\\n\", 3,"), "{calls:?}");
+        assert!(data.starts_with("\"OK\\n\", 3, MSG_NOSIGNAL,"), "{calls:?}");
+    }
+}
+
+/// No write to a connection can raise SIGPIPE (which kills a host program that does not
+/// ignore it): small replies go out with `send(MSG_NOSIGNAL)`, large gathered frames with
+/// `sendmsg(MSG_NOSIGNAL)`, never `write`/`writev`. A 40 KiB frame through the JSON RPC
+/// example, traced.
+#[test]
+fn every_send_says_no_sigpipe() {
+    if !have_strace("every_send_says_no_sigpipe") {
+        return;
+    }
+    let big = "x".repeat(40 * 1024);
+    let calls = traced("json_rpc", "{msg_name=", |addr| {
+        let mut c = util::tcp_client(addr);
+        for params in [format!("[\"{big}\"]"), "[1]".to_string()] {
+            let call = format!("{{\"id\":1,\"method\":\"echo\",\"params\":{params}}}");
+            let mut wire = Vec::new();
+            socketserver::framing::write_frame(&mut wire, call.as_bytes()).unwrap();
+            c.write_all(&wire).unwrap();
+            let head = util::read_until(&mut c, |g| g.len() >= 4);
+            let len = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+            let body = util::read_until(&mut c, |g| g.len() >= len + 4 - head.len());
+            assert_eq!(head.len() + body.len(), len + 4);
+        }
+    });
+    assert!(calls.len() >= 2, "{calls:?}");
+    assert!(calls.iter().any(|(name, _)| name == "sendmsg"), "{calls:?}");
+    for (name, data) in &calls {
+        assert!(name == "sendto" || name == "sendmsg", "{calls:?}");
+        assert!(data.contains("MSG_NOSIGNAL"), "{name}({data})");
     }
 }
 
