@@ -33,8 +33,8 @@ pub struct Stats {
     /// Requests cut because they did not arrive whole within the request timeout (or a
     /// deadline the handler set): the client's fault, not a handler error.
     pub request_timeouts: u64,
-    /// Worker threads or child processes the server tracks right now (bounded by the flavour's
-    /// limit: finished ones are reaped, never kept).
+    /// Worker threads running, or child processes not yet reaped, right now (bounded by the
+    /// flavour's limit: finished ones are joined or reaped, never kept).
     pub threads: u64,
 }
 

@@ -22,11 +22,14 @@ pub(crate) struct ThreadSet {
     shared: Arc<Shared>,
 }
 
-/// Reports a thread's end, however it ends.
-struct Done(u64, Sender<u64>);
+/// Reports a thread's end, however it ends: to the set (to be joined) and to the `threads`
+/// gauge at once, so `Stats::threads` counts running threads even while the accept loop
+/// sleeps and has not joined the ended ones yet.
+struct Done(u64, Sender<u64>, Arc<Shared>);
 
 impl Drop for Done {
     fn drop(&mut self) {
+        self.2.counters.threads.fetch_sub(1, Relaxed);
         let _ = self.1.send(self.0);
     }
 }
@@ -50,27 +53,24 @@ impl ThreadSet {
     ) -> io::Result<()> {
         let id = self.next;
         self.next += 1;
-        let done = Done(id, self.done_tx.clone());
-        let handle = thread::Builder::new()
+        // Counted before the thread can end (and uncount itself).
+        self.shared.counters.threads.fetch_add(1, Relaxed);
+        let done = Done(id, self.done_tx.clone(), Arc::clone(&self.shared));
+        let spawned = thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
                 let _done = done;
                 f();
-            })?;
-        self.live.insert(id, handle);
-        self.publish();
+            });
+        // On failure the closure, and so `done`, was dropped: the count is already undone.
+        self.live.insert(id, spawned?);
         Ok(())
     }
 
     /// Joins the threads that have ended.
     pub(crate) fn reap(&mut self) {
-        let mut any = false;
         while let Ok(id) = self.done_rx.try_recv() {
             self.join(id);
-            any = true;
-        }
-        if any {
-            self.publish();
         }
     }
 
@@ -91,7 +91,6 @@ impl ThreadSet {
                     if let Ok(id) = id {
                         self.join(id);
                     }
-                    self.publish();
                 }
                 recv(stop) -> _ => return false,
             }
@@ -112,12 +111,12 @@ impl ThreadSet {
                 Err(_) => break,
             }
         }
-        self.publish();
         self.live.is_empty()
     }
 
     /// Gives up on threads that outlived the grace period and the forced close (a handler
     /// stuck outside socket I/O): they are detached and reported, never waited for forever.
+    /// They stay counted in `Stats::threads` until they end.
     pub(crate) fn detach_rest(&mut self) {
         if !self.live.is_empty() {
             log::error!(
@@ -125,14 +124,6 @@ impl ThreadSet {
                 self.live.len()
             );
             self.live.clear();
-            self.publish();
         }
-    }
-
-    fn publish(&self) {
-        self.shared
-            .counters
-            .threads
-            .store(self.live.len() as u64, Relaxed);
     }
 }
