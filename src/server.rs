@@ -163,6 +163,22 @@ impl<L: Listener> StreamServer<L> {
 
     /// Serves connections until shutdown, giving each one a clone of `handler`.
     ///
+    /// Write the closure's parameter type out, `|req: &mut StreamRequest|`: `serve` takes
+    /// any [`StreamHandler`], and Rust turns a closure into one only once it knows what the
+    /// closure takes. Without it the compiler stops with E0282 ("type annotations needed").
+    ///
+    /// ```no_run
+    /// use socketserver::{StreamRequest, TcpServer};
+    /// use std::io::{self, BufRead, Write};
+    ///
+    /// TcpServer::bind("127.0.0.1:8002")?.serve(|req: &mut StreamRequest| {
+    ///     let mut line = String::new();
+    ///     req.read_line(&mut line)?;
+    ///     writeln!(req, "{}", line.trim_end().to_uppercase())
+    /// })
+    /// # ; Ok::<(), io::Error>(())
+    /// ```
+    ///
     /// Blocks the calling thread: it runs the accept loop (and, in the `single` flavour, the
     /// handlers). Returns `Ok(())` after a shutdown, once every request has ended (see
     /// [`ShutdownHandle`]), or the error that made accepting impossible (not a transient one:
