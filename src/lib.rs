@@ -85,6 +85,7 @@ mod stats;
 mod stream;
 #[allow(unsafe_code)]
 mod sys;
+mod time;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod transport;
