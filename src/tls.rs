@@ -437,6 +437,7 @@ impl TlsInfo {
 /// through its connection slot).
 pub(crate) struct TlsSession {
     conn: ServerConnection,
+    records: RecordTrack,
     info: TlsInfo,
 }
 
@@ -466,12 +467,18 @@ impl TlsSession {
     ) -> io::Result<TlsSession> {
         let mut conn = ServerConnection::new(Arc::clone(config))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let done = handshake(&mut conn, stream, Instant::now() + limit, limit);
+        let mut records = RecordTrack::default();
+        let deadline = Instant::now() + limit;
+        let done = handshake(&mut conn, &mut records, stream, deadline, limit);
         stream.set_read_timeout(after.read)?;
         stream.set_write_timeout(after.write)?;
         done?;
         let info = TlsInfo::of(&conn);
-        Ok(TlsSession { conn, info })
+        Ok(TlsSession {
+            conn,
+            records,
+            info,
+        })
     }
 
     pub(crate) fn info(&self) -> &TlsInfo {
@@ -488,11 +495,12 @@ impl TlsSession {
     }
 
     /// After `poll` said the socket is readable (so one read does not block): takes in what
-    /// arrived. `true` when a read now returns at once (plaintext, the client's
-    /// `close_notify` or EOF); `false` when only part of a record or a non-data record came
-    /// (wait again).
+    /// arrived. `true` when the client's next request has begun arriving: plaintext, part
+    /// of a record (the rest is read like the rest of any half-arrived request, not as an
+    /// idle wait), the client's `close_notify` or EOF. `false` when only a record without
+    /// data came whole (a key update): wait again.
     pub(crate) fn pump(&mut self, stream: &Stream) -> io::Result<bool> {
-        let n = match self.conn.read_tls(&mut reader(stream)) {
+        let n = match self.conn.read_tls(&mut self.records.reader(stream)) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
             Err(e) => return Err(e),
@@ -501,7 +509,10 @@ impl TlsSession {
         if state.tls_bytes_to_write() > 0 {
             self.flush(stream)?;
         }
-        Ok(n == 0 || state.plaintext_bytes_to_read() > 0 || state.peer_has_closed())
+        Ok(n == 0
+            || state.plaintext_bytes_to_read() > 0
+            || state.peer_has_closed()
+            || self.records.mid_record())
     }
 
     /// Reads plaintext, reading records from the socket (under its `SO_RCVTIMEO`) as
@@ -524,7 +535,7 @@ impl TlsSession {
             // Whatever rustls has to say first (a key update's answer) goes out before we
             // wait for the client.
             self.flush(stream)?;
-            match self.conn.read_tls(&mut reader(stream)) {
+            match self.conn.read_tls(&mut self.records.reader(stream)) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -577,8 +588,64 @@ impl TlsSession {
     }
 }
 
-fn reader(stream: &Stream) -> impl Read + '_ {
-    stream
+/// Where the client's byte stream stands in the TLS record layer: every byte the server
+/// reads passes through it (from the first byte of the handshake on), so it knows whether
+/// a record has begun arriving and not ended. rustls does not say whether its buffer holds
+/// part of a record; the idle wait needs to know (part of a record is a request arriving,
+/// a whole record without data, such as a key update, is not).
+#[derive(Debug, Default)]
+struct RecordTrack {
+    /// Bytes of the current record's 5-byte header seen so far.
+    header: [u8; 5],
+    header_len: usize,
+    /// Bytes of the current record's body still to come.
+    body_left: usize,
+}
+
+impl RecordTrack {
+    fn reader<'a>(&'a mut self, stream: &'a Stream) -> TrackedReader<'a> {
+        TrackedReader {
+            stream,
+            track: self,
+        }
+    }
+
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (5 - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+            self.header_len += n;
+            bytes = &bytes[n..];
+            if self.header_len == 5 {
+                self.header_len = 0;
+                self.body_left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+            }
+        }
+    }
+
+    fn mid_record(&self) -> bool {
+        self.header_len > 0 || self.body_left > 0
+    }
+}
+
+/// The socket as rustls reads it, through the record tracker.
+struct TrackedReader<'a> {
+    stream: &'a Stream,
+    track: &'a mut RecordTrack,
+}
+
+impl Read for TrackedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = { self.stream }.read(buf)?;
+        self.track.feed(&buf[..n]);
+        Ok(n)
+    }
 }
 
 fn flush_tls(conn: &mut ServerConnection, stream: &Stream) -> io::Result<()> {
@@ -601,6 +668,7 @@ fn flush_tls(conn: &mut ServerConnection, stream: &Stream) -> io::Result<()> {
 /// left, so the whole handshake, not each read, is bounded.
 fn handshake(
     conn: &mut ServerConnection,
+    records: &mut RecordTrack,
     stream: &Stream,
     deadline: Instant,
     limit: Duration,
@@ -630,7 +698,7 @@ fn handshake(
             continue;
         }
         stream.set_read_timeout(Some(left()?))?;
-        match conn.read_tls(&mut reader(stream)) {
+        match conn.read_tls(&mut records.reader(stream)) {
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -659,4 +727,29 @@ fn handshake(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecordTrack;
+
+    #[test]
+    fn record_track_follows_records_split_anywhere() {
+        // Two records: 3 bytes of body, then 0 bytes, then one of 300 bytes.
+        let mut stream = vec![23, 3, 3, 0, 3, 1, 2, 3, 21, 3, 3, 0, 0, 23, 3, 3, 1, 44];
+        stream.extend(std::iter::repeat(9).take(300));
+        let ends = [8, 13, stream.len()]; // where a record ends
+        for split in 1..stream.len() {
+            let mut t = RecordTrack::default();
+            t.feed(&stream[..split]);
+            assert_eq!(t.mid_record(), !ends.contains(&split), "split at {split}");
+            t.feed(&stream[split..]);
+            assert!(!t.mid_record());
+        }
+        let mut t = RecordTrack::default();
+        for b in &stream {
+            t.feed(std::slice::from_ref(b));
+        }
+        assert!(!t.mid_record());
+    }
 }
