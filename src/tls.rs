@@ -132,6 +132,11 @@
 //! [`Stream`] (`req.stream()`, or a clone of it written by another thread)
 //! bypasses the encryption and breaks the session; a design with a separate writer thread
 //! needs its own channel back into the handler.
+//!
+//! In the forking flavour each child starts from a copy of the server's `ServerConfig`:
+//! sessions a child stores in rustls's (stateful) session cache die with it, so clients
+//! resume only with stateless tickets (set `config.ticketer` to
+//! `rustls::crypto::ring::Ticketer::new()?`).
 
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
