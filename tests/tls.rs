@@ -207,7 +207,8 @@ s.close()
 
 /// Python's ssl module talks to the server in the single, threading and pool flavours, with
 /// TLS 1.3 and 1.2; `tls_info` reports the version and the SNI name; `bye` ends the
-/// connection with EOF. (The forking flavour: `examples_in_fork_mode_over_tls`.)
+/// connection with EOF; a client's EOF without close_notify is a normal end. (The forking
+/// flavour: tests/tls_forking.rs and `examples_in_fork_mode_over_tls`.)
 #[test]
 fn echo_lines_in_every_thread_flavour() {
     let pki = Pki::new();
@@ -221,8 +222,15 @@ fn echo_lines_in_every_thread_flavour() {
                 "{flavor:?}"
             );
         }
-        let s = server.stats();
-        assert_eq!((s.completed, s.handler_errors), (2, 0), "{flavor:?}: {s:?}");
+        // A client that closes the TCP connection without close_notify after a complete
+        // request: a normal end for the handler (EOF), not an error.
+        let out = py(
+            "s = connect(sys.argv[1], sys.argv[2])\ns.sendall(b'hi\\n'); say(line(s).strip())\ns.close()",
+            &[&server.target(), &pki.p("ca.pem")],
+        );
+        assert_eq!(out, "HI\n");
+        let s = server.wait_stats("three clients", |s| s.completed == 3);
+        assert_eq!(s.handler_errors, 0, "{flavor:?}: {s:?}");
         assert_eq!(s.tls_handshake_failures, 0);
         server.stop();
     }
