@@ -11,18 +11,24 @@
 //! Scenarios: `handshakes` (each client thread connects, completes a full handshake
 //! (resumption off), echoes one byte and closes, again and again: connections per second)
 //! and `pingpong-16k` (each client connection sends 16 KiB and reads it back, again and
-//! again: MiB/s echoed). Two client threads, as many connections. Servers run in this
-//! process, alternately (A B C A B C), and the median of the runs is reported with each
-//! server's ratio to the minimal rustls server. `BENCH_RUNS` and `BENCH_SECS` override the
-//! number of runs and seconds per run. No timing is asserted: the targets (0.9x of
-//! the minimal server) are judged from the table (README, section TLS).
+//! again: MiB/s echoed). Two client threads, as many connections. Each server runs in a
+//! process of its own (this binary again, as `__server KIND CERT KEY`), so that its CPU
+//! time comes from `/proc`: besides the rate, the table gives the server's CPU time per
+//! operation, which a busy shared machine disturbs much less than the rate. Servers run
+//! alternately (A B C A B C); medians of the runs, and each server's ratio to the minimal
+//! rustls server (for CPU, the minimal server's CPU per operation divided by this one's:
+//! above 1 is cheaper). `BENCH_RUNS` and `BENCH_SECS` override the number of runs and
+//! seconds per run. No timing is asserted: the targets (0.9x of the minimal server)
+//! are judged from the table (README, section TLS).
 
 use std::env;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use rcgen::{
@@ -30,7 +36,7 @@ use rcgen::{
 };
 use socketserver::tls::rustls::{self, ClientConfig, ClientConnection, RootCertStore};
 use socketserver::tls::{self as sstls};
-use socketserver::{Flavor, ShutdownHandle, StreamRequest, TcpServer};
+use socketserver::{Flavor, StreamRequest, TcpServer};
 
 const CLIENTS: usize = 2;
 const CHUNK: usize = 16 * 1024;
@@ -59,6 +65,22 @@ impl Kind {
     fn tls(self) -> bool {
         self != Kind::Plain
     }
+
+    fn arg(self) -> &'static str {
+        match self {
+            Kind::Tls => "tls",
+            Kind::Plain => "plain",
+            Kind::Minimal => "minimal",
+        }
+    }
+
+    fn from_arg(s: &str) -> Kind {
+        match s {
+            "tls" => Kind::Tls,
+            "plain" => Kind::Plain,
+            _ => Kind::Minimal,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -81,12 +103,22 @@ impl Scenario {
             Scenario::PingPong => "MiB/s",
         }
     }
+
+    /// The unit of server CPU time per operation.
+    fn cpu_unit(self) -> &'static str {
+        match self {
+            Scenario::Handshakes => "µs/conn",
+            Scenario::PingPong => "ms/MiB",
+        }
+    }
 }
 
 // ---- certificates ---------------------------------------------------------------------------
 
 struct Certs {
-    server: Arc<rustls::ServerConfig>,
+    _dir: tempfile::TempDir,
+    cert: PathBuf,
+    key: PathBuf,
     client: Arc<ClientConfig>,
 }
 
@@ -110,8 +142,6 @@ fn certs() -> Certs {
     let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_pem, cert.pem()).unwrap();
     std::fs::write(&key_pem, key.serialize_pem()).unwrap();
-    let resolver = sstls::ReloadableCert::from_pem_files(&cert_pem, &key_pem).unwrap();
-    let server = Arc::new(sstls::server_config(resolver, None).unwrap());
 
     let mut roots = RootCertStore::empty();
     roots.add(ca.der().clone()).unwrap();
@@ -122,9 +152,16 @@ fn certs() -> Certs {
         .with_no_client_auth();
     client.resumption = rustls::client::Resumption::disabled();
     Certs {
-        server,
+        _dir: dir,
+        cert: cert_pem,
+        key: key_pem,
         client: Arc::new(client),
     }
+}
+
+fn server_config(cert: &Path, key: &Path) -> Arc<rustls::ServerConfig> {
+    let resolver = sstls::ReloadableCert::from_pem_files(cert, key).unwrap();
+    Arc::new(sstls::server_config(resolver, None).unwrap())
 }
 
 // ---- servers --------------------------------------------------------------------------------
@@ -140,60 +177,111 @@ fn echo(req: &mut StreamRequest) -> io::Result<()> {
     }
 }
 
-enum Running {
-    Crate(ShutdownHandle, JoinHandle<io::Result<()>>),
-    Minimal(Arc<AtomicBool>, JoinHandle<()>),
-}
-
-fn start(kind: Kind, certs: &Certs) -> (SocketAddr, Running) {
+/// The server process's side: serves `kind` until SIGTERM.
+fn serve(kind: Kind, cert: &Path, key: &Path) -> io::Result<()> {
+    let announce = |addr: SocketAddr| -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        writeln!(out, "listening on {addr}")?;
+        out.flush()
+    };
     match kind {
         Kind::Tls | Kind::Plain => {
             let mut b = TcpServer::builder();
             b.flavor(Flavor::pool())
                 .grace_period(Duration::from_secs(1));
             if kind == Kind::Tls {
-                b.tls(Arc::clone(&certs.server));
+                b.tls(server_config(cert, key));
             }
-            let server = b.bind("127.0.0.1:0").unwrap();
-            let addr = server.local_addr().unwrap();
-            let handle = server.shutdown_handle();
-            (
-                addr,
-                Running::Crate(handle, thread::spawn(move || server.serve(echo))),
-            )
+            let server = b.bind("127.0.0.1:0")?;
+            socketserver::shutdown_on_signals(&server.shutdown_handle())?;
+            announce(server.local_addr()?)?;
+            server.serve(echo)
         }
         Kind::Minimal => {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let stop = Arc::new(AtomicBool::new(false));
-            let config = Arc::clone(&certs.server);
-            let flag = Arc::clone(&stop);
-            let t = thread::spawn(move || minimal_server(listener, config, flag));
-            (addr, Running::Minimal(stop, t))
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            announce(listener.local_addr()?)?;
+            minimal_server(listener, server_config(cert, key));
+            Ok(())
         }
     }
 }
 
-fn stop(addr: SocketAddr, running: Running) {
-    match running {
-        Running::Crate(handle, t) => {
-            handle.shutdown();
-            t.join().unwrap().unwrap();
+/// A server process, killed by its pid when dropped.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    fn start(kind: Kind, certs: &Certs) -> ServerProcess {
+        let mut child = Command::new(env::current_exe().unwrap())
+            .arg("__server")
+            .arg(kind.arg())
+            .arg(&certs.cert)
+            .arg(&certs.key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the server process");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("the server's first line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        ServerProcess { child, addr }
+    }
+
+    /// User + system CPU time of the process (its threads, live or ended), in seconds.
+    fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("/proc/PID/stat");
+        let rest = &stat[stat.rfind(')').unwrap() + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // After the command: state is field 3 of stat(5), utime 14 and stime 15.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        ticks as f64 / clock_ticks()
+    }
+}
+
+/// Clock ticks per second of /proc's CPU times (`getconf CLK_TCK`; 100 on Linux).
+fn clock_ticks() -> f64 {
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
         }
-        Running::Minimal(flag, t) => {
-            flag.store(true, Relaxed);
-            let _ = TcpStream::connect(addr);
-            t.join().unwrap();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 /// The reference: what a careful user writes by hand with rustls and std.
-fn minimal_server(listener: TcpListener, config: Arc<rustls::ServerConfig>, stop: Arc<AtomicBool>) {
+fn minimal_server(listener: TcpListener, config: Arc<rustls::ServerConfig>) {
     for sock in listener.incoming() {
-        if stop.load(Relaxed) {
-            return;
-        }
         let Ok(sock) = sock else { continue };
         let config = Arc::clone(&config);
         thread::spawn(move || {
@@ -267,8 +355,15 @@ impl Client {
     }
 }
 
-/// Runs `CLIENTS` threads of `scenario` against `addr` for `secs`; returns the rate.
-fn measure(scenario: Scenario, kind: Kind, addr: SocketAddr, certs: &Certs, secs: f64) -> f64 {
+/// Runs `CLIENTS` threads of `scenario` against `addr` for `secs`; returns the rate and the
+/// amount done (connections, or MiB).
+fn measure(
+    scenario: Scenario,
+    kind: Kind,
+    addr: SocketAddr,
+    certs: &Certs,
+    secs: f64,
+) -> (f64, f64) {
     let tls = kind.tls().then(|| Arc::clone(&certs.client));
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -306,11 +401,11 @@ fn measure(scenario: Scenario, kind: Kind, addr: SocketAddr, certs: &Certs, secs
         t.join().unwrap().expect("client failed");
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let n = done.load(Relaxed) as f64;
-    match scenario {
-        Scenario::Handshakes => n / elapsed,
-        Scenario::PingPong => n / elapsed / (1024.0 * 1024.0),
-    }
+    let amount = match scenario {
+        Scenario::Handshakes => done.load(Relaxed) as f64,
+        Scenario::PingPong => done.load(Relaxed) as f64 / (1024.0 * 1024.0),
+    };
+    (amount / elapsed, amount)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -324,8 +419,17 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
+    let args: Vec<String> = env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__server") {
+        let kind = Kind::from_arg(&args[2]);
+        if let Err(e) = serve(kind, Path::new(&args[3]), Path::new(&args[4])) {
+            eprintln!("server failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     // `cargo test --benches` runs bench targets with no `--bench` argument: be quick then.
-    let quick = env::var_os("BENCH_QUICK").is_some() || !env::args().any(|a| a == "--bench");
+    let quick = env::var_os("BENCH_QUICK").is_some() || !args.iter().any(|a| a == "--bench");
     let runs: usize = env::var("BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -334,7 +438,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 0.3 } else { 2.0 });
-    let filter: Vec<String> = env::args()
+    let filter: Vec<&String> = args
+        .iter()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
@@ -345,34 +450,44 @@ fn main() {
         thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!();
-    println!("| scenario | server | median | unit | runs | vs minimal rustls |");
-    println!("|---|---|---:|---|---|---:|");
+    println!("| scenario | server | rate (median) | runs | vs minimal | server CPU (median) | vs minimal |");
+    println!("|---|---|---:|---|---:|---:|---:|");
     for scenario in [Scenario::Handshakes, Scenario::PingPong] {
         if !filter.is_empty() && !filter.iter().any(|f| scenario.name().contains(f.as_str())) {
             continue;
         }
-        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+        let mut cpus: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
         for _ in 0..runs {
             for (i, kind) in kinds.iter().enumerate() {
-                let (addr, running) = start(*kind, &certs);
+                let server = ServerProcess::start(*kind, &certs);
                 // One untimed round first: threads, pages and caches warm.
-                measure(scenario, *kind, addr, &certs, (secs / 10.0).min(0.1));
-                samples[i].push(measure(scenario, *kind, addr, &certs, secs));
-                stop(addr, running);
+                measure(scenario, *kind, server.addr, &certs, (secs / 10.0).min(0.1));
+                let cpu0 = server.cpu_secs();
+                let (rate, amount) = measure(scenario, *kind, server.addr, &certs, secs);
+                let cpu = server.cpu_secs() - cpu0;
+                rates[i].push(rate);
+                cpus[i].push(match scenario {
+                    Scenario::Handshakes => cpu * 1e6 / amount.max(1.0),
+                    Scenario::PingPong => cpu * 1e3 / amount.max(1e-9),
+                });
             }
         }
-        let medians: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
-        let reference = medians[2];
+        let rate: Vec<f64> = rates.iter_mut().map(|s| median(s)).collect();
+        let cpu: Vec<f64> = cpus.iter_mut().map(|s| median(s)).collect();
         for (i, kind) in kinds.iter().enumerate() {
-            let runs: Vec<String> = samples[i].iter().map(|v| format!("{v:.0}")).collect();
+            let runs: Vec<String> = rates[i].iter().map(|v| format!("{v:.0}")).collect();
             println!(
-                "| {} | {} | {:.0} | {} | {} | {:.2}x |",
+                "| {} | {} | {:.0} {} | {} | {:.2}x | {:.1} {} | {:.2}x |",
                 scenario.name(),
                 kind.name(),
-                medians[i],
+                rate[i],
                 scenario.unit(),
                 runs.join(" "),
-                medians[i] / reference
+                rate[i] / rate[2],
+                cpu[i],
+                scenario.cpu_unit(),
+                cpu[2] / cpu[i],
             );
         }
     }
