@@ -108,7 +108,7 @@ impl Scenario {
     fn cpu_unit(self) -> &'static str {
         match self {
             Scenario::Handshakes => "µs/conn",
-            Scenario::PingPong => "ms/MiB",
+            Scenario::PingPong => "µs/MiB",
         }
     }
 }
@@ -469,7 +469,7 @@ fn main() {
                 rates[i].push(rate);
                 cpus[i].push(match scenario {
                     Scenario::Handshakes => cpu * 1e6 / amount.max(1.0),
-                    Scenario::PingPong => cpu * 1e3 / amount.max(1e-9),
+                    Scenario::PingPong => cpu * 1e6 / amount.max(1e-9),
                 });
             }
         }
@@ -478,7 +478,7 @@ fn main() {
         for (i, kind) in kinds.iter().enumerate() {
             let runs: Vec<String> = rates[i].iter().map(|v| format!("{v:.0}")).collect();
             println!(
-                "| {} | {} | {:.0} {} | {} | {:.2}x | {:.1} {} | {:.2}x |",
+                "| {} | {} | {:.0} {} | {} | {:.2}x | {:.0} {} | {:.2}x |",
                 scenario.name(),
                 kind.name(),
                 rate[i],
