@@ -85,7 +85,8 @@
 //!
 //! * **The handshake runs on the worker** (the thread or forked child that serves the
 //!   connection), never on the accept loop: a client that connects and says nothing delays
-//!   nobody else. It runs under one deadline for the whole handshake (by default 10 s, see
+//!   nobody else (in the `single` flavour, which serves one connection at a time, it delays
+//!   the next connection until the deadline). It runs under one deadline for the whole handshake (by default 10 s, see
 //!   `Builder::tls_handshake_timeout`): the time left is set as the socket's timeout before
 //!   every read and write, so a client sending one byte a second is cut at the deadline
 //!   (a plain per-read timeout would let it go on for ever).
