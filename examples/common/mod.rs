@@ -34,6 +34,10 @@ pub struct ServerArgs {
     /// Seconds requests in flight get to finish after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 5.0)]
     pub grace: f64,
+    /// Seconds a request may take to arrive whole, from its first byte (stream servers;
+    /// 0 for no limit). Bounds clients that trickle a request in (slowloris).
+    #[arg(long, default_value_t = 30.0)]
+    pub request_timeout: f64,
     /// Serve TLS with this PEM certificate chain (with --tls-key; the `tls` feature).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -63,8 +67,17 @@ impl ServerArgs {
 
     /// Applies the shared options to a builder.
     pub fn apply<T>(&self, b: &mut Builder<T>) {
-        b.flavor(self.flavor())
-            .grace_period(Duration::from_secs_f64(self.grace.max(0.0)));
+        b.flavor(self.flavor()).grace_period(
+            Duration::try_from_secs_f64(self.grace.max(0.0)).unwrap_or(Duration::MAX),
+        );
+    }
+
+    /// The request timeout from `--request-timeout` (`None` for 0).
+    pub fn request_timeout(&self) -> Option<Duration> {
+        // A value too large for a Duration is no limit at all.
+        (self.request_timeout > 0.0)
+            .then(|| Duration::try_from_secs_f64(self.request_timeout).ok())
+            .flatten()
     }
 
     /// Whether `--tls-cert` was given.
@@ -77,6 +90,7 @@ impl ServerArgs {
     pub fn tcp(&self) -> io::Result<Builder<TcpListener>> {
         let mut b = TcpServer::builder();
         self.apply(&mut b);
+        b.request_timeout(self.request_timeout());
         self.apply_tls(&mut b)?;
         Ok(b)
     }
