@@ -723,6 +723,73 @@ say(cn)
     assert_eq!(out, "second\n");
 }
 
+/// `remote_cmd` over TLS with its client's `--tls-ca`: the output arrives whole; a client
+/// expecting another server name refuses the certificate.
+#[test]
+fn remote_cmd_and_its_client_over_tls() {
+    util::build_examples();
+    let pki = Pki::new();
+    let (cert, key, ca) = (pki.p("server.pem"), pki.p("server.key"), pki.p("ca.pem"));
+    let server = ExampleServer::start(
+        "remote_cmd",
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--allow",
+            "echo",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+    );
+    let client = |extra: &[&str]| {
+        let mut cmd = Command::new(util::example_path("remote_cmd_client"));
+        cmd.args(["--addr", &server.addr, "--timeout", "10", "--tls-ca", &ca])
+            .args(extra)
+            .args(["echo", "hello over tls"]);
+        bounded_output(cmd)
+    };
+    let out = client(&[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello over tls\n");
+    let out = client(&["--tls-name", "elsewhere.example"]);
+    assert!(
+        !out.status.success(),
+        "a wrong server name must fail: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NotValidForName"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `cmd` to its end (killed by its pid after `TIMEOUT`).
+#[track_caller]
+fn bounded_output(mut cmd: Command) -> std::process::Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.expect("output"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{cmd:?} did not finish within {TIMEOUT:?}");
+        }
+    }
+}
+
 /// Without `--tls-key`, `--tls-cert` is refused by the command line parser.
 #[test]
 fn example_tls_options_go_together() {
