@@ -790,10 +790,27 @@ fn bounded_output(mut cmd: Command) -> std::process::Output {
     }
 }
 
-/// Without `--tls-key`, `--tls-cert` is refused by the command line parser.
+/// Without `--tls-key`, `--tls-cert` is refused by the command line parser; a UDP example
+/// refuses TLS rather than serve plain datagrams.
 #[test]
 fn example_tls_options_go_together() {
     util::build_examples();
+    let pki = Pki::new();
+    let (cert, key) = (pki.p("server.pem"), pki.p("server.key"));
+    let mut cmd = Command::new(util::example_path("echo_udp"));
+    cmd.args([
+        "--addr",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    let out = bounded_output(cmd);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TLS is for stream servers"), "{stderr}");
+
     let out = Command::new(util::example_path("echo"))
         .args(["--addr", "127.0.0.1:0", "--tls-cert", "x.pem"])
         .stdin(Stdio::null())

@@ -182,6 +182,13 @@ pub fn serve_udp<H: DatagramHandler + Clone>(
     port: u16,
     handler: H,
 ) -> io::Result<()> {
+    if args.tls_enabled() {
+        // Serving plain datagrams when TLS was asked for would be a quiet surprise.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--tls-cert: TLS is for stream servers, and this one serves UDP",
+        ));
+    }
     let server = args.udp().bind(args.addr(port))?;
     announce(server.local_addr()?, &server.shutdown_handle())?;
     server.serve(handler)
