@@ -570,10 +570,26 @@ impl SocketReader {
 
     fn read_socket(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         #[cfg(feature = "tls")]
-        if let Some(tls) = &mut self.tls {
-            return tls.read(&self.slot.stream, buf);
+        if let Some(mut tls) = self.tls.take() {
+            let slot = Arc::clone(&self.slot);
+            let result = tls.read(&slot.stream, buf, &mut || self.request_arriving());
+            self.tls = Some(tls);
+            return result;
         }
         (&self.slot.stream).read(buf)
+    }
+
+    /// With TLS: bytes of a request have arrived, not yet a whole record. The request's
+    /// deadline starts now (as it does at the first byte of a plaintext request), and the
+    /// next socket read waits at most the read timeout, within the deadline.
+    #[cfg(feature = "tls")]
+    fn request_arriving(&mut self) -> io::Result<()> {
+        if self.idle {
+            self.idle = false;
+            self.begin_request_deadline();
+        }
+        let (t, _) = self.limit(self.read_timeout)?;
+        self.apply_read_timeout(t)
     }
 
     /// Where sends go: the socket, or the TLS session over it.
@@ -657,16 +673,17 @@ impl Read for SocketReader {
                 Ok(0)
             }
             Ok(n) => {
-                if idle {
+                // (With TLS, the first bytes of a record may have started it already.)
+                if self.idle {
                     // The first bytes of a request: its deadline starts now.
                     self.idle = false;
                     self.begin_request_deadline();
                 }
                 Ok(n)
             }
-            Err(e) if is_timeout(&e) => Err(if by_deadline {
+            Err(e) if is_timeout(&e) => Err(if by_deadline || time::passed(self.deadline) {
                 self.deadline_error()
-            } else if idle && !self.wake_idle {
+            } else if idle && self.idle && !self.wake_idle {
                 self.idle_or_read_error(t)
             } else {
                 read_timeout_error(t)

@@ -524,7 +524,17 @@ impl TlsSession {
     /// Reads plaintext, reading records from the socket (under its `SO_RCVTIMEO`) as
     /// needed. `Ok(0)` at the client's `close_notify`, and also at a TCP EOF without it
     /// (a normal end, see the module docs).
-    pub(crate) fn read(&mut self, stream: &Stream, buf: &mut [u8]) -> io::Result<usize> {
+    ///
+    /// Before each socket read made while part of a record is in (a request arriving, its
+    /// plaintext not yet readable), `arriving` runs: it starts the request's deadline and
+    /// sets the socket's timeout to what is left of it, so that a record trickling in byte
+    /// by byte cannot outlast the request timeout.
+    pub(crate) fn read(
+        &mut self,
+        stream: &Stream,
+        buf: &mut [u8],
+        arriving: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
@@ -541,6 +551,9 @@ impl TlsSession {
             // Whatever rustls has to say first (a key update's answer) goes out before we
             // wait for the client.
             self.flush(stream)?;
+            if self.records.mid_record() {
+                arriving()?;
+            }
             match self.conn.read_tls(&mut self.records.reader(stream)) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -415,6 +415,65 @@ fn silent_and_trickling_handshakes_do_not_block_another_client() {
     server.stop();
 }
 
+/// A rustls client connected to `addr` with the handshake done, trusting the test CA: the
+/// session and the raw socket, for a test to send records as it likes.
+fn rustls_client(pki: &Pki, addr: SocketAddr) -> (tls::rustls::ClientConnection, TcpStream) {
+    let mut roots = tls::rustls::RootCertStore::empty();
+    for cert in tls::load_certs(pki.path("ca.pem")).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let config = tls::rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = "localhost".try_into().unwrap();
+    let mut conn = tls::rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut sock = util::tcp_client(addr);
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    (conn, sock)
+}
+
+/// The request timeout holds over TLS too: a request whose record trickles in (a byte every
+/// 100 ms) is cut at the request's deadline, however the record is split, and counted as a
+/// request timeout; the deadline starts with the record's first byte, before any plaintext.
+#[test]
+fn request_timeout_bounds_a_trickled_record() {
+    let pki = Pki::new();
+    for wake_idle in [true, false] {
+        let mut b = tls_builder(&pki, Flavor::pool());
+        b.request_timeout(Some(Duration::from_secs(1)))
+            .end_idle_on_shutdown(wake_idle);
+        let server = Running::start(&mut b, lines);
+        let (mut conn, sock) = rustls_client(&pki, server.addr);
+        conn.writer().write_all(b"hello\n").unwrap();
+        let mut record = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut record).unwrap();
+        }
+        let mut sent = 0;
+        for byte in &record {
+            if (&sock).write_all(std::slice::from_ref(byte)).is_err() {
+                break;
+            }
+            sent += 1;
+            if closed_within(&sock, Duration::from_millis(100)) {
+                break;
+            }
+        }
+        assert!(
+            sent < record.len(),
+            "wake_idle={wake_idle}: the whole record ({} bytes) went in without a cut",
+            record.len()
+        );
+        let s = server.wait_stats("request timeout", |s| s.request_timeouts == 1);
+        assert_eq!(s.handler_errors, 0, "{s:?}");
+        server.stop();
+    }
+}
+
 /// Plain text to the TLS port, a client that does not trust the server's CA, and a client
 /// with no ALPN protocol in common each end their own connection only: the server counts
 /// them and goes on serving.
