@@ -49,7 +49,7 @@ pub fn run(conn: &mut Conn, words: &[String], cwd: &mut String) -> Result<Next, 
         ("quota", []) => {
             let a = conn.call(&json!({"cmd": "quota"}))?;
             let (used, limit) = (number(&a, "used"), number(&a, "limit"));
-            let pct = if limit == 0 { 100 } else { used * 100 / limit };
+            let pct = (used.saturating_mul(100)).checked_div(limit).unwrap_or(100);
             println!("used {} of {} ({pct}%)", human(used), human(limit));
         }
         ("put", [local] | [local, _]) => {
@@ -75,8 +75,16 @@ pub fn run(conn: &mut Conn, words: &[String], cwd: &mut String) -> Result<Next, 
             "ls" | "cd" | "pwd" | "mkdir" | "rm" | "stat" | "quota" | "put" | "get" | "quit"
             | "exit",
             _,
-        ) => return Err(Failure::Refused(format!("{cmd}: wrong arguments (see help)"))),
-        _ => return Err(Failure::Refused(format!("{cmd}: unknown command (see help)"))),
+        ) => {
+            return Err(Failure::Refused(format!(
+                "{cmd}: wrong arguments (see help)"
+            )))
+        }
+        _ => {
+            return Err(Failure::Refused(format!(
+                "{cmd}: unknown command (see help)"
+            )))
+        }
     }
     Ok(Next::Continue)
 }
@@ -92,7 +100,10 @@ fn ls(conn: &mut Conn, path: Option<&str>) -> Result<(), Failure> {
         let kind = e["type"].as_str().unwrap_or("?");
         let name = e["name"].as_str().unwrap_or("?");
         let slash = if kind == "dir" { "/" } else { "" };
-        println!("{kind:<4} {:>12}  {name}{slash}", e["size"].as_u64().unwrap_or(0));
+        println!(
+            "{kind:<4} {:>12}  {name}{slash}",
+            e["size"].as_u64().unwrap_or(0)
+        );
     }
     if a.get("truncated") == Some(&Value::Bool(true)) {
         println!("(list cut short)");

@@ -121,7 +121,9 @@ impl Conn {
             Ok(answer)
         } else {
             let msg = answer.get("error").and_then(Value::as_str);
-            Err(Failure::Refused(msg.unwrap_or("the server refused").to_owned()))
+            Err(Failure::Refused(
+                msg.unwrap_or("the server refused").to_owned(),
+            ))
         }
     }
 

@@ -57,8 +57,7 @@ fn hash_into(file: &mut File, len: u64, hasher: &mut Sha256) -> io::Result<()> {
 /// Uploads `local` as `remote`, continuing the server's partial upload of it if it holds a
 /// beginning of the same size.
 pub fn put(conn: &mut Conn, local: &Path, remote: &str) -> Result<Done, Failure> {
-    let mut file =
-        File::open(local).map_err(|e| refused(format!("{}: {e}", local.display())))?;
+    let mut file = File::open(local).map_err(|e| refused(format!("{}: {e}", local.display())))?;
     let meta = file.metadata().map_err(|e| refused(e.to_string()))?;
     if !meta.is_file() {
         return Err(refused(format!("{}: not a file", local.display())));
@@ -68,9 +67,10 @@ pub fn put(conn: &mut Conn, local: &Path, remote: &str) -> Result<Done, Failure>
     hash_into(&mut file, size, &mut hasher).map_err(|e| refused(e.to_string()))?;
     let sum = format!("{:x}", hasher.finalize());
     let offset = match conn.call(&json!({"cmd": "stat", "filename": remote})) {
-        Ok(a) if text(&a, "type") == "partial"
-            && number(&a, "filesize") == size
-            && number(&a, "size") <= size =>
+        Ok(a)
+            if text(&a, "type") == "partial"
+                && number(&a, "filesize") == size
+                && number(&a, "size") <= size =>
         {
             number(&a, "size")
         }

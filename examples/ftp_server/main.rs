@@ -72,7 +72,9 @@ use crate::session::Context;
 use crate::users::{parse_size, Users};
 
 #[derive(Parser)]
-#[command(about = "Multi-user file server: homes, quotas, resumable verified transfers (default 127.0.0.1:8080)")]
+#[command(
+    about = "Multi-user file server: homes, quotas, resumable verified transfers (default 127.0.0.1:8080)"
+)]
 struct Cli {
     #[command(flatten)]
     server: common::ServerArgs,

@@ -18,16 +18,32 @@ pub const CODEC: MessageCodec = MessageCodec::new()
 /// One request, parsed from its header.
 #[derive(Debug)]
 pub enum Request {
-    Login { username: String, password: String },
+    Login {
+        username: String,
+        password: String,
+    },
     Quit,
     Pwd,
-    Cd { path: String },
-    Mkdir { path: String },
-    Rm { path: String },
-    Ls { path: Option<String> },
+    Cd {
+        path: String,
+    },
+    Mkdir {
+        path: String,
+    },
+    Rm {
+        path: String,
+    },
+    Ls {
+        path: Option<String>,
+    },
     Put(Put),
-    Stat { filename: String },
-    Get { filename: String, offset: u64 },
+    Stat {
+        filename: String,
+    },
+    Get {
+        filename: String,
+        offset: u64,
+    },
     Quota,
     /// A header that is an object but not a request we know (or lacks a field it needs);
     /// no body follows it.

@@ -82,7 +82,9 @@ pub fn serve(req: &mut StreamRequest, ctx: &Context) -> io::Result<()> {
 impl Session<'_> {
     fn handle(&mut self, req: &mut StreamRequest, r: Request, at: Instant) -> io::Result<Flow> {
         let answer = match r {
-            Request::Login { username, password } => return self.login(req, &username, &password, at),
+            Request::Login { username, password } => {
+                return self.login(req, &username, &password, at)
+            }
             Request::Quit => {
                 send(req, &ok(json!({})))?;
                 return Ok(Flow::Close);

@@ -154,7 +154,10 @@ impl Home {
             return Err(format!("{parent}: not a directory"));
         }
         let path = dir.join(name);
-        if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+        if path
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
             match path.canonicalize() {
                 Ok(target) if target.starts_with(&self.dir) => {}
                 _ => return Err(format!("{v}: symbolic link leads outside the home")),
@@ -472,7 +475,9 @@ impl Upload {
     /// Hashes the bytes already held (a resumed upload), then appends the body to the
     /// partial file, hashing it on the way.
     pub fn receive<R: Read + ?Sized>(&mut self, body: &mut R) -> Result<(), ReceiveError> {
-        self.file.seek(SeekFrom::Start(0)).map_err(ReceiveError::Disk)?;
+        self.file
+            .seek(SeekFrom::Start(0))
+            .map_err(ReceiveError::Disk)?;
         let mut held = (&mut self.file).take(self.offset);
         let mut buf = vec![0u8; CHUNK];
         loop {
@@ -492,9 +497,7 @@ impl Upload {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(ReceiveError::Client(e)),
             };
-            self.file
-                .write_all(&buf[..n])
-                .map_err(ReceiveError::Disk)?;
+            self.file.write_all(&buf[..n]).map_err(ReceiveError::Disk)?;
             self.hasher.update(&buf[..n]);
         }
     }
@@ -637,7 +640,11 @@ fn sum_key(meta: &fs::Metadata) -> String {
 
 fn read_sum(path: &Path, meta: &fs::Metadata) -> Option<String> {
     let mut text = String::new();
-    File::open(path).ok()?.take(512).read_to_string(&mut text).ok()?;
+    File::open(path)
+        .ok()?
+        .take(512)
+        .read_to_string(&mut text)
+        .ok()?;
     let (key, sum) = text.trim_end().rsplit_once(' ')?;
     (key == sum_key(meta) && sum.len() == 64).then(|| sum.to_owned())
 }
@@ -650,8 +657,8 @@ fn write_sum(path: &Path, meta: &fs::Metadata, sum: &str) {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ));
-    let written = fs::write(&tmp, format!("{} {sum}\n", sum_key(meta)))
-        .and_then(|()| fs::rename(&tmp, path));
+    let written =
+        fs::write(&tmp, format!("{} {sum}\n", sum_key(meta))).and_then(|()| fs::rename(&tmp, path));
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
