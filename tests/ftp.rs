@@ -993,6 +993,9 @@ fn rust_client_runs_commands_and_reports_failures() {
     );
 }
 
+/// The start of the client's prompt for user alice.
+const PROMPT: &str = "alice@ftp:";
+
 /// A tmux server of this test's own (its own socket), killed at the end.
 struct Tmux {
     socket: String,
@@ -1042,6 +1045,16 @@ impl Tmux {
             );
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Types `keys` and Enter at the shell's prompt, and waits for the next prompt (keys
+    /// typed while a command runs are not for the prompt); returns the screen then.
+    #[track_caller]
+    fn command(&self, keys: &[&str]) -> String {
+        let prompts = self.screen().matches(PROMPT).count();
+        self.keys(keys);
+        self.keys(&["Enter"]);
+        self.wait_screen("the next prompt", |s| s.matches(PROMPT).count() > prompts)
     }
 
     fn keys(&self, keys: &[&str]) {
@@ -1094,18 +1107,22 @@ fn interactive_shell_through_a_terminal() {
         "the password was echoed"
     );
 
-    tmux.keys(&["-l", "put big.bin"]);
-    tmux.keys(&["Enter"]);
-    let screen = tmux.wait_screen("the upload", |s| s.contains("put big.bin -> big.bin"));
+    let screen = tmux.command(&["-l", "put big.bin"]);
+    assert!(
+        screen.contains("put big.bin -> big.bin: 8388608 bytes"),
+        "{screen}"
+    );
     assert!(
         screen.contains("put big.bin [")
             && screen.contains("8.00 MiB/8.00 MiB")
             && screen.contains("ETA"),
         "progress bar of put: {screen}"
     );
-    tmux.keys(&["-l", "get big.bin copy.bin"]);
-    tmux.keys(&["Enter"]);
-    let screen = tmux.wait_screen("the download", |s| s.contains("get big.bin -> copy.bin"));
+    let screen = tmux.command(&["-l", "get big.bin copy.bin"]);
+    assert!(
+        screen.contains("get big.bin -> copy.bin: 8388608 bytes"),
+        "{screen}"
+    );
     assert!(
         screen.contains("get big.bin ["),
         "progress bar of get: {screen}"
@@ -1113,26 +1130,28 @@ fn interactive_shell_through_a_terminal() {
     assert_eq!(fs::read(dir.path().join("copy.bin")).unwrap(), body);
 
     // Line editing and history: the up arrow brings back the last command.
-    tmux.keys(&["-l", "stat big.bin"]);
-    tmux.keys(&["Enter"]);
-    tmux.wait_screen("stat", |s| s.contains("big.bin: file, 8388608 bytes"));
-    tmux.keys(&["Up"]);
-    tmux.keys(&["Enter"]);
-    tmux.wait_screen("stat again, from history", |s| {
-        s.matches("big.bin: file, 8388608 bytes").count() == 2
-    });
+    let screen = tmux.command(&["-l", "stat big.bin"]);
+    assert_eq!(
+        screen.matches("big.bin: file, 8388608 bytes").count(),
+        1,
+        "{screen}"
+    );
+    let screen = tmux.command(&["Up"]);
+    assert_eq!(
+        screen.matches("big.bin: file, 8388608 bytes").count(),
+        2,
+        "{screen}"
+    );
     tmux.keys(&["-l", "mkdir docx"]);
     tmux.keys(&["BSpace"]);
-    tmux.keys(&["-l", "s"]);
-    tmux.keys(&["Enter"]);
-    tmux.keys(&["-l", "cd docs"]);
-    tmux.keys(&["Enter"]);
-    tmux.wait_screen("the prompt in /docs", |s| s.contains("alice@ftp:/docs>"));
-    tmux.keys(&["-l", "cd nowhere"]);
-    tmux.keys(&["Enter"]);
-    tmux.wait_screen("an error", |s| {
-        s.contains("error: /docs/nowhere: not found")
-    });
+    tmux.command(&["-l", "s"]);
+    let screen = tmux.command(&["-l", "cd docs"]);
+    assert!(screen.contains("alice@ftp:/docs>"), "{screen}");
+    let screen = tmux.command(&["-l", "cd nowhere"]);
+    assert!(
+        screen.contains("error: /docs/nowhere: not found"),
+        "{screen}"
+    );
     tmux.keys(&["-l", "quit"]);
     tmux.keys(&["Enter"]);
     wait_for("the client to exit", || {

@@ -18,6 +18,8 @@
 
 mod commands;
 mod conn;
+#[path = "../ftp_server/hashpipe.rs"]
+mod hashpipe;
 mod transfer;
 
 use std::io::{self, IsTerminal};

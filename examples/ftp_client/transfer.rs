@@ -10,6 +10,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::conn::{number, text, Conn, Failure, CHUNK};
+use crate::hashpipe::HashPipe;
 
 /// What a finished transfer did.
 pub struct Done {
@@ -175,8 +176,9 @@ fn get_once(conn: &mut Conn, remote: &str, local: &Path, part: &Path) -> Result<
     file.seek(SeekFrom::Start(held)).map_err(local_err)?;
     let bar = progress_bar(size, held, &format!("get {remote}"));
     let mut body = conn.body(size - held);
-    let mut buf = vec![0u8; CHUNK];
+    let mut pipe = HashPipe::new(hasher);
     loop {
+        let mut buf = pipe.buffer();
         let n = match body.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -192,11 +194,11 @@ fn get_once(conn: &mut Conn, remote: &str, local: &Path, part: &Path) -> Result<
             // out of step, so it is given up.
             return Err(Retry::Fail(Failure::Broken(e)));
         }
-        hasher.update(&buf[..n]);
+        pipe.hash(buf, n);
         bar.inc(n as u64);
     }
     bar.finish();
-    let sum = format!("{:x}", hasher.finalize());
+    let sum = format!("{:x}", pipe.finish().finalize());
     if sum != expected {
         let _ = fs::remove_file(part);
         let msg = format!("checksum mismatch for {remote}: expected {expected}, received {sum}");

@@ -55,6 +55,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod hashpipe;
 mod protocol;
 mod session;
 mod storage;

@@ -26,6 +26,8 @@ use fs4::{FileExt, TryLockError};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::hashpipe::HashPipe;
+pub use crate::hashpipe::CHUNK;
 use crate::protocol::Put;
 
 /// Names starting with this are the server's own: refused in requests, hidden in listings.
@@ -33,8 +35,6 @@ const RESERVED: &str = ".ftp-";
 const PART: &str = ".ftp-part.";
 const SUM: &str = ".ftp-sum.";
 const TMP: &str = ".ftp-tmp.";
-/// Buffer for file copies and hashing.
-pub const CHUNK: usize = 256 * 1024;
 /// A listing keeps at most this many entries (the smallest names) before it is encoded.
 const LS_MAX_ENTRIES: usize = 2000;
 /// A listing's entries stop before the answer header would pass this many bytes.
@@ -473,33 +473,37 @@ pub enum ReceiveError {
 
 impl Upload {
     /// Hashes the bytes already held (a resumed upload), then appends the body to the
-    /// partial file, hashing it on the way.
+    /// partial file, hashing it on the way (on a helper thread).
     pub fn receive<R: Read + ?Sized>(&mut self, body: &mut R) -> Result<(), ReceiveError> {
         self.file
             .seek(SeekFrom::Start(0))
             .map_err(ReceiveError::Disk)?;
+        let mut pipe = HashPipe::new(std::mem::take(&mut self.hasher));
         let mut held = (&mut self.file).take(self.offset);
-        let mut buf = vec![0u8; CHUNK];
         loop {
+            let mut buf = pipe.buffer();
             let n = held.read(&mut buf).map_err(ReceiveError::Disk)?;
+            pipe.hash(buf, n);
             if n == 0 {
                 break;
             }
-            self.hasher.update(&buf[..n]);
         }
         self.file
             .seek(SeekFrom::Start(self.offset))
             .map_err(ReceiveError::Disk)?;
         loop {
+            let mut buf = pipe.buffer();
             let n = match body.read(&mut buf) {
-                Ok(0) => return Ok(()),
+                Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(ReceiveError::Client(e)),
             };
             self.file.write_all(&buf[..n]).map_err(ReceiveError::Disk)?;
-            self.hasher.update(&buf[..n]);
+            pipe.hash(buf, n);
         }
+        self.hasher = pipe.finish();
+        Ok(())
     }
 
     /// The target, as the client named it.

@@ -5,8 +5,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use std::sync::{Condvar, Mutex};
+
+use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::{Deserialize, Serialize};
 
 /// The home of clients that never log in, with `--anonymous`; not a name `adduser` takes.
@@ -28,13 +30,23 @@ pub struct User {
     pub quota: u64,
 }
 
+/// Argon2id cost: 7 MiB of memory, 5 passes, 1 lane (one of OWASP's recommended
+/// equivalents of the crate's default 19 MiB x 2, chosen for a smaller server footprint).
+const ARGON2_M_KIB: u32 = 7 * 1024;
+const ARGON2_T: u32 = 5;
+/// At most this many password checks run at once (each takes `ARGON2_M_KIB` of memory),
+/// so a flood of logins costs time, not memory.
+const MAX_CONCURRENT_CHECKS: usize = 2;
+
+/// A hash checked when the user does not exist, so that an unknown name costs as much time
+/// as a wrong password and names cannot be probed by timing. Its password is unknown and
+/// unused: the check's result is ignored.
+const DECOY: &str = "$argon2id$v=19$m=7168,t=5,p=1$BKq+H5A8UEx2/zSBBnMhDw$QcEXRMTIF6Ds5SmpSgX+SVR58CWt9WMUGhvdyHbQX0g";
+
 /// The users of one server root.
 #[derive(Debug, Clone)]
 pub struct Users {
     dir: PathBuf,
-    /// A hash checked when the user does not exist, so that an unknown name costs as much
-    /// time as a wrong password and names cannot be probed by timing.
-    decoy: String,
 }
 
 impl Users {
@@ -42,8 +54,7 @@ impl Users {
     pub fn open(root: &Path) -> io::Result<Users> {
         let dir = root.join(".ftp").join("users");
         fs::create_dir_all(&dir)?;
-        let decoy = hash_password("decoy password, never matches")?;
-        Ok(Users { dir, decoy })
+        Ok(Users { dir })
     }
 
     /// Adds `name` with `password` and `quota`, creating its home `root/name`. Refuses a
@@ -81,7 +92,7 @@ impl Users {
         let record = match self.load(name)? {
             Some(r) => r,
             None => {
-                let _ = verify(&self.decoy, password);
+                let _ = verify(DECOY, password);
                 return Ok(None);
             }
         };
@@ -137,25 +148,97 @@ pub fn read_password_line() -> io::Result<String> {
     Ok(password.to_owned())
 }
 
-/// A salted argon2id hash (the crate's default parameters: 19 MiB, 2 passes) in PHC form.
+/// A salted argon2id hash in PHC form (algorithm, cost, salt and hash in one string).
 fn hash_password(password: &str) -> io::Result<String> {
     let mut salt = [0u8; 16];
     File::open("/dev/urandom")?.read_exact(&mut salt)?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| invalid(e.to_string()))?;
-    Argon2::default()
+    let params =
+        Params::new(ARGON2_M_KIB, ARGON2_T, 1, None).map_err(|e| invalid(e.to_string()))?;
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| invalid(e.to_string()))
 }
 
+/// Whether `password` matches the PHC string `phc` (whose own cost parameters are used).
+///
+/// The argon2 work memory comes from a pool of `MAX_CONCURRENT_CHECKS` buffers kept for
+/// the life of the process: allocated per check instead, each thread's malloc arena would
+/// keep its own 7 MiB after the first login it served.
 fn verify(phc: &str, password: &str) -> bool {
-    PasswordHash::new(phc)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    let (Ok(params), Ok(algorithm)) =
+        (Params::try_from(&hash), Algorithm::try_from(hash.algorithm))
+    else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if blocks > MAX_BLOCKS {
+        return false;
+    }
+    let mut out = vec![0u8; expected.len()];
+    let mut memory = WorkMemory::take(blocks);
+    let hashed = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        password.as_bytes(),
+        salt,
+        &mut out,
+        &mut memory.blocks[..blocks],
+    );
+    // `Output`'s comparison takes the same time wherever the first difference is.
+    hashed.is_ok() && Output::new(&out).is_ok_and(|out| out == expected)
+}
+
+/// The most argon2 memory a stored hash may ask for: 64 MiB (1 KiB blocks).
+const MAX_BLOCKS: usize = 64 * 1024;
+
+/// Work memory for one password check, returned to the pool when dropped.
+struct WorkMemory {
+    blocks: Vec<Block>,
+}
+
+/// Buffers not in use, and how many are.
+static POOL: Mutex<(Vec<Vec<Block>>, usize)> = Mutex::new((Vec::new(), 0));
+static FREED: Condvar = Condvar::new();
+
+impl WorkMemory {
+    /// Waits for one of the `MAX_CONCURRENT_CHECKS` places, with at least `blocks` blocks.
+    fn take(blocks: usize) -> WorkMemory {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        while pool.1 >= MAX_CONCURRENT_CHECKS {
+            pool = FREED.wait(pool).unwrap_or_else(|e| e.into_inner());
+        }
+        pool.1 += 1;
+        let mut buf = pool.0.pop().unwrap_or_default();
+        drop(pool);
+        if buf.len() < blocks {
+            buf.resize(blocks, Block::default());
+        }
+        WorkMemory { blocks: buf }
+    }
+}
+
+impl Drop for WorkMemory {
+    fn drop(&mut self) {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        pool.0.push(std::mem::take(&mut self.blocks));
+        pool.1 -= 1;
+        FREED.notify_one();
+    }
 }
 
 /// Parses a size: plain bytes or a K/M/G suffix (powers of 1024), e.g. `100M`.
