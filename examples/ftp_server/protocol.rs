@@ -182,9 +182,22 @@ pub fn ok(fields: Value) -> Value {
     answer
 }
 
+/// The longest error message sent, in bytes: messages quote the client's paths, and an
+/// answer must stay within the 65536-byte header limit.
+const MAX_ERROR_LEN: usize = 1024;
+
 /// `{"ok":false,"error":msg}`.
 pub fn error(msg: impl std::fmt::Display) -> Value {
-    json!({"ok": false, "error": msg.to_string()})
+    let mut msg = msg.to_string();
+    if msg.len() > MAX_ERROR_LEN {
+        let mut end = MAX_ERROR_LEN;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        msg.truncate(end);
+        msg.push_str("...");
+    }
+    json!({"ok": false, "error": msg})
 }
 
 /// Sends one answer header and flushes it.
