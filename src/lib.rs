@@ -82,6 +82,7 @@ mod stats;
 mod stream;
 #[allow(unsafe_code)]
 mod sys;
+mod time;
 mod transport;
 
 /// The README's examples, compiled as doctests so that they stay true.
