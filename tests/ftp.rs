@@ -8,6 +8,7 @@ mod util;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{mpsc, Arc, Barrier};
@@ -349,8 +350,29 @@ fn every_command_answers_as_specified() {
     assert_refused(&c.call(json!({"hello": "world"})), "cmd");
     assert_refused(&c.call(json!({"cmd": "cd"})), "path");
     assert_eq!(c.call(json!({"cmd": "pwd"}))["ok"], true);
+    assert_eq!(
+        c.call(json!({"cmd": "stat", "filename": "/"})),
+        json!({"ok": true, "type": "dir", "size": 0})
+    );
     assert_eq!(c.call(json!({"cmd": "quit"})), json!({"ok": true}));
     c.expect_eof();
+
+    // The user database holds a salted hash, readable by the server's user only.
+    let record = f.root.path().join(".ftp/users/alice.json");
+    let text = fs::read_to_string(&record).unwrap();
+    assert!(
+        text.contains("$argon2id$") && !text.contains("pw-alice"),
+        "{text}"
+    );
+    let mode = fs::metadata(&record).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // SIGTERM with a client connected: the client reads EOF, the server exits 0.
+    let mut f = f;
+    let mut idle = f.login("alice", "pw-alice");
+    f.server.signal("TERM");
+    idle.expect_eof();
+    assert!(f.server.wait_exit(TIMEOUT).success());
 }
 
 #[test]
@@ -862,7 +884,7 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn rust_client_runs_commands_and_reports_failures() {
-    let f = Fixture::new(&[("alice", "pw", "16M")], &[]);
+    let f = Fixture::new(&[("alice", "pw", "32M")], &[]);
     let dir = tempfile::tempdir().unwrap();
     let body = data(3 << 20, 5);
     fs::write(dir.path().join("local.bin"), &body).unwrap();
@@ -889,10 +911,7 @@ fn rust_client_runs_commands_and_reports_failures() {
         "{stdout}"
     );
     assert!(stdout.contains("\n/docs\n"), "{stdout}");
-    assert!(
-        stdout.contains("used 3.0 MiB of 16.0 MiB (18%)"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("used 3.0 MiB of 32.0 MiB (9%)"), "{stdout}");
     assert!(
         stdout.contains("get remote.bin -> copy.bin: 3145728 bytes"),
         "{stdout}"
@@ -924,6 +943,20 @@ fn rust_client_runs_commands_and_reports_failures() {
     );
     assert_eq!(text(&out.stdout), "/\n");
     assert!(!dir.path().join("nothere").exists() && !dir.path().join("nothere.part").exists());
+    // put into a remote directory.
+    let out = client(
+        &f,
+        dir.path(),
+        "alice",
+        "pw",
+        "put local.bin docs; put local.bin /",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        fs::read(f.home("alice").join("docs/local.bin")).unwrap(),
+        body
+    );
+    assert_eq!(fs::read(f.home("alice").join("local.bin")).unwrap(), body);
     let out = client(&f, dir.path(), "alice", "pw", "frobnicate; put missing.txt");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     // A wrong password or no server: exit status 2.
@@ -972,7 +1005,7 @@ fn rust_client_runs_commands_and_reports_failures() {
     cut.s.shutdown(Shutdown::Both).unwrap();
     let mut c = f.login("alice", "pw");
     wait_for("the cut upload to be released", || {
-        (c.call(json!({"cmd": "quota"}))["used"] == 3_145_728 + 2_000_000).then_some(())
+        (c.call(json!({"cmd": "quota"}))["used"] == 3 * 3_145_728 + 2_000_000).then_some(())
     });
     let out = client(
         &f,

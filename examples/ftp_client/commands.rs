@@ -14,7 +14,8 @@ commands:
   pwd                   print the remote directory
   mkdir PATH            make a remote directory
   rm PATH               remove a file, an empty directory or a partial upload
-  put LOCAL [REMOTE]    upload (resumes a partial upload, verifies SHA-256)
+  put LOCAL [REMOTE]    upload, to REMOTE or into it if it is a directory
+                        (resumes a partial upload, verifies SHA-256)
   get REMOTE [LOCAL]    download (resumes LOCAL.part, verifies SHA-256)
   stat NAME             size and type of a remote file or partial upload
   quota                 space used and allowed
@@ -54,6 +55,7 @@ pub fn run(conn: &mut Conn, words: &[String], cwd: &mut String) -> Result<Next, 
         }
         ("put", [local] | [local, _]) => {
             let remote = match args.get(1) {
+                Some(r) if is_remote_dir(conn, r)? => format!("{r}/{}", base_name(local)?),
                 Some(r) => (*r).to_owned(),
                 None => base_name(local)?,
             };
@@ -122,6 +124,15 @@ fn stat(conn: &mut Conn, name: &str) -> Result<(), Failure> {
         kind => println!("{name}: {kind}, {size} bytes"),
     }
     Ok(())
+}
+
+/// Whether `path` names a directory on the server (then `put` uploads into it).
+fn is_remote_dir(conn: &mut Conn, path: &str) -> Result<bool, Failure> {
+    match conn.call(&json!({"cmd": "stat", "filename": path})) {
+        Ok(a) => Ok(text(&a, "type") == "dir"),
+        Err(Failure::Refused(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 fn report(verb: &str, from: &str, to: &str, done: &transfer::Done) {

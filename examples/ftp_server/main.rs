@@ -94,7 +94,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Adds a user, reading the password from stdin (one line), and creates its home.
+    /// Adds a user, reading the password from stdin (one line; asked for without echo on a
+    /// terminal), and creates its home. The user database keeps only a salted argon2 hash.
     Adduser {
         /// The user name (1 to 32 of A-Z a-z 0-9 _ - .).
         name: String,
@@ -121,7 +122,7 @@ fn main() -> ExitCode {
 }
 
 fn adduser(cli: &Cli, name: &str, quota: u64) -> io::Result<()> {
-    let password = users::read_password_line()?;
+    let password = users::read_password_line(name)?;
     Users::open(&cli.root)?.add(&cli.root, name, &password, quota)?;
     println!("added user {name} with a quota of {quota} bytes");
     Ok(())

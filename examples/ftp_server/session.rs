@@ -251,6 +251,8 @@ impl Session<'_> {
             }
         };
         let header = ok(json!({"filesize": size, "offset": offset, "sha256": sum}));
+        // A client that stops reading must not hold this worker for ever.
+        req.set_write_timeout(Some(TRANSFER_TIMEOUT))?;
         CODEC.write_json_header(req, &header)?;
         let mut rest = file.take(size - offset);
         let mut buf = vec![0u8; CHUNK];
@@ -266,6 +268,7 @@ impl Session<'_> {
             sent += n as u64;
         }
         req.flush()?;
+        req.set_write_timeout(None)?;
         Ok(Flow::Next)
     }
 }

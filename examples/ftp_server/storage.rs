@@ -242,6 +242,9 @@ impl Home {
 
     /// `stat`: a partial upload of `v` if one exists, else the file (or directory).
     pub fn stat(&self, v: &VPath) -> Result<Value, Refusal> {
+        if v.0.is_empty() {
+            return Ok(json!({"type": "dir", "size": 0}));
+        }
         let (dir, name) = self.new_entry(v)?;
         if let Some(p) = find_partials(&dir, &name).into_iter().next() {
             return Ok(json!({"type": "partial", "size": p.held, "filesize": p.filesize}));

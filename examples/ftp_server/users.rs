@@ -2,7 +2,8 @@
 //! hash of the password (salted, in PHC string form) and the quota. Never the password.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, ErrorKind, Read, Write};
+use std::io::{self, BufRead, ErrorKind, IsTerminal, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use std::sync::{Condvar, Mutex};
@@ -69,7 +70,12 @@ impl Users {
             quota,
         };
         let path = self.record_path(name);
-        let mut file = match OpenOptions::new().write(true).create_new(true).open(&path) {
+        let mut file = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 return Err(invalid(format!("user {name:?} already exists")))
@@ -140,8 +146,12 @@ pub fn check_name(name: &str) -> io::Result<()> {
     }
 }
 
-/// Reads one line from stdin: the password for `adduser` (without its line end).
-pub fn read_password_line() -> io::Result<String> {
+/// Reads the password for `adduser`: one line from stdin (without its line end), asked for
+/// without echo if stdin is a terminal.
+pub fn read_password_line(name: &str) -> io::Result<String> {
+    if io::stdin().is_terminal() {
+        return rpassword::prompt_password(format!("password for {name}: "));
+    }
     let mut line = String::new();
     io::stdin().lock().read_line(&mut line)?;
     let password = line.trim_end_matches(['\n', '\r']);
