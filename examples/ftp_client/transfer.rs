@@ -179,23 +179,22 @@ fn get_once(conn: &mut Conn, remote: &str, local: &Path, part: &Path) -> Result<
     let mut pipe = HashPipe::new(hasher);
     loop {
         let mut buf = pipe.buffer();
-        let n = match body.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                bar.abandon();
-                return Err(Retry::Fail(Failure::Broken(e)));
-            }
-        };
+        let (n, failed) = fill(&mut body, &mut buf);
+        // What arrived before a failure is kept: `LOCAL.part` then holds it, for a resume.
         if let Err(e) = file.write_all(&buf[..n]) {
             bar.abandon();
-            // The rest of the body cannot be read into nothing cheaply: the connection is
-            // out of step, so it is given up.
+            // The rest of the body cannot be skipped cheaply: the connection is given up.
             return Err(Retry::Fail(Failure::Broken(e)));
         }
         pipe.hash(buf, n);
         bar.inc(n as u64);
+        if let Some(e) = failed {
+            bar.abandon();
+            return Err(Retry::Fail(Failure::Broken(e)));
+        }
+        if n < CHUNK {
+            break;
+        }
     }
     bar.finish();
     let sum = format!("{:x}", pipe.finish().finalize());
@@ -215,4 +214,20 @@ fn get_once(conn: &mut Conn, remote: &str, local: &Path, part: &Path) -> Result<
         resumed_at: held,
         sha256: sum,
     })
+}
+
+/// Reads from `r` until `buf` is full or `r` ends: how many bytes were read, and the
+/// error that stopped it early, if any (the bytes read before it are still counted, so
+/// that they can be kept). `Interrupted` is retried.
+fn fill<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> (usize, Option<io::Error>) {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (n, Some(e)),
+        }
+    }
+    (n, None)
 }

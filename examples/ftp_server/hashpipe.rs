@@ -14,7 +14,7 @@ const DEPTH: usize = 4;
 
 /// A hashing thread and the buffers it hands back.
 pub struct HashPipe {
-    full: Option<SyncSender<Vec<u8>>>,
+    full: Option<SyncSender<(Vec<u8>, usize)>>,
     empty: Receiver<Vec<u8>>,
     thread: Option<JoinHandle<Sha256>>,
 }
@@ -22,14 +22,14 @@ pub struct HashPipe {
 impl HashPipe {
     /// Continues `hasher` on a new thread.
     pub fn new(mut hasher: Sha256) -> HashPipe {
-        let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(DEPTH);
+        let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(DEPTH);
         let (empty_tx, empty_rx) = mpsc::channel();
         for _ in 0..DEPTH {
-            let _ = empty_tx.send(Vec::with_capacity(CHUNK));
+            let _ = empty_tx.send(vec![0; CHUNK]);
         }
         let thread = thread::spawn(move || {
-            for buf in full_rx {
-                hasher.update(&buf);
+            for (buf, n) in full_rx {
+                hasher.update(&buf[..n]);
                 let _ = empty_tx.send(buf);
             }
             hasher
@@ -43,16 +43,13 @@ impl HashPipe {
 
     /// A buffer of `CHUNK` bytes to fill (waits for the hasher to give one back).
     pub fn buffer(&mut self) -> Vec<u8> {
-        let mut buf = self.empty.recv().unwrap_or_default();
-        buf.resize(CHUNK, 0);
-        buf
+        self.empty.recv().unwrap_or_else(|_| vec![0; CHUNK])
     }
 
     /// Hashes the first `n` bytes of `buf`, in the background.
-    pub fn hash(&mut self, mut buf: Vec<u8>, n: usize) {
-        buf.truncate(n);
+    pub fn hash(&mut self, buf: Vec<u8>, n: usize) {
         if let Some(full) = &self.full {
-            let _ = full.send(buf);
+            let _ = full.send((buf, n));
         }
     }
 

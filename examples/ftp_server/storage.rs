@@ -494,6 +494,8 @@ impl Upload {
         self.file
             .seek(SeekFrom::Start(self.offset))
             .map_err(ReceiveError::Disk)?;
+        // Each piece is written as it arrives, so that the partial upload always holds
+        // everything received (`stat` shows the progress; a cut upload loses nothing).
         loop {
             let mut buf = pipe.buffer();
             let n = match body.read(&mut buf) {
