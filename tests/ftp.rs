@@ -375,6 +375,20 @@ fn every_command_answers_as_specified() {
     assert!(f.server.wait_exit(TIMEOUT).success());
 }
 
+/// The other two modes: uploads, downloads and the quota work the same.
+#[test]
+fn single_and_threading_modes_serve_transfers() {
+    for mode in ["single", "threading"] {
+        let f = Fixture::new(&[("alice", "pw", "1M")], &["--mode", mode]);
+        let mut c = f.login("alice", "pw");
+        let body = data(200_000, 7);
+        assert_eq!(c.put("f", &body)["sha256"], sha256(&body), "{mode}");
+        assert_eq!(c.get("f", 1000).1, &body[1000..], "{mode}");
+        assert_refused(&c.put("g", &data(900_000, 1)), "quota exceeded");
+        assert_eq!(c.call(json!({"cmd": "quota"}))["used"], 200_000, "{mode}");
+    }
+}
+
 #[test]
 fn users_are_isolated() {
     let f = Fixture::new(&[("alice", "a-pw", "1M"), ("bob", "b-pw", "1M")], &[]);

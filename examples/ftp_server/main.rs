@@ -48,7 +48,8 @@
 //! and counted in the quota, and renamed over the target (atomically) only once complete and
 //! matching its `sha256`: the final name only ever holds a complete file. A refused upload's
 //! bytes are read and discarded, so the connection stays usable. While an upload runs, the
-//! quota counts its full size (the space is reserved); the reservations and the quota
+//! quota counts its full size (the space is reserved; replacing a file needs room for both
+//! copies until the new one is complete); the reservations and the quota
 //! decisions are made under a per-user lock file, so they hold between the threads of one
 //! process and between the processes of `--mode fork`. Files are streamed 256 KiB at a time,
 //! never held whole in memory.
