@@ -54,12 +54,15 @@
 //! process and between the processes of `--mode fork`. Files are streamed 256 KiB at a time,
 //! never held whole in memory.
 
+mod checksums;
 #[path = "../common/mod.rs"]
 mod common;
 mod hashpipe;
+mod paths;
 mod protocol;
 mod session;
 mod storage;
+mod upload;
 mod users;
 
 use std::io;

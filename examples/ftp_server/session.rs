@@ -10,8 +10,11 @@ use serde_json::{json, Map, Value};
 use socketserver::framing::Body;
 use socketserver::StreamRequest;
 
+use crate::hashpipe::CHUNK;
+use crate::paths::VPath;
 use crate::protocol::{error, ok, send, Put, Request, CODEC};
-use crate::storage::{Home, ReceiveError, VPath, CHUNK};
+use crate::storage::Home;
+use crate::upload::ReceiveError;
 use crate::users::{Users, ANONYMOUS};
 
 /// A failed login is answered no sooner than this after it arrived.
