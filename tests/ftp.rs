@@ -375,6 +375,85 @@ fn every_command_answers_as_specified() {
     assert!(f.server.wait_exit(TIMEOUT).success());
 }
 
+#[test]
+fn adduser_checks_its_input() {
+    util::build_examples();
+    let root = tempfile::Builder::new().prefix("ftp").tempdir().unwrap();
+    let r = root.path().to_str().unwrap();
+    let server = example_path("ftp_server");
+    let adduser = |name: &str, quota: &str, stdin: &str| {
+        run_with(
+            &server,
+            &["--root", r, "adduser", name, "--quota", quota],
+            stdin.as_bytes(),
+            &[],
+        )
+    };
+    let out = adduser("alice", "1K", "pw\n");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        text(&out.stdout),
+        "added user alice with a quota of 1024 bytes\n"
+    );
+    for (name, quota, stdin, why) in [
+        ("alice", "1K", "pw\n", "already exists"),
+        ("../x", "1K", "pw\n", "bad user name"),
+        (".ftp", "1K", "pw\n", "bad user name"),
+        ("anonymous", "1K", "pw\n", "bad user name"),
+        ("bob", "12X", "pw\n", "bad size"),
+        ("bob", "1K", "\n", "password is empty"),
+    ] {
+        let out = adduser(name, quota, stdin);
+        assert!(!out.status.success(), "{name} {quota}: {out:?}");
+        assert!(
+            text(&out.stderr).contains(why),
+            "{name}: {}",
+            text(&out.stderr)
+        );
+    }
+    for (quota, bytes) in [("7", "7"), ("2M", "2097152"), ("3G", "3221225472")] {
+        let name = format!("u{bytes}");
+        let out = adduser(&name, quota, "pw\n");
+        assert!(
+            text(&out.stdout).contains(&format!("quota of {bytes} bytes")),
+            "{out:?}"
+        );
+    }
+    assert!(root.path().join("alice").is_dir(), "the home is made");
+}
+
+/// A listing too long for one answer is cut (smallest names kept, in order) and says so.
+#[test]
+fn long_listings_are_cut_to_fit_one_answer() {
+    let f = Fixture::new(&[("alice", "pw", "1M")], &[]);
+    let dir = f.home("alice").join("many");
+    fs::create_dir(&dir).unwrap();
+    for i in 0..2500 {
+        fs::write(dir.join(format!("file-{i:05}")), b"").unwrap();
+    }
+    let mut c = f.login("alice", "pw");
+    let a = c.call(json!({"cmd": "ls", "path": "many"}));
+    assert_eq!(a["truncated"], true);
+    let names: Vec<&str> = a["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.len() > 500 && names.len() <= 2000,
+        "{} entries",
+        names.len()
+    );
+    let expected: Vec<String> = (0..names.len()).map(|i| format!("file-{i:05}")).collect();
+    assert_eq!(names, expected);
+    assert_eq!(
+        c.call(json!({"cmd": "pwd"}))["ok"],
+        true,
+        "the connection goes on"
+    );
+}
+
 /// The other two modes: uploads, downloads and the quota work the same.
 #[test]
 fn single_and_threading_modes_serve_transfers() {
