@@ -247,6 +247,11 @@ fn every_command_answers_as_specified() {
         );
     }
     assert_refused(&c.put("x", &data(70_000, 1)), "not logged in");
+    assert_refused(&c.call(json!({"cmd": "format"})), "not logged in");
+    assert_refused(
+        &c.call(json!({"cmd": "login", "username": "alice"})),
+        "password",
+    );
     let a = c.call(json!({"cmd": "login", "username": "alice", "password": "pw-alice"}));
     assert_eq!(a, json!({"ok": true, "cwd": "/"}));
 

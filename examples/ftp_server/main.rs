@@ -52,7 +52,8 @@
 //! copies until the new one is complete); the reservations and the quota
 //! decisions are made under a per-user lock file, so they hold between the threads of one
 //! process and between the processes of `--mode fork`. Files are streamed 256 KiB at a time,
-//! never held whole in memory.
+//! never held whole in memory. A transfer whose client sends or reads nothing for 60 s is
+//! given up (an upload's partial file stays, to be resumed).
 
 mod checksums;
 #[path = "../common/mod.rs"]

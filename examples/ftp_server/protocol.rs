@@ -48,6 +48,8 @@ pub enum Request {
     /// A header that is an object but not a request we know (or lacks a field it needs);
     /// no body follows it.
     Invalid(String),
+    /// A `login` that lacks a field.
+    BadLogin(String),
     /// A `put` whose body length cannot be known (no usable `filesize`/`offset`): the stream
     /// is out of step and must be closed after the answer.
     Unframed(String),
@@ -85,12 +87,10 @@ impl Request {
             None => return Request::Invalid("missing \"cmd\"".into()),
         };
         let parsed = match cmd {
-            "login" => (|| {
-                Ok(Request::Login {
-                    username: string(h, "username")?,
-                    password: string(h, "password")?,
-                })
-            })(),
+            "login" => match (string(h, "username"), string(h, "password")) {
+                (Ok(username), Ok(password)) => Ok(Request::Login { username, password }),
+                (Err(e), _) | (_, Err(e)) => Ok(Request::BadLogin(e)),
+            },
             "quit" => Ok(Request::Quit),
             "pwd" => Ok(Request::Pwd),
             "quota" => Ok(Request::Quota),

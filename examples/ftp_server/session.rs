@@ -98,6 +98,9 @@ impl Session<'_> {
             }
             Request::Put(put) => return self.put(req, put),
             Request::Get { filename, offset } => return self.get(req, &filename, offset),
+            Request::BadLogin(msg) => error(msg),
+            // Before a login, every command but login and quit gets the same answer.
+            Request::Invalid(_) if self.home.is_none() => error("not logged in"),
             Request::Invalid(msg) => error(msg),
             other => self.command(other).unwrap_or_else(error),
         };
