@@ -459,6 +459,31 @@ fn long_listings_are_cut_to_fit_one_answer() {
     );
 }
 
+/// The server's request timeout bounds how long a request header may take to arrive, not
+/// an upload's body: a body that keeps coming may take longer.
+#[test]
+fn slow_uploads_outlast_the_request_timeout() {
+    let f = Fixture::new(&[("alice", "pw", "1M")], &["--request-timeout", "0.3"]);
+    let mut c = f.login("alice", "pw");
+    let body = data(10_000, 8);
+    let header =
+        json!({"cmd": "put", "filename": "slow", "filesize": 10_000, "sha256": sha256(&body)});
+    c.send(&header, b"");
+    let start = Instant::now();
+    for piece in body.chunks(2_500) {
+        // The point of this test is a slow client: 4 pieces 0.2 s apart, 0.6 s in all.
+        thread::sleep(Duration::from_millis(200));
+        c.s.write_all(piece).unwrap();
+    }
+    assert!(start.elapsed() > Duration::from_millis(300));
+    assert_eq!(c.recv()["sha256"], sha256(&body));
+    // A header that trickles in slower than the timeout is cut off.
+    let mut slow = Client::connect(f.addr());
+    let wire = CODEC.encode_header(&json!({"cmd": "pwd"}));
+    slow.s.write_all(&wire[..6]).unwrap();
+    slow.expect_eof();
+}
+
 /// The other two modes: uploads, downloads and the quota work the same.
 #[test]
 fn single_and_threading_modes_serve_transfers() {

@@ -72,6 +72,10 @@ pub fn serve(req: &mut StreamRequest, ctx: &Context) -> io::Result<()> {
                 log::info!("{}: closed inside a message", req.peer_addr());
                 return Ok(());
             }
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                log::info!("{}: request not complete in time, closing", req.peer_addr());
+                return Ok(());
+            }
             Err(e) => return Err(e),
         };
         let received = Instant::now();
@@ -206,6 +210,9 @@ impl Session<'_> {
             None => Err("not logged in".to_string()),
             Some((home, cwd)) => home.begin_put(&cwd, &put).map(|up| (home, up)),
         };
+        // The header arrived within the server's request timeout; the body may take as long
+        // as it needs, as long as it keeps coming.
+        req.set_deadline(None);
         req.set_read_timeout(Some(TRANSFER_TIMEOUT))?;
         let mut body = Body::new(req, put.body_len());
         let answer = match target {
