@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Options: `--addr HOST:PORT`, `--mode single|threading|pool|fork`, `--workers N`,
-//! `--grace SECONDS`, `--anonymous` (accept uploads from clients that never log in, into
+//! `--grace SECONDS`, `--request-timeout SECONDS` (default 30: how long a request header may
+//! take to arrive; an upload's body is bounded only by a 60 s stall), `--anonymous` (accept uploads from clients that never log in, into
 //! the home `anonymous`, so the tutorials' upload clients work unchanged) with
 //! `--anonymous-quota SIZE` (default 100M). Sizes take K, M or G suffixes (powers of 1024).
 //!
