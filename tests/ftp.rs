@@ -1152,6 +1152,69 @@ fn rust_client_runs_commands_and_reports_failures() {
 /// The start of the client's prompt for user alice.
 const PROMPT: &str = "alice@ftp:";
 
+/// A download cut off half way (here by a stand-in server that sends half the bytes and
+/// closes) leaves what arrived in `LOCAL.part`; the next `get` continues from there.
+#[test]
+fn rust_client_keeps_a_cut_download_and_resumes_it() {
+    let f = Fixture::new(&[("alice", "pw", "8M")], &[]);
+    let body = data(1_500_000, 11);
+    fs::write(f.home("alice").join("movie.bin"), &body).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_addr = listener.local_addr().unwrap().to_string();
+    let expected = sha256(&body);
+    let half = body[..700_000].to_vec();
+    let fake = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let login: Value = CODEC.read_json_header(&mut s).unwrap().unwrap();
+        assert_eq!(login["cmd"], "login");
+        s.write_all(&CODEC.encode_header(&json!({"ok": true, "cwd": "/"})))
+            .unwrap();
+        let get: Value = CODEC.read_json_header(&mut s).unwrap().unwrap();
+        assert_eq!(
+            get,
+            json!({"cmd": "get", "filename": "movie.bin", "offset": 0})
+        );
+        let answer = json!({"ok": true, "filesize": 1_500_000, "offset": 0, "sha256": expected});
+        s.write_all(&CODEC.encode_header(&answer)).unwrap();
+        s.write_all(&half).unwrap();
+    });
+    let out = run_in(
+        dir.path(),
+        &[
+            "--addr",
+            &fake_addr,
+            "--user",
+            "alice",
+            "-c",
+            "get movie.bin",
+        ],
+        &[("FTP_PASSWORD", "pw")],
+    );
+    fake.join().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a lost connection: {out:?}");
+    assert!(
+        text(&out.stderr).contains("connection lost"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        fs::read(dir.path().join("movie.bin.part")).unwrap(),
+        &body[..700_000]
+    );
+
+    let out = client(&f, dir.path(), "alice", "pw", "get movie.bin");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("resumed at 700000"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(fs::read(dir.path().join("movie.bin")).unwrap(), body);
+}
+
 /// A tmux server of this test's own (its own socket), killed at the end.
 struct Tmux {
     socket: String,
