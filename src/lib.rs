@@ -96,7 +96,7 @@ pub struct ReadmeDoctests;
 pub use crate::addr::Addr;
 pub use crate::config::Builder;
 pub use crate::flavor::{Flavor, ParseFlavorError};
-pub use crate::handler::{DatagramHandler, HandlerError, StreamHandler};
+pub use crate::handler::{DatagramHandler, HandlerError, Next, RequestHandler, StreamHandler};
 pub use crate::request::{DatagramRequest, StreamRequest};
 pub use crate::server::{
     DatagramServer, StreamServer, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer,
