@@ -219,3 +219,45 @@ fn other_flavours_loop_on_a_thread() {
         srv.stop();
     }
 }
+
+/// Threads of process `pid`, from /proc.
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Threads:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The attack of issue 12 on the default echo example: 4 300 clients connect and stay
+/// silent (they used to take every thread of the pool up to its 4 096 limit); a new client
+/// is still answered at once, and the server runs its 8 workers plus the accept-free serve
+/// thread and the signal thread, whatever the number of connections.
+#[test]
+fn silent_clients_do_not_starve_the_default_echo() {
+    util::build_examples();
+    let srv = util::ExampleServer::start("echo", &["--addr", "127.0.0.1:0"]);
+    let addr = srv.socket_addr();
+    let mut silent = Vec::with_capacity(4300);
+    for _ in 0..4300 {
+        silent.push(TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect"));
+    }
+    let started = Instant::now();
+    let mut c = util::tcp_client(addr);
+    exchange(&mut c, b"am I served?");
+    let took = started.elapsed();
+    eprintln!("a new client beside 4300 silent ones answered in {took:?}");
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    assert!(
+        threads_of(srv.pid()) <= 8 + 2,
+        "{} threads",
+        threads_of(srv.pid())
+    );
+    drop(silent);
+}
