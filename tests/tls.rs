@@ -236,6 +236,62 @@ fn echo_lines_in_every_thread_flavour() {
     }
 }
 
+/// `serve_requests` (request-at-a-time handlers) over TLS, in the pool flavour and in
+/// `single`: the handshake happens, and pipelined requests in one record are all answered.
+#[test]
+fn request_handlers_over_tls() {
+    let pki = Pki::new();
+    for flavor in [Flavor::pool(), Flavor::single()] {
+        let server = b_serve_requests(&mut tls_builder(&pki, flavor.clone()));
+        let out = py(
+            r#"
+s = connect(sys.argv[1], sys.argv[2])
+s.sendall(b'info\nab\ncd\n')
+got = b''
+while got.count(b'\n') < 3:
+    d = s.recv(100)
+    if not d:
+        break
+    got += d
+say(got.decode().replace('\n', ' ').strip())
+"#,
+            &[&server.0.to_string(), &pki.p("ca.pem")],
+        );
+        assert_eq!(out, "TLSv1.3 sni=localhost AB CD\n", "{flavor:?}");
+        server.1.shutdown();
+        let t = server.2;
+        util::within(TIMEOUT, move || t.join().unwrap().unwrap());
+    }
+}
+
+/// Starts `serve_requests` with a one-line-per-request handler (`info` answers the TLS
+/// version and SNI, anything else comes back upper-cased).
+fn b_serve_requests(
+    b: &mut Builder<TcpListener>,
+) -> (SocketAddr, ShutdownHandle, JoinHandle<io::Result<()>>) {
+    let server = b.bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let handle = server.shutdown_handle();
+    let t = thread::spawn(move || {
+        server.serve_requests(|req: &mut StreamRequest| {
+            let mut line = String::new();
+            if req.read_line(&mut line)? == 0 {
+                return Ok(socketserver::Next::Close);
+            }
+            let reply = match line.trim_end() {
+                "info" => {
+                    let info = req.tls_info().expect("a TLS connection");
+                    format!("{} sni={}", info.version(), info.sni().unwrap_or("-"))
+                }
+                other => other.to_uppercase(),
+            };
+            writeln!(req, "{reply}")?;
+            Ok(socketserver::Next::Continue)
+        })
+    });
+    (addr, handle, t)
+}
+
 /// A Unix stream server takes TLS the same way.
 #[test]
 fn unix_stream_server_over_tls() {
@@ -728,6 +784,20 @@ fn examples_in_fork_mode_over_tls() {
     let tls_args = ["--tls-cert", &cert, "--tls-key", &key];
     let base = ["--addr", "127.0.0.1:0", "--mode", "fork"];
     let args: Vec<&str> = base.iter().chain(&tls_args).copied().collect();
+
+    // The default mode (the pool, where echo serves one request at a time) over TLS.
+    let default_mode: Vec<&str> = ["--addr", "127.0.0.1:0"]
+        .iter()
+        .chain(&tls_args)
+        .copied()
+        .collect();
+    let pooled = ExampleServer::start("echo", &default_mode);
+    let out = py(
+        "s = connect(sys.argv[1], sys.argv[2])\ns.sendall(b'pooled\\n'); say(line(s).strip())",
+        &[&pooled.addr, &ca],
+    );
+    assert_eq!(out, "pooled\n");
+    drop(pooled);
 
     let echo = ExampleServer::start("echo", &args);
     let out = py(
