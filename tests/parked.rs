@@ -261,3 +261,42 @@ fn silent_clients_do_not_starve_the_default_echo() {
     );
     drop(silent);
 }
+
+/// `framing::per_frame`: one frame per request, a frame split across segments read whole,
+/// two frames in one segment both answered, an oversize frame closing that connection only.
+#[test]
+fn frames_as_requests() {
+    use socketserver::framing::{self, Codec};
+    let codec = Codec::new().max_frame_len(1024);
+    let s = TcpServer::builder()
+        .flavor(Flavor::pool().workers(2))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = s.local_addr().unwrap();
+    let h = s.shutdown_handle();
+    let join = thread::spawn(move || {
+        s.serve_requests(framing::per_frame(
+            codec,
+            move |frame: Vec<u8>, req: &mut StreamRequest| codec.write_frame(req, &frame),
+        ))
+    });
+    let frame = |p: &[u8]| codec.encode(p).unwrap();
+    let mut c = util::tcp_client(addr);
+    let mut two = frame(b"one");
+    two.extend(frame(b"two"));
+    c.write_all(&two).unwrap();
+    assert_eq!(util::read_until(&mut c, |g| g.len() >= two.len()), two);
+    let split = frame(b"split across writes");
+    c.write_all(&split[..3]).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    c.write_all(&split[3..]).unwrap();
+    assert_eq!(util::read_until(&mut c, |g| g.len() >= split.len()), split);
+    let mut big = util::tcp_client(addr);
+    big.write_all(&(1u32 << 20).to_be_bytes()).unwrap();
+    assert_eq!(util::read_to_end(&mut big), b"");
+    c.write_all(&frame(b"still")).unwrap();
+    assert_eq!(util::read_until(&mut c, |g| g.len() >= 9), frame(b"still"));
+    drop(c);
+    h.shutdown();
+    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+}
