@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::addr::Addr;
 use crate::flavor::Flavor;
 use crate::handler::HandlerError;
+use crate::proxy::ProxyConfig;
 
 pub(crate) type VerifyHook = Arc<dyn Fn(&Addr) -> bool + Send + Sync>;
 pub(crate) type ErrorHook = Arc<dyn Fn(&Addr, &HandlerError) + Send + Sync>;
@@ -30,6 +31,8 @@ pub(crate) struct Config {
     pub(crate) end_idle_on_shutdown: bool,
     pub(crate) verify: Option<VerifyHook>,
     pub(crate) on_error: Option<ErrorHook>,
+    /// PROXY protocol (stream servers): `Builder::proxy_protocol`, in proxy.rs.
+    pub(crate) proxy: Option<ProxyConfig>,
 }
 
 impl Config {
@@ -50,6 +53,7 @@ impl Config {
             end_idle_on_shutdown: true,
             verify: None,
             on_error: None,
+            proxy: None,
         }
     }
 }
@@ -71,6 +75,7 @@ impl fmt::Debug for Config {
             .field("end_idle_on_shutdown", &self.end_idle_on_shutdown)
             .field("verify", &self.verify.is_some())
             .field("on_error", &self.on_error.is_some())
+            .field("proxy", &self.proxy)
             .finish()
     }
 }

@@ -73,6 +73,7 @@ mod flavor;
 mod flavors;
 pub mod framing;
 mod handler;
+mod proxy;
 mod request;
 mod serve;
 mod server;
@@ -93,6 +94,10 @@ pub use crate::addr::Addr;
 pub use crate::config::Builder;
 pub use crate::flavor::{Flavor, ParseFlavorError};
 pub use crate::handler::{DatagramHandler, HandlerError, StreamHandler};
+pub use crate::proxy::{ProxyHeader, Tlvs};
+/// A CIDR block (`10.0.0.0/8`, `::1/128`) or, through `From<IpAddr>`, one address: the
+/// trusted sources of [`Builder::proxy_protocol`]. Re-exported from the `ipnet` crate.
+pub use ipnet::IpNet;
 pub use crate::request::{DatagramRequest, StreamRequest};
 pub use crate::server::{
     DatagramServer, StreamServer, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::addr::Addr;
 use crate::config::Config;
 use crate::flavors::{Exec, Job, Runner};
+use crate::proxy;
 use crate::handler::{run_phases, DatagramHandler, HandlerError, Outcome, StreamHandler};
 use crate::request::{DatagramRequest, StreamRequest};
 use crate::shutdown::{ConnSlot, Shared};
@@ -254,8 +255,25 @@ where
             Ok(()) => {
                 let slot = Arc::new(ConnSlot { stream });
                 let _registration = (!forked).then(|| shared.register(Arc::clone(&slot)));
+                // Behind a balancer: the PROXY header comes first, before TLS or the handler.
+                let header = match &cfg.proxy {
+                    Some(p) => match proxy::accept(
+                        &slot.stream,
+                        &peer,
+                        p,
+                        &shared.counters,
+                        cfg.read_timeout,
+                    ) {
+                        Some(header) => Some(header),
+                        None => return Outcome::Ok, // logged and counted; closed on drop
+                    },
+                    None => None,
+                };
                 let mut req =
                     StreamRequest::new(slot, peer.clone(), Arc::clone(&shared), &cfg, forked);
+                if let Some(header) = header {
+                    req.set_proxy_header(header);
+                }
                 let result = run_phases(&factory, &mut req, H::setup, H::handle, H::finish);
                 req.close();
                 result

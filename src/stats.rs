@@ -26,6 +26,11 @@ pub struct Stats {
     pub accept_errors: u64,
     /// Datagrams larger than the receive buffer, dropped and reported (never cut silently).
     pub truncated: u64,
+    /// Connections closed because of their PROXY protocol header: missing, malformed,
+    /// incomplete at the header deadline, failing its CRC32C, or sent from a source not
+    /// trusted (see `Builder::proxy_protocol`). A connection closed before sending any byte
+    /// (a TCP health check) is not counted. In a forking server, counted in the child only.
+    pub proxy_rejected: u64,
     /// Worker threads or child processes the server tracks right now (bounded by the flavour's
     /// limit: finished ones are reaped, never kept).
     pub threads: u64,
@@ -41,6 +46,7 @@ pub(crate) struct Counters {
     pub(crate) panics: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
     pub(crate) truncated: AtomicU64,
+    pub(crate) proxy_rejected: AtomicU64,
     pub(crate) threads: AtomicU64,
 }
 
@@ -59,6 +65,7 @@ impl Counters {
             panics: self.panics.load(Relaxed),
             accept_errors: self.accept_errors.load(Relaxed),
             truncated: self.truncated.load(Relaxed),
+            proxy_rejected: self.proxy_rejected.load(Relaxed),
             threads: self.threads.load(Relaxed),
         }
     }

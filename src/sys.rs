@@ -1,4 +1,5 @@
-//! The crate's only `unsafe` code: `poll(2)`, `fork(2)`, `waitpid(2)`, `kill(2)`, `_exit(2)`.
+//! The crate's only `unsafe` code: `poll(2)`, `fork(2)`, `waitpid(2)`, `kill(2)`, `_exit(2)`,
+//! `recv(2)` with `MSG_PEEK`, and the descriptor passing of a restart (`dup2(2)` before exec).
 //!
 //! Every function here is a thin, safe wrapper over one system call. A `-1` return becomes
 //! `io::Error::last_os_error()` through [`cvt`].
@@ -179,5 +180,23 @@ pub(crate) fn close_inherited(fd: RawFd) {
     // the child uses afterwards; the owning Rust value is never dropped there (`_exit`).
     unsafe {
         libc::close(fd);
+    }
+}
+
+/// Copies up to `buf.len()` bytes waiting on socket `fd` without consuming them
+/// (`recv(2)` with `MSG_PEEK`). Blocks, up to the socket's `SO_RCVTIMEO`, while nothing is
+/// there; `Ok(0)` is end of stream. `EINTR` is retried.
+pub(crate) fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is a valid, exclusively borrowed byte buffer of `buf.len()` bytes
+        // for the duration of the call; recv writes at most that many bytes into it.
+        let ret = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK) };
+        if ret >= 0 {
+            return Ok(ret as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
