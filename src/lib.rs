@@ -75,6 +75,7 @@ pub mod framing;
 mod handler;
 mod proxy;
 mod request;
+mod restart;
 mod serve;
 mod server;
 mod shutdown;
@@ -83,6 +84,7 @@ mod stats;
 mod stream;
 #[allow(unsafe_code)]
 mod sys;
+mod systemd;
 mod transport;
 
 /// The README's examples, compiled as doctests so that they stay true.
@@ -95,9 +97,6 @@ pub use crate::config::Builder;
 pub use crate::flavor::{Flavor, ParseFlavorError};
 pub use crate::handler::{DatagramHandler, HandlerError, StreamHandler};
 pub use crate::proxy::{ProxyHeader, Tlvs};
-/// A CIDR block (`10.0.0.0/8`, `::1/128`) or, through `From<IpAddr>`, one address: the
-/// trusted sources of [`Builder::proxy_protocol`]. Re-exported from the `ipnet` crate.
-pub use ipnet::IpNet;
 pub use crate::request::{DatagramRequest, StreamRequest};
 pub use crate::server::{
     DatagramServer, StreamServer, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer,
@@ -107,3 +106,6 @@ pub use crate::signal::shutdown_on_signals;
 pub use crate::stats::Stats;
 pub use crate::stream::Stream;
 pub use crate::transport::{Datagram, Inet, Listener};
+/// A CIDR block (`10.0.0.0/8`, `::1/128`) or, through `From<IpAddr>`, one address: the
+/// trusted sources of [`Builder::proxy_protocol`]. Re-exported from the `ipnet` crate.
+pub use ipnet::IpNet;

@@ -98,7 +98,11 @@ impl<T: Listener> Builder<T> {
         I: IntoIterator,
         I::Item: Into<IpNet>,
     {
-        let timeout = self.cfg.proxy.as_ref().map_or(DEFAULT_TIMEOUT, |p| p.timeout);
+        let timeout = self
+            .cfg
+            .proxy
+            .as_ref()
+            .map_or(DEFAULT_TIMEOUT, |p| p.timeout);
         self.cfg.proxy = Some(ProxyConfig {
             trusted: trusted.into_iter().map(Into::into).collect(),
             timeout,
@@ -342,9 +346,9 @@ fn is_timeout(e: &io::Error) -> bool {
 fn peek_len(have: &[u8]) -> usize {
     match have.first() {
         Some(b'P') => V1_MAX - have.len(),
-        Some(_) if have.len() >= V2_FIXED => {
-            (V2_FIXED + v2_len(have)).saturating_sub(have.len()).min(PEEK)
-        }
+        Some(_) if have.len() >= V2_FIXED => (V2_FIXED + v2_len(have))
+            .saturating_sub(have.len())
+            .min(PEEK),
         _ => PEEK,
     }
 }
@@ -428,7 +432,9 @@ fn take_v1(had: usize, total: usize, at: impl Fn(usize) -> u8) -> Result<Take, S
         });
     }
     if total >= V1_MAX {
-        return Err(format!("v1 header without CRLF in its first {V1_MAX} bytes"));
+        return Err(format!(
+            "v1 header without CRLF in its first {V1_MAX} bytes"
+        ));
     }
     Ok(Take {
         consume: total - had,
@@ -518,7 +524,11 @@ pub(crate) fn crc32c(data: &[u8]) -> u32 {
             let mut c = i as u32;
             let mut k = 0;
             while k < 8 {
-                c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0x82F6_3B78
+                } else {
+                    c >> 1
+                };
                 k += 1;
             }
             table[i] = c;

@@ -61,7 +61,9 @@ impl Core {
     ) -> io::Result<()> {
         let Core { cfg, shared, file } = self;
         let mut exec = Exec::new(&cfg.flavor, runner, &shared)?;
+        crate::systemd::serving();
         let result = serve_loop(&socket, &mut exec, &shared, &cfg);
+        crate::systemd::stopping();
         drop(socket);
         drop(file);
         shared.stop();
@@ -138,6 +140,10 @@ impl<L: Listener> StreamServer<L> {
     /// The flavour this server runs requests with.
     pub fn flavor(&self) -> &Flavor {
         &self.core.cfg.flavor
+    }
+
+    pub(crate) fn listener(&self) -> &L {
+        &self.listener
     }
 
     /// Serves connections until shutdown, giving each one a clone of `handler`.

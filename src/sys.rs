@@ -200,3 +200,26 @@ pub(crate) fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
 }
+
+/// Makes `cmd`'s process start with `fds` as its descriptors 3, 4, ... (what systemd's
+/// socket activation passes), whatever their numbers here, all without `FD_CLOEXEC`.
+pub(crate) fn pass_fds<const N: usize>(cmd: &mut std::process::Command, fds: [RawFd; N]) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: it calls only fcntl and dup2, and allocates
+    // nothing (the array is moved in before the fork). First every descriptor is copied
+    // above 64 with FD_CLOEXEC (so no target can clobber a source not yet copied); then
+    // dup2 puts each copy at 3 + i, which clears FD_CLOEXEC there; the copies close at exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut high = [0 as RawFd; N];
+            for (h, &fd) in high.iter_mut().zip(fds.iter()) {
+                *h = cvt(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64))?;
+            }
+            for (i, &h) in high.iter().enumerate() {
+                cvt(libc::dup2(h, 3 + i as RawFd))?;
+            }
+            Ok(())
+        });
+    }
+}
