@@ -317,6 +317,9 @@ fn read_exact_header(
             Ok(0) => return Err(Refused::Truncated(have.len())),
             Ok(n) => n,
             Err(e) if is_timeout(&e) => return Err(Refused::Timeout(timeout)),
+            // A balancer's health check may end with a reset rather than a FIN.
+            Err(e) if is_disconnect(&e) && have.is_empty() => return Err(Refused::Empty),
+            Err(e) if is_disconnect(&e) => return Err(Refused::Truncated(have.len())),
             Err(e) => return Err(Refused::Io(e)),
         };
         let take = take(&have, &buf[..n]).map_err(Refused::Malformed)?;
@@ -332,6 +335,15 @@ fn read_exact_header(
             return Ok(have);
         }
     }
+}
+
+fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 fn is_timeout(e: &io::Error) -> bool {
