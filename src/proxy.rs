@@ -398,11 +398,14 @@ pub(crate) fn take(have: &[u8], peeked: &[u8]) -> Result<Take, String> {
     }
 }
 
+/// Whether the bytes from `had` to `total` agree with `prefix` where they overlap it.
+fn prefix_matches(prefix: &[u8], had: usize, total: usize, at: impl Fn(usize) -> u8) -> bool {
+    (had..total.min(prefix.len())).all(|i| at(i) == prefix[i])
+}
+
 fn take_v2(had: usize, total: usize, at: impl Fn(usize) -> u8) -> Result<Take, String> {
-    for i in had..total.min(V2_SIGNATURE.len()) {
-        if at(i) != V2_SIGNATURE[i] {
-            return Err("bad v2 signature".into());
-        }
+    if !prefix_matches(&V2_SIGNATURE, had, total, &at) {
+        return Err("bad v2 signature".into());
     }
     if total > 12 && had <= 12 {
         let vc = at(12);
@@ -428,10 +431,8 @@ fn take_v2(had: usize, total: usize, at: impl Fn(usize) -> u8) -> Result<Take, S
 }
 
 fn take_v1(had: usize, total: usize, at: impl Fn(usize) -> u8) -> Result<Take, String> {
-    for i in had..total.min(V1_PREFIX.len()) {
-        if at(i) != V1_PREFIX[i] {
-            return Err("neither a v1 (\"PROXY \") nor a v2 header".into());
-        }
+    if !prefix_matches(V1_PREFIX, had, total, &at) {
+        return Err("neither a v1 (\"PROXY \") nor a v2 header".into());
     }
     // The line ends at the first CRLF, which may straddle what we had and what arrived.
     let end = total.min(V1_MAX);
