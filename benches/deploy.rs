@@ -44,6 +44,14 @@ fn main() {
         std::process::exit(1);
     }
     let whoami = example("whoami");
+    if env::var("BENCH_ONLY").is_ok_and(|v| v == "restart") {
+        let n = env::var("BENCH_RESTARTS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5);
+        restarts(&whoami, n);
+        return;
+    }
     println!("| scenario | connections/s | server CPU us/conn | HAProxy CPU us/conn |");
     println!("|---|---:|---:|---:|");
 
@@ -157,7 +165,10 @@ fn one(addr: SocketAddr, header: bool) -> io::Result<()> {
     if buf.ends_with(b"}\n") {
         Ok(())
     } else {
-        Err(io::Error::new(io::ErrorKind::InvalidData, "short answer"))
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("short answer: {:?}", String::from_utf8_lossy(&buf)),
+        ))
     }
 }
 
@@ -245,7 +256,10 @@ impl Server {
         let mut child = Command::new(exe)
             .args(["--addr", "127.0.0.1:0"])
             .args(extra)
-            .env("RUST_LOG", "error")
+            .env(
+                "RUST_LOG",
+                env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -353,15 +367,17 @@ fn restarts(exe: &PathBuf, n: usize) {
     let addr = first.addr;
     let stop = Arc::new(AtomicBool::new(false));
     let conns = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
     let threads: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let (stop, conns, errors) = (stop.clone(), conns.clone(), errors.clone());
             thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match one(addr, false) {
-                        Ok(()) => conns.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                        Ok(()) => {
+                            conns.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => errors.lock().unwrap().push(format!("{:?}: {e}", e.kind())),
                     };
                 }
             })
@@ -387,7 +403,8 @@ fn restarts(exe: &PathBuf, n: usize) {
             let _ = c.read_to_string(&mut s);
             let v: serde_json::Value = serde_json::from_str(s.trim()).unwrap_or_default();
             let p = v["pid"].as_u64().unwrap_or(0) as u32;
-            if p != 0 && p != pid {
+            // Not an answer from an earlier process still finishing its last requests.
+            if p != 0 && !pids.contains(&p) {
                 break p;
             }
             assert!(Instant::now() < deadline, "no new process");
@@ -407,6 +424,9 @@ fn restarts(exe: &PathBuf, n: usize) {
         "\n{n} SIGHUP restarts in {:.1} s under {CLIENTS} client threads: {} connections served, {} failed",
         elapsed.as_secs_f64(),
         conns.load(Ordering::Relaxed),
-        errors.load(Ordering::Relaxed)
+        errors.lock().unwrap().len()
     );
+    for e in errors.lock().unwrap().iter().take(5) {
+        println!("  failed: {e}");
+    }
 }

@@ -75,13 +75,17 @@ impl<L: Listener + AsFd> StreamServer<L> {
         thread::Builder::new()
             .name("socketserver-restart".into())
             .spawn(move || {
+                // The thread keeps the handler for the life of the process: a SIGHUP that
+                // comes late (to a server already replaced, or shutting down) is ignored
+                // rather than left to its default action, which would kill the process and
+                // the requests it is still finishing.
+                let mut replaced = false;
                 for _ in signals.forever() {
-                    if handle.is_shutting_down() {
-                        return;
+                    if replaced || handle.is_shutting_down() {
+                        log::info!("SIGHUP ignored: this server is already shutting down");
+                        continue;
                     }
-                    if next.replace(&handle) {
-                        return;
-                    }
+                    replaced = next.replace(&handle);
                 }
             })?;
         Ok(())

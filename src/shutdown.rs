@@ -72,6 +72,11 @@ impl Shared {
         self.stopping.load(SeqCst)
     }
 
+    /// The grace period requests in flight get after shutdown begins.
+    pub(crate) fn grace(&self) -> Duration {
+        self.grace
+    }
+
     /// The descriptor that turns readable once shutdown has begun.
     pub(crate) fn wake_fd(&self) -> RawFd {
         self.wake_rx.as_raw_fd()
