@@ -1,6 +1,7 @@
 //! Server options and the builder that sets them.
 
 use std::fmt;
+use std::io;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,9 @@ pub(crate) struct Config {
     pub(crate) read_timeout: Option<Duration>,
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) request_timeout: Option<Duration>,
+    pub(crate) recv_buffer: Option<usize>,
+    pub(crate) send_buffer: Option<usize>,
     pub(crate) grace_period: Duration,
     pub(crate) read_buffer: usize,
     pub(crate) end_idle_on_shutdown: bool,
@@ -48,6 +52,9 @@ impl Config {
             read_timeout: None,
             write_timeout: None,
             idle_timeout: None,
+            request_timeout: None,
+            recv_buffer: None,
+            send_buffer: None,
             grace_period: Duration::from_secs(5),
             read_buffer: 8 * 1024,
             end_idle_on_shutdown: true,
@@ -55,6 +62,55 @@ impl Config {
             on_error: None,
             proxy: None,
         }
+    }
+}
+
+/// The largest per-connection read buffer and datagram size a builder takes: each is
+/// allocated whole, so a typo must not become a multi-gigabyte allocation.
+pub(crate) const MAX_BUFFER: usize = 16 * 1024 * 1024;
+
+impl Config {
+    /// Checks the options together, before any socket exists: a setting that cannot work
+    /// is a clear `InvalidInput` error from `bind`, never a panic or a silent misbehaviour
+    /// later.
+    pub(crate) fn validate(&self) -> io::Result<()> {
+        let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        for (name, t) in [
+            ("read_timeout", self.read_timeout),
+            ("write_timeout", self.write_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if t == Some(Duration::ZERO) {
+                return invalid(format!(
+                    "{name} of zero would fail every call at once; use None for no timeout"
+                ));
+            }
+        }
+        if self.max_datagram > MAX_BUFFER {
+            return invalid(format!(
+                "max_datagram_size {} is over the largest buffer taken, {MAX_BUFFER} bytes",
+                self.max_datagram
+            ));
+        }
+        if self.read_buffer > MAX_BUFFER {
+            return invalid(format!(
+                "read_buffer {} is over the largest buffer taken, {MAX_BUFFER} bytes",
+                self.read_buffer
+            ));
+        }
+        for (name, n) in [
+            ("recv_buffer_size", self.recv_buffer),
+            ("send_buffer_size", self.send_buffer),
+        ] {
+            if n.is_some_and(|n| n == 0 || n > i32::MAX as usize / 2) {
+                return invalid(format!(
+                    "{name} must be between 1 and {} bytes",
+                    i32::MAX / 2
+                ));
+            }
+        }
+        self.flavor.validate()
     }
 }
 
@@ -71,6 +127,9 @@ impl fmt::Debug for Config {
             .field("read_timeout", &self.read_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("recv_buffer", &self.recv_buffer)
+            .field("send_buffer", &self.send_buffer)
             .field("grace_period", &self.grace_period)
             .field("end_idle_on_shutdown", &self.end_idle_on_shutdown)
             .field("verify", &self.verify.is_some())
@@ -165,6 +224,31 @@ impl<T> Builder<T> {
         self
     }
 
+    /// Sets `SO_RCVBUF` on the socket: the kernel's receive buffer, in bytes. By default,
+    /// the system's (`net.core.rmem_default`, often 208 KiB; Linux doubles the value set,
+    /// for its own bookkeeping, and caps it at `net.core.rmem_max`).
+    ///
+    /// Raise it for UDP servers that take bursts: datagrams that arrive while the buffer is
+    /// full are dropped by the kernel before the server sees them (`netstat -su`, "receive
+    /// buffer errors"). The size in effect is readable from the bound server
+    /// (`recv_buffer_size()`). On a stream server it is the listener's, inherited by every
+    /// accepted connection (set before `listen`, so TCP window scaling can use it).
+    #[doc(alias = "SO_RCVBUF")]
+    pub fn recv_buffer_size(&mut self, n: usize) -> &mut Self {
+        self.cfg.recv_buffer = Some(n);
+        self
+    }
+
+    /// Sets `SO_SNDBUF` on the socket: the kernel's send buffer, in bytes. By default, the
+    /// system's (`net.core.wmem_default`; Linux doubles the value set). On a stream server
+    /// it is inherited by every accepted connection. The size in effect is readable from
+    /// the bound server (`send_buffer_size()`).
+    #[doc(alias = "SO_SNDBUF")]
+    pub fn send_buffer_size(&mut self, n: usize) -> &mut Self {
+        self.cfg.send_buffer = Some(n);
+        self
+    }
+
     pub(crate) fn set_reuse_address(&mut self, on: bool) -> &mut Self {
         self.cfg.reuse_address = on;
         self
@@ -191,6 +275,10 @@ impl<T> Builder<T> {
     }
     pub(crate) fn set_max_datagram(&mut self, n: usize) -> &mut Self {
         self.cfg.max_datagram = n.max(1);
+        self
+    }
+    pub(crate) fn set_request_timeout(&mut self, t: Option<Duration>) -> &mut Self {
+        self.cfg.request_timeout = t;
         self
     }
 }

@@ -25,8 +25,9 @@ use std::time::Duration;
 /// let f: Flavor = "pool".parse().unwrap();
 /// assert_eq!(f, Flavor::pool());
 /// let small = Flavor::pool().workers(4).limit(64);
-/// assert_eq!(small.worker_count(), 4);
-/// assert_eq!(Flavor::forking().max(), 40);
+/// assert_eq!(small.get_workers(), 4);
+/// assert_eq!(small.get_limit(), 64);
+/// assert_eq!(Flavor::forking().get_limit(), 40);
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Flavor {
@@ -34,7 +35,7 @@ pub struct Flavor {
     pub(crate) workers: usize,
     pub(crate) limit: usize,
     pub(crate) queue: Option<usize>,
-    pub(crate) idle_timeout: Duration,
+    pub(crate) worker_idle_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +45,11 @@ pub(crate) enum Kind {
     Pool,
     Forking,
 }
+
+/// The largest `limit` a flavour takes (threads or children).
+const MAX_LIMIT: usize = 1_000_000;
+/// The largest pool queue.
+const MAX_QUEUE: usize = 65_536;
 
 /// Default thread limit of the threading and pool flavours.
 const DEFAULT_THREADS: usize = 4096;
@@ -55,7 +61,7 @@ impl Flavor {
             workers,
             limit,
             queue: None,
-            idle_timeout: Duration::from_secs(10),
+            worker_idle_timeout: Duration::from_secs(10),
         }
     }
 
@@ -92,9 +98,27 @@ impl Flavor {
     /// enforced before forking. Children are reaped as soon as they end (SIGCHLD), and only
     /// the server's own children are ever reaped. Unix only.
     ///
-    /// Fork from a program whose other threads hold no locks (ideally a single-threaded
-    /// one): the child runs the handler, and a lock held by another thread at the fork stays
-    /// held forever in the child. The forking flavour itself starts no threads.
+    /// # Fork safety: rules for the handler
+    ///
+    /// `fork(2)` copies only the thread that calls it. Whatever another thread of the
+    /// program held locked at that instant (the allocator, a logger, a `Mutex` of yours)
+    /// stays locked for ever in the child, and a handler that touches it hangs. So:
+    ///
+    /// * fork from a program whose other threads are idle or absent (the forking flavour
+    ///   starts no thread; `shutdown_on_signals` starts one that only waits for signals);
+    /// * in the handler, use what the child owns: the connection, its own allocations,
+    ///   files it opens. Do not rely on state shared with other threads of the parent.
+    ///
+    /// What the crate does in the child before the handler, with no allocation and no lock:
+    /// it restores the default dispositions of `SIGINT`, `SIGTERM`, `SIGHUP` and `SIGCHLD`
+    /// (a child can be stopped like any process), and closes the descriptors it owns that
+    /// the child must not keep: the listening socket, the other children's connections
+    /// (else a child that died without closing would leave its client hanging until its
+    /// siblings end) and the server's SIGCHLD pipe. Descriptors the *program* opened (a
+    /// second server's listener, files) are inherited as `fork` always does: open them with
+    /// `O_CLOEXEC` where an `exec` follows, or close them in `setup`. The child leaves with
+    /// `_exit`: its exit status reports the handler's result to the parent, and none of the
+    /// parent's destructors run in it.
     #[doc(alias = "ForkingMixIn")]
     #[doc(alias = "ForkingTCPServer")]
     #[doc(alias = "ForkingUDPServer")]
@@ -126,7 +150,8 @@ impl Flavor {
     }
 
     /// Sets the capacity of the pool's queue between the accept loop and the workers. By
-    /// default, the number of warm workers. Ignored by the other flavours.
+    /// default, the number of warm workers; at most 65 536 (`bind` refuses more: the queue's
+    /// slots are allocated up front). Ignored by the other flavours.
     pub fn queue(mut self, n: usize) -> Flavor {
         self.queue = Some(n.max(1));
         self
@@ -134,19 +159,73 @@ impl Flavor {
 
     /// Sets how long a pool thread above the warm count waits for work before it exits. By
     /// default, 10 s. Ignored by the other flavours.
-    pub fn idle_timeout(mut self, d: Duration) -> Flavor {
-        self.idle_timeout = d;
+    ///
+    /// Warm workers never time out (they wait for work without a timeout), so a tiny or
+    /// zero value costs no CPU while the pool is idle: it only makes extra threads leave as
+    /// soon as they find no work.
+    pub fn worker_idle_timeout(mut self, d: Duration) -> Flavor {
+        self.worker_idle_timeout = d;
         self
     }
 
     /// The most requests handled at once (see [`limit`](Flavor::limit)).
-    pub fn max(&self) -> usize {
+    pub fn get_limit(&self) -> usize {
         self.limit
     }
 
-    /// The warm pool workers (0 for flavours without a pool).
-    pub fn worker_count(&self) -> usize {
+    /// The warm pool workers (0 for flavours without a pool), as set by
+    /// [`workers`](Flavor::workers).
+    pub fn get_workers(&self) -> usize {
         self.workers
+    }
+
+    /// The pool's queue capacity (see [`queue`](Flavor::queue)).
+    pub fn get_queue(&self) -> usize {
+        self.queue_capacity()
+    }
+
+    /// How long extra pool threads wait for work (see
+    /// [`worker_idle_timeout`](Flavor::worker_idle_timeout)).
+    pub fn get_worker_idle_timeout(&self) -> Duration {
+        self.worker_idle_timeout
+    }
+
+    /// Checks the limits before a server is bound: a clear error instead of a panic or an
+    /// allocation of the whole limit.
+    pub(crate) fn validate(&self) -> std::io::Result<()> {
+        let invalid = |msg: String| Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, msg));
+        if self.limit > MAX_LIMIT {
+            return invalid(format!(
+                "flavour limit {} is over {MAX_LIMIT} (no system runs that many threads or processes)",
+                self.limit
+            ));
+        }
+        if self.kind == Kind::Pool && self.queue_capacity() > MAX_QUEUE {
+            return invalid(format!(
+                "pool queue of {} slots is over {MAX_QUEUE} (the slots are allocated up front)",
+                self.queue_capacity()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Renamed [`worker_idle_timeout`](Flavor::worker_idle_timeout) in 0.2.0: it is how
+    /// long spare pool threads live, not a client timeout.
+    #[deprecated(since = "0.2.0", note = "renamed `worker_idle_timeout`")]
+    pub fn idle_timeout(self, d: Duration) -> Flavor {
+        self.worker_idle_timeout(d)
+    }
+
+    /// Renamed [`get_limit`](Flavor::get_limit) in 0.2.0.
+    #[deprecated(since = "0.2.0", note = "renamed `get_limit`")]
+    pub fn max(&self) -> usize {
+        self.get_limit()
+    }
+
+    /// Renamed [`get_workers`](Flavor::get_workers) in 0.2.0.
+    #[deprecated(since = "0.2.0", note = "renamed `get_workers`")]
+    pub fn worker_count(&self) -> usize {
+        self.get_workers()
     }
 
     pub(crate) fn queue_capacity(&self) -> usize {
@@ -178,7 +257,7 @@ impl fmt::Debug for Flavor {
         if self.kind == Kind::Pool {
             d.field("workers", &self.workers)
                 .field("queue", &self.queue_capacity())
-                .field("idle_timeout", &self.idle_timeout);
+                .field("worker_idle_timeout", &self.worker_idle_timeout);
         }
         d.finish()
     }

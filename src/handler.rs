@@ -144,6 +144,18 @@ impl HandlerError {
     }
 }
 
+impl HandlerError {
+    /// Whether the client caused it: data that breaks the protocol (`InvalidData`, such as
+    /// an oversize frame or bad JSON), or a timeout. Logged at info level, not error: the
+    /// server itself is fine.
+    pub fn is_client_fault(&self) -> bool {
+        matches!(self, HandlerError::Io(e) if matches!(
+            e.kind(),
+            io::ErrorKind::InvalidData | io::ErrorKind::TimedOut
+        ))
+    }
+}
+
 impl fmt::Display for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -168,6 +180,10 @@ pub(crate) enum Outcome {
     Ok,
     Error,
     Panic,
+    /// The connection ended at the idle timeout (a normal end).
+    IdleTimeout,
+    /// A request or deadline timed out.
+    RequestTimeout,
 }
 
 impl Outcome {
@@ -175,6 +191,8 @@ impl Outcome {
         match self {
             Outcome::Ok => 0,
             Outcome::Error => 1,
+            Outcome::IdleTimeout => 2,
+            Outcome::RequestTimeout => 3,
             Outcome::Panic => 101,
         }
     }
@@ -183,6 +201,8 @@ impl Outcome {
         match code {
             0 => Outcome::Ok,
             1 => Outcome::Error,
+            2 => Outcome::IdleTimeout,
+            3 => Outcome::RequestTimeout,
             _ => Outcome::Panic,
         }
     }
@@ -206,7 +226,14 @@ pub(crate) fn run_phases<H, R>(
     match catch_unwind(run) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(HandlerError::Io(e)),
-        Err(payload) => Err(HandlerError::Panic(panic_message(&*payload))),
+        Err(payload) => {
+            let msg = panic_message(&*payload);
+            // A payload whose destructor panics must not unwind out of here.
+            if let Err(again) = catch_unwind(AssertUnwindSafe(|| drop(payload))) {
+                std::mem::forget(again);
+            }
+            Err(HandlerError::Panic(msg))
+        }
     }
 }
 

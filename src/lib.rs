@@ -85,6 +85,7 @@ mod stream;
 #[allow(unsafe_code)]
 mod sys;
 mod systemd;
+mod time;
 mod transport;
 
 /// The README's examples, compiled as doctests so that they stay true.

@@ -12,32 +12,46 @@ use crate::proxy::ProxyHeader;
 use crate::shutdown::{ConnSlot, Shared};
 use crate::stream::Stream;
 use crate::sys::{self, Interest};
+use crate::time;
 use crate::transport::DgramSocket;
 
 /// How long, at most, closing a connection waits for the client's unread bytes to drain.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 /// How many unread bytes closing a connection drains, at most.
 const LINGER_BYTES: usize = 256 * 1024;
+/// Small writes are gathered up to this many bytes; larger ones go straight to the socket.
+const WRITE_BUFFER: usize = 8 * 1024;
 
 /// One stream connection, as a handler sees it: Python's `self.request`, `rfile` and `wfile`
 /// in one value.
 ///
 /// * `Read` and `BufRead` go through an 8 KiB buffer (like `rfile`): `read_line`,
-///   `read_until` and `lines` work directly, and `read_exact` never loses bytes.
-/// * `Write` is unbuffered (like `wfile`): every `write` reaches the socket without a
-///   `flush`. Wrap it in a `std::io::BufWriter` to batch small writes, and flush it.
-/// * Reads that time out fail with `ErrorKind::TimedOut`.
+///   `read_until` and `lines` work directly, and `read_exact` never loses bytes. For lines
+///   from an untrusted client, bound them with [`framing::read_line`](crate::framing::read_line)
+///   (a `read_line` into a `String` grows as long as the client sends).
+/// * `Write` is buffered, unlike Python's `wfile`: `writeln!(req, "{reply}")` leaves as one
+///   `send`, not one per piece (with `TCP_NODELAY`, on by default, each `send` would be a
+///   packet). You never need to call `flush`: the buffer goes out before any read that
+///   waits for the client, when the handler returns, when it fills (8 KiB), and on
+///   [`flush`](Write::flush). Writes of 8 KiB or more go straight to the socket, uncopied.
+///   Call `flush` yourself only when the reply must leave while the handler does something
+///   else than reading from this request (waiting on another thread, running a command).
+/// * Reads and writes that time out fail with `ErrorKind::TimedOut`; see
+///   [`set_deadline`](StreamRequest::set_deadline) for a bound on a whole request.
+/// * Interrupted system calls (`EINTR`) are retried inside; handlers never see them.
 ///
 /// ```no_run
-/// use socketserver::{StreamRequest, TcpServer};
-/// use std::io::{self, BufRead, Write};
+/// use socketserver::{framing, StreamRequest, TcpServer};
+/// use std::io::{self, Write};
 ///
 /// TcpServer::bind("127.0.0.1:8001")?.serve(|req: &mut StreamRequest| {
-///     let mut line = String::new();
 ///     let peer = req.peer_addr().clone();
-///     while req.read_line(&mut line)? > 0 {
-///         write!(req, "{peer} says: {line}")?;
-///         line.clear();
+///     let mut buf = Vec::new();
+///     while let Some(line) = framing::read_text_line(req, &mut buf, 4096)? {
+///         match line {
+///             Ok(text) => writeln!(req, "{peer} says: {text}")?,
+///             Err(_) => writeln!(req, "error: not UTF-8")?,
+///         }
 ///     }
 ///     Ok(())
 /// })
@@ -51,22 +65,47 @@ pub struct StreamRequest {
     proxy: Option<Box<ProxyHeader>>,
 }
 
-/// The reading side: tracks EOF, idleness and timeouts. Writes are done on the same slot.
+/// Which limit ended a connection, for the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TimedOut {
+    /// No next request within the idle timeout.
+    Idle,
+    /// A request (or the handler's deadline) did not complete in time.
+    Request,
+}
+
+/// The connection under the request's read buffer: the socket reads, the write buffer, and
+/// what decides how long each call may wait.
 #[derive(Debug)]
 struct SocketReader {
     slot: Arc<ConnSlot>,
     shared: Arc<Shared>,
     forked: bool,
-    /// True until the first read, and again after every write: the next socket read then
-    /// waits for the client's *next* request, so it is an idle wait.
-    after_write: bool,
+    /// Whether the next socket read waits for the client's *next* request: true at first,
+    /// and after a write that left nothing of the next request in the read buffer. Shutdown
+    /// may end such a read with EOF, and the idle timeout bounds it.
+    idle: bool,
+    /// True from the first write after a read until the next read: a reply is going out.
+    replying: bool,
     eof: bool,
     read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
+    request_timeout: Option<Duration>,
+    /// After it, every read and write fails with `TimedOut`.
+    deadline: Option<Instant>,
+    /// The deadline was set from `request_timeout` (it ends when the reply begins), not by
+    /// the handler (whose deadline stays until it changes it).
+    deadline_is_request: bool,
     /// Idle reads wait in `poll` with the wake socket (see `Builder::end_idle_on_shutdown`).
     wake_idle: bool,
-    /// The `SO_RCVTIMEO` the socket has now, to skip redundant `setsockopt` calls.
-    current_timeout: Option<Duration>,
+    /// The `SO_RCVTIMEO` and `SO_SNDTIMEO` the socket has now, to skip redundant
+    /// `setsockopt` calls.
+    current_read: Option<Duration>,
+    current_write: Option<Duration>,
+    /// Bytes written by the handler and not yet sent.
+    out: Vec<u8>,
+    timed_out: Option<TimedOut>,
 }
 
 impl StreamRequest {
@@ -81,12 +120,21 @@ impl StreamRequest {
             slot,
             shared,
             forked,
-            after_write: true,
+            idle: true,
+            replying: false,
             eof: false,
             read_timeout: cfg.read_timeout,
+            write_timeout: cfg.write_timeout,
             idle_timeout: cfg.idle_timeout,
+            request_timeout: cfg.request_timeout,
+            deadline: None,
+            deadline_is_request: false,
             wake_idle: cfg.end_idle_on_shutdown,
-            current_timeout: cfg.read_timeout,
+            // `serve::configure` set these on the socket.
+            current_read: cfg.read_timeout,
+            current_write: cfg.write_timeout,
+            out: Vec::new(),
+            timed_out: None,
         };
         StreamRequest {
             reader: BufReader::with_capacity(cfg.read_buffer, inner),
@@ -135,30 +183,70 @@ impl StreamRequest {
     }
 
     /// Sets how long one read may wait for data (`SO_RCVTIMEO`); `None` waits forever.
-    /// Starts as the server's `read_timeout` (by default, none).
+    /// Starts as the server's `read_timeout` (by default, none). A zero duration is an
+    /// `InvalidInput` error.
     pub fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
-        let inner = self.reader.get_mut();
-        inner.read_timeout = t;
-        inner.apply_timeout(t)
+        nonzero(t)?;
+        self.reader.get_mut().read_timeout = t;
+        Ok(())
     }
 
     /// Sets how long one write may wait for buffer space (`SO_SNDTIMEO`); `None` waits
-    /// forever. Starts as the server's `write_timeout` (by default, none).
+    /// forever. Starts as the server's `write_timeout` (by default, none). A zero duration
+    /// is an `InvalidInput` error.
     pub fn set_write_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
-        self.stream().set_write_timeout(t)
+        nonzero(t)?;
+        self.reader.get_mut().write_timeout = t;
+        Ok(())
+    }
+
+    /// Sets a deadline for everything that follows: once it passes, every read and write
+    /// fails with `TimedOut` (each call waits at most until it, whatever the per-call
+    /// timeouts say). `None` removes it. It stays until changed.
+    ///
+    /// The server's `request_timeout` sets one of these at the first byte of each request
+    /// and clears it when the reply begins; a handler that reads a long upload on purpose
+    /// moves it or clears it. Reaching a deadline is counted in `Stats::request_timeouts`.
+    ///
+    /// ```no_run
+    /// use socketserver::{StreamRequest, TcpServer};
+    /// use std::io::{self, BufRead, Write};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// TcpServer::bind("127.0.0.1:0")?.serve(|req: &mut StreamRequest| {
+    ///     // The whole greeting within 5 s, however slowly it trickles in.
+    ///     req.set_deadline(Some(Instant::now() + Duration::from_secs(5)));
+    ///     let mut hello = String::new();
+    ///     req.read_line(&mut hello)?;
+    ///     req.set_deadline(None);
+    ///     req.write_all(b"welcome\n")
+    /// })
+    /// # ; Ok::<(), io::Error>(())
+    /// ```
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        let inner = self.reader.get_mut();
+        inner.deadline = deadline;
+        inner.deadline_is_request = false;
+    }
+
+    /// The deadline in force, if any (see [`set_deadline`](StreamRequest::set_deadline)).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.reader.get_ref().deadline
     }
 
     /// Declares that the handler is between requests: the next read from the socket waits
     /// for the client's *next* request, so shutdown may end it with EOF, and the idle timeout
-    /// applies to it.
+    /// applies to it. It also ends the request timeout's deadline.
     ///
     /// Reads and writes through the request track this by themselves (a read after a write
-    /// is idle). Call it when replies go out another way, e.g. through a
-    /// [`Stream::try_clone`] written by another thread, as a chat server does.
+    /// is idle, unless the next request has already begun arriving). Call it when replies
+    /// go out another way, e.g. through a [`Stream::try_clone`] written by another thread,
+    /// as a chat server does. It has no effect while bytes of the next request are buffered.
     pub fn mark_idle(&mut self) {
-        // Bytes already buffered are served first; the flag matters for the socket read
-        // that follows them.
-        self.reader.get_mut().after_write = true;
+        let next_started = !self.reader.buffer().is_empty();
+        let inner = self.reader.get_mut();
+        inner.end_request_deadline();
+        inner.idle = !next_started;
     }
 
     /// Sets how long the connection may wait for the client's next request (see
@@ -167,8 +255,9 @@ impl StreamRequest {
         self.reader.get_mut().idle_timeout = t;
     }
 
-    /// The raw connection. Bytes already buffered for reading are not visible through it:
-    /// use [`buffer`](StreamRequest::buffer) first if you switch.
+    /// The raw connection. Bytes already buffered for reading are not visible through it
+    /// (use [`buffer`](StreamRequest::buffer) first if you switch), and bytes written to the
+    /// request go out before it only after a [`flush`](Write::flush).
     pub fn stream(&self) -> &Stream {
         &self.reader.get_ref().slot.stream
     }
@@ -178,15 +267,23 @@ impl StreamRequest {
         self.reader.buffer()
     }
 
-    /// Closes the connection politely: shut down writing (the client reads EOF after all
-    /// our bytes); then, if the client's bytes are waiting unread, drain them (up to 256 KiB,
-    /// for up to 1 s) so that the kernel does not answer unread data with a reset that would
-    /// destroy our last reply in flight. A quiet connection is closed at once.
+    /// Which limit ended the request, if one did.
+    pub(crate) fn timed_out(&self) -> Option<TimedOut> {
+        self.reader.get_ref().timed_out
+    }
+
+    /// Closes the connection politely: send what is still buffered, shut down writing (the
+    /// client reads EOF after all our bytes); then, if the client's bytes are waiting
+    /// unread, drain them (up to 256 KiB, for up to 1 s, never waiting for more) so that the
+    /// kernel does not answer unread data with a reset that would destroy our last reply in
+    /// flight. This holds at shutdown too, for a handler that returned on
+    /// `is_shutting_down` with a request unread. A quiet connection is closed at once.
     pub(crate) fn close(&mut self) {
         let inner = self.reader.get_mut();
+        let _ = inner.flush_out();
         let stream = &inner.slot.stream;
         let _ = stream.shutdown(Shutdown::Write);
-        if inner.eof || inner.stopping() {
+        if inner.eof {
             return;
         }
         let fd = stream.as_raw_fd();
@@ -201,6 +298,60 @@ impl StreamRequest {
             }
         }
     }
+
+    /// The handler writes: a reply is going out.
+    fn replying(&mut self) -> &mut SocketReader {
+        let next_started = !self.reader.buffer().is_empty();
+        let inner = self.reader.get_mut();
+        if !inner.replying {
+            inner.replying = true;
+            inner.end_request_deadline();
+            if next_started {
+                // The client pipelined: its next request has begun arriving, so its
+                // deadline starts now.
+                inner.begin_request_deadline();
+            }
+        }
+        // Idle only when nothing of the next request is buffered: a read that must wait
+        // for the rest of a half-arrived request is not idle, and shutdown or the idle
+        // timeout must not cut it.
+        inner.idle = !next_started;
+        inner
+    }
+
+    /// The handler reads: any reply has ended.
+    fn reading(&mut self) -> &mut BufReader<SocketReader> {
+        self.reader.get_mut().replying = false;
+        &mut self.reader
+    }
+}
+
+/// Refuses a zero timeout, which the socket layer cannot express (it would mean "never").
+fn nonzero(t: Option<Duration>) -> io::Result<()> {
+    if t == Some(Duration::ZERO) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a zero timeout would fail every call at once; use None for no timeout",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a socket call failed because its `SO_RCVTIMEO`/`SO_SNDTIMEO` ran out (Linux
+/// reports it as `EAGAIN`).
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn timed_out(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, msg)
+}
+
+fn read_timeout_error(t: Option<Duration>) -> io::Error {
+    timed_out(format!("read timed out after {:?}", t.unwrap_or_default()))
 }
 
 impl SocketReader {
@@ -212,10 +363,72 @@ impl SocketReader {
         }
     }
 
-    fn apply_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
-        if t != self.current_timeout {
+    fn begin_request_deadline(&mut self) {
+        if let (Some(t), true) = (
+            self.request_timeout,
+            self.deadline.is_none() || self.deadline_is_request,
+        ) {
+            self.deadline = time::after(t);
+            self.deadline_is_request = self.deadline.is_some();
+        }
+    }
+
+    fn end_request_deadline(&mut self) {
+        if self.deadline_is_request {
+            self.deadline = None;
+            self.deadline_is_request = false;
+        }
+    }
+
+    /// The timeout for the next socket call: `configured`, shortened to what is left of
+    /// the deadline (`true` when the deadline is what limits it). Fails once the deadline
+    /// has passed.
+    fn limit(&mut self, configured: Option<Duration>) -> io::Result<(Option<Duration>, bool)> {
+        match time::left(self.deadline) {
+            None => Ok((configured, false)),
+            Some(Duration::ZERO) => Err(self.deadline_error()),
+            Some(left) => match configured {
+                Some(c) if c <= left => Ok((Some(c), false)),
+                _ => Ok((Some(left), true)),
+            },
+        }
+    }
+
+    fn deadline_error(&mut self) -> io::Error {
+        self.timed_out = Some(TimedOut::Request);
+        match (self.deadline_is_request, self.request_timeout) {
+            (true, Some(t)) => timed_out(format!(
+                "request timeout: the request did not arrive whole within {t:?}"
+            )),
+            _ => timed_out("deadline passed".to_string()),
+        }
+    }
+
+    /// The error of a wait for the next request that ran out: an idle timeout when one is
+    /// set (a normal end, counted apart), else the read timeout that stood in for it.
+    fn idle_or_read_error(&mut self, t: Option<Duration>) -> io::Error {
+        if self.idle_timeout.is_none() {
+            return read_timeout_error(t);
+        }
+        self.timed_out = Some(TimedOut::Idle);
+        timed_out(format!(
+            "idle timeout: no request from the client within {:?}",
+            t.unwrap_or_default()
+        ))
+    }
+
+    fn apply_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        if t != self.current_read {
             self.slot.stream.set_read_timeout(t)?;
-            self.current_timeout = t;
+            self.current_read = t;
+        }
+        Ok(())
+    }
+
+    fn apply_write_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        if t != self.current_write {
+            self.slot.stream.set_write_timeout(t)?;
+            self.current_write = t;
         }
         Ok(())
     }
@@ -226,51 +439,120 @@ impl SocketReader {
     /// Waiting in `poll` on the connection and the server's wake socket (rather than in
     /// `read`) is what lets shutdown end an idle connection without ever cutting a request
     /// that is arriving: if bytes are there, the request is read and answered first.
-    fn wait_request(&self) -> io::Result<bool> {
+    fn wait_request(&mut self) -> io::Result<bool> {
         let fds = [
             (self.slot.stream.as_raw_fd(), Interest::Read),
             (self.shared.wake_fd(), Interest::Read),
         ];
         let limit = self.idle_timeout.or(self.read_timeout);
-        let deadline = limit.map(|t| Instant::now() + t);
+        let end = time::earliest(time::after_opt(limit), self.deadline);
         loop {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let ready = sys::poll(&fds, left)?;
+            let ready = sys::poll(&fds, time::left(end))?;
             if ready.is(0) {
                 return Ok(true);
             }
             if ready.is(1) {
                 return Ok(false);
             }
-            if let (Some(t), Some(d)) = (limit, deadline) {
-                if Instant::now() >= d {
-                    return Err(timeout_error(true, t));
-                }
+            if time::passed(end) {
+                return Err(if time::passed(self.deadline) {
+                    self.deadline_error()
+                } else {
+                    self.idle_or_read_error(limit)
+                });
             }
         }
     }
-}
 
-fn timeout_error(idle: bool, t: Duration) -> io::Error {
-    let what = if idle {
-        "idle timeout: no request from the client within"
-    } else {
-        "read timed out after"
-    };
-    io::Error::new(io::ErrorKind::TimedOut, format!("{what} {t:?}"))
+    /// Sends bytes now, under the write timeout and the deadline; `EINTR` is retried.
+    fn send_with(&mut self, send: impl Fn(&Stream) -> io::Result<usize>) -> io::Result<usize> {
+        let (t, by_deadline) = self.limit(self.write_timeout)?;
+        self.apply_write_timeout(t)?;
+        loop {
+            match send(&self.slot.stream) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_timeout(&e) && by_deadline => return Err(self.deadline_error()),
+                Err(e) if is_timeout(&e) => {
+                    return Err(timed_out(format!(
+                        "write timed out after {:?}",
+                        t.unwrap_or_default()
+                    )))
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Sends the write buffer. On an error, what was not sent stays buffered.
+    fn flush_out(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let mut sent = 0;
+        let result = loop {
+            if sent == out.len() {
+                break Ok(());
+            }
+            match self.send_with(|mut s| s.write(&out[sent..])) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => sent += n,
+                Err(e) => break Err(e),
+            }
+        };
+        self.out = out;
+        self.out.drain(..sent);
+        result
+    }
+
+    fn write_out(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.out.len() + buf.len() > WRITE_BUFFER {
+            self.flush_out()?;
+        }
+        if buf.len() >= WRITE_BUFFER {
+            return self.send_with(|mut s| s.write(buf));
+        }
+        if self.out.capacity() == 0 {
+            self.out.reserve_exact(WRITE_BUFFER);
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn write_out_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let total = bufs
+            .iter()
+            .map(|b| b.len())
+            .fold(0usize, usize::saturating_add);
+        if self.out.len().saturating_add(total) > WRITE_BUFFER {
+            self.flush_out()?;
+        }
+        if total >= WRITE_BUFFER {
+            return self.send_with(|mut s| s.write_vectored(bufs));
+        }
+        for b in bufs {
+            self.write_out(b)?;
+        }
+        Ok(total)
+    }
 }
 
 impl Read for SocketReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let idle = self.after_write && !self.eof;
-        if idle && self.wake_idle {
+        // Replies leave before the server waits for the client.
+        self.flush_out()?;
+        if self.eof {
+            return Ok(0);
+        }
+        let idle = self.idle;
+        let configured = if idle && self.wake_idle {
             // Wait for the next request or shutdown. A request already waiting is served
             // even when shutdown has begun; the connection ends only when nothing is there.
             if !self.wait_request()? {
                 self.eof = true;
                 return Ok(0);
             }
-            self.apply_timeout(self.read_timeout)?;
+            self.read_timeout
         } else if idle {
             // Shutdown has begun and no request is waiting: end now rather than block until
             // the grace period runs out.
@@ -278,30 +560,38 @@ impl Read for SocketReader {
                 self.eof = true;
                 return Ok(0);
             }
-            self.apply_timeout(self.idle_timeout.or(self.read_timeout))?;
+            self.idle_timeout.or(self.read_timeout)
         } else {
-            self.apply_timeout(self.read_timeout)?;
-        }
-        match (&self.slot.stream).read(buf) {
+            self.read_timeout
+        };
+        let (t, by_deadline) = self.limit(configured)?;
+        self.apply_read_timeout(t)?;
+        let result = loop {
+            match (&self.slot.stream).read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        match result {
             Ok(0) if !buf.is_empty() => {
                 self.eof = true;
                 Ok(0)
             }
             Ok(n) => {
-                self.after_write = false;
+                if idle {
+                    // The first bytes of a request: its deadline starts now.
+                    self.idle = false;
+                    self.begin_request_deadline();
+                }
                 Ok(n)
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Err(timeout_error(
-                    idle && self.idle_timeout.is_some(),
-                    self.current_timeout.unwrap_or_default(),
-                ))
-            }
+            Err(e) if is_timeout(&e) => Err(if by_deadline {
+                self.deadline_error()
+            } else if idle && !self.wake_idle {
+                self.idle_or_read_error(t)
+            } else {
+                read_timeout_error(t)
+            }),
             Err(e) => Err(e),
         }
     }
@@ -309,37 +599,32 @@ impl Read for SocketReader {
 
 impl Read for StreamRequest {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.reader.read(buf)
+        self.reading().read(buf)
     }
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.reader.read_vectored(bufs)
+        self.reading().read_vectored(bufs)
     }
 }
 
 impl BufRead for StreamRequest {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        self.reader.fill_buf()
+        self.reading().fill_buf()
     }
     fn consume(&mut self, amt: usize) {
         self.reader.consume(amt)
     }
 }
 
+/// Buffered: see the type's documentation for when the buffer is sent.
 impl Write for StreamRequest {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let inner = self.reader.get_mut();
-        let n = (&inner.slot.stream).write(buf)?;
-        inner.after_write = true;
-        Ok(n)
+        self.replying().write_out(buf)
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let inner = self.reader.get_mut();
-        let n = (&inner.slot.stream).write_vectored(bufs)?;
-        inner.after_write = true;
-        Ok(n)
+        self.replying().write_out_vectored(bufs)
     }
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.reader.get_mut().flush_out()
     }
 }
 
@@ -418,6 +703,49 @@ impl DatagramRequest {
     /// several times; nothing is sent if it is never called. A Unix datagram client that did
     /// not bind its own path cannot be answered: this then fails with `NotConnected`.
     pub fn reply(&mut self, data: &[u8]) -> io::Result<()> {
-        self.socket.send_to(data, &self.peer, self.write_timeout)
+        self.reply_vectored(&[IoSlice::new(data)])
+    }
+
+    /// Sends the slices, in order, to the sender as *one* datagram (`sendmsg(2)` gathers
+    /// them): a header and the packet without copying both into a new buffer first.
+    ///
+    /// ```no_run
+    /// use socketserver::{DatagramRequest, UdpServer};
+    /// use std::io::{self, IoSlice};
+    ///
+    /// UdpServer::bind("127.0.0.1:8003")?.serve(|req: &mut DatagramRequest| {
+    ///     let packet = req.take_packet();
+    ///     req.reply_vectored(&[IoSlice::new(b"echo: "), IoSlice::new(&packet)])
+    /// })
+    /// # ; Ok::<(), io::Error>(())
+    /// ```
+    pub fn reply_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<()> {
+        self.socket.send_to(bufs, &self.peer, self.write_timeout)
+    }
+
+    /// Sends `data` as one datagram to `to`, any peer, from the server's socket (so the
+    /// receiver sees the server's address as the sender): what a datagram server needs to
+    /// relay a message to a client other than the one that sent it. Like
+    /// [`reply`](DatagramRequest::reply), it waits for send-buffer space up to the server's
+    /// write timeout. `to` must be of the server's family (an IP address for a UDP server,
+    /// a bound Unix path for a Unix datagram server): otherwise it fails with
+    /// `InvalidInput`.
+    ///
+    /// ```no_run
+    /// use socketserver::{Addr, DatagramRequest, UdpServer};
+    /// use std::io;
+    ///
+    /// // A relay: every datagram goes on to a fixed listener, and the sender gets "relayed".
+    /// let listener = Addr::Inet("127.0.0.1:9100".parse().unwrap());
+    /// UdpServer::bind("127.0.0.1:9101")?.serve(move |req: &mut DatagramRequest| {
+    ///     let data = req.take_packet();
+    ///     req.send_to(&data, &listener)?;
+    ///     req.reply(b"relayed")
+    /// })
+    /// # ; Ok::<(), io::Error>(())
+    /// ```
+    pub fn send_to(&mut self, data: &[u8], to: &Addr) -> io::Result<()> {
+        self.socket
+            .send_to(&[IoSlice::new(data)], to, self.write_timeout)
     }
 }

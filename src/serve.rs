@@ -1,6 +1,6 @@
 //! The accept loop (streams) and the receive loop (datagrams), and what runs one request.
 
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::flavors::{Exec, Job, Runner};
 use crate::handler::{run_phases, DatagramHandler, HandlerError, Outcome, StreamHandler};
 use crate::proxy;
-use crate::request::{DatagramRequest, StreamRequest};
+use crate::request::{DatagramRequest, StreamRequest, TimedOut};
 use crate::shutdown::{ConnSlot, Shared};
 use crate::stats::Counters;
 use crate::stream::Stream;
@@ -137,7 +137,12 @@ impl<'a> Waiter<'a> {
             Class::Backoff => {
                 let d = self.backoff.next();
                 log::warn!("{what} failed: {e}; retrying in {d:?}");
-                sys::poll(&self.fds[1..2], Some(d))?;
+                // The wake socket turning readable is a stop request, perhaps from a forked
+                // child whose flag this process cannot see: take it as ours. (Ignoring it
+                // would also make every later back-off return at once, a spin.)
+                if sys::poll(&self.fds[1..2], Some(d))?.is(0) {
+                    self.shared.stop();
+                }
             }
             Class::Fatal => {
                 log::error!("{what} failed, stopping the server: {e}");
@@ -173,7 +178,7 @@ pub(crate) fn accept_loop<L: Listen>(
             return Ok(());
         }
         exec.reap();
-        if !exec.ready() {
+        if !exec.ready()? {
             return Ok(());
         }
         match listener.accept_stream() {
@@ -203,14 +208,14 @@ pub(crate) fn recv_loop(
             return Ok(());
         }
         exec.reap();
-        if !exec.ready() {
+        if !exec.ready()? {
             return Ok(());
         }
         match socket.recv_from(&mut buf) {
             Ok((n, peer)) => {
                 waiter.backoff.reset();
                 if n > cfg.max_datagram {
-                    Counters::bump(&shared.counters.truncated);
+                    Counters::bump(&shared.counters.oversize_dropped);
                     log::warn!(
                         "{peer}: dropped a datagram larger than {} bytes (max_datagram_size)",
                         cfg.max_datagram
@@ -230,6 +235,9 @@ fn configure(stream: &Stream, cfg: &Config) -> io::Result<()> {
     if let (Stream::Tcp(s), true) = (stream, cfg.nodelay) {
         s.set_nodelay(true)?;
     }
+    // macOS has no MSG_NOSIGNAL (see `sys::send`): the socket itself must not raise SIGPIPE.
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    socket2::SockRef::from(stream).set_nosigpipe(true)?;
     if cfg.read_timeout.is_some() {
         stream.set_read_timeout(cfg.read_timeout)?;
     }
@@ -275,12 +283,18 @@ where
                     req.set_proxy_header(header);
                 }
                 let result = run_phases(&factory, &mut req, H::setup, H::handle, H::finish);
+                // The reply's last buffered bytes: failing to send them fails the request.
+                let flushed = req.flush();
+                let timed_out = req.timed_out();
                 req.close();
-                result
+                match (result, flushed) {
+                    (Ok(()), Err(e)) => (Err(HandlerError::Io(e)), timed_out),
+                    (result, _) => (result, timed_out),
+                }
             }
-            Err(e) => Err(HandlerError::Io(e)),
+            Err(e) => (Err(HandlerError::Io(e)), None),
         };
-        report(&shared, &cfg, &peer, result)
+        report(&shared, &cfg, &peer, result.0, result.1)
     })
 }
 
@@ -306,30 +320,55 @@ where
             forked,
         );
         let result = run_phases(&factory, &mut req, H::setup, H::handle, H::finish);
-        report(&shared, &cfg, &peer, result)
+        report(&shared, &cfg, &peer, result, None)
     })
 }
 
 /// Counts, logs and hands a request's result to the `on_error` hook.
-fn report(shared: &Shared, cfg: &Config, peer: &Addr, result: Result<(), HandlerError>) -> Outcome {
+///
+/// Log levels say whose fault it is: ERROR for the server's own (a panic, an I/O error the
+/// client did not cause), INFO for what a client caused (invalid data, an oversize frame,
+/// a request timeout), DEBUG for routine ends (the client went away, an idle timeout).
+fn report(
+    shared: &Shared,
+    cfg: &Config,
+    peer: &Addr,
+    result: Result<(), HandlerError>,
+    timed_out: Option<TimedOut>,
+) -> Outcome {
     let c = &shared.counters;
     Counters::bump(&c.completed);
     let err = match result {
         Ok(()) => return Outcome::Ok,
         Err(err) => err,
     };
-    let outcome = match &err {
-        HandlerError::Panic(_) => {
+    let timeout = match &err {
+        HandlerError::Io(e) if e.kind() == io::ErrorKind::TimedOut => timed_out,
+        _ => None,
+    };
+    let outcome = match (&err, timeout) {
+        (HandlerError::Io(e), Some(TimedOut::Idle)) => {
+            // The client had nothing more to ask: a normal end, not a failure.
+            Counters::bump(&c.idle_timeouts);
+            log::debug!("{peer}: {e}");
+            return Outcome::IdleTimeout;
+        }
+        (HandlerError::Io(e), Some(TimedOut::Request)) => {
+            Counters::bump(&c.request_timeouts);
+            log::info!("{peer}: {e}");
+            Outcome::RequestTimeout
+        }
+        (HandlerError::Panic(_), _) => {
             Counters::bump(&c.panics);
             log::error!("{peer}: {err}");
             Outcome::Panic
         }
-        HandlerError::Io(e) => {
+        (HandlerError::Io(e), None) => {
             Counters::bump(&c.handler_errors);
             if err.is_disconnect() {
                 log::debug!("{peer}: client went away: {e}");
-            } else if e.kind() == io::ErrorKind::TimedOut {
-                log::info!("{peer}: {e}");
+            } else if err.is_client_fault() {
+                log::info!("{peer}: {err}");
             } else {
                 log::error!("{peer}: {err}");
             }

@@ -16,7 +16,9 @@ use crate::flavors::{Exec, Job, Runner};
 use crate::handler::{DatagramHandler, StreamHandler};
 use crate::serve::{accept_loop, datagram_runner, recv_loop, stream_runner};
 use crate::shutdown::{Shared, ShutdownHandle};
-use crate::transport::{bind_inet, bind_unix, Datagram, DgramSocket, Listener, SocketFile};
+use crate::transport::{
+    bind_inet, bind_unix, buffer_sizes, Datagram, DgramSocket, Listener, SocketFile,
+};
 
 /// A server on a listening stream socket. Use it as [`TcpServer`] or [`UnixStreamServer`].
 ///
@@ -37,6 +39,7 @@ struct Core {
 
 impl Core {
     fn new(cfg: Config, file: Option<SocketFile>) -> io::Result<Core> {
+        cfg.validate()?;
         let shared = Shared::new(cfg.grace_period)?;
         Ok(Core {
             cfg: Arc::new(cfg),
@@ -60,7 +63,14 @@ impl Core {
         serve_loop: impl FnOnce(&S, &mut Exec<J>, &Arc<Shared>, &Config) -> io::Result<()>,
     ) -> io::Result<()> {
         let Core { cfg, shared, file } = self;
-        let mut exec = Exec::new(&cfg.flavor, runner, &shared)?;
+        let mut exec = match Exec::new(&cfg.flavor, runner, &shared) {
+            Ok(exec) => exec,
+            Err(e) => {
+                // The handle must see a stopped server, like after any other end of serve.
+                shared.stop();
+                return Err(e);
+            }
+        };
         crate::systemd::serving();
         let result = serve_loop(&socket, &mut exec, &shared, &cfg);
         crate::systemd::stopping();
@@ -142,11 +152,38 @@ impl<L: Listener> StreamServer<L> {
         &self.core.cfg.flavor
     }
 
+    /// The listening socket's `SO_RCVBUF` in effect, which accepted connections inherit
+    /// (Linux reports twice the size set with `Builder::recv_buffer_size`).
+    pub fn recv_buffer_size(&self) -> io::Result<usize> {
+        Ok(buffer_sizes(&self.listener)?.0)
+    }
+
+    /// The listening socket's `SO_SNDBUF` in effect, which accepted connections inherit.
+    pub fn send_buffer_size(&self) -> io::Result<usize> {
+        Ok(buffer_sizes(&self.listener)?.1)
+    }
+
     pub(crate) fn listener(&self) -> &L {
         &self.listener
     }
 
     /// Serves connections until shutdown, giving each one a clone of `handler`.
+    ///
+    /// Write the closure's parameter type out, `|req: &mut StreamRequest|`: `serve` takes
+    /// any [`StreamHandler`], and Rust turns a closure into one only once it knows what the
+    /// closure takes. Without it the compiler stops with E0282 ("type annotations needed").
+    ///
+    /// ```no_run
+    /// use socketserver::{StreamRequest, TcpServer};
+    /// use std::io::{self, BufRead, Write};
+    ///
+    /// TcpServer::bind("127.0.0.1:8002")?.serve(|req: &mut StreamRequest| {
+    ///     let mut line = String::new();
+    ///     req.read_line(&mut line)?;
+    ///     writeln!(req, "{}", line.trim_end().to_uppercase())
+    /// })
+    /// # ; Ok::<(), io::Error>(())
+    /// ```
     ///
     /// Blocks the calling thread: it runs the accept loop (and, in the `single` flavour, the
     /// handlers). Returns `Ok(())` after a shutdown, once every request has ended (see
@@ -314,6 +351,18 @@ impl<S: Datagram> DatagramServer<S> {
     /// The flavour this server runs requests with.
     pub fn flavor(&self) -> &Flavor {
         &self.core.cfg.flavor
+    }
+
+    /// The socket's `SO_RCVBUF` in effect: how many bytes of datagrams the kernel queues
+    /// while the server is busy (Linux reports twice the size set with
+    /// `Builder::recv_buffer_size`). Datagrams that arrive when it is full are lost.
+    pub fn recv_buffer_size(&self) -> io::Result<usize> {
+        Ok(buffer_sizes(&self.socket)?.0)
+    }
+
+    /// The socket's `SO_SNDBUF` in effect.
+    pub fn send_buffer_size(&self) -> io::Result<usize> {
+        Ok(buffer_sizes(&self.socket)?.1)
     }
 
     /// Serves datagrams until shutdown, giving each one a clone of `handler`. See

@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::stats::{Counters, Stats};
 use crate::stream::Stream;
+use crate::time;
 
 /// A connection as the registry sees it, to shut it down when the grace period is over.
 #[derive(Debug)]
@@ -32,7 +33,9 @@ pub(crate) struct Shared {
     wake_tx: UnixStream,
     wake_rx: UnixStream,
     pub(crate) counters: Counters,
-    registry: Mutex<Slab<Arc<ConnSlot>>>,
+    /// Live connections, and whether the grace period is over (then a connection registered
+    /// late, by a worker that took its job after `force_close`, is shut down at once).
+    registry: Mutex<Registry>,
     inflight: Mutex<u64>,
     drained: Condvar,
     grace: Duration,
@@ -60,7 +63,7 @@ impl Shared {
             wake_tx,
             wake_rx,
             counters: Counters::default(),
-            registry: Mutex::new(Slab::default()),
+            registry: Mutex::new(Registry::default()),
             inflight: Mutex::new(0),
             drained: Condvar::new(),
             grace,
@@ -102,7 +105,7 @@ impl Shared {
             let spawned = std::thread::Builder::new()
                 .name("socketserver-grace".into())
                 .spawn(move || {
-                    if !shared.wait_drained(Instant::now() + shared.grace) {
+                    if !shared.wait_drained(time::after(shared.grace)) {
                         log::warn!("grace period over: shutting down the connection still open");
                         shared.force_close();
                     }
@@ -121,32 +124,42 @@ impl Shared {
             .enabled = true;
     }
 
+    /// Joins the watchdog if one was started. A `stop` that comes after this (from another
+    /// thread, racing the end of `serve`) starts none: it would outlive `serve` detached.
     pub(crate) fn join_watchdog(&self) {
-        let t = self
-            .watchdog
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .thread
-            .take();
+        let t = {
+            let mut dog = self.watchdog.lock().unwrap_or_else(|e| e.into_inner());
+            dog.enabled = false;
+            dog.thread.take()
+        };
         if let Some(t) = t {
             let _ = t.join();
         }
     }
 
-    /// Shuts down every connection still open, so blocked reads and writes return.
+    /// Shuts down every connection still open, so blocked reads and writes return, and
+    /// every connection registered from now on.
     pub(crate) fn force_close(&self) {
-        for slot in self.lock_registry().iter() {
+        let mut reg = self.lock_registry();
+        reg.forced = true;
+        for slot in reg.slots.iter() {
             let _ = slot.stream.shutdown(Shutdown::Both);
         }
     }
 
-    fn lock_registry(&self) -> std::sync::MutexGuard<'_, Slab<Arc<ConnSlot>>> {
+    fn lock_registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Tracks a live connection until the returned guard drops.
+    /// Tracks a live connection until the returned guard drops. After the grace period the
+    /// connection is shut down as it registers: its handler finds it closed at once.
     pub(crate) fn register(self: &Arc<Self>, slot: Arc<ConnSlot>) -> Registration {
-        let key = self.lock_registry().insert(slot);
+        let mut reg = self.lock_registry();
+        if reg.forced {
+            let _ = slot.stream.shutdown(Shutdown::Both);
+        }
+        let key = reg.slots.insert(slot);
+        drop(reg);
         Registration {
             shared: Arc::clone(self),
             key,
@@ -170,18 +183,20 @@ impl Shared {
     }
 
     /// Waits until no request is in flight or `deadline` passes; true when drained.
-    pub(crate) fn wait_drained(&self, deadline: Instant) -> bool {
+    /// `deadline` `None` waits for ever (a grace period too large to represent).
+    pub(crate) fn wait_drained(&self, deadline: Option<Instant>) -> bool {
         let mut n = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         while *n > 0 {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            n = self
-                .drained
-                .wait_timeout(n, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            n = match time::left(deadline) {
+                Some(Duration::ZERO) => return false,
+                Some(left) => {
+                    self.drained
+                        .wait_timeout(n, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => self.drained.wait(n).unwrap_or_else(|e| e.into_inner()),
+            };
         }
         true
     }
@@ -204,8 +219,14 @@ pub(crate) struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.shared.lock_registry().remove(self.key);
+        self.shared.lock_registry().slots.remove(self.key);
     }
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    slots: Slab<Arc<ConnSlot>>,
+    forced: bool,
 }
 
 /// A minimal slab: O(1) insert and remove, memory bounded by the most entries ever live at

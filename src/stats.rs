@@ -24,15 +24,22 @@ pub struct Stats {
     pub panics: u64,
     /// Errors from `accept`/`recvfrom` (retried or backed off; fatal ones end `serve`).
     pub accept_errors: u64,
-    /// Datagrams larger than the receive buffer, dropped and reported (never cut silently).
-    pub truncated: u64,
+    /// Datagrams larger than `max_datagram_size`, dropped before any handler and reported
+    /// (never cut). Called `truncated` before 0.2.0.
+    pub oversize_dropped: u64,
+    /// Connections closed because the client sent no next request within the idle timeout:
+    /// a normal end, not a handler error.
+    pub idle_timeouts: u64,
+    /// Requests cut because they did not arrive whole within the request timeout (or a
+    /// deadline the handler set): the client's fault, not a handler error.
+    pub request_timeouts: u64,
     /// Connections closed because of their PROXY protocol header: missing, malformed,
     /// incomplete at the header deadline, failing its CRC32C, or sent from a source not
     /// trusted (see `Builder::proxy_protocol`). A connection closed before sending any byte
     /// (a TCP health check) is not counted. In a forking server, counted in the child only.
     pub proxy_rejected: u64,
-    /// Worker threads or child processes the server tracks right now (bounded by the flavour's
-    /// limit: finished ones are reaped, never kept).
+    /// Worker threads running, or child processes not yet reaped, right now (bounded by the
+    /// flavour's limit: finished ones are joined or reaped, never kept).
     pub threads: u64,
 }
 
@@ -45,7 +52,9 @@ pub(crate) struct Counters {
     pub(crate) handler_errors: AtomicU64,
     pub(crate) panics: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
-    pub(crate) truncated: AtomicU64,
+    pub(crate) oversize_dropped: AtomicU64,
+    pub(crate) idle_timeouts: AtomicU64,
+    pub(crate) request_timeouts: AtomicU64,
     pub(crate) proxy_rejected: AtomicU64,
     pub(crate) threads: AtomicU64,
 }
@@ -64,7 +73,9 @@ impl Counters {
             handler_errors: self.handler_errors.load(Relaxed),
             panics: self.panics.load(Relaxed),
             accept_errors: self.accept_errors.load(Relaxed),
-            truncated: self.truncated.load(Relaxed),
+            oversize_dropped: self.oversize_dropped.load(Relaxed),
+            idle_timeouts: self.idle_timeouts.load(Relaxed),
+            request_timeouts: self.request_timeouts.load(Relaxed),
             proxy_rejected: self.proxy_rejected.load(Relaxed),
             threads: self.threads.load(Relaxed),
         }

@@ -2,7 +2,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::io::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -69,6 +69,12 @@ impl Stream {
     }
 }
 
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        both!(self, s => s.as_fd())
+    }
+}
+
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
         both!(self, s => s.as_raw_fd())
@@ -84,12 +90,16 @@ impl Read for &Stream {
     }
 }
 
+/// Writes go through `send(2)`/`sendmsg(2)` with `MSG_NOSIGNAL`: writing to a connection
+/// the client closed fails with `BrokenPipe` and never raises `SIGPIPE`, which would kill a
+/// host program that does not ignore it (Rust binaries ignore it; a C host or a `cdylib`
+/// may not). std's `write_vectored` and Unix-stream writes use `writev`/`write`, which do.
 impl Write for &Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        both!(*self, s => (&*s).write(buf))
+        crate::sys::send(self.as_raw_fd(), buf)
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        both!(*self, s => (&*s).write_vectored(bufs))
+        crate::sys::send_vectored(self.as_raw_fd(), bufs)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

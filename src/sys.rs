@@ -1,10 +1,12 @@
-//! The crate's only `unsafe` code: `poll(2)`, `fork(2)`, `waitpid(2)`, `kill(2)`, `_exit(2)`,
-//! `recv(2)` with `MSG_PEEK`, and the descriptor passing of a restart (`dup2(2)` before exec).
+//! The crate's only `unsafe` code: `poll(2)`, `send(2)`/`sendmsg(2)` without `SIGPIPE`,
+//! `fork(2)` and what a forked child does before its handler, `waitpid(2)`, `kill(2)`,
+//! `_exit(2)`, `recv(2)` with `MSG_PEEK`, and the descriptor passing of a restart
+//! (`dup2(2)` between fork and exec).
 //!
 //! Every function here is a thin, safe wrapper over one system call. A `-1` return becomes
 //! `io::Error::last_os_error()` through [`cvt`].
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::unix::io::RawFd;
 use std::time::Duration;
 
@@ -91,35 +93,101 @@ pub(crate) fn readable_now(fd: RawFd) -> bool {
         .unwrap_or(false)
 }
 
-/// The result of [`fork`].
-#[derive(Debug)]
-pub(crate) enum Fork {
-    /// We are the new child process.
-    Child,
-    /// We are the parent; the child has this pid.
-    Parent(libc::pid_t),
+/// `send(2)` flags that keep a write to a closed connection from raising `SIGPIPE`: the
+/// error comes back as `EPIPE` instead of killing a host program that does not ignore the
+/// signal (a C host, a `cdylib`). macOS has no such flag; there the socket gets
+/// `SO_NOSIGPIPE` when the connection is set up (see `serve::configure`).
+#[cfg(not(any(target_os = "macos", target_os = "ios")))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+const SEND_FLAGS: libc::c_int = 0;
+
+/// Maps a `ssize_t` return of `-1` to the thread's last OS error.
+fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
 }
 
-/// Forks the process.
+/// Writes `buf` to the connected socket `fd` (`send(2)` with `MSG_NOSIGNAL`).
+pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid readable slice for `buf.len()` bytes for the whole call; send
+    // does not keep the pointer.
+    cvt_size(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), SEND_FLAGS) })
+}
+
+/// Writes the slices in order to the connected socket `fd` (`sendmsg(2)` with
+/// `MSG_NOSIGNAL`): a gathered write that never raises `SIGPIPE`.
+pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: an all-zero msghdr is a valid value (null name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is guaranteed ABI-compatible with `struct iovec` on Unix.
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len().min(libc::c_int::MAX as usize) as _;
+    // SAFETY: `msg` points at `bufs`, valid readable iovecs for the whole call; sendmsg only
+    // reads them and does not keep the pointers.
+    cvt_size(unsafe { libc::sendmsg(fd, &msg, SEND_FLAGS) })
+}
+
+/// Forks a child that runs `child` and leaves with its exit code; the parent gets the
+/// child's pid.
 ///
-/// The child must only run the request and then call [`exit_child`]; it never returns into
-/// the server loop and never runs the parent's destructors.
-pub(crate) fn fork() -> io::Result<Fork> {
-    // SAFETY: fork has no memory-safety preconditions. The child is confined to running one
-    // request on the forking thread and leaving through `_exit`; the forking flavour spawns no
-    // threads of its own, and the crate documents that forking servers belong in processes
-    // that do not hold locks in other threads across the fork.
+/// # What the child does, and the rules that follow
+///
+/// `fork(2)` copies only the calling thread. Anything another thread held locked at that
+/// moment (the allocator's arenas, a logger's lock, a `Mutex` of the program) stays locked
+/// in the child for ever. So the child does as little of its own as it can before the
+/// handler: with no allocation and no lock, it resets the signal dispositions the server's
+/// signal handling installed (`SIGINT`, `SIGTERM`, `SIGHUP`, `SIGCHLD` back to their
+/// defaults, so the child can be stopped like any process), closes `close_fds` (the
+/// listening socket, the other children's connections, the SIGCHLD pipe: descriptors the
+/// parent owns and the child must not keep alive), and then calls `child`, which runs the
+/// user's handler, and `_exit`s with the code it returns, running no destructor of the
+/// parent's state. The documentation of `Flavor::forking` states the rules for handlers.
+pub(crate) fn fork_child(
+    close_fds: &[RawFd],
+    child: impl FnOnce() -> i32,
+) -> io::Result<libc::pid_t> {
+    // SAFETY: fork has no memory-safety preconditions of its own. The child runs only the
+    // async-signal-safe calls below, then `child` (the request, confined to this thread), and
+    // leaves through `_exit` without returning into the parent's code. The hazards of forking
+    // a multi-threaded program (locks held by other threads) are documented for users on
+    // `Flavor::forking`; the flavour itself starts no thread.
     let pid = cvt(unsafe { libc::fork() })?;
-    Ok(if pid == 0 {
-        Fork::Child
-    } else {
-        Fork::Parent(pid)
-    })
+    if pid != 0 {
+        return Ok(pid);
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD] {
+        // SAFETY: signal(2) with SIG_DFL is async-signal-safe and touches no Rust state.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+    for &fd in close_fds {
+        // SAFETY: each descriptor belongs to the parent's state (its Rust owners are never
+        // dropped in the child, which leaves through `_exit`) and nothing in the child uses
+        // it after this point.
+        unsafe {
+            libc::close(fd);
+        }
+    }
+    // A panic must never unwind out of the child into the parent's serving loop.
+    let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)) {
+        Ok(code) => code,
+        Err(payload) => {
+            // Its destructor could panic again; the process ends next anyway.
+            std::mem::forget(payload);
+            101
+        }
+    };
+    exit_child(code)
 }
 
 /// Ends the current (child) process at once with `code`, running no destructors and flushing
 /// nothing: the parent's buffers and atexit handlers belong to the parent.
-pub(crate) fn exit_child(code: i32) -> ! {
+fn exit_child(code: i32) -> ! {
     // SAFETY: `_exit` is async-signal-safe and never returns; skipping destructors is the
     // point (they belong to the parent's copy of the state).
     unsafe { libc::_exit(code) }
@@ -171,16 +239,6 @@ pub(crate) fn kill_child(pid: libc::pid_t) -> io::Result<()> {
     // SAFETY: kill has no memory-safety preconditions; `pid` is a child we have not reaped
     // yet, so the pid cannot have been reused by an unrelated process.
     cvt(unsafe { libc::kill(pid, libc::SIGKILL) }).map(drop)
-}
-
-/// Closes a descriptor the forked child inherited but must not keep (the listening socket),
-/// without touching the parent's owner object, whose destructor never runs in the child.
-pub(crate) fn close_inherited(fd: RawFd) {
-    // SAFETY: called only in a forked child on a descriptor it inherited and that nothing in
-    // the child uses afterwards; the owning Rust value is never dropped there (`_exit`).
-    unsafe {
-        libc::close(fd);
-    }
 }
 
 /// Copies up to `buf.len()` bytes waiting on socket `fd` without consuming them

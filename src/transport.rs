@@ -1,26 +1,27 @@
 //! Transports: binding through socket2, accepting, receiving, and the Unix socket file.
 
 use std::fs;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::io::{AsRawFd, RawFd};
-use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::os::unix::io::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
 use crate::addr::Addr;
 use crate::config::{Builder, Config};
 use crate::stream::Stream;
 use crate::sys::{self, Interest};
+use crate::time;
 
 pub(crate) mod sealed {
     use super::*;
 
     /// A listening stream socket the accept loop can drive.
-    pub trait Listen: AsRawFd + Send + 'static {
+    pub trait Listen: AsRawFd + AsFd + Send + 'static {
         /// Accepts one connection (the listener is non-blocking).
         fn accept_stream(&self) -> io::Result<(Stream, Addr)>;
         /// The bound address.
@@ -128,45 +129,61 @@ impl DgramSocket {
         }
     }
 
-    fn try_send_to(&self, data: &[u8], to: &Addr) -> io::Result<usize> {
-        match (self, to) {
-            (DgramSocket::Udp(s), Addr::Inet(a)) => s.send_to(data, a),
-            (DgramSocket::Unix(s), Addr::Unix(a)) => match a.as_pathname() {
-                Some(_) => s.send_to_addr(data, a),
-                None if a.is_unnamed() => Err(io::Error::new(
-                    io::ErrorKind::NotConnected,
-                    "the client's Unix datagram socket has no address to reply to (bind it to a path)",
-                )),
-                None => s.send_to_addr(data, a),
+    /// One `sendto`/`sendmsg` of `bufs` gathered into one datagram.
+    fn try_send_to(&self, bufs: &[IoSlice<'_>], to: &Addr) -> io::Result<usize> {
+        let sock = match self {
+            DgramSocket::Udp(s) => SockRef::from(s),
+            DgramSocket::Unix(s) => SockRef::from(s),
+        };
+        let addr = match (self, to) {
+            (DgramSocket::Udp(_), Addr::Inet(a)) => SockAddr::from(*a),
+            (DgramSocket::Unix(_), Addr::Unix(a)) => match a.as_pathname() {
+                Some(path) => SockAddr::unix(path)?,
+                None if a.is_unnamed() => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotConnected,
+                        "the client's Unix datagram socket has no address to reply to (bind it to a path)",
+                    ))
+                }
+                // An abstract address (Linux): std knows how to send to it; gather first.
+                None => {
+                    let DgramSocket::Unix(s) = self else { unreachable!() };
+                    let data: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+                    return s.send_to_addr(&data, a);
+                }
             },
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "reply address of the wrong family",
-            )),
-        }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "reply address of the wrong family",
+                ))
+            }
+        };
+        sock.send_to_vectored(bufs, &addr)
     }
 
-    /// Sends one datagram, waiting for buffer space up to `timeout` (`None`: forever).
+    /// Sends `bufs` as one datagram, waiting for buffer space up to `timeout` (`None`:
+    /// forever; a timeout too large to represent is forever too).
     pub(crate) fn send_to(
         &self,
-        data: &[u8],
+        bufs: &[IoSlice<'_>],
         to: &Addr,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        let deadline = time::after_opt(timeout);
         loop {
-            match self.try_send_to(data, to) {
-                Ok(n) if n == data.len() => return Ok(()),
+            match self.try_send_to(bufs, to) {
+                Ok(n) if n == len => return Ok(()),
                 Ok(n) => {
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
-                        format!("datagram sent short: {n} of {} bytes", data.len()),
+                        format!("datagram sent short: {n} of {len} bytes"),
                     ))
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let left =
-                        deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
-                    if left == Some(Duration::ZERO) {
+                    let left = time::left(deadline);
+                    if timeout.is_some() && left.is_some_and(|l| l.is_zero()) {
                         return Err(io::Error::new(
                             io::ErrorKind::TimedOut,
                             "datagram reply timed out",
@@ -188,6 +205,22 @@ impl AsRawFd for DgramSocket {
             DgramSocket::Unix(s) => s.as_raw_fd(),
         }
     }
+}
+
+impl AsFd for DgramSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            DgramSocket::Udp(s) => s.as_fd(),
+            DgramSocket::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+/// `SO_RCVBUF` and `SO_SNDBUF` in effect on a socket, as the kernel reports them (Linux
+/// reports double the size set: half of it is its own bookkeeping).
+pub(crate) fn buffer_sizes(fd: &impl AsFd) -> io::Result<(usize, usize)> {
+    let sock = SockRef::from(fd);
+    Ok((sock.recv_buffer_size()?, sock.send_buffer_size()?))
 }
 
 /// Binds the first address of `addrs` that works, with the builder's socket options.
@@ -221,11 +254,30 @@ fn bind_one(addr: SocketAddr, ty: Type, cfg: &Config) -> io::Result<Socket> {
     if addr.is_ipv6() {
         socket.set_only_v6(cfg.only_v6)?;
     }
+    set_buffers(&socket, cfg)?;
     socket.bind(&addr.into())?;
     if ty == Type::STREAM {
         socket.listen(cfg.backlog)?;
     }
     Ok(socket)
+}
+
+fn in_use(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("a server is already listening on {}", path.display()),
+    )
+}
+
+/// Sets `SO_RCVBUF`/`SO_SNDBUF` when the builder asked for them.
+fn set_buffers(socket: &Socket, cfg: &Config) -> io::Result<()> {
+    if let Some(n) = cfg.recv_buffer {
+        socket.set_recv_buffer_size(n)?;
+    }
+    if let Some(n) = cfg.send_buffer {
+        socket.set_send_buffer_size(n)?;
+    }
+    Ok(())
 }
 
 /// Binds a Unix socket at `path`, replacing a stale socket file only when no live server
@@ -238,17 +290,17 @@ pub(crate) fn bind_unix(path: &Path, ty: Type, cfg: &Config) -> io::Result<(Sock
                 format!("{} exists and is not a socket", path.display()),
             ));
         }
-        let probe = if ty == Type::STREAM {
-            UnixStream::connect(path).map(drop)
-        } else {
-            UnixDatagram::unbound().and_then(|s| s.connect(path))
-        };
+        // A non-blocking probe: against a live server whose backlog is full, a blocking
+        // connect would wait for ever; non-blocking, it fails with EAGAIN, which means live.
+        let probe = Socket::new(Domain::UNIX, ty, None).and_then(|s| {
+            s.set_nonblocking(true)?;
+            s.connect(&SockAddr::unix(path)?)
+        });
         match probe {
-            Ok(()) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("a server is already listening on {}", path.display()),
-                ))
+            // EAGAIN (backlog full) and EINPROGRESS: a live server is there.
+            Ok(()) => return Err(in_use(path)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINPROGRESS)) => {
+                return Err(in_use(path))
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 log::info!("removing stale socket file {}", path.display());
@@ -258,6 +310,7 @@ pub(crate) fn bind_unix(path: &Path, ty: Type, cfg: &Config) -> io::Result<(Sock
         }
     }
     let socket = Socket::new(Domain::UNIX, ty, None)?;
+    set_buffers(&socket, cfg)?;
     socket.bind(&SockAddr::unix(path)?)?;
     let file = SocketFile::new(path)?;
     if ty == Type::STREAM {
@@ -340,10 +393,34 @@ impl<T: Listener> Builder<T> {
 
     /// Sets the idle timeout: how long a connection may wait for the client's *next*
     /// request (before its first one, or after the handler has written a reply and reads
-    /// again). The read then fails with `TimedOut`. By default, none; the read timeout, if
-    /// set, applies instead.
+    /// again with nothing of the next request buffered). The read then fails with
+    /// `TimedOut`, and the close is counted in `Stats::idle_timeouts`, not as a handler
+    /// error. By default, none; the read timeout, if set, applies instead.
+    ///
+    /// It does not bound a request that has begun: a client that stops half-way through a
+    /// line is bounded by the read timeout (each read) and the request timeout (the whole
+    /// request). The three side by side:
+    ///
+    /// | timeout | bounds | starts |
+    /// |---|---|---|
+    /// | `idle_timeout` | the wait between requests | after a reply, or at connect |
+    /// | `read_timeout` | each read within a request | at each read |
+    /// | `request_timeout` | a whole request, however it trickles in | at its first byte |
     pub fn idle_timeout(&mut self, t: Option<Duration>) -> &mut Self {
         self.set_idle_timeout(t)
+    }
+
+    /// Sets the request timeout: a deadline for each whole request, from its first byte
+    /// until the handler begins its reply (its first write). A client that trickles a
+    /// request in a byte at a time (slowloris) cannot hold a worker past it, however short
+    /// each read's wait. The read that meets the deadline fails with `TimedOut`, counted in
+    /// `Stats::request_timeouts`. By default, none.
+    ///
+    /// A handler that legitimately reads for long (an upload) moves or clears the deadline
+    /// with [`StreamRequest::set_deadline`](crate::StreamRequest::set_deadline). See
+    /// [`idle_timeout`](Self::idle_timeout) for the three timeouts side by side.
+    pub fn request_timeout(&mut self, t: Option<Duration>) -> &mut Self {
+        self.set_request_timeout(t)
     }
 
     /// Sets whether connections waiting for their client's next request end at once when
@@ -362,7 +439,8 @@ impl<T: Listener> Builder<T> {
         self
     }
 
-    /// Sets the size of each connection's read buffer. By default, 8 KiB.
+    /// Sets the size of each connection's read buffer. By default, 8 KiB; at most 16 MiB
+    /// (`bind` refuses more).
     pub fn read_buffer(&mut self, n: usize) -> &mut Self {
         self.cfg.read_buffer = n.max(1);
         self
@@ -381,8 +459,9 @@ impl Builder<TcpListener> {
 
 impl<T: Datagram> Builder<T> {
     /// Sets the largest datagram the server receives whole. A larger one is dropped before
-    /// any handler sees it, logged and counted in `Stats::truncated`: never silently cut
-    /// (Python's 8192-byte `max_packet_size` cut it). By default, 65535.
+    /// any handler sees it, logged and counted in `Stats::oversize_dropped`: never silently
+    /// cut (Python's 8192-byte `max_packet_size` cut it). By default, 65535; at most 16 MiB
+    /// (`bind` refuses more: the receive buffer is allocated once, whole).
     #[doc(alias = "max_packet_size")]
     pub fn max_datagram_size(&mut self, n: usize) -> &mut Self {
         self.set_max_datagram(n)

@@ -1,4 +1,5 @@
-//! The forking flavour, for every transport, in helper processes.
+//! The forking flavour, for every transport, in helper processes; and what else needs a
+//! process of its own (a signal delivered to the one thread that reads).
 //!
 //! `fork` belongs in a process whose other threads hold no locks, and the test harness is
 //! threaded, so this test has its own `main` (`harness = false`). Run by cargo, it starts
@@ -37,6 +38,16 @@ fn stream_handler(req: &mut StreamRequest) -> io::Result<()> {
         "panic\n" => panic!("asked to panic"),
         "stop\n" => {
             HANDLE.get().expect("handle set").shutdown();
+            req.write_all(b"stopping\n")
+        }
+        "later\n" => {
+            // Asks for shutdown when the client says so, later.
+            req.write_all(b"ready\n")?;
+            let mut next = String::new();
+            req.read_line(&mut next)?;
+            if next == "stop\n" {
+                HANDLE.get().expect("handle set").shutdown();
+            }
             req.write_all(b"stopping\n")
         }
         "hold\n" => {
@@ -111,6 +122,45 @@ fn helper(transport: &str, limit: usize, path: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// One connection on a single-flavour server whose handler reads with plain `read` under a
+/// read timeout, in a process with one thread (so a process-directed signal interrupts
+/// exactly that read). SIGUSR1 has a handler installed with SA_RESTART, which Linux ignores
+/// for `recv` under `SO_RCVTIMEO`.
+fn eintr_helper() -> io::Result<()> {
+    let usr1 = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, usr1.clone())?;
+    let server = TcpServer::builder()
+        .flavor(Flavor::single())
+        .end_idle_on_shutdown(false)
+        .read_timeout(Some(TIMEOUT))
+        .bind("127.0.0.1:0")?;
+    let handle = server.shutdown_handle();
+    println!("listening on {}", server.local_addr()?);
+    io::stdout().flush()?;
+    server.serve(move |req: &mut StreamRequest| {
+        // Served once: the server stops after this connection, however it ends.
+        let mut buf = [0u8; 64];
+        let result = loop {
+            match req.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    if let Err(e) = req.write_all(&buf[..n]) {
+                        break Err(e);
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        handle.shutdown();
+        result
+    })?;
+    println!(
+        "signal seen {}",
+        usr1.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    Ok(())
+}
+
 // ---- /proc helpers --------------------------------------------------------------------------
 
 /// The state letter of a process (`Z` for a zombie), from /proc/PID/stat.
@@ -150,13 +200,20 @@ impl Helper {
     fn start(transport: &str, limit: usize) -> Helper {
         let dir = tempfile::Builder::new().prefix("ssf").tempdir().unwrap();
         let path = dir.path().join("s.sock");
+        let mut h = Helper::spawn(&[
+            "__serve",
+            transport,
+            &limit.to_string(),
+            path.to_str().unwrap(),
+        ]);
+        h._dir = Some(dir);
+        h
+    }
+
+    /// Starts this binary again with `args` and waits for its `listening on` line.
+    fn spawn(args: &[&str]) -> Helper {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "__serve",
-                transport,
-                &limit.to_string(),
-                path.to_str().unwrap(),
-            ])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -181,7 +238,7 @@ impl Helper {
             child,
             addr,
             lines,
-            _dir: Some(dir),
+            _dir: None,
         }
     }
 
@@ -415,6 +472,135 @@ fn shutdown_from_forked_child() {
     assert!(report.contains(&"children 0".to_string()), "{report:?}");
 }
 
+/// The pid in a `held by PID` reply.
+fn held_by(line: &str) -> u32 {
+    line.trim()
+        .strip_prefix("held by ")
+        .unwrap_or_else(|| panic!("not a hold reply: {line:?}"))
+        .parse()
+        .unwrap()
+}
+
+fn kill(signal: &str, pid: u32) {
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -{signal} {pid}");
+}
+
+/// Issue 13, finding 2: a child killed without closing its connection leaves its client
+/// hanging no longer than it takes the parent to reap it, even while a child forked after
+/// it lives (that sibling used to inherit, and keep open, the parent's copy of the first
+/// connection).
+fn a_killed_child_s_client_gets_eof_while_a_sibling_lives() {
+    let h = Helper::start("tcp", 4);
+    let mut a = connect("tcp", &h.addr);
+    a.write_all(b"hold\n").unwrap();
+    let child_a = held_by(&read_line(&mut *a));
+    let mut b = connect("tcp", &h.addr);
+    b.write_all(b"hold\n").unwrap();
+    let child_b = held_by(&read_line(&mut *b));
+    assert_ne!(child_a, child_b);
+    kill("KILL", child_a);
+    assert_eq!(read_line(&mut *a), "", "EOF while the sibling still runs");
+    assert_eq!(proc_state(child_b).map(|s| s != 'Z'), Some(true));
+    drop(b);
+    let report = h.stop();
+    assert!(report.contains(&"children 0".to_string()), "{report:?}");
+}
+
+/// Issue 13, finding 6: a forked child stops on SIGTERM like any process (it inherited the
+/// parent's signal-hook handlers, which only wrote to a pipe nobody in the child reads).
+fn children_stop_on_sigterm() {
+    let h = Helper::start("tcp", 4);
+    let mut a = connect("tcp", &h.addr);
+    a.write_all(b"hold\n").unwrap();
+    let child = held_by(&read_line(&mut *a));
+    kill("TERM", child);
+    assert_eq!(read_line(&mut *a), "", "the child ended at SIGTERM");
+    let report = h.stop();
+    assert!(report.contains(&"children 0".to_string()), "{report:?}");
+}
+
+/// The descriptors a process has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The number of descriptors the system call `pid` is blocked in was given, when it is a
+/// poll (its second argument), from /proc/PID/syscall.
+fn polled_fds(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    text.split_whitespace().nth(2).map(str::to_string)
+}
+
+/// Issue 13, finding 8: out of descriptors, the forking parent backs off from `accept`;
+/// a shutdown asked by a child then was ignored (and made every back-off return at once,
+/// a spin). The parent now stops.
+fn shutdown_from_a_child_during_accept_backoff() {
+    let h = Helper::start("tcp", 4);
+    let mut a = connect("tcp", &h.addr);
+    a.write_all(b"later\n").unwrap();
+    assert_eq!(read_line(&mut *a), "ready\n");
+    // No descriptor left for the parent's next accept.
+    let n = open_fds(h.pid());
+    let ok = Command::new("prlimit")
+        .args(["--pid", &h.pid().to_string(), &format!("--nofile={n}:{n}")])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let _waiting = TcpStream::connect(&h.addr).unwrap();
+    // The back-off waits in poll on the wake socket alone.
+    let pid = h.pid();
+    wait_for("the parent in its accept back-off", || {
+        polled_fds(pid).as_deref() == Some("0x1")
+    });
+    a.write_all(b"stop\n").unwrap();
+    assert_eq!(read_line(&mut *a), "stopping\n");
+    let report = h.wait();
+    assert!(report.contains(&"children 0".to_string()), "{report:?}");
+}
+
+/// The system call number `pid`'s main thread is blocked in, from /proc/PID/syscall.
+fn syscall_nr(pid: u32) -> Option<i64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Issue 13: with `SO_RCVTIMEO` set, a signal interrupting `recv` made `req.read(..)?`
+/// fail with `Interrupted`; the request retries it inside.
+fn interrupted_reads_are_retried() {
+    // recvfrom(2), where std's `read` on a socket blocks.
+    let recvfrom = if cfg!(target_arch = "x86_64") {
+        45
+    } else if cfg!(target_arch = "aarch64") {
+        207
+    } else {
+        println!("SKIPPED interrupted_reads_are_retried: no recvfrom number for this architecture");
+        return;
+    };
+    let h = Helper::spawn(&["__eintr"]);
+    let mut c = connect("tcp", &h.addr);
+    c.write_all(b"one\n").unwrap();
+    assert_eq!(read_line(&mut *c), "one\n");
+    let pid = h.pid();
+    wait_for("the handler blocked in recv", || {
+        syscall_nr(pid) == Some(recvfrom)
+    });
+    kill("USR1", pid);
+    c.write_all(b"two\n").unwrap();
+    assert_eq!(read_line(&mut *c), "two\n", "the read survived the signal");
+    drop(c);
+    let report = h.wait();
+    assert!(
+        report.contains(&"signal seen true".to_string()),
+        "{report:?}"
+    );
+}
+
 /// test_shutdown for the forking flavour (in the helper: no fork happens without clients,
 /// so the threads here are harmless): 20 servers started and stopped back to back, every
 /// other one stopped before `serve` starts.
@@ -461,6 +647,13 @@ fn main() {
         println!("started and stopped 20");
         return;
     }
+    if args.get(1).map(String::as_str) == Some("__eintr") {
+        if let Err(e) = eintr_helper() {
+            eprintln!("helper failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("__serve") {
         let limit = args[3].parse().unwrap();
         if let Err(e) = helper(&args[2], limit, &args[4]) {
@@ -502,6 +695,22 @@ fn main() {
         (
             "twenty_servers_start_and_stop",
             Box::new(twenty_servers_start_and_stop),
+        ),
+        (
+            "a_killed_child_s_client_gets_eof_while_a_sibling_lives",
+            Box::new(a_killed_child_s_client_gets_eof_while_a_sibling_lives),
+        ),
+        (
+            "children_stop_on_sigterm",
+            Box::new(children_stop_on_sigterm),
+        ),
+        (
+            "interrupted_reads_are_retried",
+            Box::new(interrupted_reads_are_retried),
+        ),
+        (
+            "shutdown_from_a_child_during_accept_backoff",
+            Box::new(shutdown_from_a_child_during_accept_backoff),
         ),
     ];
     let (mut passed, mut failed) = (0, 0);

@@ -475,7 +475,7 @@ fn declared_4_gib_fails_at_once() {
 #[test]
 fn default_limit_is_8_mib() {
     assert_eq!(framing::DEFAULT_MAX_FRAME_LEN, 8 * 1024 * 1024);
-    assert_eq!(Codec::new().limit(), 8 * 1024 * 1024);
+    assert_eq!(Codec::new().get_max_frame_len(), 8 * 1024 * 1024);
     assert_eq!(Codec::default(), Codec::new());
     let prefix = (8u64 * 1024 * 1024 + 1).to_be_bytes();
     let err = Codec::new()
@@ -608,7 +608,7 @@ fn writer_refuses_what_the_prefix_cannot_carry() {
         (Codec::new().max_frame_len(1000), 1000),
     ];
     for (codec, limit) in cases {
-        assert_eq!(codec.limit(), limit, "{codec:?}");
+        assert_eq!(codec.get_max_frame_len(), limit, "{codec:?}");
         let mut wire = Vec::new();
         codec.write_frame(&mut wire, &vec![1; limit]).unwrap();
         assert_eq!(wire.len(), codec.encode(&vec![1; limit]).unwrap().len());

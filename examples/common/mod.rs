@@ -31,6 +31,10 @@ pub struct ServerArgs {
     /// Seconds requests in flight get to finish after SIGINT/SIGTERM (or a SIGHUP restart).
     #[arg(long, default_value_t = 5.0)]
     pub grace: f64,
+    /// Seconds a request may take to arrive whole, from its first byte (stream servers;
+    /// 0 for no limit). Bounds clients that trickle a request in (slowloris).
+    #[arg(long, default_value_t = 30.0)]
+    pub request_timeout: f64,
     /// Expect a PROXY protocol header (v1 or v2, from HAProxy, nginx...) on every
     /// connection (stream servers).
     #[arg(long)]
@@ -69,14 +73,24 @@ impl ServerArgs {
 
     /// Applies the shared options to a builder.
     pub fn apply<T>(&self, b: &mut Builder<T>) {
-        b.flavor(self.flavor())
-            .grace_period(Duration::from_secs_f64(self.grace.max(0.0)));
+        b.flavor(self.flavor()).grace_period(
+            Duration::try_from_secs_f64(self.grace.max(0.0)).unwrap_or(Duration::MAX),
+        );
+    }
+
+    /// The request timeout from `--request-timeout` (`None` for 0).
+    pub fn request_timeout(&self) -> Option<Duration> {
+        // A value too large for a Duration is no limit at all.
+        (self.request_timeout > 0.0)
+            .then(|| Duration::try_from_secs_f64(self.request_timeout).ok())
+            .flatten()
     }
 
     /// A TCP builder with the shared options applied.
     pub fn tcp(&self) -> Builder<TcpListener> {
         let mut b = TcpServer::builder();
         self.apply(&mut b);
+        b.request_timeout(self.request_timeout());
         b.reuse_port(self.reuseport);
         if self.proxy_protocol {
             b.proxy_protocol(self.trusted());

@@ -18,7 +18,8 @@ use crate::handler::Outcome;
 use crate::shutdown::Shared;
 use crate::stats::Counters;
 use crate::stream::Stream;
-use crate::sys::{self, ChildExit, Fork, Interest};
+use crate::sys::{self, ChildExit, Interest};
+use crate::time;
 
 pub(crate) struct Forking<J> {
     runner: Runner<J>,
@@ -89,6 +90,8 @@ impl<J: Job> Forking<J> {
             ChildExit::Code(code) => match Outcome::from_exit_code(code) {
                 Outcome::Ok => {}
                 Outcome::Error => Counters::bump(&c.handler_errors),
+                Outcome::IdleTimeout => Counters::bump(&c.idle_timeouts),
+                Outcome::RequestTimeout => Counters::bump(&c.request_timeouts),
                 Outcome::Panic => Counters::bump(&c.panics),
             },
             ChildExit::Signal(sig) => {
@@ -99,38 +102,46 @@ impl<J: Job> Forking<J> {
         self.shared.end_request();
     }
 
-    /// Waits while `limit` children run: the limit holds *before* the next fork.
-    pub(crate) fn ready(&mut self) -> bool {
+    /// Waits while `limit` children run: the limit holds *before* the next fork. `Ok(false)`
+    /// once the server is stopping; a failed `poll` ends `serve` with its error.
+    pub(crate) fn ready(&mut self) -> std::io::Result<bool> {
         self.reap();
         while self.children.len() >= self.limit && !self.shared.is_stopping() {
             let fds = [
                 (self.sig_rx.as_raw_fd(), Interest::Read),
                 (self.shared.wake_fd(), Interest::Read),
             ];
-            match sys::poll(&fds, None) {
+            let ready = sys::poll(&fds, None).inspect_err(|e| {
+                log::error!("poll failed while waiting for a child: {e}");
+            })?;
+            if ready.is(1) {
                 // A child asked for shutdown (see `Waiter`): this process's flag follows.
-                Ok(ready) if ready.is(1) => self.shared.stop(),
-                Ok(_) => {}
-                Err(e) => {
-                    log::error!("poll failed while waiting for a child: {e}");
-                    return false;
-                }
+                self.shared.stop();
             }
             self.reap();
         }
-        !self.shared.is_stopping()
+        Ok(!self.shared.is_stopping())
     }
 
+    /// Forks a child for `job`. The child closes what the parent owns and it must not keep
+    /// (`child_close`, the listener; the SIGCHLD pipe; every other child's connection, so a
+    /// child that dies without closing its client is not kept open by its siblings), resets
+    /// the signal dispositions, runs the request and `_exit`s (see `sys::fork_child`).
     pub(crate) fn execute(&mut self, job: J, child_close: Option<RawFd>) {
-        match sys::fork() {
-            Ok(Fork::Child) => {
-                if let Some(fd) = child_close {
-                    sys::close_inherited(fd);
-                }
-                let outcome = (self.runner)(job, true);
-                sys::exit_child(outcome.exit_code());
-            }
-            Ok(Fork::Parent(pid)) => {
+        // Gathered before the fork: the child allocates nothing before its handler.
+        let mut close: Vec<RawFd> = child_close.into_iter().collect();
+        close.push(self.sig_rx.as_raw_fd());
+        close.extend(self.children.values().flatten().map(AsRawFd::as_raw_fd));
+        let mut job = Some(job);
+        let runner = &self.runner;
+        let forked = sys::fork_child(&close, || match job.take() {
+            Some(job) => runner(job, true).exit_code(),
+            None => Outcome::Error.exit_code(),
+        });
+        // Only the parent gets here; the closure never ran in this process.
+        let Some(job) = job else { return };
+        match forked {
+            Ok(pid) => {
                 self.shared.begin_request();
                 self.children.insert(pid, job.into_kept());
                 self.shared
@@ -145,20 +156,21 @@ impl<J: Job> Forking<J> {
         }
     }
 
-    fn wait_children(&mut self, deadline: Instant) {
+    /// Reaps children as they end, until none is left or `deadline` (`None`: never) passes.
+    fn wait_children(&mut self, deadline: Option<Instant>) {
         self.reap();
         while !self.children.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let left = time::left(deadline);
+            if left == Some(Duration::ZERO) {
                 return;
             }
-            let _ = sys::poll(&[(self.sig_rx.as_raw_fd(), Interest::Read)], Some(left));
+            let _ = sys::poll(&[(self.sig_rx.as_raw_fd(), Interest::Read)], left);
             self.reap();
         }
     }
 
     pub(crate) fn finish(mut self, grace: Duration) {
-        self.wait_children(Instant::now() + grace);
+        self.wait_children(time::after(grace));
         if self.children.is_empty() {
             return;
         }
@@ -166,7 +178,7 @@ impl<J: Job> Forking<J> {
         for stream in self.children.values().flatten() {
             let _ = stream.shutdown(Shutdown::Both);
         }
-        self.wait_children(Instant::now() + FORCE_WAIT);
+        self.wait_children(time::after(FORCE_WAIT));
         let left: Vec<libc::pid_t> = self.children.keys().copied().collect();
         for pid in left {
             log::error!("child {pid} still running after shutdown; killing it");

@@ -8,6 +8,7 @@ mod threads;
 
 use std::io;
 use std::os::unix::io::RawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::flavor::{Flavor, Kind};
 use crate::handler::Outcome;
 use crate::shutdown::Shared;
 use crate::stream::Stream;
+use crate::time;
 
 /// How long, after the grace period, threads get to notice that their sockets were shut
 /// down before they are detached (and children before they are killed).
@@ -72,14 +74,14 @@ impl<J: Job> Exec<J> {
         }
     }
 
-    /// Waits until another job may be taken; false once the server is stopping.
-    pub(crate) fn ready(&mut self) -> bool {
-        match self {
+    /// Waits until another job may be taken; `Ok(false)` once the server is stopping.
+    pub(crate) fn ready(&mut self) -> io::Result<bool> {
+        Ok(match self {
             Exec::Single(s) => s.ready(),
             Exec::Threading(t) => t.ready(),
             Exec::Pool(p) => p.ready(),
-            Exec::Forking(f) => f.ready(),
-        }
+            Exec::Forking(f) => return f.ready(),
+        })
     }
 
     /// Runs `job`. `child_close` is a descriptor a forked child must close (the listener).
@@ -104,13 +106,28 @@ impl<J: Job> Exec<J> {
     }
 }
 
+/// Runs one job and contains a panic that escapes the runner itself (a panicking logger in
+/// its report, a panic payload whose destructor panics): counted as a panic, and never
+/// unwinding past the caller's bookkeeping (a pool's counts, a permit), which would leave a
+/// `fixed_pool(1)` serving nobody.
+pub(crate) fn run_contained<J>(runner: &Runner<J>, shared: &Shared, job: J) -> Outcome {
+    match catch_unwind(AssertUnwindSafe(|| runner(job, false))) {
+        Ok(outcome) => outcome,
+        Err(payload) => {
+            // Its destructor may be what panicked: never run it.
+            std::mem::forget(payload);
+            crate::stats::Counters::bump(&shared.counters.panics);
+            Outcome::Panic
+        }
+    }
+}
+
 /// Shared ending of the thread flavours: wait for requests, then force, then join.
 fn finish_threads(shared: &Shared, threads: &mut threads::ThreadSet, grace: Duration) {
-    let deadline = std::time::Instant::now() + grace;
-    if !shared.wait_drained(deadline) {
+    if !shared.wait_drained(time::after(grace)) {
         log::warn!("grace period of {grace:?} over: shutting down the connections still open");
         shared.force_close();
     }
-    threads.join_until(deadline + FORCE_WAIT);
+    threads.join_until(time::after(FORCE_WAIT));
     threads.detach_rest();
 }

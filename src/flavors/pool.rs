@@ -6,10 +6,14 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 
 use super::threads::ThreadSet;
-use super::{finish_threads, Job, Runner};
+use super::{finish_threads, run_contained, Job, Runner};
 use crate::flavor::Flavor;
 use crate::shutdown::Shared;
 use crate::stats::Counters;
+
+/// The shortest wait of an extra worker for work: a zero `worker_idle_timeout` must not
+/// become a busy loop.
+const MIN_IDLE: Duration = Duration::from_millis(1);
 
 pub(crate) struct Pool<J> {
     tx: Option<Sender<J>>,
@@ -52,12 +56,16 @@ impl<J: Job> Pool<J> {
             shared,
             warm: flavor.workers.max(1),
             limit: flavor.limit.max(flavor.workers).max(1),
-            idle_timeout: flavor.idle_timeout,
+            idle_timeout: flavor.worker_idle_timeout.max(MIN_IDLE),
             counts: Arc::default(),
         };
         for _ in 0..pool.warm {
             lock(&pool.counts).workers += 1;
-            pool.spawn_worker()?;
+            if let Err(e) = pool.spawn_worker() {
+                // The workers already started leave and are joined, not detached.
+                pool.finish(Duration::ZERO);
+                return Err(e);
+            }
         }
         Ok(pool)
     }
@@ -159,12 +167,21 @@ struct Worker<J> {
 
 impl<J> Worker<J> {
     fn run(self) {
+        // Warm workers wait for work without a timeout (a timeout would only wake them to
+        // find they must stay); a worker waits with one after each job, in case it is extra.
+        let mut wait_forever = false;
         loop {
-            match self.rx.recv_timeout(self.idle_timeout) {
+            let next = if wait_forever {
+                self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                self.rx.recv_timeout(self.idle_timeout)
+            };
+            match next {
                 Ok(job) => {
-                    (self.runner)(job, false);
+                    run_contained(&self.runner, &self.shared, job);
                     lock(&self.counts).jobs -= 1;
                     self.shared.end_request();
+                    wait_forever = false;
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     // An extra worker leaves only if every job would still have a worker.
@@ -173,6 +190,7 @@ impl<J> Worker<J> {
                         c.workers -= 1;
                         return;
                     }
+                    wait_forever = c.workers <= self.warm;
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     lock(&self.counts).workers -= 1;

@@ -3,7 +3,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use super::{Job, Runner};
+use super::{run_contained, Job, Runner};
 use crate::shutdown::Shared;
 
 pub(crate) struct Single<J> {
@@ -30,7 +30,7 @@ impl<J: Job> Single<J> {
 
     pub(crate) fn execute(&mut self, job: J) {
         self.shared.begin_request();
-        (self.runner)(job, false);
+        run_contained(&self.runner, &self.shared, job);
         self.shared.end_request();
     }
 

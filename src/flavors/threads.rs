@@ -22,11 +22,14 @@ pub(crate) struct ThreadSet {
     shared: Arc<Shared>,
 }
 
-/// Reports a thread's end, however it ends.
-struct Done(u64, Sender<u64>);
+/// Reports a thread's end, however it ends: to the set (to be joined) and to the `threads`
+/// gauge at once, so `Stats::threads` counts running threads even while the accept loop
+/// sleeps and has not joined the ended ones yet.
+struct Done(u64, Sender<u64>, Arc<Shared>);
 
 impl Drop for Done {
     fn drop(&mut self) {
+        self.2.counters.threads.fetch_sub(1, Relaxed);
         let _ = self.1.send(self.0);
     }
 }
@@ -50,27 +53,24 @@ impl ThreadSet {
     ) -> io::Result<()> {
         let id = self.next;
         self.next += 1;
-        let done = Done(id, self.done_tx.clone());
-        let handle = thread::Builder::new()
+        // Counted before the thread can end (and uncount itself).
+        self.shared.counters.threads.fetch_add(1, Relaxed);
+        let done = Done(id, self.done_tx.clone(), Arc::clone(&self.shared));
+        let spawned = thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
                 let _done = done;
                 f();
-            })?;
-        self.live.insert(id, handle);
-        self.publish();
+            });
+        // On failure the closure, and so `done`, was dropped: the count is already undone.
+        self.live.insert(id, spawned?);
         Ok(())
     }
 
     /// Joins the threads that have ended.
     pub(crate) fn reap(&mut self) {
-        let mut any = false;
         while let Ok(id) = self.done_rx.try_recv() {
             self.join(id);
-            any = true;
-        }
-        if any {
-            self.publish();
         }
     }
 
@@ -80,21 +80,43 @@ impl ThreadSet {
         }
     }
 
+    /// Waits until fewer than `limit` threads are live, joining those that end; `false`
+    /// when `stop` (the server's shutdown channel) fires first. Nothing is allocated per
+    /// permit, so any limit is as cheap as a small one.
+    pub(crate) fn wait_below(&mut self, limit: usize, stop: &Receiver<()>) -> bool {
+        self.reap();
+        while self.live.len() >= limit {
+            crossbeam_channel::select! {
+                recv(self.done_rx) -> id => {
+                    if let Ok(id) = id {
+                        self.join(id);
+                    }
+                }
+                recv(stop) -> _ => return false,
+            }
+        }
+        true
+    }
+
     /// Joins threads as they end, until none is left or `deadline` passes.
-    pub(crate) fn join_until(&mut self, deadline: Instant) -> bool {
+    pub(crate) fn join_until(&mut self, deadline: Option<Instant>) -> bool {
         self.reap();
         while !self.live.is_empty() {
-            match self.done_rx.recv_deadline(deadline) {
+            let done = match deadline {
+                Some(d) => self.done_rx.recv_deadline(d).map_err(drop),
+                None => self.done_rx.recv().map_err(drop),
+            };
+            match done {
                 Ok(id) => self.join(id),
                 Err(_) => break,
             }
         }
-        self.publish();
         self.live.is_empty()
     }
 
     /// Gives up on threads that outlived the grace period and the forced close (a handler
     /// stuck outside socket I/O): they are detached and reported, never waited for forever.
+    /// They stay counted in `Stats::threads` until they end.
     pub(crate) fn detach_rest(&mut self) {
         if !self.live.is_empty() {
             log::error!(
@@ -102,14 +124,6 @@ impl ThreadSet {
                 self.live.len()
             );
             self.live.clear();
-            self.publish();
         }
-    }
-
-    fn publish(&self) {
-        self.shared
-            .counters
-            .threads
-            .store(self.live.len() as u64, Relaxed);
     }
 }

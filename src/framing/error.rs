@@ -12,8 +12,13 @@ use std::io;
 /// keeps working. [`FrameError::from_io`] gets it back, to answer "too large" differently
 /// from a network error.
 ///
-/// After a read fails with this error the stream is positioned just after the prefix, in the
-/// middle of a frame nobody will read: close the connection, there is no way to resynchronise.
+/// Whether the stream can still be used after the error depends on where it stopped:
+/// [`stream_usable`](FrameError::stream_usable) says. After a too-large or negative length
+/// the stream is positioned just after the prefix, in the middle of a frame nobody will
+/// read: close the connection, there is no way to resynchronise. After a frame whose
+/// payload was read whole but is not what was expected (JSON that does not parse as the
+/// type asked for, see [`read_json`](super::read_json)), the next frame starts right there:
+/// answer with an error and go on.
 ///
 /// # Examples
 ///
@@ -43,6 +48,10 @@ enum Kind {
     TooLarge { len: u64, limit: u64 },
     /// A signed prefix holds a negative length.
     Negative { len: i64 },
+    /// A line longer than the limit (see `framing::read_line`).
+    LineTooLong { limit: u64 },
+    /// A frame read whole whose payload is not valid for its use (bad JSON).
+    BadPayload { reason: String },
 }
 
 impl FrameError {
@@ -56,6 +65,40 @@ impl FrameError {
         FrameError {
             kind: Kind::Negative { len },
         }
+    }
+
+    pub(crate) fn line_too_long(limit: usize) -> FrameError {
+        FrameError {
+            kind: Kind::LineTooLong {
+                limit: limit as u64,
+            },
+        }
+    }
+
+    pub(crate) fn bad_payload(reason: String) -> FrameError {
+        FrameError {
+            kind: Kind::BadPayload { reason },
+        }
+    }
+
+    /// Whether the stream is still usable after this error: `true` when the offending
+    /// frame was consumed whole (a payload that does not parse), so the next read starts
+    /// at the next frame; `false` when the stream stopped inside a frame or a line (too
+    /// large, negative, line too long), and the connection must be closed.
+    pub fn stream_usable(&self) -> bool {
+        matches!(self.kind, Kind::BadPayload { .. })
+    }
+
+    /// True if a line was longer than the limit given to
+    /// [`read_line`](super::read_line).
+    pub fn is_line_too_long(&self) -> bool {
+        matches!(self.kind, Kind::LineTooLong { .. })
+    }
+
+    /// True if a frame arrived whole but its payload was not valid (JSON that does not
+    /// parse as the type asked for).
+    pub fn is_bad_payload(&self) -> bool {
+        matches!(self.kind, Kind::BadPayload { .. })
     }
 
     /// True if the frame is longer than the limit: [`Codec::max_frame_len`], or what the
@@ -76,15 +119,15 @@ impl FrameError {
     pub fn declared_len(&self) -> Option<u64> {
         match self.kind {
             Kind::TooLarge { len, .. } => Some(len),
-            Kind::Negative { .. } => None,
+            _ => None,
         }
     }
 
     /// The limit that was exceeded, for a too-large frame.
     pub fn limit(&self) -> Option<u64> {
         match self.kind {
-            Kind::TooLarge { limit, .. } => Some(limit),
-            Kind::Negative { .. } => None,
+            Kind::TooLarge { limit, .. } | Kind::LineTooLong { limit } => Some(limit),
+            _ => None,
         }
     }
 
@@ -103,16 +146,47 @@ impl FrameError {
 
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
+        match &self.kind {
             Kind::TooLarge { len, limit } => {
                 write!(f, "frame of {len} bytes exceeds the limit of {limit}")
             }
             Kind::Negative { len } => write!(f, "negative frame length {len}"),
+            Kind::LineTooLong { limit } => write!(f, "line longer than {limit} bytes"),
+            Kind::BadPayload { reason } => write!(f, "invalid frame payload: {reason}"),
         }
     }
 }
 
 impl Error for FrameError {}
+
+/// Whether a stream can still be read after `err`, returned by a read function of this
+/// module: `true` only for a [`FrameError`] that says so (a whole frame with a bad
+/// payload). An I/O error, a timeout or an end of stream inside a frame leaves the stream
+/// at an unknown place: close it.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "json")] {
+/// use socketserver::framing;
+///
+/// let mut wire = Vec::new();
+/// framing::write_frame(&mut wire, b"not json")?;
+/// framing::write_frame(&mut wire, b"[1,2]")?;
+/// let mut reader = &wire[..];
+/// let err = framing::read_json::<Vec<u8>, _>(&mut reader).unwrap_err();
+/// assert!(framing::stream_usable(&err)); // reply "bad request" and read on
+/// assert_eq!(framing::read_json::<Vec<u8>, _>(&mut reader)?, Some(vec![1, 2]));
+///
+/// let mut oversize: &[u8] = &[0xff, 0xff, 0xff, 0xff];
+/// let err = framing::read_frame(&mut oversize).unwrap_err();
+/// assert!(!framing::stream_usable(&err)); // close the connection
+/// # }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn stream_usable(err: &io::Error) -> bool {
+    FrameError::from_io(err).is_some_and(FrameError::stream_usable)
+}
 
 /// Kind [`InvalidData`](io::ErrorKind::InvalidData), with the `FrameError` as the inner error
 /// (see [`FrameError::from_io`]).

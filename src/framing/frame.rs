@@ -111,7 +111,7 @@ impl Codec {
     /// use socketserver::framing::Codec;
     ///
     /// assert_eq!(Codec::new().encode(b"hi")?, b"\0\0\0\x02hi");
-    /// assert_eq!(Codec::new().limit(), 8 * 1024 * 1024);
+    /// assert_eq!(Codec::new().get_max_frame_len(), 8 * 1024 * 1024);
     /// # Ok::<(), socketserver::framing::FrameError>(())
     /// ```
     pub const fn new() -> Codec {
@@ -247,11 +247,11 @@ impl Codec {
     /// ```
     /// use socketserver::framing::Codec;
     ///
-    /// assert_eq!(Codec::new().limit(), 8 * 1024 * 1024);
-    /// assert_eq!(Codec::new().prefix_len(1).limit(), 255);
-    /// assert_eq!(Codec::new().prefix_len(2).signed().limit(), 32767);
+    /// assert_eq!(Codec::new().get_max_frame_len(), 8 * 1024 * 1024);
+    /// assert_eq!(Codec::new().prefix_len(1).get_max_frame_len(), 255);
+    /// assert_eq!(Codec::new().prefix_len(2).signed().get_max_frame_len(), 32767);
     /// ```
-    pub const fn limit(&self) -> usize {
+    pub const fn get_max_frame_len(&self) -> usize {
         let max = self.max_frame_len as u64;
         let prefix_max = self.prefix_max();
         if prefix_max < max {
@@ -259,6 +259,12 @@ impl Codec {
         } else {
             self.max_frame_len
         }
+    }
+
+    /// Renamed [`get_max_frame_len`](Codec::get_max_frame_len) in 0.2.0.
+    #[deprecated(since = "0.2.0", note = "renamed `get_max_frame_len`")]
+    pub const fn limit(&self) -> usize {
+        self.get_max_frame_len()
     }
 
     /// The width of the prefix, in bytes.
@@ -396,16 +402,19 @@ impl Codec {
                 return Err(FrameError::negative(value));
             }
         }
-        if len > self.limit() as u64 {
-            return Err(FrameError::too_large(len, self.limit() as u64));
+        if len > self.get_max_frame_len() as u64 {
+            return Err(FrameError::too_large(len, self.get_max_frame_len() as u64));
         }
         Ok(len as usize)
     }
 
     /// The prefix for a payload of `len` bytes, if the codec accepts that length.
     pub(crate) fn encode_len(&self, len: usize) -> Result<([u8; 8], usize), FrameError> {
-        if len > self.limit() {
-            return Err(FrameError::too_large(len as u64, self.limit() as u64));
+        if len > self.get_max_frame_len() {
+            return Err(FrameError::too_large(
+                len as u64,
+                self.get_max_frame_len() as u64,
+            ));
         }
         let width = self.width();
         let mut prefix = [0; 8];

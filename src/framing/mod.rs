@@ -10,6 +10,10 @@
 //!   a [`Codec`] sets another prefix width, byte order, signedness or limit, and its docs
 //!   map Python `struct` formats to codecs. [`FrameReader`] and [`FrameWriter`] keep a
 //!   stream and its codec together.
+//! * **Lines**: [`read_line`] and [`read_text_line`] read one line with a length limit
+//!   (a `read_line` into a `String` grows as long as the client sends).
+//! * **JSON values** (feature `json`): [`read_json`] and [`write_json`] put one serde value
+//!   in each frame, the most common framed protocol.
 //! * **Messages** (feature `json`, on by default): a frame holding a UTF-8 JSON object (the
 //!   header), then a raw body the header declares, streamed and never loaded whole:
 //!   `read_message`, `write_message`, and the primitives `read_json_header` and
@@ -30,9 +34,14 @@
 //! The writer refuses a payload its prefix cannot represent or that exceeds the limit
 //! (nothing is written), and sends prefix and payload together.
 //!
-//! Not provided: a deadline for a whole frame. A peer can send one byte a minute inside a
-//! frame; set read timeouts on the stream (the servers' idle and read timeouts) to bound
-//! that.
+//! After an error, [`stream_usable`] says whether the stream can still be read (a whole
+//! frame with a payload that does not parse) or must be closed (stopped inside a frame or
+//! a line). Each read function says which of its errors are which.
+//!
+//! A whole frame is bounded in time by the server, not here: a peer sending one byte a
+//! minute inside a frame meets the request timeout (`Builder::request_timeout`, or
+//! `StreamRequest::set_deadline`), which every read of a `StreamRequest` obeys; the read
+//! then fails with `TimedOut`.
 //!
 //! # Examples
 //!
@@ -72,11 +81,17 @@ use std::io::{self, Read, Write};
 mod error;
 mod frame;
 #[cfg(feature = "json")]
+mod json;
+mod line;
+#[cfg(feature = "json")]
 mod message;
 mod wrappers;
 
-pub use self::error::FrameError;
+pub use self::error::{stream_usable, FrameError};
 pub use self::frame::{Codec, DEFAULT_MAX_FRAME_LEN};
+#[cfg(feature = "json")]
+pub use self::json::{read_json, write_json};
+pub use self::line::{read_line, read_text_line};
 #[cfg(feature = "json")]
 pub use self::message::{
     read_json_header, read_message, write_json_header, write_message, Body, MessageCodec,

@@ -5,7 +5,7 @@
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
@@ -111,21 +111,66 @@ impl ExampleServer {
 
     #[track_caller]
     pub fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> ExampleServer {
+        Self::start_under(&[], name, args, env)
+    }
+
+    /// Starts example `name` as the last arguments of `wrapper` (e.g. `strace -o FILE`);
+    /// `pid()` is then the wrapper's. An empty `wrapper` runs the example itself.
+    #[track_caller]
+    pub fn start_under(
+        wrapper: &[&str],
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ExampleServer {
+        Self::spawn(wrapper, name, args, env, false).0
+    }
+
+    /// Like [`start`](Self::start), with the server's stdin piped to the returned writer
+    /// (an operator typing at the server's console). Read what it prints with
+    /// [`next_line`](Self::next_line).
+    #[track_caller]
+    pub fn start_with_stdin(name: &str, args: &[&str]) -> (ExampleServer, ChildStdin) {
+        let (server, stdin) = Self::spawn(&[], name, args, &[], true);
+        (server, stdin.unwrap())
+    }
+
+    #[track_caller]
+    fn spawn(
+        wrapper: &[&str],
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        piped_stdin: bool,
+    ) -> (ExampleServer, Option<ChildStdin>) {
         let path = example_path(name);
         assert!(
             path.exists(),
             "{} not built (cargo test builds examples)",
             path.display()
         );
-        let mut cmd = Command::new(&path);
+        let mut cmd = match wrapper {
+            [] => Command::new(&path),
+            [first, rest @ ..] => {
+                let mut cmd = Command::new(first);
+                cmd.args(rest).arg(&path);
+                cmd
+            }
+        };
+        let stdin = if piped_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
         cmd.args(args)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn example");
+        let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
@@ -147,11 +192,33 @@ impl ExampleServer {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}"))
             .to_string();
-        ExampleServer {
+        let server = ExampleServer {
             child: Some(child),
             addr,
             stdout: Some(reader),
-        }
+        };
+        (server, stdin)
+    }
+
+    /// The next line the server prints on stdout, without its end; fails the test if none
+    /// comes within `TIMEOUT`.
+    #[track_caller]
+    pub fn next_line(&mut self) -> String {
+        let mut r = self.stdout.take().expect("stdout still readable");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let res = r.read_line(&mut line).map(|_| line);
+            let _ = tx.send((res, r));
+        });
+        let (line, r) = match rx.recv_timeout(TIMEOUT) {
+            Ok((Ok(line), r)) => (line, r),
+            Ok((Err(e), _)) => panic!("reading the server's stdout: {e}"),
+            Err(_) => panic!("no line on the server's stdout within {TIMEOUT:?}"),
+        };
+        self.stdout = Some(r);
+        assert!(line.ends_with('\n'), "unterminated line {line:?} (EOF?)");
+        line.trim_end_matches(['\r', '\n']).to_string()
     }
 
     pub fn socket_addr(&self) -> SocketAddr {

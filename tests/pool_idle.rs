@@ -1,0 +1,80 @@
+//! Issue 13, finding 4: `Flavor::pool().worker_idle_timeout(Duration::ZERO)` made every warm
+//! worker spin (about 2 CPU-seconds per second with 2 workers). Warm workers now wait for
+//! work without a timeout. Alone in its test binary, so the process's CPU time is the
+//! pool's.
+
+mod util;
+
+use std::io::{BufRead, Write};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socketserver::{Flavor, StreamRequest, TcpServer};
+use util::TIMEOUT;
+
+/// CPU time this process has used (user + system), from /proc/self/stat, in clock ticks
+/// of 10 ms (USER_HZ is 100 on Linux).
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the file; 3rd and later after the comm.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_zero_worker_idle_timeout_does_not_spin() {
+    let server = TcpServer::builder()
+        .flavor(
+            Flavor::pool()
+                .workers(2)
+                .worker_idle_timeout(Duration::ZERO),
+        )
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let handle = server.shutdown_handle();
+    let join = thread::spawn(move || {
+        server.serve(|req: &mut StreamRequest| {
+            let mut line = String::new();
+            while req.read_line(&mut line)? > 0 {
+                req.write_all(line.as_bytes())?;
+                line.clear();
+            }
+            Ok(())
+        })
+    });
+    // The pool grows past its warm workers under 4 clients, and the extra threads leave
+    // as soon as they find no work.
+    let mut clients: Vec<_> = (0..4).map(|_| util::tcp_client(addr)).collect();
+    for c in &mut clients {
+        c.write_all(b"hi\n").unwrap();
+        assert_eq!(util::read_until(c, |g| g.ends_with(b"\n")), b"hi\n");
+    }
+    assert_eq!(handle.stats().threads, 4);
+    drop(clients);
+    let deadline = Instant::now() + TIMEOUT;
+    while handle.stats().threads > 2 {
+        assert!(Instant::now() < deadline, "extra workers never left");
+        thread::sleep(Duration::from_millis(5));
+    }
+    // Idle now: measure the CPU the process uses over half a second. Spinning workers used
+    // about 100 ticks (two cores) in that window; waiting ones use none.
+    let before = cpu_ticks();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(500) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let used = cpu_ticks() - before;
+    assert!(
+        used <= 10,
+        "the idle pool used {used} ticks of CPU in 500 ms"
+    );
+    // And it still serves.
+    let mut c = util::tcp_client(addr);
+    c.write_all(b"again\n").unwrap();
+    assert_eq!(util::read_until(&mut c, |g| g.ends_with(b"\n")), b"again\n");
+    drop(c);
+    handle.shutdown();
+    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+}
