@@ -36,7 +36,7 @@ pub(crate) struct Config {
     pub(crate) verify: Option<VerifyHook>,
     pub(crate) on_error: Option<ErrorHook>,
     /// PROXY protocol (stream servers): `Builder::proxy_protocol`, in proxy.rs.
-    pub(crate) proxy: Option<ProxyConfig>,
+    pub(crate) proxy: ProxyConfig,
 }
 
 impl Config {
@@ -60,7 +60,7 @@ impl Config {
             end_idle_on_shutdown: true,
             verify: None,
             on_error: None,
-            proxy: None,
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -86,6 +86,9 @@ impl Config {
                     "{name} of zero would fail every call at once; use None for no timeout"
                 ));
             }
+        }
+        if self.proxy.enabled() {
+            self.proxy.validate()?;
         }
         if self.max_datagram > MAX_BUFFER {
             return invalid(format!(

@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use proxy_header::{ParseConfig, ProxyHeader as Parsed};
 
 use crate::addr::Addr;
-use crate::config::Builder;
+use crate::config::{Builder, Config};
 use crate::stats::Counters;
 use crate::stream::Stream;
 use crate::sys;
@@ -35,21 +35,46 @@ const V1_PREFIX: &[u8] = b"PROXY ";
 /// How many bytes one peek looks at, at most.
 const PEEK: usize = 512;
 
-/// The PROXY protocol settings of a stream server.
+/// The PROXY protocol settings of a stream server: off until given a trusted list.
 #[derive(Clone, Debug)]
 pub(crate) struct ProxyConfig {
-    trusted: Vec<IpNet>,
+    trusted: Option<Vec<IpNet>>,
     timeout: Duration,
 }
 
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            trusted: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
 impl ProxyConfig {
+    /// Whether connections must start with a header.
+    pub(crate) fn enabled(&self) -> bool {
+        self.trusted.is_some()
+    }
+
+    /// A zero header deadline would close every connection at once.
+    pub(crate) fn validate(&self) -> io::Result<()> {
+        if self.timeout.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "proxy_header_timeout of zero would close every connection at once",
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether a connection from `peer` may (and must) start with a header. Unix-domain
     /// peers are local processes allowed by the socket file's permissions: trusted.
     fn trusts(&self, peer: &Addr) -> bool {
         match peer {
             Addr::Inet(a) => {
                 let ip = a.ip().to_canonical();
-                self.trusted.iter().any(|net| net.contains(&ip))
+                self.trusted.iter().flatten().any(|net| net.contains(&ip))
             }
             Addr::Unix(_) => true,
         }
@@ -98,25 +123,16 @@ impl<T: Listener> Builder<T> {
         I: IntoIterator,
         I::Item: Into<IpNet>,
     {
-        let timeout = self
-            .cfg
-            .proxy
-            .as_ref()
-            .map_or(DEFAULT_TIMEOUT, |p| p.timeout);
-        self.cfg.proxy = Some(ProxyConfig {
-            trusted: trusted.into_iter().map(Into::into).collect(),
-            timeout,
-        });
+        self.cfg.proxy.trusted = Some(trusted.into_iter().map(Into::into).collect());
         self
     }
 
     /// Sets how long a connection may take to send its whole PROXY protocol header before
-    /// it is closed (the protocol asks for at least 3 s). By default, 5 s. Takes effect
-    /// only with [`proxy_protocol`](Self::proxy_protocol).
+    /// it is closed (the protocol asks for at least 3 s). By default, 5 s; zero is refused
+    /// by `bind`. Takes effect only with [`proxy_protocol`](Self::proxy_protocol), called
+    /// before it or after.
     pub fn proxy_header_timeout(&mut self, t: Duration) -> &mut Self {
-        if let Some(p) = &mut self.cfg.proxy {
-            p.timeout = t;
-        }
+        self.cfg.proxy.timeout = t;
         self
     }
 }
@@ -259,17 +275,17 @@ impl fmt::Display for Refused {
 pub(crate) fn accept(
     stream: &Stream,
     peer: &Addr,
-    cfg: &ProxyConfig,
+    server: &Config,
     counters: &Counters,
-    read_timeout: Option<Duration>,
 ) -> Option<ProxyHeader> {
+    let cfg = &server.proxy;
     let result = if cfg.trusts(peer) {
         receive(stream, peer, cfg.timeout)
     } else {
         Err(Refused::Untrusted)
     };
-    // Back to the server's own read timeout for the handler.
-    let restored = stream.set_read_timeout(read_timeout);
+    // Back to the server's own read timeout (what `serve::configure` set) for the handler.
+    let restored = stream.set_read_timeout(server.read_timeout);
     match (result, restored) {
         (Ok(header), Ok(())) => Some(header),
         (Ok(_), Err(e)) => {
@@ -567,7 +583,7 @@ pub(crate) fn client_addr(header: &ProxyHeader) -> Addr {
 #[cfg(test)]
 fn trusted(nets: &[IpNet], ip: std::net::IpAddr) -> bool {
     ProxyConfig {
-        trusted: nets.to_vec(),
+        trusted: Some(nets.to_vec()),
         timeout: DEFAULT_TIMEOUT,
     }
     .trusts(&Addr::Inet(SocketAddr::new(ip, 1)))

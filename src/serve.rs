@@ -264,18 +264,12 @@ where
                 let slot = Arc::new(ConnSlot { stream });
                 let _registration = (!forked).then(|| shared.register(Arc::clone(&slot)));
                 // Behind a balancer: the PROXY header comes first, before TLS or the handler.
-                let header = match &cfg.proxy {
-                    Some(p) => match proxy::accept(
-                        &slot.stream,
-                        &peer,
-                        p,
-                        &shared.counters,
-                        cfg.read_timeout,
-                    ) {
+                let header = match cfg.proxy.enabled() {
+                    true => match proxy::accept(&slot.stream, &peer, &cfg, &shared.counters) {
                         Some(header) => Some(header),
                         None => return Outcome::Ok, // logged and counted; closed on drop
                     },
-                    None => None,
+                    false => None,
                 };
                 let mut req =
                     StreamRequest::new(slot, peer.clone(), Arc::clone(&shared), &cfg, forked);

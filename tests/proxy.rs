@@ -36,8 +36,8 @@ fn start(trusted: &[&str], header_timeout: Duration) -> Server {
     let nets: Vec<IpNet> = trusted.iter().map(|s| s.parse().unwrap()).collect();
     let server = TcpServer::builder()
         .flavor(Flavor::pool().workers(4))
+        .proxy_header_timeout(header_timeout) // before or after proxy_protocol: the same
         .proxy_protocol(nets)
-        .proxy_header_timeout(header_timeout)
         .bind("127.0.0.1:0")
         .unwrap();
     let addr = server.local_addr().unwrap();
@@ -325,4 +325,21 @@ fn header_that_never_completes_is_closed_at_the_deadline_others_served() {
     assert!(sent.elapsed() >= timeout - Duration::from_millis(100));
     let st = stats_until(&s.handle, |st| st.proxy_rejected >= 1);
     assert_eq!(st.proxy_rejected, 1);
+}
+
+#[test]
+fn zero_header_timeout_is_refused_by_bind() {
+    let loopback = IpNet::from(std::net::IpAddr::from([127, 0, 0, 1]));
+    let e = TcpServer::builder()
+        .proxy_protocol([loopback])
+        .proxy_header_timeout(Duration::ZERO)
+        .bind("127.0.0.1:0")
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("proxy_header_timeout"), "{e}");
+    // Without proxy_protocol the setting has no effect, and no error.
+    assert!(TcpServer::builder()
+        .proxy_header_timeout(Duration::ZERO)
+        .bind("127.0.0.1:0")
+        .is_ok());
 }
