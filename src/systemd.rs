@@ -267,3 +267,49 @@ impl Builder<UnixDatagram> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VARS: [&str; 5] = [
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "LISTEN_FDS_FIRST_FD",
+        RESTART_PARENT,
+    ];
+
+    /// One test touches the environment (no other test of the crate reads these variables).
+    #[test]
+    fn variables_are_removed_and_another_pid_is_ignored() {
+        // For another process: nothing taken, everything removed.
+        env::set_var("LISTEN_FDS", "1");
+        env::set_var("LISTEN_PID", "1");
+        env::set_var("LISTEN_FDNAMES", "web");
+        let taken = Inherited::from_env();
+        assert_eq!(taken.fds.len(), 0);
+        for v in VARS {
+            assert!(env::var_os(v).is_none(), "{v} left in the environment");
+        }
+        // For us, with no descriptor: honoured (zero of them), removed as well, and a
+        // stray LISTEN_FDS_FIRST_FD (not systemd's) is dropped, not obeyed.
+        env::set_var("LISTEN_FDS", "0");
+        env::set_var("LISTEN_PID", process::id().to_string());
+        env::set_var("LISTEN_FDS_FIRST_FD", "7");
+        let taken = Inherited::from_env();
+        assert_eq!(taken.fds.len(), 0);
+        assert!(taken.ready.is_none());
+        for v in VARS {
+            assert!(env::var_os(v).is_none(), "{v} left in the environment");
+        }
+        // A restart's marker naming a process that is not our parent: ignored.
+        env::set_var("LISTEN_FDS", "1");
+        env::set_var(RESTART_PARENT, "1");
+        let taken = Inherited::from_env();
+        assert_eq!(taken.fds.len(), 0);
+        for v in VARS {
+            assert!(env::var_os(v).is_none(), "{v} left in the environment");
+        }
+    }
+}

@@ -16,13 +16,16 @@ use std::time::Duration;
 use deploy::{signal, whoami, Proc};
 use util::{example_path, TempPath, TIMEOUT};
 
-/// Binds a listening socket, prints `bound ADDR`, puts it at fd 3 and execs the example
-/// with LISTEN_FDS=1, LISTEN_PID=(own pid, or argv[1] when not "self"), LISTEN_FDNAMES.
+/// Binds a socket (a listening TCP one, or UDP when $SOCK_TYPE is "udp"), prints
+/// `bound ADDR`, puts it at fd 3 and execs the example with LISTEN_FDS=1,
+/// LISTEN_PID=(own pid, or argv[1] when not "self"), LISTEN_FDNAMES.
 const LAUNCHER: &str = r#"
 import os, socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+udp = os.environ.get("SOCK_TYPE") == "udp"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
 s.bind(("127.0.0.1", 0))
-s.listen(16)
+if not udp:
+    s.listen(16)
 print("bound %s:%d" % s.getsockname(), flush=True)
 if s.fileno() == 3:
     os.set_inheritable(3, True)
@@ -36,12 +39,17 @@ os.execve(sys.argv[2], sys.argv[2:], env)
 "#;
 
 fn activated(listen_pid: &str) -> (Proc, SocketAddr, SocketAddr) {
+    activated_example("whoami", listen_pid, "tcp")
+}
+
+fn activated_example(name: &str, listen_pid: &str, ty: &str) -> (Proc, SocketAddr, SocketAddr) {
     util::build_examples();
-    let exe = example_path("whoami");
+    let exe = example_path(name);
     let mut cmd = Command::new("python3");
     cmd.args(["-c", LAUNCHER, listen_pid])
         .arg(&exe)
         .args(["--addr", "127.0.0.1:0"])
+        .env("SOCK_TYPE", ty)
         .env("RUST_LOG", "info");
     let p = Proc::spawn(cmd);
     let bound: SocketAddr = p
@@ -65,6 +73,41 @@ fn socket_activation_serves_the_passed_socket() {
     assert_eq!(r.pid, p.pid(), "the launcher exec'd: same pid");
     assert_eq!(r.local, bound.to_string());
     assert_eq!(r.peer, r.client.to_string());
+}
+
+#[test]
+fn udp_socket_activation() {
+    let (_p, bound, listening) = activated_example("echo_udp", "self", "udp");
+    assert_eq!(listening, bound);
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.send_to(b"activated", bound).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = c.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"activated"[..], bound));
+}
+
+#[test]
+fn activated_server_restarts_on_sighup_with_the_same_socket() {
+    let (mut p, bound, _) = activated("self");
+    let old = p.pid();
+    assert!(signal(old, "HUP"));
+    assert_eq!(
+        p.listening(),
+        bound,
+        "the new process serves the systemd socket"
+    );
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let new = loop {
+        let r = whoami(bound).expect("served across the restart");
+        if r.pid != old {
+            break r.pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no new process");
+    };
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(signal(new, "TERM"));
+    assert!(deploy::wait_gone(new, Duration::from_secs(10)));
 }
 
 #[test]
