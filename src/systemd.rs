@@ -13,6 +13,7 @@ use std::io::{self, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::process;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use listenfd::ListenFd;
@@ -143,17 +144,27 @@ pub(crate) fn serving() {
     }
 }
 
+/// Set once a restart handed the service over to a new process: this one is no longer the
+/// service, and must not tell the manager it stops.
+static HANDED_OVER: AtomicBool = AtomicBool::new(false);
+
 /// Sends `STOPPING=1` to the service manager (when `NOTIFY_SOCKET` is set). Called by
-/// `serve` when shutdown begins.
+/// `serve` when shutdown begins; not after a restart handed the service over (the manager
+/// would take the new process's service for stopping).
 pub(crate) fn stopping() {
+    if HANDED_OVER.load(Ordering::SeqCst) {
+        return;
+    }
     if let Err(e) = sd_notify::notify(false, &[NotifyState::Stopping]) {
         log::warn!("sd_notify STOPPING=1: {e}");
     }
 }
 
 /// Tells the service manager that `pid` is now the service's main process (a restart
-/// handed over to it). Needs `NotifyAccess=` `main` or `all` in the unit.
+/// handed over to it), and that this process no longer speaks for the service. Needs
+/// `NotifyAccess=` `main` or `all` in the unit.
 pub(crate) fn main_pid(pid: u32) {
+    HANDED_OVER.store(true, Ordering::SeqCst);
     if let Err(e) = sd_notify::notify(false, &[NotifyState::MainPid(pid)]) {
         log::warn!("sd_notify MAINPID={pid}: {e}");
     }

@@ -149,6 +149,50 @@ fn ready_and_stopping_notifications() {
 }
 
 #[test]
+fn notifications_across_a_sighup_restart() {
+    util::build_examples();
+    let tmp = TempPath::new("notify");
+    let sock = UnixDatagram::bind(tmp.path()).unwrap();
+    sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let path = tmp.path().to_str().unwrap().to_string();
+    let (mut p, addr) = Proc::example(
+        "whoami",
+        &["--addr", "127.0.0.1:0"],
+        &[("NOTIFY_SOCKET", &path)],
+    );
+    let mut buf = [0u8; 256];
+    let mut next = || {
+        let n = sock
+            .recv(&mut buf)
+            .expect("a notification within the timeout");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1\n");
+    assert!(signal(p.pid(), "HUP"));
+    assert_eq!(next(), "READY=1\n", "the new process is ready");
+    let main_pid = next();
+    let new: u32 = main_pid
+        .strip_prefix("MAINPID=")
+        .and_then(|s| s.trim_end().parse().ok())
+        .unwrap_or_else(|| panic!("expected MAINPID=, got {main_pid:?}"));
+    assert_eq!(whoami(addr).unwrap().pid, new);
+    // The old process drains and exits without telling the manager the service stops.
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    sock.set_nonblocking(true).unwrap();
+    let pending = sock
+        .recv(&mut buf)
+        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+    assert!(pending.is_err(), "unexpected notification {pending:?}");
+    sock.set_nonblocking(false).unwrap();
+    assert!(signal(new, "TERM"));
+    let n = sock
+        .recv(&mut buf)
+        .expect("STOPPING=1 from the new process");
+    assert_eq!(&buf[..n], b"STOPPING=1\n");
+    assert!(deploy::wait_gone(new, Duration::from_secs(10)));
+}
+
+#[test]
 fn reuseport_four_processes_share_one_port() {
     util::build_examples();
     let (first, addr) = Proc::example("whoami", &["--addr", "127.0.0.1:0", "--reuseport"], &[]);
