@@ -42,6 +42,10 @@ impl<L: Listener + AsFd> StreamServer<L> {
     /// new process fails to start serving within 30 s (or dies), it is killed and this one
     /// goes on serving; the failure is logged.
     ///
+    /// A Unix stream server's socket file is left in place when it hands over (the new
+    /// process serves it; the new process, having inherited the socket, does not remove
+    /// the file when it stops: the next `bind` replaces it as stale).
+    ///
     /// One restart runs at a time; a SIGHUP during one is taken after it. Under systemd
     /// the main pid is handed over too (`MAINPID=`, needs `NotifyAccess=all`); socket
     /// activation with `systemctl restart` is the other way to restart there (the README's
@@ -107,7 +111,7 @@ impl NextProcess {
         match self.start() {
             Ok(pid) => {
                 log::info!("restart: process {pid} serves; stopping accepting and draining");
-                systemd::main_pid(pid);
+                systemd::handed_over_to(pid);
                 handle.shutdown();
                 true
             }

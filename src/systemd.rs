@@ -148,11 +148,17 @@ pub(crate) fn serving() {
 /// service, and must not tell the manager it stops.
 static HANDED_OVER: AtomicBool = AtomicBool::new(false);
 
+/// Whether a restart handed this process's listening socket over to a new process (which
+/// then owns the socket file of a Unix server, too).
+pub(crate) fn handed_over() -> bool {
+    HANDED_OVER.load(Ordering::SeqCst)
+}
+
 /// Sends `STOPPING=1` to the service manager (when `NOTIFY_SOCKET` is set). Called by
 /// `serve` when shutdown begins; not after a restart handed the service over (the manager
 /// would take the new process's service for stopping).
 pub(crate) fn stopping() {
-    if HANDED_OVER.load(Ordering::SeqCst) {
+    if handed_over() {
         return;
     }
     if let Err(e) = sd_notify::notify(false, &[NotifyState::Stopping]) {
@@ -163,7 +169,7 @@ pub(crate) fn stopping() {
 /// Tells the service manager that `pid` is now the service's main process (a restart
 /// handed over to it), and that this process no longer speaks for the service. Needs
 /// `NotifyAccess=` `main` or `all` in the unit.
-pub(crate) fn main_pid(pid: u32) {
+pub(crate) fn handed_over_to(pid: u32) {
     HANDED_OVER.store(true, Ordering::SeqCst);
     if let Err(e) = sd_notify::notify(false, &[NotifyState::MainPid(pid)]) {
         log::warn!("sd_notify MAINPID={pid}: {e}");
