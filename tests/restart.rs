@@ -101,6 +101,9 @@ fn five_sighup_restarts_under_load() {
                 while !stop.load(Ordering::SeqCst) {
                     let r = short(addr);
                     results.lock().unwrap().push(r);
+                    // A steady load, not a flood: each closed connection leaves a client
+                    // port in TIME_WAIT for a minute, and the suite runs on after this test.
+                    thread::sleep(Duration::from_millis(4));
                 }
             })
         })
@@ -177,4 +180,63 @@ fn five_sighup_restarts_under_load() {
         );
     }
     assert!(pids.iter().all(|p| !alive(*p)));
+}
+
+/// Regression (found by the restart bench): a connection the accept loop had accepted while
+/// the pool's queue was full was closed unanswered when shutdown began. It must be served
+/// like a queued one within the grace period, since in a restart the new process would
+/// otherwise have served it.
+#[test]
+fn shutdown_serves_a_connection_waiting_for_queue_room() {
+    use socketserver::{Flavor, StreamRequest, TcpServer};
+    use std::io::Write;
+    use std::sync::{Condvar, Mutex};
+
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let server = TcpServer::builder()
+        .flavor(Flavor::fixed_pool(1).queue(1))
+        .grace_period(Duration::from_secs(10))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let handle = server.shutdown_handle();
+    let g = Arc::clone(&gate);
+    let serving = thread::spawn(move || {
+        server.serve(move |req: &mut StreamRequest| {
+            // Every handler waits at the gate, then answers.
+            let (open, cv) = &*g;
+            let mut o = open.lock().unwrap();
+            while !*o {
+                o = cv.wait(o).unwrap();
+            }
+            drop(o);
+            req.write_all(b"served\n")
+        })
+    });
+    // A: the one worker (blocked at the gate); B: the one queue slot; C: accepted, its
+    // job waiting for room.
+    let mut clients: Vec<TcpStream> = Vec::new();
+    for n in 1..=3u64 {
+        clients.push(TcpStream::connect(addr).unwrap());
+        let deadline = Instant::now() + TIMEOUT;
+        while handle.stats().accepted < n {
+            assert!(Instant::now() < deadline, "connection {n} not accepted");
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+    handle.shutdown();
+    thread::sleep(Duration::from_millis(50)); // let the accept loop see the shutdown first
+    {
+        let (open, cv) = &*gate;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut got = String::new();
+        c.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "served\n", "client {i} was not served");
+    }
+    serving.join().unwrap().unwrap();
+    assert_eq!(handle.stats().rejected, 0);
 }
