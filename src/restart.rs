@@ -42,6 +42,11 @@ impl<L: Listener + AsFd> StreamServer<L> {
     /// new process fails to start serving within 30 s (or dies), it is killed and this one
     /// goes on serving; the failure is logged.
     ///
+    /// The socket being shared with the new process, this server never shuts it down:
+    /// a `pool` flavour then runs as the hand-off pool (the pool whose workers accept
+    /// themselves ends by shutting the socket down, which would stop it for the new process
+    /// too).
+    ///
     /// A Unix stream server's socket file is left in place when it hands over (the new
     /// process serves it; the new process, having inherited the socket, does not remove
     /// the file when it stops: the next `bind` replaces it as stale).
@@ -76,6 +81,8 @@ impl<L: Listener + AsFd> StreamServer<L> {
         };
         let handle = self.shutdown_handle();
         let mut signals = Signals::new([SIGHUP])?;
+        // The socket will be the new process's too: this server must never shut it down.
+        self.share_socket();
         thread::Builder::new()
             .name("socketserver-restart".into())
             .spawn(move || {

@@ -6,15 +6,20 @@ use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram, UnixListener};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use socket2::Type;
 
 use crate::config::{Builder, Config};
 use crate::flavor::Flavor;
+use crate::flavor::Kind;
+use crate::flavors::pool::{self, Pool, Source};
 use crate::flavors::{Exec, Job, Runner};
 use crate::handler::{DatagramHandler, StreamHandler};
-use crate::serve::{accept_loop, datagram_runner, recv_loop, stream_runner};
+use crate::serve::{
+    accept_loop, datagram_runner, recv_loop, stream_runner, AcceptSource, PoolErrors, RecvSource,
+};
 use crate::shutdown::{Shared, ShutdownHandle};
 use crate::transport::{
     bind_inet, bind_unix, buffer_sizes, Datagram, DgramSocket, Listener, SocketFile,
@@ -35,6 +40,9 @@ struct Core {
     cfg: Arc<Config>,
     shared: Arc<Shared>,
     file: Option<SocketFile>,
+    /// The socket is shared with another process (inherited from systemd, or handed on by a
+    /// SIGHUP restart): it must never be shut down, which would stop it for them too.
+    shared_socket: AtomicBool,
 }
 
 impl Core {
@@ -45,6 +53,7 @@ impl Core {
             cfg: Arc::new(cfg),
             shared,
             file,
+            shared_socket: AtomicBool::new(false),
         })
     }
 
@@ -52,6 +61,48 @@ impl Core {
         ShutdownHandle {
             shared: Arc::clone(&self.shared),
         }
+    }
+
+    /// Whether the flavour is a pool whose workers take their own work (see
+    /// `flavors::pool`): the pool, unless a queue was asked for or the system cannot, or the
+    /// socket is shared with another process (that pool ends by shutting the socket down).
+    fn self_serving_pool(&self) -> bool {
+        let f = &self.cfg.flavor;
+        f.kind == Kind::Pool
+            && f.queue.is_none()
+            && pool::SUPPORTED
+            && !self.shared_socket.load(Ordering::SeqCst)
+    }
+
+    /// Runs the pool whose workers take their own work from `source` until shutdown or a
+    /// fatal error; then stops the socket taking work (and removes its file), lets requests
+    /// finish, and joins the workers.
+    fn serve_pool<S: Source>(
+        self,
+        source: S,
+        runner: Runner<S::Job>,
+        what: &'static str,
+    ) -> io::Result<()> {
+        let Core {
+            cfg, shared, file, ..
+        } = self;
+        let source = Arc::new(source);
+        let errors = PoolErrors::new(&shared, what);
+        let pool = Pool::start(
+            Arc::clone(&source),
+            runner,
+            &shared,
+            &cfg.flavor,
+            move || errors.clone(),
+        )?;
+        crate::systemd::serving();
+        let result = pool.wait();
+        crate::systemd::stopping();
+        shared.stop();
+        source.interrupt();
+        drop(file);
+        pool.finish(cfg.grace_period);
+        result
     }
 
     /// Runs `serve_loop` on `socket` with the flavour until shutdown or a fatal error; then
@@ -62,7 +113,9 @@ impl Core {
         runner: Runner<J>,
         serve_loop: impl FnOnce(&S, &mut Exec<J>, &Arc<Shared>, &Config) -> io::Result<()>,
     ) -> io::Result<()> {
-        let Core { cfg, shared, file } = self;
+        let Core {
+            cfg, shared, file, ..
+        } = self;
         let mut exec = match Exec::new(&cfg.flavor, runner, &shared) {
             Ok(exec) => exec,
             Err(e) => {
@@ -167,6 +220,11 @@ impl<L: Listener> StreamServer<L> {
         &self.listener
     }
 
+    /// Marks the listening socket as shared with another process (see `Core`).
+    pub(crate) fn share_socket(&self) {
+        self.core.shared_socket.store(true, Ordering::SeqCst);
+    }
+
     /// Serves connections until shutdown, giving each one a clone of `handler`.
     ///
     /// Write the closure's parameter type out, `|req: &mut StreamRequest|`: `serve` takes
@@ -204,6 +262,10 @@ impl<L: Listener> StreamServer<L> {
     {
         let StreamServer { listener, core } = self;
         let runner = stream_runner(factory, Arc::clone(&core.shared), Arc::clone(&core.cfg));
+        if core.self_serving_pool() {
+            let source = AcceptSource::new(listener, &core.shared, &core.cfg)?;
+            return core.serve_pool(source, runner, "accept");
+        }
         core.serve(listener, runner, accept_loop)
     }
 }
@@ -343,6 +405,11 @@ impl<S: Datagram> DatagramServer<S> {
         })
     }
 
+    /// Marks the socket as shared with another process (see `Core`).
+    pub(crate) fn share_socket(&self) {
+        self.core.shared_socket.store(true, Ordering::SeqCst);
+    }
+
     /// A handle that stops this server from any thread; see [`ShutdownHandle`].
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.core.handle()
@@ -386,6 +453,10 @@ impl<S: Datagram> DatagramServer<S> {
             Arc::clone(&core.shared),
             Arc::clone(&core.cfg),
         );
+        if core.self_serving_pool() {
+            let source = RecvSource::new(socket, &core.shared, &core.cfg)?;
+            return core.serve_pool(source, runner, "recvfrom");
+        }
         core.serve(socket, runner, |s, exec, shared, cfg| {
             recv_loop(s, exec, shared, cfg)
         })

@@ -183,7 +183,9 @@ macro_rules! doc_from_systemd {
          starts threads (changing the environment is not thread-safe). Descriptors are\n\
          honoured only when `LISTEN_PID` is this process's pid. Later calls take the next\n\
          descriptor of the right type, if any. `serve` then sends `READY=1` (and\n\
-         `STOPPING=1` at shutdown) when `NOTIFY_SOCKET` is set."
+         `STOPPING=1` at shutdown) when `NOTIFY_SOCKET` is set. The socket belongs to the\n\
+         service manager too, so the server never shuts it down: a `pool` flavour runs as\n\
+         the hand-off pool (see `Flavor::queue`)."
     };
 }
 
@@ -216,7 +218,9 @@ impl Builder<TcpListener> {
                     "serving the inherited socket {:?} ({name})",
                     l.local_addr()?
                 );
-                self.from_listener(l).map(Some)
+                self.from_listener(l)
+                    .inspect(|server| server.share_socket())
+                    .map(Some)
             }
             None => Ok(None),
         }
@@ -238,7 +242,9 @@ impl Builder<UnixListener> {
                     "serving the inherited socket {:?} ({name})",
                     l.local_addr()?
                 );
-                self.from_listener(l).map(Some)
+                self.from_listener(l)
+                    .inspect(|server| server.share_socket())
+                    .map(Some)
             }
             None => Ok(None),
         }
@@ -258,7 +264,9 @@ impl Builder<UdpSocket> {
                     "serving the inherited socket {:?} ({name})",
                     s.local_addr()?
                 );
-                self.from_socket(s).map(Some)
+                self.from_socket(s)
+                    .inspect(|server| server.share_socket())
+                    .map(Some)
             }
             None => Ok(None),
         }
@@ -278,7 +286,9 @@ impl Builder<UnixDatagram> {
                     "serving the inherited socket {:?} ({name})",
                     s.local_addr()?
                 );
-                self.from_socket(s).map(Some)
+                self.from_socket(s)
+                    .inspect(|server| server.share_socket())
+                    .map(Some)
             }
             None => Ok(None),
         }

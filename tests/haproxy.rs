@@ -8,14 +8,14 @@ mod util;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use deploy::{free_port, signal, wait_gone, warnings, whoami, Proc, Reply};
+use deploy::{free_port, signal, wait_gone, warnings, whoami, whoami_traced, Proc, Reply};
 
 const CLIENTS: usize = 300;
 const THREADS: usize = 4;
@@ -43,8 +43,9 @@ fn start_haproxy(
 ) -> (Proc, SocketAddr) {
     let fe: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut cfg = format!(
-        "global\n    maxconn 2000\n\
-         defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n    \
+        "global\n    maxconn 2000\n    log stderr format raw local0 info\n\
+         defaults\n    mode tcp\n    log global\n    option tcplog\n    \
+         timeout connect 2s\n    timeout client 10s\n    \
          timeout server 10s\n    retries 3\n    option redispatch\n\
          frontend fe\n    bind {fe}\n    default_backend be\n\
          backend be\n    balance roundrobin\n"
@@ -95,9 +96,15 @@ fn behind_haproxy(send: &str) {
     let (mut lb, fe) = start_haproxy(bin, &dir, &addrs, send);
 
     // Part 1: 300 connections, 4 at a time.
-    let replies = run_clients(fe, CLIENTS, None);
-    let ok: Vec<&Reply> = replies.iter().filter_map(|r| r.as_ref().ok()).collect();
-    let failed: Vec<_> = replies.iter().filter_map(|r| r.as_ref().err()).collect();
+    let (replies, _) = run_clients(fe, CLIENTS, None);
+    let ok: Vec<&Reply> = replies
+        .iter()
+        .filter_map(|o| o.result.as_ref().ok())
+        .collect();
+    let failed: Vec<_> = replies
+        .iter()
+        .filter_map(|o| o.result.as_ref().err())
+        .collect();
     assert!(failed.is_empty(), "failed clients: {failed:?}");
     for r in &ok {
         assert_eq!(
@@ -113,40 +120,54 @@ fn behind_haproxy(send: &str) {
         "all three backends serve"
     );
 
-    // Part 2: one backend killed mid-run.
+    // Part 2: one backend killed (SIGKILL) mid-run, the clients going on meanwhile.
     let victim = pids[1];
-    let replies = run_clients(fe, CLIENTS, Some((CLIENTS / 2, victim)));
+    let (replies, kill) = run_clients(fe, CLIENTS, Some((CLIENTS / 2, victim, addrs[1])));
+    let kill = kill.expect("the backend was killed");
     let mut by_pid: BTreeMap<u32, usize> = BTreeMap::new();
     let mut failed = Vec::new();
-    for r in &replies {
-        match r {
+    for o in &replies {
+        match &o.result {
             Ok(r) => {
                 assert_eq!(r.peer, r.client.to_string());
                 *by_pid.entry(r.pid).or_default() += 1;
             }
-            Err(e) => failed.push(e.clone()),
+            // A failed client must have been HAProxy's client of the victim (its log names
+            // the server of each connection) and open while the victim died: a client of
+            // the others must never fail.
+            Err(e) => failed.push((o.client, o.began, o.ended, e.clone())),
         }
     }
-    // Only a connection in flight to the victim at the instant it died may fail: at most
-    // one per client thread. In practice none do (HAProxy redispatches refused connects).
-    assert!(
-        failed.len() <= THREADS,
-        "{} clients failed after one backend of three was killed: {failed:?}",
-        failed.len()
-    );
     assert!(by_pid[&pids[0]] > 0 && by_pid[&pids[2]] > 0, "{by_pid:?}");
-    assert!(wait_gone(victim, util::TIMEOUT));
-    // After the kill, HAProxy routes around it: the next answers come from the others.
-    let after = run_clients(fe, 30, None);
-    for r in &after {
-        let r = r
+    // After the kill, HAProxy routes around it: every answer comes from the others.
+    let (after, _) = run_clients(fe, 30, None);
+    for o in &after {
+        let r = o
+            .result
             .as_ref()
             .expect("a client failed after the balancer routed around");
         assert_ne!(r.pid, victim);
     }
 
-    drop(lb.child.kill());
+    // Stop HAProxy to have all of its log (it writes a connection's line when it ends).
+    let _ = lb.child.kill();
     let _ = lb.child.wait();
+    let log = lb.stderr();
+    for (client, began, ended, e) in &failed {
+        let client = client.unwrap_or_else(|| panic!("a client could not connect: {e}"));
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("{client} ")))
+            .unwrap_or_else(|| panic!("no HAProxy log line for client {client}: {e}"));
+        assert!(
+            line.contains("be/s1 "),
+            "a client of another backend failed ({e}): {line}"
+        );
+        assert!(
+            *began <= kill.gone && *ended >= kill.sent,
+            "a client of the victim failed outside its death: {e}: {line}"
+        );
+    }
     for (i, (b, _)) in backends.iter_mut().enumerate() {
         if i == 1 {
             continue;
@@ -159,37 +180,81 @@ fn behind_haproxy(send: &str) {
     }
     if !failed.is_empty() {
         eprintln!(
-            "{} client(s) in flight to the killed backend failed",
+            "{} client(s) of the killed backend failed (HAProxy's log names it)",
             failed.len()
         );
     }
 }
 
+/// One client's outcome and when its connection was open.
+struct Outcome {
+    result: Result<Reply, String>,
+    client: Option<SocketAddr>,
+    began: Instant,
+    ended: Instant,
+}
+
+/// When a backend was killed: from the signal to its port refusing connections.
+#[derive(Clone, Copy)]
+struct Kill {
+    sent: Instant,
+    gone: Instant,
+}
+
 /// Runs `n` whoami clients through `fe`, `THREADS` at a time. With `kill = Some((k, pid))`,
-/// `pid` is killed with SIGKILL once `k` clients have finished.
-fn run_clients(fe: SocketAddr, n: usize, kill: Option<(usize, u32)>) -> Vec<Result<Reply, String>> {
+/// `pid` (listening on the address) is killed with SIGKILL (by another thread, while the
+/// clients go on) once `k` clients have finished.
+fn run_clients(
+    fe: SocketAddr,
+    n: usize,
+    kill: Option<(usize, u32, SocketAddr)>,
+) -> (Vec<Outcome>, Option<Kill>) {
     let done = Arc::new(AtomicUsize::new(0));
     let results = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let next = Arc::new(AtomicUsize::new(0));
-    let killed = Arc::new(AtomicUsize::new(0));
+    let killer = kill.map(|(k, pid, addr)| {
+        let done = Arc::clone(&done);
+        thread::spawn(move || {
+            let deadline = Instant::now() + util::TIMEOUT;
+            while done.load(Ordering::SeqCst) < k {
+                assert!(Instant::now() < deadline, "the clients stalled");
+                thread::sleep(Duration::from_millis(1));
+            }
+            let sent = Instant::now();
+            assert!(signal(pid, "KILL"));
+            // Its listening socket is closed when the last of its threads has exited (the
+            // process may look like a zombie before): then its port refuses.
+            while TcpStream::connect(addr).is_ok() {
+                assert!(
+                    Instant::now() < deadline + util::TIMEOUT,
+                    "the victim lives on"
+                );
+                thread::sleep(Duration::from_millis(1));
+            }
+            assert!(wait_gone(pid, util::TIMEOUT));
+            Kill {
+                sent,
+                gone: Instant::now(),
+            }
+        })
+    });
     let threads: Vec<_> = (0..THREADS)
         .map(|_| {
-            let (done, results, next, killed) = (
-                Arc::clone(&done),
-                Arc::clone(&results),
-                Arc::clone(&next),
-                Arc::clone(&killed),
-            );
+            let (done, results, next) =
+                (Arc::clone(&done), Arc::clone(&results), Arc::clone(&next));
             thread::spawn(move || {
                 while next.fetch_add(1, Ordering::SeqCst) < n {
-                    let r = whoami(fe).map_err(|e| e.to_string());
-                    results.lock().unwrap().push(r);
-                    let d = done.fetch_add(1, Ordering::SeqCst) + 1;
-                    if let Some((k, pid)) = kill {
-                        if d >= k && killed.swap(1, Ordering::SeqCst) == 0 {
-                            assert!(signal(pid, "KILL"));
-                        }
-                    }
+                    let began = Instant::now();
+                    let (client, result) = whoami_traced(fe);
+                    let result = result.map_err(|e| e.to_string());
+                    let ended = Instant::now();
+                    results.lock().unwrap().push(Outcome {
+                        result,
+                        client,
+                        began,
+                        ended,
+                    });
+                    done.fetch_add(1, Ordering::SeqCst);
                 }
             })
         })
@@ -197,9 +262,10 @@ fn run_clients(fe: SocketAddr, n: usize, kill: Option<(usize, u32)>) -> Vec<Resu
     for t in threads {
         t.join().unwrap();
     }
+    let kill = killer.map(|k| k.join().unwrap());
     let v = std::mem::take(&mut *results.lock().unwrap());
     assert_eq!(v.len(), n);
-    v
+    (v, kill)
 }
 
 #[test]

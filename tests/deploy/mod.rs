@@ -190,9 +190,25 @@ pub struct Reply {
 /// Connects, reads one whole answer (to EOF) and parses it. Errors are returned, to be
 /// classified by the caller (refused, reset, EOF without an answer...).
 pub fn whoami(addr: SocketAddr) -> io::Result<Reply> {
-    let mut c = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+    whoami_traced(addr).1
+}
+
+/// `whoami`, with the client's own address when the connection was made (to find a failed
+/// client in a balancer's log).
+pub fn whoami_traced(addr: SocketAddr) -> (Option<SocketAddr>, io::Result<Reply>) {
+    let mut c = match TcpStream::connect_timeout(&addr, TIMEOUT) {
+        Ok(c) => c,
+        Err(e) => return (None, Err(e)),
+    };
+    let client = match c.local_addr() {
+        Ok(a) => a,
+        Err(e) => return (None, Err(e)),
+    };
+    (Some(client), answer(&mut c, client))
+}
+
+fn answer(c: &mut TcpStream, client: SocketAddr) -> io::Result<Reply> {
     c.set_read_timeout(Some(TIMEOUT))?;
-    let client = c.local_addr()?;
     let mut got = String::new();
     c.read_to_string(&mut got)?;
     let v: serde_json::Value = serde_json::from_str(got.trim_end()).map_err(|e| {
