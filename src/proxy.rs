@@ -103,6 +103,9 @@ impl<T: Listener> Builder<T> {
     ///   from a source not in `trusted`, closes that connection (logged, counted in
     ///   [`Stats::proxy_rejected`](crate::Stats::proxy_rejected)); the server goes on.
     ///
+    /// Logs and the `on_error` hook name the client too. The `verify` hook, which runs on
+    /// the accept loop before any byte is read, sees the socket's peer: the balancer.
+    ///
     /// Unix-domain connections are always trusted (the socket file's permissions decide
     /// who connects). There is no default list: loopback-only would be wrong for a public
     /// port, so the caller names the balancers.

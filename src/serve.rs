@@ -419,7 +419,7 @@ where
     H: StreamHandler,
 {
     Arc::new(move |job: Accepted, forked: bool| {
-        let Accepted { stream, peer } = job;
+        let Accepted { stream, mut peer } = job;
         let result = match configure(&stream, &cfg) {
             Ok(()) => {
                 let slot = Arc::new(ConnSlot { stream });
@@ -432,6 +432,10 @@ where
                     },
                     false => None,
                 };
+                // Logs and `on_error` name the client, as `peer_addr` does.
+                if let Some(header) = &header {
+                    peer = proxy::client_addr(header);
+                }
                 let mut req =
                     StreamRequest::new(slot, peer.clone(), Arc::clone(&shared), &cfg, forked);
                 if let Some(header) = header {

@@ -7,6 +7,7 @@ mod util;
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -342,4 +343,39 @@ fn zero_header_timeout_is_refused_by_bind() {
         .proxy_header_timeout(Duration::ZERO)
         .bind("127.0.0.1:0")
         .is_ok());
+}
+
+#[test]
+fn on_error_names_the_client_behind_the_balancer() {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let loopback = IpNet::from(std::net::IpAddr::from([127, 0, 0, 1]));
+    let server = TcpServer::builder()
+        .proxy_protocol([loopback])
+        .on_error(move |peer, _err| log.lock().unwrap().push(peer.to_string()))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let handle = server.shutdown_handle();
+    let serving = thread::spawn(move || {
+        server.serve(|req: &mut StreamRequest| {
+            let mut line = String::new();
+            req.read_line(&mut line)?;
+            Err(io::Error::other("the handler fails"))
+        })
+    });
+    let mut h = v1("198.51.100.20:4000");
+    h.extend_from_slice(b"x\n");
+    assert_eq!(exchange(addr, &[&h]), b"");
+    let deadline = Instant::now() + TIMEOUT;
+    while seen.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "on_error was not called");
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec!["198.51.100.20:4000".to_string()]
+    );
+    handle.shutdown();
+    serving.join().unwrap().unwrap();
 }
