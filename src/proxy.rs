@@ -11,17 +11,18 @@
 use std::fmt;
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use proxy_header::{ParseConfig, ProxyHeader as Parsed};
 
 use crate::addr::Addr;
-use crate::config::{Builder, Config};
+use crate::config::Builder;
+use crate::shutdown::Shared;
 use crate::stats::Counters;
 use crate::stream::Stream;
-use crate::sys;
+use crate::sys::{self, Interest};
 use crate::transport::Listener;
 
 /// The v2 signature: the first 12 bytes of every v2 header.
@@ -253,6 +254,8 @@ pub(crate) enum Refused {
     Truncated(usize),
     /// No complete header before the deadline.
     Timeout(Duration),
+    /// Shutdown began while the header was not arriving (after this many bytes).
+    Shutdown(usize),
     /// Not a valid header.
     Malformed(String),
     /// A socket error.
@@ -266,6 +269,10 @@ impl fmt::Display for Refused {
             Refused::Untrusted => f.write_str("not a trusted PROXY protocol source"),
             Refused::Truncated(n) => write!(f, "closed after {n} bytes of a PROXY protocol header"),
             Refused::Timeout(t) => write!(f, "no complete PROXY protocol header within {t:?}"),
+            Refused::Shutdown(n) => write!(
+                f,
+                "shutting down with {n} bytes of a PROXY protocol header received"
+            ),
             Refused::Malformed(why) => write!(f, "invalid PROXY protocol header: {why}"),
             Refused::Io(e) => write!(f, "reading the PROXY protocol header: {e}"),
         }
@@ -273,69 +280,79 @@ impl fmt::Display for Refused {
 }
 
 /// Reads and checks the header of a new connection from `peer`. On refusal, logs it (a
-/// connection closed before sending anything at debug level), counts it, and returns `None`:
-/// the caller closes the connection.
+/// connection closed before sending anything, or still silent when shutdown begins, at
+/// debug level), counts it, and returns `None`: the caller closes the connection.
 pub(crate) fn accept(
     stream: &Stream,
     peer: &Addr,
-    server: &Config,
-    counters: &Counters,
+    cfg: &ProxyConfig,
+    shared: &Shared,
 ) -> Option<ProxyHeader> {
-    let cfg = &server.proxy;
     let result = if cfg.trusts(peer) {
-        receive(stream, peer, cfg.timeout)
+        receive(stream, peer, cfg.timeout, shared.wake_fd())
     } else {
         Err(Refused::Untrusted)
     };
-    // Back to the server's own read timeout (what `serve::configure` set) for the handler.
-    let restored = stream.set_read_timeout(server.read_timeout);
-    match (result, restored) {
-        (Ok(header), Ok(())) => Some(header),
-        (Ok(_), Err(e)) => {
-            log::error!("{peer}: {e}");
-            Counters::bump(&counters.proxy_rejected);
+    match result {
+        Ok(header) => Some(header),
+        Err(why @ (Refused::Empty | Refused::Shutdown(_))) => {
+            log::debug!("{peer}: {why}");
             None
         }
-        (Err(Refused::Empty), _) => {
-            log::debug!("{peer}: {}", Refused::Empty);
-            None
-        }
-        (Err(why), _) => {
+        Err(why) => {
             log::warn!("{peer}: connection closed: {why}");
-            Counters::bump(&counters.proxy_rejected);
+            Counters::bump(&shared.counters.proxy_rejected);
             None
         }
     }
 }
 
 /// Reads the header (exactly its bytes) and parses it.
-fn receive(stream: &Stream, peer: &Addr, timeout: Duration) -> Result<ProxyHeader, Refused> {
-    let raw = read_exact_header(stream, Instant::now() + timeout, timeout)?;
+fn receive(
+    stream: &Stream,
+    peer: &Addr,
+    timeout: Duration,
+    wake: RawFd,
+) -> Result<ProxyHeader, Refused> {
+    let raw = read_exact_header(stream, Instant::now() + timeout, timeout, wake)?;
     parse(raw, peer.clone()).map_err(Refused::Malformed)
 }
 
 /// Peeks at what has arrived and reads exactly the bytes that belong to the header, until
-/// the header is complete, the deadline passes, or the bytes cannot be a header.
+/// the header is complete, the deadline passes, shutdown begins while nothing is arriving
+/// (`wake` turns readable), or the bytes cannot be a header.
+///
+/// Peeks never block: when nothing is there, it waits in `poll` on the connection and
+/// `wake` up to the deadline. The bytes it then reads were just peeked, so the read returns
+/// them at once: no socket timeout is set or changed.
 fn read_exact_header(
     stream: &Stream,
     deadline: Instant,
     timeout: Duration,
+    wake: RawFd,
 ) -> Result<Vec<u8>, Refused> {
     let fd = stream.as_raw_fd();
     let mut have = Vec::with_capacity(64);
     let mut buf = [0u8; PEEK];
     loop {
+        // Checked every round: a header trickling in a byte at a time ends at the deadline.
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Refused::Timeout(timeout));
         }
-        stream.set_read_timeout(Some(left)).map_err(Refused::Io)?;
         let cap = peek_len(&have);
-        let n = match sys::peek(fd, &mut buf[..cap]) {
+        let n = match sys::peek_now(fd, &mut buf[..cap]) {
             Ok(0) if have.is_empty() => return Err(Refused::Empty),
             Ok(0) => return Err(Refused::Truncated(have.len())),
             Ok(n) => n,
-            Err(e) if is_timeout(&e) => return Err(Refused::Timeout(timeout)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let fds = [(fd, Interest::Read), (wake, Interest::Read)];
+                let ready = sys::poll(&fds, Some(left)).map_err(Refused::Io)?;
+                if ready.is(1) && !ready.is(0) {
+                    return Err(Refused::Shutdown(have.len()));
+                }
+                continue;
+            }
             // A balancer's health check may end with a reset rather than a FIN.
             Err(e) if is_disconnect(&e) && have.is_empty() => return Err(Refused::Empty),
             Err(e) if is_disconnect(&e) => return Err(Refused::Truncated(have.len())),
@@ -344,12 +361,9 @@ fn read_exact_header(
         let take = take(&have, &buf[..n]).map_err(Refused::Malformed)?;
         let start = have.len();
         have.resize(start + take.consume, 0);
-        // These bytes were just peeked: the read returns them at once.
-        match (&*stream).read_exact(&mut have[start..]) {
-            Ok(()) => {}
-            Err(e) if is_timeout(&e) => return Err(Refused::Timeout(timeout)),
-            Err(e) => return Err(Refused::Io(e)),
-        }
+        (&*stream)
+            .read_exact(&mut have[start..])
+            .map_err(Refused::Io)?;
         if take.done {
             return Ok(have);
         }
@@ -362,13 +376,6 @@ fn is_disconnect(e: &io::Error) -> bool {
         io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::BrokenPipe
-    )
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
 }
 

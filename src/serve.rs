@@ -426,7 +426,7 @@ where
                 let _registration = (!forked).then(|| shared.register(Arc::clone(&slot)));
                 // Behind a balancer: the PROXY header comes first, before TLS or the handler.
                 let header = match cfg.proxy.enabled() {
-                    true => match proxy::accept(&slot.stream, &peer, &cfg, &shared.counters) {
+                    true => match proxy::accept(&slot.stream, &peer, &cfg.proxy, &shared) {
                         Some(header) => Some(header),
                         None => return Outcome::Ok, // logged and counted; closed on drop
                     },

@@ -241,14 +241,21 @@ pub(crate) fn kill_child(pid: libc::pid_t) -> io::Result<()> {
     cvt(unsafe { libc::kill(pid, libc::SIGKILL) }).map(drop)
 }
 
-/// Copies up to `buf.len()` bytes waiting on socket `fd` without consuming them
-/// (`recv(2)` with `MSG_PEEK`). Blocks, up to the socket's `SO_RCVTIMEO`, while nothing is
-/// there; `Ok(0)` is end of stream. `EINTR` is retried.
-pub(crate) fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+/// Copies up to `buf.len()` bytes waiting on socket `fd` without consuming them and without
+/// blocking (`recv(2)` with `MSG_PEEK | MSG_DONTWAIT`): `WouldBlock` when nothing is there,
+/// `Ok(0)` at end of stream. `EINTR` is retried.
+pub(crate) fn peek_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         // SAFETY: `buf` is a valid, exclusively borrowed byte buffer of `buf.len()` bytes
         // for the duration of the call; recv writes at most that many bytes into it.
-        let ret = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK) };
+        let ret = unsafe {
+            libc::recv(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
         if ret >= 0 {
             return Ok(ret as usize);
         }

@@ -379,3 +379,75 @@ fn on_error_names_the_client_behind_the_balancer() {
     handle.shutdown();
     serving.join().unwrap().unwrap();
 }
+
+#[test]
+fn header_trickling_in_ends_at_the_deadline() {
+    let timeout = Duration::from_secs(1);
+    let s = start(&["127.0.0.0/8"], timeout);
+    let mut c = tcp_client(s.addr);
+    c.set_nodelay(true).unwrap();
+    // A v2 header that declares 200 bytes of TLVs, then sends one byte every 50 ms: it
+    // would take 10 s to complete; the 1 s deadline ends it.
+    let mut h = v2(1, 0x11, &[]);
+    h[14..16].copy_from_slice(&212u16.to_be_bytes());
+    c.write_all(&h).unwrap();
+    c.write_all(&[192, 0, 2, 7, 127, 0, 0, 1, 0x10, 0xe1, 0x1f, 0x49])
+        .unwrap();
+    let sent = Instant::now();
+    let mut closed = false;
+    for _ in 0..200 {
+        thread::sleep(Duration::from_millis(50));
+        if c.write_all(&[0x04]).is_err() {
+            closed = true;
+            break;
+        }
+        c.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        let r = c.read(&mut b);
+        c.set_nonblocking(false).unwrap();
+        match r {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            _ => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "a trickling header was never cut");
+    assert!(sent.elapsed() >= timeout - Duration::from_millis(100));
+    let st = stats_until(&s.handle, |st| st.proxy_rejected >= 1);
+    assert_eq!(st.proxy_rejected, 1);
+}
+
+#[test]
+fn shutdown_ends_a_pending_header_at_once() {
+    // A 60 s header deadline and a 30 s grace period: shutdown must not wait for either.
+    let loopback = IpNet::from(std::net::IpAddr::from([127, 0, 0, 1]));
+    let server = TcpServer::builder()
+        .proxy_protocol([loopback])
+        .proxy_header_timeout(Duration::from_secs(60))
+        .grace_period(Duration::from_secs(30))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let handle = server.shutdown_handle();
+    let serving = thread::spawn(move || server.serve(|_req: &mut StreamRequest| Ok(())));
+    let mut c = tcp_client(addr);
+    c.write_all(b"PROXY TCP4 ").unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while handle.stats().active < 1 {
+        assert!(Instant::now() < deadline, "the connection was not taken");
+        thread::sleep(Duration::from_millis(2));
+    }
+    handle.shutdown();
+    util::within(Duration::from_secs(5), move || {
+        serving.join().unwrap().unwrap()
+    });
+    assert_eq!(read_until_closed(&mut c), b"");
+    // Not the client's fault: not counted.
+    assert_eq!(handle.stats().proxy_rejected, 0);
+}
