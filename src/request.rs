@@ -87,6 +87,10 @@ struct SocketReader {
     idle: bool,
     /// True from the first write after a read until the next read: a reply is going out.
     replying: bool,
+    /// No read yet: the first request is often there already when the connection is
+    /// accepted (the client wrote right after connecting), so the first read tries the
+    /// socket before waiting in `poll`.
+    fresh: bool,
     eof: bool,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
@@ -122,6 +126,7 @@ impl StreamRequest {
             forked,
             idle: true,
             replying: false,
+            fresh: true,
             eof: false,
             read_timeout: cfg.read_timeout,
             write_timeout: cfg.write_timeout,
@@ -281,11 +286,13 @@ impl StreamRequest {
     pub(crate) fn close(&mut self) {
         let inner = self.reader.get_mut();
         let _ = inner.flush_out();
-        let stream = &inner.slot.stream;
-        let _ = stream.shutdown(Shutdown::Write);
         if inner.eof {
+            // The client closed its side: our close sends the FIN; a shutdown first would
+            // be one more system call (failing when the client is already gone).
             return;
         }
+        let stream = &inner.slot.stream;
+        let _ = stream.shutdown(Shutdown::Write);
         let fd = stream.as_raw_fd();
         let deadline = Instant::now() + LINGER_TIME;
         let mut buf = [0u8; 4096];
@@ -545,6 +552,26 @@ impl Read for SocketReader {
             return Ok(0);
         }
         let idle = self.idle;
+        if std::mem::take(&mut self.fresh) && idle && self.wake_idle {
+            // Saves the poll when the first request came with the connection.
+            match sys::recv_now(self.slot.stream.as_raw_fd(), buf) {
+                Ok(0) if !buf.is_empty() => {
+                    self.eof = true;
+                    return Ok(0);
+                }
+                Ok(n) => {
+                    self.idle = false;
+                    self.begin_request_deadline();
+                    return Ok(n);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let configured = if idle && self.wake_idle {
             // Wait for the next request or shutdown. A request already waiting is served
             // even when shutdown has begun; the connection ends only when nothing is there.

@@ -118,6 +118,14 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     cvt_size(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), SEND_FLAGS) })
 }
 
+/// Reads what is there now from the socket `fd` (`recv(2)` with `MSG_DONTWAIT`), failing
+/// with `WouldBlock` if nothing is, whatever the socket's blocking mode.
+pub(crate) fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid writable slice for `buf.len()` bytes for the whole call;
+    // recv writes at most that many bytes and does not keep the pointer.
+    cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
+}
+
 /// Writes the slices in order to the connected socket `fd` (`sendmsg(2)` with
 /// `MSG_NOSIGNAL`): a gathered write that never raises `SIGPIPE`.
 pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
