@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use deploy::{alive, signal, wait_gone, Proc};
+use deploy::{alive, signal, wait_gone, PidGuard, Proc};
 use util::TIMEOUT;
 
 const RESTARTS: usize = 5;
@@ -110,6 +110,8 @@ fn five_sighup_restarts_under_load() {
         .collect();
 
     let mut long_results = Vec::new();
+    // Every new process is stopped by its pid if the test fails half-way.
+    let mut guards = Vec::new();
     for gen in 0..RESTARTS {
         let old = *pids.last().unwrap();
         // Long-lived connections open across the restart.
@@ -119,6 +121,7 @@ fn five_sighup_restarts_under_load() {
         // The new process announces itself on the same stdout.
         assert_eq!(first.listening(), addr, "generation {}", gen + 1);
         let new = new_pid(addr, old);
+        guards.push(PidGuard(new));
         assert_ne!(new, old);
         for l in longs {
             long_results.push((old, l.finish()));
@@ -180,6 +183,7 @@ fn five_sighup_restarts_under_load() {
         );
     }
     assert!(pids.iter().all(|p| !alive(*p)));
+    guards.into_iter().for_each(PidGuard::defuse);
 }
 
 /// Regression (found by the restart bench): a connection the accept loop had accepted while

@@ -105,9 +105,11 @@ fn activated_server_restarts_on_sighup_with_the_same_socket() {
         }
         assert!(std::time::Instant::now() < deadline, "no new process");
     };
+    let guard = deploy::PidGuard(new);
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
     assert!(signal(new, "TERM"));
     assert!(deploy::wait_gone(new, Duration::from_secs(10)));
+    guard.defuse();
 }
 
 #[test]
@@ -175,6 +177,7 @@ fn notifications_across_a_sighup_restart() {
         .strip_prefix("MAINPID=")
         .and_then(|s| s.trim_end().parse().ok())
         .unwrap_or_else(|| panic!("expected MAINPID=, got {main_pid:?}"));
+    let guard = deploy::PidGuard(new);
     assert_eq!(whoami(addr).unwrap().pid, new);
     // The old process drains and exits without telling the manager the service stops.
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
@@ -190,6 +193,7 @@ fn notifications_across_a_sighup_restart() {
         .expect("STOPPING=1 from the new process");
     assert_eq!(&buf[..n], b"STOPPING=1\n");
     assert!(deploy::wait_gone(new, Duration::from_secs(10)));
+    guard.defuse();
 }
 
 #[test]

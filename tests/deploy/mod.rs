@@ -136,6 +136,29 @@ impl Drop for Proc {
     }
 }
 
+/// A process the test did not start itself (the new process of a restart), stopped by its
+/// pid when the guard drops, so that a failing test leaves nothing behind: SIGTERM, then
+/// SIGKILL if it is still alive after 10 s.
+pub struct PidGuard(pub u32);
+
+impl PidGuard {
+    /// The process is known gone: nothing to stop (its pid may be another's soon).
+    pub fn defuse(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            signal(self.0, "TERM");
+            if !wait_gone(self.0, Duration::from_secs(10)) {
+                signal(self.0, "KILL");
+            }
+        }
+    }
+}
+
 /// Sends `sig` ("TERM", "HUP", "KILL") to `pid`.
 pub fn signal(pid: u32, sig: &str) -> bool {
     Command::new("kill")
