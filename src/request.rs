@@ -277,6 +277,25 @@ impl StreamRequest {
         self.reader.get_ref().timed_out
     }
 
+    /// The next request is known to have arrived (the event set said the connection is
+    /// readable, or its bytes are buffered): its first read goes straight to the socket (no
+    /// idle wait), and its deadline starts now.
+    pub(crate) fn request_arrived(&mut self) {
+        let inner = self.reader.get_mut();
+        inner.timed_out = None;
+        inner.fresh = false;
+        inner.replying = false;
+        if inner.idle {
+            inner.idle = false;
+            inner.begin_request_deadline();
+        }
+    }
+
+    /// Whether the client closed its side (a read returned 0).
+    pub(crate) fn at_eof(&self) -> bool {
+        self.reader.get_ref().eof
+    }
+
     /// Closes the connection politely: send what is still buffered, shut down writing (the
     /// client reads EOF after all our bytes); then, if the client's bytes are waiting
     /// unread, drain them (up to 256 KiB, for up to 1 s, never waiting for more) so that the

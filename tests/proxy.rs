@@ -451,3 +451,46 @@ fn shutdown_ends_a_pending_header_at_once() {
     // Not the client's fault: not counted.
     assert_eq!(handle.stats().proxy_rejected, 0);
 }
+
+/// `serve_requests` (idle connections parked, no thread each) reads the header first too.
+#[test]
+fn request_at_a_time_handlers_get_the_client_address() {
+    use socketserver::Next;
+    let loopback = IpNet::from(std::net::IpAddr::from([127, 0, 0, 1]));
+    let server = TcpServer::builder()
+        .proxy_protocol([loopback])
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let handle = server.shutdown_handle();
+    let serving = thread::spawn(move || {
+        server.serve_requests(|req: &mut StreamRequest| {
+            let mut line = String::new();
+            if req.read_line(&mut line)? == 0 {
+                return Ok(Next::Close);
+            }
+            let reply = format!("{} {line}", req.peer_addr());
+            req.write_all(reply.as_bytes())?;
+            Ok(Next::Continue)
+        })
+    });
+    let mut all = v1("203.0.113.9:999");
+    all.extend_from_slice(b"one\ntwo\n");
+    for cut in [1, 10, all.len() - 8, all.len() - 3] {
+        let mut c = tcp_client(addr);
+        c.write_all(&all[..cut]).unwrap();
+        thread::sleep(Duration::from_millis(3));
+        c.write_all(&all[cut..]).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let got = text(read_until_closed(&mut c));
+        assert_eq!(
+            got, "203.0.113.9:999 one\n203.0.113.9:999 two\n",
+            "cut {cut}"
+        );
+    }
+    assert_eq!(exchange(addr, &[b"garbage\n"]), b"");
+    let st = stats_until(&handle, |st| st.proxy_rejected >= 1);
+    assert_eq!(st.proxy_rejected, 1);
+    handle.shutdown();
+    serving.join().unwrap().unwrap();
+}

@@ -244,3 +244,38 @@ fn shutdown_serves_a_connection_waiting_for_queue_room() {
     serving.join().unwrap().unwrap();
     assert_eq!(handle.stats().rejected, 0);
 }
+
+/// The examples served one request at a time (echo: idle connections parked, no thread
+/// each) restart the same way, on the same socket.
+#[test]
+fn echo_restarts_on_sighup() {
+    use std::io::Write;
+    util::build_examples();
+    let (mut first, addr) = Proc::example("echo", &["--addr", "127.0.0.1:0"], &[]);
+    let echo = |addr: SocketAddr, msg: &[u8]| -> io::Result<Vec<u8>> {
+        let mut c = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+        c.set_read_timeout(Some(TIMEOUT))?;
+        c.write_all(msg)?;
+        c.shutdown(std::net::Shutdown::Write)?;
+        let mut got = Vec::new();
+        c.read_to_end(&mut got)?;
+        Ok(got)
+    };
+    assert_eq!(echo(addr, b"before").unwrap(), b"before");
+    let old = first.pid();
+    assert!(signal(old, "HUP"));
+    assert_eq!(first.listening(), addr);
+    // The new process is the old one's child until the old one exits.
+    let kids = util::child_pids(old);
+    assert_eq!(kids.len(), 1, "one new process: {kids:?}");
+    let guard = PidGuard(kids[0]);
+    assert_eq!(first.wait_exit(Duration::from_secs(10)), Some(0));
+    // The old process is gone; the socket it shared was not shut down: the new one serves.
+    for i in 0..20 {
+        let msg = format!("after {i}");
+        assert_eq!(echo(addr, msg.as_bytes()).unwrap(), msg.as_bytes());
+    }
+    assert!(signal(guard.0, "TERM"));
+    assert!(wait_gone(guard.0, Duration::from_secs(10)));
+    guard.defuse();
+}

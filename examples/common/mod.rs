@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
 use socketserver::{
-    Builder, DatagramHandler, Flavor, IpNet, ShutdownHandle, StreamHandler, TcpServer, UdpServer,
+    Builder, DatagramHandler, Flavor, IpNet, RequestHandler, ShutdownHandle, StreamHandler,
+    TcpServer, UdpServer,
 };
 
 /// The options every example server takes.
@@ -171,6 +172,20 @@ pub fn serve_tcp<H: StreamHandler + Clone>(
     server.restart_on_sighup()?;
     announce(server.local_addr()?, &server.shutdown_handle())?;
     server.serve(handler)
+}
+
+/// Makes a TCP server from the shared options (see `ServerArgs::tcp_server`), arms the
+/// SIGHUP restart, announces it and serves `handler` one request at a time (in the pool
+/// mode, idle connections hold no thread).
+pub fn serve_tcp_requests<H: RequestHandler + Clone>(
+    args: &ServerArgs,
+    port: u16,
+    handler: H,
+) -> io::Result<()> {
+    let server = args.tcp_server(port)?;
+    server.restart_on_sighup()?;
+    announce(server.local_addr()?, &server.shutdown_handle())?;
+    server.serve_requests(handler)
 }
 
 /// Makes a UDP server from the shared options (see `ServerArgs::udp_server`), announces
