@@ -251,7 +251,12 @@ fn shutdown_serves_a_connection_waiting_for_queue_room() {
 fn echo_restarts_on_sighup() {
     use std::io::Write;
     util::build_examples();
-    let (mut first, addr) = Proc::example("echo", &["--addr", "127.0.0.1:0"], &[]);
+    let mark = format!("{}-{:?}", std::process::id(), Instant::now());
+    let (mut first, addr) = Proc::example(
+        "echo",
+        &["--addr", "127.0.0.1:0"],
+        &[("DEPLOY_TEST_MARK", &mark)],
+    );
     let echo = |addr: SocketAddr, msg: &[u8]| -> io::Result<Vec<u8>> {
         let mut c = TcpStream::connect_timeout(&addr, TIMEOUT)?;
         c.set_read_timeout(Some(TIMEOUT))?;
@@ -265,10 +270,13 @@ fn echo_restarts_on_sighup() {
     let old = first.pid();
     assert!(signal(old, "HUP"));
     assert_eq!(first.listening(), addr);
-    // The new process is the old one's child until the old one exits.
-    let kids = util::child_pids(old);
-    assert_eq!(kids.len(), 1, "one new process: {kids:?}");
-    let guard = PidGuard(kids[0]);
+    // The new process inherited the environment, marker included.
+    let new: Vec<u32> = deploy::pids_with_env("DEPLOY_TEST_MARK", &mark)
+        .into_iter()
+        .filter(|&p| p != old)
+        .collect();
+    assert_eq!(new.len(), 1, "one new process: {new:?}");
+    let guard = PidGuard(new[0]);
     assert_eq!(first.wait_exit(Duration::from_secs(10)), Some(0));
     // The old process is gone; the socket it shared was not shut down: the new one serves.
     for i in 0..20 {

@@ -154,6 +154,10 @@ pub(crate) struct Inner<L, H> {
     /// The error that made accepting impossible (it ends `serve`).
     fatal: Mutex<Option<io::Error>>,
     backoff: Mutex<Backoff>,
+    /// The turn to wait on the poller: `Poller::wait` returns at once, with no event, to
+    /// every thread but the one already waiting, so the others must sleep here instead of
+    /// calling it in a loop (which spun every idle worker at full speed).
+    turn: Mutex<()>,
 }
 
 /// The accept back-off, shared by the workers (5 ms doubling to 1 s).
@@ -203,6 +207,7 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
             paused: AtomicBool::new(false),
             fatal: Mutex::new(None),
             backoff: Mutex::new(Backoff::default()),
+            turn: Mutex::new(()),
         });
         let mut parked = Parked {
             inner,
@@ -282,7 +287,10 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 return;
             }
             events.clear();
-            match self.poller.wait(&mut events, None) {
+            let turn = lock(&self.turn);
+            let waited = self.poller.wait(&mut events, None);
+            drop(turn);
+            match waited {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {

@@ -192,6 +192,24 @@ pub fn wait_gone(pid: u32, limit: Duration) -> bool {
     !alive(pid)
 }
 
+/// The live processes whose environment (as they were started) holds `KEY=value`: a marker
+/// given to a server finds the processes it restarted itself into, whoever their parent is
+/// by then.
+pub fn pids_with_env(key: &str, value: &str) -> Vec<u32> {
+    let want = format!("{key}={value}");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            std::fs::read(format!("/proc/{p}/environ"))
+                .map(|env| env.split(|&b| b == 0).any(|kv| kv == want.as_bytes()))
+                .unwrap_or(false)
+                && alive(p)
+        })
+        .collect()
+}
+
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
