@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::addr::Addr;
 use crate::config::Config;
+use crate::proxy::ProxyHeader;
 use crate::shutdown::{ConnSlot, Shared};
 use crate::stream::Stream;
 use crate::sys::{self, Interest};
@@ -60,6 +61,8 @@ const WRITE_BUFFER: usize = 8 * 1024;
 pub struct StreamRequest {
     reader: BufReader<SocketReader>,
     peer: Addr,
+    /// The PROXY protocol header the connection started with (see proxy.rs).
+    proxy: Option<Box<ProxyHeader>>,
 }
 
 /// Which limit ended a connection, for the counters.
@@ -145,12 +148,32 @@ impl StreamRequest {
         StreamRequest {
             reader: BufReader::with_capacity(cfg.read_buffer, inner),
             peer,
+            proxy: None,
         }
     }
 
-    /// The client's address.
+    /// The client's address. Behind a load balancer speaking the PROXY protocol (see
+    /// `Builder::proxy_protocol`), the real client's address from the header; the
+    /// balancer's is [`balancer_addr`](Self::balancer_addr).
     pub fn peer_addr(&self) -> &Addr {
         &self.peer
+    }
+
+    /// The load balancer's address (the socket's peer), when the connection started with a
+    /// PROXY protocol header; `None` without one.
+    pub fn balancer_addr(&self) -> Option<&Addr> {
+        self.proxy.as_deref().map(ProxyHeader::balancer_addr)
+    }
+
+    /// The PROXY protocol header the connection started with (its TLVs: ALPN, authority,
+    /// unique id...), when the server expects one (see `Builder::proxy_protocol`).
+    pub fn proxy_header(&self) -> Option<&ProxyHeader> {
+        self.proxy.as_deref()
+    }
+
+    pub(crate) fn set_proxy_header(&mut self, header: ProxyHeader) {
+        self.peer = crate::proxy::client_addr(&header);
+        self.proxy = Some(Box::new(header));
     }
 
     /// The server's end of this connection (`getsockname(2)`).
