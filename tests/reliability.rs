@@ -1,0 +1,1151 @@
+//! Reliability suites (issue 11): the README's promises attacked under load, at shutdown,
+//! by slow and idle clients, by overload, by failing handlers and by hostile commands.
+//! The README's "Reliability" section lists what each proves and the figures it produced.
+//!
+//! Every test here holds one lock, so they run one at a time: several count this process's
+//! threads, descriptors or memory from `/proc`, and the load tests want the machine's two
+//! cores to themselves. Real sockets on loopback only; every client read has a timeout and
+//! every loop is bounded in count and time.
+//!
+//! CI runs the short versions. `SOCKETSERVER_LONG=1 cargo test --release --test reliability
+//! -- --nocapture` runs the long ones (64 clients x 2 000 exchanges per flavour, 1 000 short
+//! connections per second for 30 s, 10 000 faulty requests) and prints the figures.
+
+mod util;
+
+use std::collections::HashSet;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use socketserver::{framing, Flavor, ShutdownHandle, StreamHandler, StreamRequest, TcpServer};
+use util::{proc_children, proc_fds, proc_status, wait_until, ExampleServer, Rng, TIMEOUT};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A TCP server of this process, serving on a background thread.
+struct Srv {
+    addr: SocketAddr,
+    handle: ShutdownHandle,
+    join: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Srv {
+    fn start<H: StreamHandler + Clone>(
+        b: &mut socketserver::Builder<std::net::TcpListener>,
+        handler: H,
+    ) -> Srv {
+        let s = b.bind("127.0.0.1:0").unwrap();
+        let addr = s.local_addr().unwrap();
+        let handle = s.shutdown_handle();
+        let join = Some(thread::spawn(move || s.serve(handler)));
+        Srv { addr, handle, join }
+    }
+
+    /// Waits at most `limit` for `serve` to return (it must return `Ok`).
+    #[track_caller]
+    fn join_within(&mut self, limit: Duration) {
+        let join = self.join.take().unwrap();
+        util::within(limit, move || join.join())
+            .expect("serve panicked")
+            .expect("serve failed");
+    }
+
+    #[track_caller]
+    fn stop(&mut self) {
+        self.handle.shutdown();
+        self.join_within(TIMEOUT);
+    }
+}
+
+impl Drop for Srv {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+    }
+}
+
+/// Threads of this process started by the crate (named `socketserver-*`; `comm` keeps 15
+/// characters).
+fn crate_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.starts_with("socketserver"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The highest value `sample` took while the watcher ran, sampled every millisecond.
+struct Peak {
+    stop: Arc<AtomicBool>,
+    max: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Peak {
+    fn watch(sample: impl Fn() -> u64 + Send + 'static) -> Peak {
+        let stop = Arc::new(AtomicBool::new(false));
+        let max = Arc::new(AtomicU64::new(0));
+        let (s, m) = (Arc::clone(&stop), Arc::clone(&max));
+        let thread = thread::spawn(move || {
+            // Bounded: stops when told, or after ten minutes whatever happens.
+            let end = Instant::now() + Duration::from_secs(600);
+            while !s.load(Relaxed) && Instant::now() < end {
+                m.fetch_max(sample(), Relaxed);
+                thread::sleep(Duration::from_millis(1));
+            }
+        });
+        Peak {
+            stop,
+            max,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Relaxed);
+        let _ = self.thread.take().unwrap().join();
+        self.max.load(Relaxed)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Payloads and exchanges
+
+/// 192 KiB of random bytes; a payload is a slice of it at a random offset.
+fn pool() -> &'static [u8] {
+    static POOL: OnceLock<Vec<u8>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let mut v = vec![0; 192 * 1024];
+        Rng::new(0x5eed).fill(&mut v);
+        v
+    })
+}
+
+/// A random payload length from 1 B to 64 KiB, log-uniform: as many of 1-2 B as of
+/// 32-64 KiB, so that small and large requests both come often.
+fn payload_len(rng: &mut Rng) -> usize {
+    let bits = rng.below(17);
+    (1 + rng.below(1 << bits)) as usize
+}
+
+fn random_payload(rng: &mut Rng) -> &'static [u8] {
+    let len = payload_len(rng);
+    let off = rng.below((pool().len() - len) as u64) as usize;
+    &pool()[off..off + len]
+}
+
+/// How one request/response exchange ended, from the client's side.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// The whole response came back, byte for byte the request.
+    Echoed,
+    /// A whole response that differs from the request.
+    Mismatch,
+    /// The connection ended before any byte of the response (the server never took the
+    /// request: it was closing the connection at shutdown).
+    NotTaken,
+    /// The connection ended, or failed, inside the response.
+    Partial(String),
+    /// Anything else (a timeout, an unexpected error).
+    Failed(String),
+}
+
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionAborted
+    )
+}
+
+/// Sends `payload` as one frame (u32 big-endian length) and reads the echoed frame.
+fn exchange(s: &mut TcpStream, payload: &[u8], buf: &mut Vec<u8>) -> Outcome {
+    let mut msg = Vec::with_capacity(4 + payload.len());
+    msg.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    msg.extend_from_slice(payload);
+    if let Err(e) = s.write_all(&msg) {
+        return if is_closed(&e) {
+            Outcome::NotTaken
+        } else {
+            Outcome::Failed(format!("write: {e}"))
+        };
+    }
+    let mut first = [0u8; 1];
+    loop {
+        match s.read(&mut first) {
+            Ok(0) => return Outcome::NotTaken,
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_closed(&e) => return Outcome::NotTaken,
+            Err(e) => return Outcome::Failed(format!("read: {e}")),
+        }
+    }
+    let mut rest = [0u8; 3];
+    if let Err(e) = s.read_exact(&mut rest) {
+        return Outcome::Partial(format!("in the prefix: {e}"));
+    }
+    let n = u32::from_be_bytes([first[0], rest[0], rest[1], rest[2]]) as usize;
+    if n != payload.len() {
+        return Outcome::Mismatch;
+    }
+    buf.resize(n, 0);
+    if let Err(e) = s.read_exact(buf) {
+        return Outcome::Partial(format!("in the payload: {e}"));
+    }
+    if buf[..] == *payload {
+        Outcome::Echoed
+    } else {
+        Outcome::Mismatch
+    }
+}
+
+/// What a group of clients saw.
+#[derive(Debug, Default)]
+struct Report {
+    clients: u64,
+    echoed: u64,
+    bytes: u64,
+    mismatches: u64,
+    not_taken: u64,
+    partial: Vec<String>,
+    failed: Vec<String>,
+    /// Clients that ran their whole sequence and then saw the server close after their EOF.
+    finished: u64,
+}
+
+impl Report {
+    fn add(&mut self, o: Report) {
+        self.clients += o.clients;
+        self.echoed += o.echoed;
+        self.bytes += o.bytes;
+        self.mismatches += o.mismatches;
+        self.not_taken += o.not_taken;
+        self.partial.extend(o.partial);
+        self.failed.extend(o.failed);
+        self.finished += o.finished;
+    }
+
+    #[track_caller]
+    fn assert_nothing_lost(&self, exchanges: u64) {
+        assert_eq!(self.mismatches, 0, "{self:?}");
+        assert!(self.partial.is_empty(), "{self:?}");
+        assert!(self.failed.is_empty(), "{self:?}");
+        assert_eq!(self.not_taken, 0, "{self:?}");
+        assert_eq!(self.echoed, exchanges, "{self:?}");
+        assert_eq!(self.finished, self.clients, "{self:?}");
+    }
+}
+
+/// Runs `clients` clients at once against `addr`, each doing up to `rounds` exchanges of
+/// random payloads on one connection, stopping at the first one not answered. `progress`
+/// counts echoed exchanges of all clients as they happen.
+fn run_clients(
+    addr: SocketAddr,
+    clients: usize,
+    rounds: usize,
+    seed: u64,
+    read_timeout: Duration,
+    progress: Arc<AtomicU64>,
+) -> Report {
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            let progress = Arc::clone(&progress);
+            thread::spawn(move || {
+                let mut r = Report {
+                    clients: 1,
+                    ..Report::default()
+                };
+                let mut s = match TcpStream::connect_timeout(&addr, TIMEOUT) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        r.failed.push(format!("connect: {e}"));
+                        return r;
+                    }
+                };
+                s.set_read_timeout(Some(read_timeout)).unwrap();
+                s.set_write_timeout(Some(read_timeout)).unwrap();
+                let mut rng = Rng::new(seed ^ (i as u64 + 1) * 7919);
+                let mut buf = Vec::new();
+                for _ in 0..rounds {
+                    let payload = random_payload(&mut rng);
+                    match exchange(&mut s, payload, &mut buf) {
+                        Outcome::Echoed => {
+                            r.echoed += 1;
+                            r.bytes += payload.len() as u64;
+                            progress.fetch_add(1, Relaxed);
+                        }
+                        Outcome::Mismatch => {
+                            r.mismatches += 1;
+                            return r;
+                        }
+                        Outcome::NotTaken => {
+                            r.not_taken += 1;
+                            return r;
+                        }
+                        Outcome::Partial(e) => {
+                            r.partial.push(e);
+                            return r;
+                        }
+                        Outcome::Failed(e) => {
+                            r.failed.push(e);
+                            return r;
+                        }
+                    }
+                }
+                // Our EOF: the server ends the connection, with nothing more to say.
+                let _ = s.shutdown(Shutdown::Write);
+                let mut rest = Vec::new();
+                match s.read_to_end(&mut rest) {
+                    Ok(_) if rest.is_empty() => r.finished += 1,
+                    Ok(_) => r
+                        .failed
+                        .push(format!("{} stray bytes after EOF", rest.len())),
+                    Err(e) => r.failed.push(format!("waiting for the server's EOF: {e}")),
+                }
+                r
+            })
+        })
+        .collect();
+    let mut total = Report::default();
+    for t in threads {
+        total.add(t.join().expect("client thread panicked"));
+    }
+    total
+}
+
+/// A frame echo handler that counts the frames it read whole (the requests it took).
+fn counting_frame_echo(
+    taken: Arc<AtomicU64>,
+) -> impl FnMut(&mut StreamRequest) -> io::Result<()> + Clone + Send + 'static {
+    move |req: &mut StreamRequest| {
+        let mut frame = Vec::new();
+        while framing::Codec::new().read_frame_into(req, &mut frame)? {
+            taken.fetch_add(1, Relaxed);
+            framing::write_frame(req, &frame)?;
+        }
+        Ok(())
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Suite 1: load with nothing lost
+
+/// (clients, exchanges per client) of the load suite.
+fn load_size() -> (usize, usize) {
+    if util::long_run() {
+        (64, 2000)
+    } else {
+        (64, 200)
+    }
+}
+
+fn load_in_process(flavor: Flavor) {
+    let _g = serial();
+    let (clients, rounds) = load_size();
+    let name = format!("{flavor:?}");
+    let limit = flavor.get_limit() as u64;
+    let taken = Arc::new(AtomicU64::new(0));
+    let mut srv = Srv::start(
+        TcpServer::builder().flavor(flavor),
+        counting_frame_echo(Arc::clone(&taken)),
+    );
+    let h = srv.handle.clone();
+    let peak = Peak::watch(move || h.stats().threads);
+    let started = Instant::now();
+    // Generous read timeout: with `single`, the last client waits for all the others.
+    let report = run_clients(
+        srv.addr,
+        clients,
+        rounds,
+        1,
+        Duration::from_secs(120),
+        Arc::default(),
+    );
+    let elapsed = started.elapsed();
+    let peak = peak.finish();
+    report.assert_nothing_lost((clients * rounds) as u64);
+    assert_eq!(taken.load(Relaxed), (clients * rounds) as u64);
+    let h = srv.handle.clone();
+    wait_until("every connection completed", || {
+        h.stats().completed == clients as u64
+    });
+    let st = srv.handle.stats();
+    assert_eq!(st.accepted, clients as u64, "{st:?}");
+    assert_eq!((st.handler_errors, st.panics), (0, 0), "{st:?}");
+    assert!(peak <= limit, "{peak} threads, over the limit {limit}");
+    srv.stop();
+    assert_eq!(srv.handle.stats().threads, 0);
+    println!(
+        "load {name}: {clients} clients x {rounds} exchanges = {} echoed, {:.1} MiB each way, \
+         0 lost, 0 mismatches, peak {peak} threads (limit {limit}), {elapsed:.1?}",
+        report.echoed,
+        mib(report.bytes)
+    );
+}
+
+#[test]
+fn load_single_nothing_lost() {
+    load_in_process(Flavor::single());
+}
+
+#[test]
+fn load_threading_nothing_lost() {
+    load_in_process(Flavor::threading());
+}
+
+#[test]
+fn load_pool_nothing_lost() {
+    load_in_process(Flavor::pool());
+}
+
+#[test]
+fn load_fixed_pool_nothing_lost() {
+    load_in_process(Flavor::fixed_pool(8));
+}
+
+/// Forking, through the framed echo example: 64 clients on a server of at most 40
+/// children (the extra clients wait in the backlog).
+#[test]
+fn load_fork_nothing_lost() {
+    let _g = serial();
+    util::build_examples();
+    let (clients, rounds) = load_size();
+    let server = ExampleServer::start("framed_echo", &["--addr", "127.0.0.1:0", "--mode", "fork"]);
+    let pid = server.pid();
+    let peak = Peak::watch(move || proc_children(pid).len() as u64);
+    let started = Instant::now();
+    let report = run_clients(
+        server.socket_addr(),
+        clients,
+        rounds,
+        2,
+        Duration::from_secs(120),
+        Arc::default(),
+    );
+    let elapsed = started.elapsed();
+    let peak = peak.finish();
+    report.assert_nothing_lost((clients * rounds) as u64);
+    assert!(peak <= 40, "{peak} children, over max_children 40");
+    wait_until("every child reaped", || proc_children(pid).is_empty());
+    println!(
+        "load fork: {clients} clients x {rounds} exchanges = {} echoed, {:.1} MiB each way, \
+         0 lost, 0 mismatches, peak {peak} children (limit 40), {elapsed:.1?}",
+        report.echoed,
+        mib(report.bytes)
+    );
+}
+
+/// One short connection: connect, a line, our EOF, the echo, the server's EOF.
+fn short_connection(addr: SocketAddr, n: u64) -> Result<(), String> {
+    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let msg = format!("short connection {n}\n");
+    s.write_all(msg.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).map_err(|e| format!("read: {e}"))?;
+    if got != msg.as_bytes() {
+        return Err(format!(
+            "echo of {msg:?} was {:?}",
+            String::from_utf8_lossy(&got)
+        ));
+    }
+    Ok(())
+}
+
+/// (threads, descriptors, RSS in KiB) of process `pid`.
+fn footprint(pid: u32) -> (u64, u64, u64) {
+    (
+        proc_status(pid, "Threads").expect("server alive"),
+        proc_fds(pid).expect("server alive") as u64,
+        proc_status(pid, "VmRSS").expect("server alive"),
+    )
+}
+
+/// Short connections against the echo example (pool, 8 warm workers): its thread count,
+/// descriptor count and memory stay flat. Short version: 22 000 connections, 8 at a time,
+/// as fast as they go, sampled every 2 000. Long version: 1 000 connections per second for
+/// 30 s, sampled every second.
+#[test]
+fn short_connections_keep_threads_descriptors_and_memory_flat() {
+    let _g = serial();
+    util::build_examples();
+    let server = ExampleServer::start(
+        "echo",
+        &["--addr", "127.0.0.1:0", "--mode", "pool", "--workers", "8"],
+    );
+    let (pid, addr) = (server.pid(), server.socket_addr());
+    let (threads0, fds0, _) = footprint(pid);
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    // Runs connections numbered up to `upto` on 8 client threads.
+    let burst = |upto: u64| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                let (next, errors) = (Arc::clone(&next), Arc::clone(&errors));
+                thread::spawn(move || loop {
+                    let n = next.fetch_add(1, Relaxed);
+                    if n >= upto {
+                        next.fetch_sub(1, Relaxed);
+                        return;
+                    }
+                    if let Err(e) = short_connection(addr, n) {
+                        errors.lock().unwrap().push(e);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+    };
+    let started = Instant::now();
+    let (seconds, per_second) = if util::long_run() {
+        (30, 1000)
+    } else {
+        (10, 2000)
+    };
+    // Warm-up: one second's worth, then the reference footprint.
+    burst(per_second);
+    let (threads_w, _, rss_w) = footprint(pid);
+    let mut samples = Vec::new();
+    for second in 1..=seconds {
+        let tick = started + Duration::from_secs(second);
+        burst(per_second * (second + 1));
+        samples.push(footprint(pid));
+        if util::long_run() {
+            // Paced: the next thousand starts on the next second (if this one ended early).
+            if let Some(rest) = tick.checked_duration_since(Instant::now()) {
+                thread::sleep(rest);
+            }
+        }
+    }
+    let total = next.load(Relaxed);
+    let elapsed = started.elapsed();
+    let errors = errors.lock().unwrap().clone();
+    assert!(
+        errors.is_empty(),
+        "{} failed: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    assert_eq!(total, per_second * (seconds + 1));
+    // Descriptors: back to the idle count once the last connection is closed.
+    wait_until("the server's descriptors back to idle", || {
+        proc_fds(pid).is_some_and(|n| n as u64 <= fds0)
+    });
+    let max_threads = samples.iter().map(|s| s.0).max().unwrap();
+    let max_fds = samples.iter().map(|s| s.1).max().unwrap();
+    let max_rss = samples.iter().map(|s| s.2).max().unwrap();
+    // Threads: the process's own (main, signals), the 8 warm workers, and extra ones only
+    // while every worker is busy: at most two per concurrent client (one whose job is
+    // still closing), however many connections are served.
+    assert!(
+        max_threads <= threads0 + 8 + 2 * 8,
+        "threads grew: {threads0} idle, {threads_w} warm, {max_threads} at most ({samples:?})"
+    );
+    // Descriptors: the idle set, plus those of connections open at the sampling instant.
+    assert!(
+        max_fds <= fds0 + 2 * 8 + 4,
+        "descriptors grew: {fds0} idle, {max_fds} at most ({samples:?})"
+    );
+    // Memory: no growth with the number of connections served (margin 8 MiB).
+    assert!(
+        max_rss <= rss_w + 8 * 1024,
+        "RSS grew: {rss_w} KiB warm, {max_rss} KiB at most ({samples:?})"
+    );
+    println!(
+        "short connections: {total} in {elapsed:.1?}, 0 failed; threads {threads0} idle / \
+         {threads_w} warm / {max_threads} max; descriptors {fds0} idle / {max_fds} max; \
+         RSS {rss_w} KiB warm / {max_rss} KiB max"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Suite 2: graceful shutdown drops nothing
+
+/// 32 clients mid-way through 200 exchanges each; `ShutdownHandle::shutdown` once a
+/// quarter is done. Every request the handler read was answered whole; new connections
+/// are refused; `serve` returns within the grace period with no thread left.
+fn shutdown_in_process(flavor: Flavor) {
+    let _g = serial();
+    let name = format!("{flavor:?}");
+    let grace = Duration::from_secs(3);
+    let taken = Arc::new(AtomicU64::new(0));
+    let mut srv = Srv::start(
+        TcpServer::builder().flavor(flavor).grace_period(grace),
+        counting_frame_echo(Arc::clone(&taken)),
+    );
+    let (clients, rounds) = (32, 200);
+    let progress = Arc::new(AtomicU64::new(0));
+    let addr = srv.addr;
+    let p = Arc::clone(&progress);
+    let load = thread::spawn(move || run_clients(addr, clients, rounds, 3, TIMEOUT, p));
+    wait_until("a quarter of the exchanges", || {
+        progress.load(Relaxed) >= (clients * rounds / 4) as u64
+    });
+    let t0 = Instant::now();
+    srv.handle.shutdown();
+    let refused = |addr: &SocketAddr| {
+        TcpStream::connect_timeout(addr, TIMEOUT)
+            .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
+    };
+    wait_until("new connections refused", || refused(&addr));
+    srv.join_within(grace + TIMEOUT);
+    let stopped = t0.elapsed();
+    let report = load.join().unwrap();
+    for _ in 0..10 {
+        assert!(refused(&addr), "a connection was accepted after shutdown");
+    }
+    assert_eq!(report.mismatches, 0, "{report:?}");
+    assert!(report.partial.is_empty(), "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    // Every request the server took got its whole response.
+    assert_eq!(report.echoed, taken.load(Relaxed), "{report:?}");
+    assert_eq!(
+        report.not_taken + report.finished,
+        clients as u64,
+        "{report:?}"
+    );
+    assert!(
+        report.not_taken > 0,
+        "the shutdown came after the load: {report:?}"
+    );
+    assert!(stopped < grace, "serve took {stopped:?} (grace {grace:?})");
+    assert_eq!(srv.handle.stats().threads, 0);
+    assert_eq!(crate_threads(), 0, "threads of the server left");
+    println!(
+        "shutdown {name}: {clients} clients, {} exchanges answered whole before and during \
+         the shutdown, {} requests not taken (connection closed between requests), 0 partial, \
+         0 mismatches; serve returned {stopped:.1?} after shutdown (grace {grace:?})",
+        report.echoed, report.not_taken
+    );
+}
+
+#[test]
+fn shutdown_threading_drops_nothing() {
+    shutdown_in_process(Flavor::threading());
+}
+
+#[test]
+fn shutdown_pool_drops_nothing() {
+    shutdown_in_process(Flavor::pool());
+}
+
+#[test]
+fn shutdown_fixed_pool_drops_nothing() {
+    shutdown_in_process(Flavor::fixed_pool(32));
+}
+
+/// The same through SIGTERM to the framed echo example: exit status 0 within the grace
+/// period, nothing partial, no child process left.
+fn sigterm_example(mode: &str) {
+    let _g = serial();
+    util::build_examples();
+    let grace = Duration::from_secs(3);
+    let mut server = ExampleServer::start(
+        "framed_echo",
+        &["--addr", "127.0.0.1:0", "--mode", mode, "--grace", "3"],
+    );
+    let (pid, addr) = (server.pid(), server.socket_addr());
+    let (clients, rounds) = (32, 200);
+    let progress = Arc::new(AtomicU64::new(0));
+    let p = Arc::clone(&progress);
+    let load = thread::spawn(move || run_clients(addr, clients, rounds, 4, TIMEOUT, p));
+    wait_until("a quarter of the exchanges", || {
+        progress.load(Relaxed) >= (clients * rounds / 4) as u64
+    });
+    let children = proc_children(pid);
+    let t0 = Instant::now();
+    server.signal("TERM");
+    let status = server.wait_exit(grace + TIMEOUT);
+    let exited = t0.elapsed();
+    let report = load.join().unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        exited < grace,
+        "exited {exited:?} after SIGTERM (grace {grace:?})"
+    );
+    assert!(
+        TcpStream::connect_timeout(&addr, TIMEOUT)
+            .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused),
+        "connection accepted after exit"
+    );
+    assert_eq!(report.mismatches, 0, "{report:?}");
+    assert!(report.partial.is_empty(), "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(
+        report.not_taken + report.finished,
+        clients as u64,
+        "{report:?}"
+    );
+    for child in &children {
+        wait_until("the children gone", || !util::proc_alive(*child));
+    }
+    println!(
+        "SIGTERM {mode}: {clients} clients, {} exchanges answered whole, {} not taken, \
+         0 partial; exit 0 in {exited:.1?} (grace {grace:?}); {} children at the signal, 0 left",
+        report.echoed,
+        report.not_taken,
+        children.len()
+    );
+}
+
+#[test]
+fn sigterm_pool_example_drops_nothing() {
+    sigterm_example("pool");
+}
+
+#[test]
+fn sigterm_fork_example_drops_nothing() {
+    sigterm_example("fork");
+}
+
+// ---------------------------------------------------------------------------------------
+// Suite 3: slow and idle clients
+
+fn line_echo(req: &mut StreamRequest) -> io::Result<()> {
+    let mut buf = Vec::new();
+    while let Some(line) = framing::read_line(req, &mut buf, 1024)? {
+        let mut reply = line.to_vec();
+        reply.push(b'\n');
+        req.write_all(&reply)?;
+    }
+    Ok(())
+}
+
+/// Reads until EOF or a reset; `Err` on anything else (a timeout: never closed).
+fn wait_closed(s: &mut TcpStream) -> Result<(), String> {
+    let mut buf = [0u8; 256];
+    for _ in 0..1000 {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if is_closed(&e) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err("still sending".into())
+}
+
+/// 500 clients that send nothing and 100 that send a byte every 150 ms and never a whole
+/// line, with a 1 s idle timeout and a 1 s request timeout: each is closed on time and
+/// counted, while a well-behaved client is answered throughout.
+fn slow_and_idle(flavor: Flavor) {
+    let _g = serial();
+    let name = format!("{flavor:?}");
+    let (idle, request) = (Duration::from_secs(1), Duration::from_secs(1));
+    let mut srv = Srv::start(
+        TcpServer::builder()
+            .flavor(flavor)
+            .idle_timeout(Some(idle))
+            .request_timeout(Some(request)),
+        line_echo,
+    );
+    let addr = srv.addr;
+    let started = Instant::now();
+    let silent: Vec<(TcpStream, Instant)> = (0..500)
+        .map(|_| (util::tcp_client(addr), Instant::now()))
+        .collect();
+    let trickling: Vec<TcpStream> = (0..100).map(|_| util::tcp_client(addr)).collect();
+    let first_byte = Instant::now();
+    let writers: Vec<TcpStream> = trickling.iter().map(|s| s.try_clone().unwrap()).collect();
+    let trickle = thread::spawn(move || {
+        let mut open = writers.len();
+        let mut alive = vec![true; writers.len()];
+        // At most 40 rounds of 150 ms: the server closes them after ~1 s.
+        for _ in 0..40 {
+            for (i, mut w) in writers.iter().enumerate() {
+                if alive[i] && w.write_all(b"x").is_err() {
+                    alive[i] = false;
+                    open -= 1;
+                }
+            }
+            if open == 0 {
+                break;
+            }
+            thread::sleep(Duration::from_millis(150));
+        }
+        open
+    });
+    // The well-behaved client, served all along (each answer within its read timeout).
+    let good = thread::spawn(move || {
+        let mut c = util::tcp_client(addr);
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        let mut slowest = Duration::ZERO;
+        for i in 0..40 {
+            let t = Instant::now();
+            writeln!(c, "hello {i}").unwrap();
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            assert_eq!(line, format!("hello {i}\n"));
+            slowest = slowest.max(t.elapsed());
+            thread::sleep(Duration::from_millis(50));
+        }
+        slowest
+    });
+    let mut latest = Duration::ZERO;
+    for (mut s, at) in silent {
+        wait_closed(&mut s).expect("a silent client was never closed");
+        latest = latest.max(at.elapsed());
+    }
+    let mut latest_trickle = Duration::ZERO;
+    for mut s in trickling {
+        wait_closed(&mut s).expect("a trickling client was never closed");
+        latest_trickle = latest_trickle.max(first_byte.elapsed());
+    }
+    let slowest = good.join().expect("the well-behaved client failed");
+    trickle.join().unwrap();
+    let h = srv.handle.clone();
+    wait_until("all 600 counted", || {
+        let st = h.stats();
+        st.idle_timeouts + st.request_timeouts >= 600
+    });
+    let st = srv.handle.stats();
+    assert_eq!(st.idle_timeouts, 500, "{st:?}");
+    assert_eq!(st.request_timeouts, 100, "{st:?}");
+    assert_eq!((st.handler_errors, st.panics), (0, 0), "{st:?}");
+    // On time: the timeout plus a margin for 600 connections on a loaded machine.
+    assert!(latest < idle + Duration::from_secs(4), "{latest:?}");
+    assert!(
+        latest_trickle < request + Duration::from_secs(4),
+        "{latest_trickle:?}"
+    );
+    srv.stop();
+    println!(
+        "slow/idle {name}: 500 silent clients closed by the 1 s idle timeout (last {latest:.1?} \
+         after its connect), 100 trickling clients cut by the 1 s request timeout (last \
+         {latest_trickle:.1?} after its first byte); 40 of 40 requests of a good client \
+         answered meanwhile (slowest {slowest:.1?}); total {:.1?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn slow_and_idle_clients_threading() {
+    slow_and_idle(Flavor::threading());
+}
+
+#[test]
+fn slow_and_idle_clients_pool() {
+    slow_and_idle(Flavor::pool());
+}
+
+// ---------------------------------------------------------------------------------------
+// Suite 4: overload
+
+/// Connects `n` clients that each send "hi\n".
+fn greeters(addr: SocketAddr, n: usize) -> Vec<BufReader<TcpStream>> {
+    (0..n)
+        .map(|_| {
+            let mut c = util::tcp_client(addr);
+            c.write_all(b"hi\n").unwrap();
+            BufReader::new(c)
+        })
+        .collect()
+}
+
+#[track_caller]
+fn expect_hi(c: &mut BufReader<TcpStream>) {
+    let mut line = String::new();
+    c.read_line(&mut line).expect("an answer");
+    assert_eq!(line, "hi\n");
+}
+
+/// Whether an answer has arrived already (without waiting).
+fn answered(c: &mut BufReader<TcpStream>) -> bool {
+    c.get_ref().set_nonblocking(true).unwrap();
+    let r = c.fill_buf().map(|b| !b.is_empty());
+    c.get_ref().set_nonblocking(false).unwrap();
+    !matches!(r, Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// 24 long-lived clients on a server that runs `running` at once and takes at most
+/// `taken` connections: the first `running` are answered, the rest wait (in the pool's
+/// queue or the kernel's backlog) and are answered in turn as earlier ones leave; the
+/// thread gauge never passes the limit; a new client is answered at once afterwards.
+fn overload(flavor: Flavor, running: usize, taken: u64) {
+    let _g = serial();
+    let name = format!("{flavor:?}");
+    let mut srv = Srv::start(TcpServer::builder().flavor(flavor), line_echo);
+    let h = srv.handle.clone();
+    let peak = Peak::watch(move || h.stats().threads);
+    let mut clients = greeters(srv.addr, 24);
+    for c in &mut clients[..running] {
+        expect_hi(c);
+    }
+    let h = srv.handle.clone();
+    wait_until("the server at its limit", || h.stats().accepted >= taken);
+    let st = srv.handle.stats();
+    assert_eq!(st.accepted, taken, "{st:?}");
+    for (i, c) in clients.iter_mut().enumerate().skip(running) {
+        assert!(!answered(c), "client {i} answered over the limit");
+    }
+    // Leaving in turn: the waiting clients are answered `running` at a time.
+    let mut left = 0;
+    while left + running < clients.len() {
+        for c in &mut clients[left..left + running] {
+            c.get_ref().shutdown(Shutdown::Both).unwrap();
+        }
+        left += running;
+        for c in &mut clients[left..(left + running).min(24)] {
+            expect_hi(c);
+        }
+    }
+    drop(clients);
+    let h = srv.handle.clone();
+    wait_until("load gone", || h.stats().active == 0);
+    let mut fresh = greeters(srv.addr, 1);
+    expect_hi(&mut fresh[0]);
+    let peak = peak.finish();
+    assert!(
+        peak <= running as u64,
+        "{peak} threads over the limit {running}"
+    );
+    let st = srv.handle.stats();
+    assert_eq!(st.accepted, 25, "{st:?}");
+    assert_eq!(st.rejected, 0, "{st:?}");
+    srv.stop();
+    println!(
+        "overload {name}: 24 clients for {running} threads; {taken} connections taken at \
+         once, the others waited in the backlog and were answered in turn; peak {peak} \
+         threads; a new client answered after the load"
+    );
+}
+
+#[test]
+fn overload_threading_waits_in_the_backlog() {
+    overload(Flavor::threading().limit(8), 8, 8);
+}
+
+#[test]
+fn overload_fixed_pool_waits_in_queue_and_backlog() {
+    // 4 workers and a queue of 4: 4 running, 4 queued, and one more accepted that the
+    // accept loop holds while it waits for a free queue slot; the rest stay in the backlog.
+    overload(Flavor::fixed_pool(4).queue(4), 4, 9);
+}
+
+/// The forking echo example (at most 40 children) with 50 clients.
+#[test]
+fn overload_fork_waits_in_the_backlog() {
+    let _g = serial();
+    util::build_examples();
+    let server = ExampleServer::start("echo", &["--addr", "127.0.0.1:0", "--mode", "fork"]);
+    let pid = server.pid();
+    let peak = Peak::watch(move || proc_children(pid).len() as u64);
+    let mut clients = greeters(server.socket_addr(), 50);
+    for c in &mut clients[..40] {
+        expect_hi(c);
+    }
+    wait_until("40 children", || proc_children(pid).len() == 40);
+    for (i, c) in clients.iter_mut().enumerate().skip(40) {
+        assert!(!answered(c), "client {i} answered over max_children");
+    }
+    for c in &mut clients[..10] {
+        c.get_ref().shutdown(Shutdown::Both).unwrap();
+    }
+    for c in &mut clients[40..] {
+        expect_hi(c);
+    }
+    drop(clients);
+    wait_until("every child reaped", || proc_children(pid).is_empty());
+    let mut fresh = greeters(server.socket_addr(), 1);
+    expect_hi(&mut fresh[0]);
+    let peak = peak.finish();
+    assert!(peak <= 40, "{peak} children over max_children 40");
+    println!(
+        "overload fork: 50 clients for 40 children; peak {peak} children; all answered in turn"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Suite 6: handler faults
+
+/// Silences the deliberate panics of the fault suite (other panics print as usual).
+fn quiet_deliberate_panics() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if !msg.starts_with("deliberate fault") {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// Request `n` (a line): every tenth (n % 10 == 3) panics, every tenth (n % 10 == 7)
+/// returns an error, the others are answered.
+fn faulty(req: &mut StreamRequest) -> io::Result<()> {
+    let mut buf = Vec::new();
+    let Some(line) = framing::read_line(req, &mut buf, 64)? else {
+        return Ok(());
+    };
+    let n: u64 = std::str::from_utf8(line).unwrap().parse().unwrap();
+    match n % 10 {
+        3 => panic!("deliberate fault {n}"),
+        7 => Err(io::Error::other(format!("deliberate error {n}"))),
+        _ => writeln!(req, "ok {n}"),
+    }
+}
+
+fn faults(flavor: Flavor) {
+    let _g = serial();
+    quiet_deliberate_panics();
+    let name = format!("{flavor:?}");
+    let total: u64 = if util::long_run() { 10_000 } else { 2_000 };
+    let mut srv = Srv::start(TcpServer::builder().flavor(flavor), faulty);
+    let addr = srv.addr;
+    let next = Arc::new(AtomicU64::new(0));
+    let wrong = Arc::new(Mutex::new(Vec::<String>::new()));
+    let answered = Arc::new(AtomicU64::new(0));
+    let run_upto = |upto: u64| {
+        let ts: Vec<_> = (0..8)
+            .map(|_| {
+                let (next, wrong, answered) =
+                    (Arc::clone(&next), Arc::clone(&wrong), Arc::clone(&answered));
+                thread::spawn(move || loop {
+                    let n = next.fetch_add(1, Relaxed);
+                    if n >= upto {
+                        next.fetch_sub(1, Relaxed);
+                        return;
+                    }
+                    let mut c = util::tcp_client(addr);
+                    writeln!(c, "{n}").unwrap();
+                    let mut got = Vec::new();
+                    let res = c.read_to_end(&mut got);
+                    let want = if matches!(n % 10, 3 | 7) {
+                        String::new()
+                    } else {
+                        format!("ok {n}\n")
+                    };
+                    match res {
+                        Ok(_) if got == want.as_bytes() => {
+                            if !want.is_empty() {
+                                answered.fetch_add(1, Relaxed);
+                            }
+                        }
+                        Err(e) if is_closed(&e) && want.is_empty() => {}
+                        other => wrong.lock().unwrap().push(format!(
+                            "request {n}: {other:?} {:?}",
+                            String::from_utf8_lossy(&got)
+                        )),
+                    }
+                })
+            })
+            .collect();
+        for t in ts {
+            t.join().unwrap();
+        }
+    };
+    run_upto(total / 4);
+    let rss_warm = proc_status(std::process::id(), "VmRSS").unwrap();
+    run_upto(total);
+    let rss_end = proc_status(std::process::id(), "VmRSS").unwrap();
+    let wrong = wrong.lock().unwrap().clone();
+    assert!(
+        wrong.is_empty(),
+        "{} wrong: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    assert_eq!(answered.load(Relaxed), total * 8 / 10);
+    let h = srv.handle.clone();
+    wait_until("every request completed", || h.stats().completed == total);
+    let st = srv.handle.stats();
+    assert_eq!(st.panics, total / 10, "{st:?}");
+    assert_eq!(st.handler_errors, total / 10, "{st:?}");
+    assert_eq!(st.accepted, total, "{st:?}");
+    assert!(
+        rss_end <= rss_warm + 16 * 1024,
+        "RSS grew from {rss_warm} KiB to {rss_end} KiB"
+    );
+    srv.stop();
+    println!(
+        "faults {name}: {total} requests, {} panics and {} errors counted exactly, {} answered; \
+         RSS {rss_warm} KiB after a quarter, {rss_end} KiB at the end",
+        st.panics,
+        st.handler_errors,
+        answered.load(Relaxed)
+    );
+}
+
+#[test]
+fn faults_pool_every_other_answered() {
+    faults(Flavor::pool());
+}
+
+#[test]
+fn faults_fixed_pool_keeps_its_workers() {
+    // Four workers and 200+ panics: a panic that cost a worker would stop the pool.
+    faults(Flavor::fixed_pool(4));
+}
+
+/// Forking: children that abort (SIGABRT), are killed (SIGKILL) or dump core (SIGQUIT)
+/// do not disturb the parent or the other children; they are reaped, and the server goes on.
+#[test]
+fn fork_children_that_die_disturb_no_one() {
+    let _g = serial();
+    util::build_examples();
+    let server = ExampleServer::start("echo", &["--addr", "127.0.0.1:0", "--mode", "fork"]);
+    let pid = server.pid();
+    let mut clients = Vec::new();
+    let mut owners = Vec::new();
+    for i in 0..6 {
+        let before: HashSet<u32> = proc_children(pid).into_iter().collect();
+        let mut c = greeters(server.socket_addr(), 1).pop().unwrap();
+        expect_hi(&mut c);
+        let after: HashSet<u32> = proc_children(pid).into_iter().collect();
+        let new: Vec<u32> = after.difference(&before).copied().collect();
+        assert_eq!(new.len(), 1, "client {i}: children {before:?} -> {after:?}");
+        owners.push(new[0]);
+        clients.push(c);
+    }
+    for (child, signal) in owners.iter().zip(["ABRT", "KILL", "QUIT"]) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} {child}");
+    }
+    for c in &mut clients[..3] {
+        wait_closed(c.get_mut()).expect("the client of a dead child sees the end");
+    }
+    wait_until("the dead children reaped", || proc_children(pid).len() == 3);
+    assert!(util::proc_alive(pid), "the parent died");
+    for c in &mut clients[3..] {
+        c.get_mut().write_all(b"still here\n").unwrap();
+        let mut line = String::new();
+        c.read_line(&mut line).unwrap();
+        assert_eq!(line, "still here\n");
+    }
+    let mut fresh = greeters(server.socket_addr(), 1);
+    expect_hi(&mut fresh[0]);
+    println!("fork faults: children killed by SIGABRT, SIGKILL, SIGQUIT reaped; 3 siblings and a new client served");
+}
