@@ -1149,3 +1149,259 @@ fn fork_children_that_die_disturb_no_one() {
     expect_hi(&mut fresh[0]);
     println!("fork faults: children killed by SIGABRT, SIGKILL, SIGQUIT reaped; 3 siblings and a new client served");
 }
+
+// ---------------------------------------------------------------------------------------
+// Suite 9: remote_cmd attacks (the tutorial tests in examples_tutorial.rs cover the basic
+// refusals, one timeout, one output cap and shutdown during a command)
+
+/// The header of a remote_cmd reply, and its stdout and stderr.
+struct CmdReply {
+    head: Value,
+    out: Vec<u8>,
+    err: Vec<u8>,
+}
+
+use serde_json::Value;
+
+fn run_cmd(c: &mut TcpStream, cmd: &[u8]) -> CmdReply {
+    let mut req = (cmd.len() as u32).to_be_bytes().to_vec();
+    req.extend_from_slice(cmd);
+    c.write_all(&req).unwrap();
+    let head: Value = framing::read_json_header(c)
+        .unwrap()
+        .expect("a reply header");
+    let size = |k: &str| head[k].as_u64().expect("a size") as usize;
+    let mut out = vec![0; size("stdout_size")];
+    c.read_exact(&mut out).unwrap();
+    let mut err = vec![0; size("stderr_size")];
+    c.read_exact(&mut err).unwrap();
+    CmdReply { head, out, err }
+}
+
+/// Processes on the machine whose command line contains `marker` (pids).
+fn processes_with(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(marker) && util::proc_alive(pid) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// Shell metacharacters are plain bytes of arguments (there is no shell), and no path,
+/// spelling or prefix trick runs a program outside the allow-list: not even `/bin/sh`
+/// when `sh` is allowed. Marker files prove nothing else ran.
+#[test]
+fn remote_cmd_runs_nothing_outside_the_allow_list() {
+    let _g = serial();
+    util::build_examples();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let server = ExampleServer::start(
+        "remote_cmd",
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--allow",
+            "echo,sh",
+            "--timeout",
+            "5",
+        ],
+    );
+    let mut c = util::tcp_client(server.socket_addr());
+    // Metacharacters: echo prints them; nothing else runs.
+    let literal = [
+        format!("echo a; touch {d}/m1"),
+        format!("echo a && touch {d}/m2"),
+        format!("echo a | touch {d}/m3"),
+        format!("echo $(touch {d}/m4)"),
+        format!("echo `touch {d}/m5`"),
+        format!("echo a > {d}/m6"),
+        format!("echo a\ntouch {d}/m7"),
+        format!("echo ${{IFS}}touch${{IFS}}{d}/m8"),
+        format!("echo a & touch {d}/m9"),
+        format!("echo a || touch {d}/m10"),
+        format!("echo <(touch {d}/m11)"),
+        format!("echo ~ * ? [a] {{a,b}} !! %1 #"),
+    ];
+    for cmd in &literal {
+        let r = run_cmd(&mut c, cmd.as_bytes());
+        assert_eq!(r.head["exit_code"], 0, "{cmd:?}: {}", r.head);
+        let words: Vec<String> = shlex::split(cmd).unwrap_or_default();
+        let want = format!("{}\n", words[1..].join(" "));
+        assert_eq!(String::from_utf8_lossy(&r.out), want, "{cmd:?}");
+        assert!(r.err.is_empty());
+    }
+    // Program-name tricks: refused before anything runs.
+    let refused = [
+        format!("/bin/sh -c 'touch {d}/n1'"),
+        format!("/usr/bin/sh -c 'touch {d}/n2'"),
+        format!("./sh -c 'touch {d}/n3'"),
+        format!("../sh -c 'touch {d}/n4'"),
+        format!("sh/../sh -c 'touch {d}/n5'"),
+        format!("bash -c 'touch {d}/n6'"),
+        format!("/bin/echo x; touch {d}/n7"),
+        format!("'echo;touch' {d}/n8"),
+        format!("env touch {d}/n9"),
+        format!("exec touch {d}/n10"),
+        format!("FOO=1 touch {d}/n11"),
+        format!("touch {d}/n12"),
+        format!("ECHO x; touch {d}/n13"),
+        format!("SH -c 'touch {d}/n14'"),
+        "echo\u{0}x y".to_string(),
+        "sh\u{0} -c id".to_string(),
+        "\u{feff}sh -c id".to_string(),
+        "ｓｈ -c id".to_string(),
+    ];
+    for cmd in &refused {
+        let r = run_cmd(&mut c, cmd.as_bytes());
+        assert!(r.head["exit_code"].is_null(), "{cmd:?} ran: {}", r.head);
+        let error = r.head["error"].as_str().unwrap_or_default();
+        assert!(error.contains("not allowed"), "{cmd:?}: {error}");
+        assert!(r.out.is_empty() && r.err.is_empty());
+    }
+    // Still serving on the same connection, and no marker anywhere.
+    assert_eq!(run_cmd(&mut c, b"echo done").out, b"done\n");
+    let made: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(
+        made.is_empty(),
+        "a command outside the allow-list ran: {made:?}"
+    );
+    println!(
+        "remote_cmd allow-list: {} metacharacter commands printed literally, {} path and \
+         spelling tricks refused, 0 marker files",
+        literal.len(),
+        refused.len()
+    );
+}
+
+/// Caps and timeouts hold against endless output, endless commands, many at once, and a
+/// command that leaves a background process holding its output open; no process is left.
+#[test]
+fn remote_cmd_caps_and_timeouts_hold_and_leave_no_process() {
+    let _g = serial();
+    util::build_examples();
+    let server = ExampleServer::start(
+        "remote_cmd",
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--allow",
+            "yes,cat,sleep,sh,echo",
+            "--timeout",
+            "1",
+            "--max-output",
+            "1048576",
+        ],
+    );
+    let (pid, addr) = (server.pid(), server.socket_addr());
+    let mut c = util::tcp_client(addr);
+    for cmd in ["yes", "cat /dev/zero", "cat /dev/urandom"] {
+        let r = run_cmd(&mut c, cmd.as_bytes());
+        assert_eq!(
+            r.head["error"], "output over 1048576 bytes",
+            "{cmd}: {}",
+            r.head
+        );
+    }
+    // Eight commands that never end, at once: each killed at its timeout.
+    let started = Instant::now();
+    let sleepers: Vec<_> = (0..8)
+        .map(|i| {
+            thread::spawn(move || {
+                let mut c = util::tcp_client(addr);
+                let r = run_cmd(&mut c, format!("sleep 30.{i}0417").as_bytes());
+                r.head["error"].as_str().unwrap_or_default().to_string()
+            })
+        })
+        .collect();
+    for s in sleepers {
+        assert_eq!(s.join().unwrap(), "timed out after 1s");
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    for i in 0..8 {
+        assert!(processes_with(&format!("sleep 30.{i}0417")).is_empty());
+    }
+    // A background process that keeps the output pipe open: the reply still comes at the
+    // timeout, and the background process does not outlive it.
+    let r = run_cmd(&mut c, b"sh -c 'sleep 30.70417 & echo started'");
+    assert_eq!(r.head["error"], "timed out after 1s", "{}", r.head);
+    wait_until("the background process gone", || {
+        processes_with("sleep 30.70417").is_empty()
+    });
+    // `sh` is allowed, so it may run what it likes, but within the same limits.
+    let r = run_cmd(&mut c, b"sh -c 'yes | head -c 2000000'");
+    assert_eq!(r.head["error"], "output over 1048576 bytes", "{}", r.head);
+    wait_until("no child of the server", || proc_children(pid).is_empty());
+    assert_eq!(run_cmd(&mut c, b"echo after").out, b"after\n");
+    println!(
+        "remote_cmd limits: 3 endless outputs cut at 1 MiB, 8 endless commands killed at \
+         1 s (all replies in {elapsed:.1?}), a background process killed with its command, \
+         0 processes left"
+    );
+}
+
+/// Clients that vanish mid-output or while their command runs: the server goes on, every
+/// command is reaped, nothing is left.
+#[test]
+fn remote_cmd_clients_vanishing_leave_nothing() {
+    let _g = serial();
+    util::build_examples();
+    let server = ExampleServer::start(
+        "remote_cmd",
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--allow",
+            "head,sleep,echo",
+            "--timeout",
+            "2",
+        ],
+    );
+    let (pid, addr) = (server.pid(), server.socket_addr());
+    // Mid-output: 15 MB on the way, the client reads 64 KiB and leaves.
+    for _ in 0..4 {
+        let mut c = util::tcp_client(addr);
+        let cmd = b"head -c 15000000 /dev/zero";
+        let mut req = (cmd.len() as u32).to_be_bytes().to_vec();
+        req.extend_from_slice(cmd);
+        c.write_all(&req).unwrap();
+        let mut some = vec![0; 64 * 1024];
+        c.read_exact(&mut some).unwrap();
+        drop(c);
+    }
+    // While the command runs: the request sent, the client gone at once.
+    for i in 0..8 {
+        let mut c = util::tcp_client(addr);
+        let cmd = format!("sleep 1.{i}0417");
+        let mut req = (cmd.len() as u32).to_be_bytes().to_vec();
+        req.extend_from_slice(cmd.as_bytes());
+        c.write_all(&req).unwrap();
+        drop(c);
+    }
+    // Mid-request: half a frame, then gone.
+    for _ in 0..8 {
+        let mut c = util::tcp_client(addr);
+        c.write_all(b"\0\0\0\x40echo half").unwrap();
+    }
+    let mut c = util::tcp_client(addr);
+    assert_eq!(
+        run_cmd(&mut c, b"echo still serving").out,
+        b"still serving\n"
+    );
+    wait_until("every command reaped", || {
+        proc_children(pid).is_empty()
+            && (0..8).all(|i| processes_with(&format!("sleep 1.{i}0417")).is_empty())
+    });
+    assert!(util::proc_alive(pid));
+    assert_eq!(run_cmd(&mut c, b"echo after").out, b"after\n");
+    println!("remote_cmd vanishing clients: 4 mid-output, 8 mid-command, 8 mid-request; all reaped, server serving");
+}
