@@ -1405,3 +1405,203 @@ fn remote_cmd_clients_vanishing_leave_nothing() {
     assert_eq!(run_cmd(&mut c, b"echo after").out, b"after\n");
     println!("remote_cmd vanishing clients: 4 mid-output, 8 mid-command, 8 mid-request; all reaped, server serving");
 }
+
+// ---------------------------------------------------------------------------------------
+// Suite 5: descriptor exhaustion (chat)
+
+/// Sets the soft RLIMIT_NOFILE of process `pid` (util-linux `prlimit`), keeping its hard
+/// limit; returns the soft limit it had.
+fn set_nofile(pid: u32, soft: u64) -> u64 {
+    let query = |what: &str| -> u64 {
+        let out = std::process::Command::new("prlimit")
+            .args([
+                "--pid",
+                &pid.to_string(),
+                "--nofile",
+                "--raw",
+                "--noheadings",
+            ])
+            .args(["--output", what])
+            .output()
+            .expect("prlimit (util-linux)");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a limit")
+    };
+    let (old, hard) = (query("SOFT"), query("HARD"));
+    let ok = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={soft}:{hard}"),
+        ])
+        .status()
+        .expect("prlimit")
+        .success();
+    assert!(ok, "prlimit --pid {pid} failed");
+    old
+}
+
+/// The two lowest descriptor numbers process `pid` has free: a soft limit of the first
+/// leaves none to open, of the second leaves one.
+fn free_fds(pid: u32) -> [u64; 2] {
+    let open: HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let mut free = (0..).filter(|n| !open.contains(n));
+    [free.next().unwrap(), free.next().unwrap()]
+}
+
+/// CPU time (user + system, in clock ticks) process `pid` has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    // After the command: state is field 3, utime 14, stime 15 (1-based in proc(5)).
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A chat client.
+struct Chatter {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Chatter {
+    fn connect(addr: SocketAddr, nick: &str) -> Chatter {
+        let w = util::tcp_client(addr);
+        let mut c = Chatter {
+            r: BufReader::new(w.try_clone().unwrap()),
+            w,
+        };
+        // Sent at once; answered whenever the server takes the connection.
+        c.w.write_all(format!("{nick}\n/who\n").as_bytes()).unwrap();
+        c
+    }
+
+    /// The next line; `None` at EOF or a reset.
+    fn line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.r.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(line.trim_end().to_string()),
+            Err(e) if is_closed(&e) => None,
+            Err(e) => panic!("no line within the timeout: {e}"),
+        }
+    }
+
+    /// Reads lines until one starting with "* present:" (seated) or EOF (refused).
+    fn seated(&mut self) -> bool {
+        for _ in 0..100 {
+            match self.line() {
+                Some(l) if l.starts_with("* present: ") => return true,
+                Some(_) => {}
+                None => return false,
+            }
+        }
+        panic!("no /who answer in 100 lines");
+    }
+
+    /// Reads lines until `want` (others' joins may come first).
+    #[track_caller]
+    fn expect(&mut self, want: &str) {
+        for _ in 0..100 {
+            match self.line() {
+                Some(l) if l == want => return,
+                Some(_) => {}
+                None => panic!("EOF before {want:?}"),
+            }
+        }
+        panic!("no {want:?} in 100 lines");
+    }
+}
+
+/// Chat under a descriptor limit a few clients wide: clients beyond it are closed at
+/// once or wait in the backlog while accept backs off (no spinning, no crash); the
+/// members keep chatting; when the limit is raised again everyone gets in.
+#[test]
+fn chat_degrades_cleanly_when_descriptors_run_out_and_recovers() {
+    let _g = serial();
+    util::build_examples();
+    let server = ExampleServer::start("chat", &["--addr", "127.0.0.1:0", "--mode", "pool"]);
+    let (pid, addr) = (server.pid(), server.socket_addr());
+    let mut members: Vec<Chatter> = (0..4)
+        .map(|i| {
+            let mut c = Chatter::connect(addr, &format!("m{i}"));
+            assert!(c.seated(), "member {i} not seated under the limit");
+            c
+        })
+        .collect();
+    // Phase 1, one descriptor to spare (the limit is the second free descriptor number):
+    // six more clients are accepted with it, but a member needs three (its connection and
+    // two clones, for its writer and for the room), so each is closed at once (an error
+    // logged, nothing else).
+    let idle = proc_fds(pid).unwrap() as u64;
+    let old = set_nofile(pid, free_fds(pid)[1]);
+    let mut extra: Vec<Chatter> = Vec::new();
+    for i in 0..6 {
+        let mut c = Chatter::connect(addr, &format!("x{i}"));
+        assert!(!c.seated(), "x{i} seated over the limit");
+        extra.push(c);
+    }
+    // Phase 2, none to spare: accept itself fails (EMFILE) and backs off; six more
+    // clients wait in the backlog. (The last refused connection is closed first.)
+    wait_until("the refused connections closed", || {
+        proc_fds(pid).is_some_and(|n| n as u64 == idle)
+    });
+    set_nofile(pid, free_fds(pid)[0]);
+    for i in 6..12 {
+        extra.push(Chatter::connect(addr, &format!("x{i}")));
+    }
+    // The members keep chatting meanwhile.
+    members[0].w.write_all(b"still talking\n").unwrap();
+    for m in &mut members[1..] {
+        m.expect("m0: still talking");
+    }
+    // Accept backs off instead of spinning: under half a CPU over a second.
+    let before = cpu_ticks(pid);
+    let window = Instant::now();
+    thread::sleep(Duration::from_secs(1));
+    let ticks = cpu_ticks(pid) - before;
+    let ticks_per_s = ticks as f64 / window.elapsed().as_secs_f64();
+    assert!(
+        ticks_per_s < 50.0,
+        "{ticks} ticks of CPU in a second: spinning"
+    );
+    assert!(util::proc_alive(pid));
+    assert_eq!(proc_fds(pid).unwrap() as u64, idle);
+    // Recovery: the limit back; the waiting clients get in, the refused ones rejoin.
+    set_nofile(pid, old);
+    for (i, c) in extra.iter_mut().enumerate() {
+        if i < 6 {
+            *c = Chatter::connect(addr, &format!("x{i}"));
+        }
+        assert!(c.seated(), "x{i} not seated after the recovery");
+    }
+    members[0].w.write_all(b"/who\n").unwrap();
+    let mut names: Vec<String> = (0..4).map(|i| format!("m{i}")).collect();
+    names.extend((0..12).map(|i| format!("x{i}")));
+    names.sort();
+    let present = loop {
+        let line = members[0].line().expect("the /who answer");
+        if let Some(list) = line.strip_prefix("* present: ") {
+            let mut list: Vec<String> = list.split(", ").map(String::from).collect();
+            list.sort();
+            break list;
+        }
+    };
+    assert_eq!(present, names);
+    extra[11].w.write_all(b"back to normal\n").unwrap();
+    members[3].expect("x11: back to normal");
+    println!(
+        "chat descriptors: room for 4 members; 6 more closed cleanly with one descriptor \
+         to spare, 6 more waited in the backlog with none (accept backed off: {ticks} CPU \
+         ticks in 1 s); limit restored: all 16 in the room, chatting"
+    );
+}
