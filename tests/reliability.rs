@@ -278,7 +278,7 @@ fn run_clients(
                 };
                 s.set_read_timeout(Some(read_timeout)).unwrap();
                 s.set_write_timeout(Some(read_timeout)).unwrap();
-                let mut rng = Rng::new(seed ^ (i as u64 + 1) * 7919);
+                let mut rng = Rng::new(seed ^ ((i as u64 + 1) * 7919));
                 let mut buf = Vec::new();
                 for _ in 0..rounds {
                     let payload = random_payload(&mut rng);
@@ -1229,7 +1229,7 @@ fn remote_cmd_runs_nothing_outside_the_allow_list() {
         format!("echo a & touch {d}/m9"),
         format!("echo a || touch {d}/m10"),
         format!("echo <(touch {d}/m11)"),
-        format!("echo ~ * ? [a] {{a,b}} !! %1 #"),
+        "echo ~ * ? [a] {a,b} !! %1 #".to_string(),
     ];
     for cmd in &literal {
         let r = run_cmd(&mut c, cmd.as_bytes());
