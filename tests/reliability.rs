@@ -824,10 +824,11 @@ fn slow_and_idle(flavor: Flavor) {
     assert_eq!(st.idle_timeouts, 500, "{st:?}");
     assert_eq!(st.request_timeouts, 100, "{st:?}");
     assert_eq!((st.handler_errors, st.panics), (0, 0), "{st:?}");
-    // On time: the timeout plus a margin for 600 connections on a loaded machine.
-    assert!(latest < idle + Duration::from_secs(4), "{latest:?}");
+    // On time: the timeout plus a margin for 600 connections on a loaded machine (the
+    // clients' own read timeout, 10 s, is what a missed timeout would run into).
+    assert!(latest < idle + Duration::from_secs(6), "{latest:?}");
     assert!(
-        latest_trickle < request + Duration::from_secs(4),
+        latest_trickle < request + Duration::from_secs(6),
         "{latest_trickle:?}"
     );
     srv.stop();
@@ -1326,7 +1327,8 @@ fn remote_cmd_caps_and_timeouts_hold_and_leave_no_process() {
         assert_eq!(s.join().unwrap(), "timed out after 1s");
     }
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    // Far below the 30 s the commands would run: they were cut (however loaded the machine).
+    assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
     for i in 0..8 {
         assert!(processes_with(&format!("sleep 30.{i}0417")).is_empty());
     }
