@@ -149,9 +149,17 @@ impl Flavor {
         self
     }
 
-    /// Sets the capacity of the pool's queue between the accept loop and the workers. By
-    /// default, the number of warm workers; at most 65 536 (`bind` refuses more: the queue's
-    /// slots are allocated up front). Ignored by the other flavours.
+    /// Puts a queue of `n` accepted connections (or datagrams) between a receiving thread
+    /// and the pool's workers: the hand-off pool. At most 65 536 (`bind` refuses more: the
+    /// queue's slots are allocated up front). Ignored by the other flavours.
+    ///
+    /// By default the pool has no queue on Linux: idle workers wait in `accept(2)` or
+    /// `recvfrom(2)` themselves and serve what they take, with no hand-off between threads
+    /// (fewer system calls and context switches per connection; see BENCHMARKS.md). A
+    /// queue accepts eagerly instead: clients leave the kernel's backlog as soon as they
+    /// arrive and wait in the queue, which adds `n` to what the backlog holds. Elsewhere
+    /// than Linux the pool always hands off, with a queue as large as the warm workers by
+    /// default: waking workers blocked in `accept` at shutdown is Linux's behaviour.
     pub fn queue(mut self, n: usize) -> Flavor {
         self.queue = Some(n.max(1));
         self

@@ -2,12 +2,15 @@
 
 use std::io::{self, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
+
+use socket2::SockRef;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::addr::Addr;
 use crate::config::Config;
+use crate::flavors::pool::{Classify, Source};
 use crate::flavors::{Exec, Job, Runner};
 use crate::handler::{run_phases, DatagramHandler, HandlerError, Outcome, StreamHandler};
 use crate::request::{DatagramRequest, StreamRequest, TimedOut};
@@ -214,11 +217,7 @@ pub(crate) fn recv_loop(
             Ok((n, peer)) => {
                 waiter.backoff.reset();
                 if n > cfg.max_datagram {
-                    Counters::bump(&shared.counters.oversize_dropped);
-                    log::warn!(
-                        "{peer}: dropped a datagram larger than {} bytes (max_datagram_size)",
-                        cfg.max_datagram
-                    );
+                    dropped_oversize(shared, cfg, &peer);
                 } else if verified(cfg, shared, &peer) {
                     let data = buf[..n].to_vec();
                     exec.execute(Datagram { data, peer }, None);
@@ -227,6 +226,168 @@ pub(crate) fn recv_loop(
             Err(e) => waiter.on_error(e, "recvfrom")?,
         }
     }
+}
+
+/// How a pool worker treats a failed `accept`/`recvfrom`: the accept loop's classes, with
+/// one back-off for the whole pool (each worker that meets EMFILE doubles it, so the pool
+/// as a whole retries about as often as one accept loop would).
+#[derive(Clone)]
+pub(crate) struct PoolErrors {
+    shared: Arc<Shared>,
+    what: &'static str,
+    backoff: Arc<std::sync::Mutex<Backoff>>,
+}
+
+impl PoolErrors {
+    pub(crate) fn new(shared: &Arc<Shared>, what: &'static str) -> PoolErrors {
+        PoolErrors {
+            shared: Arc::clone(shared),
+            what,
+            backoff: Arc::default(),
+        }
+    }
+
+    fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
+        self.backoff.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Classify for PoolErrors {
+    fn on_error(&mut self, e: io::Error) -> io::Result<Option<Duration>> {
+        let what = self.what;
+        let class = classify(&e);
+        if class != Class::WouldBlock {
+            Counters::bump(&self.shared.counters.accept_errors);
+        }
+        match class {
+            Class::WouldBlock => Ok(None),
+            Class::Retry => {
+                log::debug!("{what} failed, retrying: {e}");
+                Ok(None)
+            }
+            Class::Backoff => {
+                let d = self.backoff().next();
+                log::warn!("{what} failed: {e}; retrying in {d:?}");
+                Ok(Some(d))
+            }
+            Class::Fatal => {
+                log::error!("{what} failed, stopping the server: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.backoff().reset();
+    }
+}
+
+/// A listener whose pool workers accept for themselves (blocking `accept`).
+pub(crate) struct AcceptSource<L> {
+    listener: L,
+    shared: Arc<Shared>,
+    cfg: Arc<Config>,
+}
+
+impl<L: Listen> AcceptSource<L> {
+    /// Makes the listener blocking: idle workers wait in `accept` itself.
+    pub(crate) fn new(listener: L, shared: &Arc<Shared>, cfg: &Arc<Config>) -> io::Result<Self> {
+        SockRef::from(&listener).set_nonblocking(false)?;
+        Ok(AcceptSource {
+            listener,
+            shared: Arc::clone(shared),
+            cfg: Arc::clone(cfg),
+        })
+    }
+}
+
+impl<L: Listen> Source for AcceptSource<L> {
+    type Job = Accepted;
+
+    fn take(&self, _scratch: &mut Vec<u8>) -> io::Result<Option<Accepted>> {
+        let (stream, peer) = self.listener.accept_stream()?;
+        Ok(verified(&self.cfg, &self.shared, &peer).then_some(Accepted { stream, peer }))
+    }
+
+    fn fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
+    }
+
+    fn interrupt(&self) {
+        // Linux: blocked accepts fail with EINVAL, new clients are refused.
+        let _ = SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read);
+    }
+
+    fn scratch_len(&self) -> usize {
+        0
+    }
+}
+
+/// A datagram socket whose pool workers receive for themselves (blocking `recvfrom`).
+pub(crate) struct RecvSource {
+    socket: Arc<DgramSocket>,
+    shared: Arc<Shared>,
+    cfg: Arc<Config>,
+}
+
+impl RecvSource {
+    /// Makes the socket blocking: idle workers wait in `recvfrom` itself (replies never
+    /// block on it: they are sent with `MSG_DONTWAIT`).
+    pub(crate) fn new(
+        socket: Arc<DgramSocket>,
+        shared: &Arc<Shared>,
+        cfg: &Arc<Config>,
+    ) -> io::Result<Self> {
+        SockRef::from(&*socket).set_nonblocking(false)?;
+        Ok(RecvSource {
+            socket,
+            shared: Arc::clone(shared),
+            cfg: Arc::clone(cfg),
+        })
+    }
+}
+
+impl Source for RecvSource {
+    type Job = Datagram;
+
+    fn take(&self, scratch: &mut Vec<u8>) -> io::Result<Option<Datagram>> {
+        let (n, peer) = self.socket.recv_from(scratch)?;
+        // After `interrupt`, recvfrom returns 0 at once: the stop, not an empty datagram.
+        if n == 0 && self.shared.is_stopping() {
+            return Ok(None);
+        }
+        if n > self.cfg.max_datagram {
+            dropped_oversize(&self.shared, &self.cfg, &peer);
+            return Ok(None);
+        }
+        Ok(verified(&self.cfg, &self.shared, &peer).then(|| Datagram {
+            data: scratch[..n].to_vec(),
+            peer,
+        }))
+    }
+
+    fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    fn interrupt(&self) {
+        // Linux: blocked recvfroms return 0 (the call itself reports ENOTCONN on an
+        // unconnected socket, and still shuts reading down).
+        let _ = SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Read);
+    }
+
+    fn scratch_len(&self) -> usize {
+        // One byte more than the largest datagram served: a datagram that fills it was cut.
+        self.cfg.max_datagram + 1
+    }
+}
+
+fn dropped_oversize(shared: &Shared, cfg: &Config, peer: &Addr) {
+    Counters::bump(&shared.counters.oversize_dropped);
+    log::warn!(
+        "{peer}: dropped a datagram larger than {} bytes (max_datagram_size)",
+        cfg.max_datagram
+    );
 }
 
 /// Applies the per-connection socket options, on the worker (not the accept loop).

@@ -12,9 +12,13 @@ use socket2::Type;
 
 use crate::config::{Builder, Config};
 use crate::flavor::Flavor;
+use crate::flavor::Kind;
+use crate::flavors::pool::{self, Pool, Source};
 use crate::flavors::{Exec, Job, Runner};
 use crate::handler::{DatagramHandler, StreamHandler};
-use crate::serve::{accept_loop, datagram_runner, recv_loop, stream_runner};
+use crate::serve::{
+    accept_loop, datagram_runner, recv_loop, stream_runner, AcceptSource, PoolErrors, RecvSource,
+};
 use crate::shutdown::{Shared, ShutdownHandle};
 use crate::transport::{
     bind_inet, bind_unix, buffer_sizes, Datagram, DgramSocket, Listener, SocketFile,
@@ -52,6 +56,40 @@ impl Core {
         ShutdownHandle {
             shared: Arc::clone(&self.shared),
         }
+    }
+
+    /// Whether the flavour is a pool whose workers take their own work (see
+    /// `flavors::pool`): the pool, unless a queue was asked for or the system cannot.
+    fn self_serving_pool(&self) -> bool {
+        let f = &self.cfg.flavor;
+        f.kind == Kind::Pool && f.queue.is_none() && pool::SUPPORTED
+    }
+
+    /// Runs the pool whose workers take their own work from `source` until shutdown or a
+    /// fatal error; then stops the socket taking work (and removes its file), lets requests
+    /// finish, and joins the workers.
+    fn serve_pool<S: Source>(
+        self,
+        source: S,
+        runner: Runner<S::Job>,
+        what: &'static str,
+    ) -> io::Result<()> {
+        let Core { cfg, shared, file } = self;
+        let source = Arc::new(source);
+        let errors = PoolErrors::new(&shared, what);
+        let pool = Pool::start(
+            Arc::clone(&source),
+            runner,
+            &shared,
+            &cfg.flavor,
+            move || errors.clone(),
+        )?;
+        let result = pool.wait();
+        shared.stop();
+        source.interrupt();
+        drop(file);
+        pool.finish(cfg.grace_period);
+        result
     }
 
     /// Runs `serve_loop` on `socket` with the flavour until shutdown or a fatal error; then
@@ -198,6 +236,10 @@ impl<L: Listener> StreamServer<L> {
     {
         let StreamServer { listener, core } = self;
         let runner = stream_runner(factory, Arc::clone(&core.shared), Arc::clone(&core.cfg));
+        if core.self_serving_pool() {
+            let source = AcceptSource::new(listener, &core.shared, &core.cfg)?;
+            return core.serve_pool(source, runner, "accept");
+        }
         core.serve(listener, runner, accept_loop)
     }
 }
@@ -380,6 +422,10 @@ impl<S: Datagram> DatagramServer<S> {
             Arc::clone(&core.shared),
             Arc::clone(&core.cfg),
         );
+        if core.self_serving_pool() {
+            let source = RecvSource::new(socket, &core.shared, &core.cfg)?;
+            return core.serve_pool(source, runner, "recvfrom");
+        }
         core.serve(socket, runner, |s, exec, shared, cfg| {
             recv_loop(s, exec, shared, cfg)
         })

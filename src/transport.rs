@@ -21,7 +21,7 @@ pub(crate) mod sealed {
     use super::*;
 
     /// A listening stream socket the accept loop can drive.
-    pub trait Listen: AsRawFd + AsFd + Send + 'static {
+    pub trait Listen: AsRawFd + AsFd + Send + Sync + 'static {
         /// Accepts one connection (the listener is non-blocking).
         fn accept_stream(&self) -> io::Result<(Stream, Addr)>;
         /// The bound address.
@@ -159,7 +159,9 @@ impl DgramSocket {
                 ))
             }
         };
-        sock.send_to_vectored(bufs, &addr)
+        // Never blocks, whether the socket is (pool workers wait in recvfrom) or not: a full
+        // send buffer is waited for in `send_to`, under the write timeout.
+        sock.send_to_vectored_with_flags(bufs, &addr, libc::MSG_DONTWAIT)
     }
 
     /// Sends `bufs` as one datagram, waiting for buffer space up to `timeout` (`None`:

@@ -84,9 +84,16 @@ fn set_nofile_soft(soft: u64) {
 /// and serves the waiting clients once descriptors are free again.
 #[test]
 fn out_of_descriptors_backs_off_and_recovers() {
+    // The accept loop, and the pool whose workers accept for themselves (one back-off for
+    // the whole pool).
+    out_of_descriptors(Flavor::threading());
+    out_of_descriptors(Flavor::pool().workers(4));
+}
+
+fn out_of_descriptors(flavor: Flavor) {
     let _g = serial();
     let server = TcpServer::builder()
-        .flavor(Flavor::threading())
+        .flavor(flavor.clone())
         .bind("127.0.0.1:0")
         .unwrap();
     let addr = server.local_addr().unwrap();
@@ -128,7 +135,10 @@ fn out_of_descriptors_backs_off_and_recovers() {
     // spinning loop would fail thousands of times.
     thread::sleep(Duration::from_millis(300));
     let during = handle.stats().accept_errors - first;
-    assert!(during <= 10, "{during} accept errors in 300 ms: spinning");
+    assert!(
+        during <= 10,
+        "{flavor:?}: {during} accept errors in 300 ms: spinning"
+    );
 
     // Free descriptors: the server recovers and serves every client still waiting.
     let connected = clients.len() as u64;

@@ -396,12 +396,14 @@ macro_rules! matrix {
             #[test] fn tcp_threading() { super::$scenario(T::Tcp, Flavor::threading()) }
             #[test] fn tcp_pool() { super::$scenario(T::Tcp, Flavor::pool().workers(2)) }
             #[test] fn tcp_fixed_pool() { super::$scenario(T::Tcp, Flavor::fixed_pool(2)) }
+            #[test] fn tcp_queued_pool() { super::$scenario(T::Tcp, Flavor::pool().workers(2).queue(4)) }
             #[test] fn unix_single() { super::$scenario(T::Unix, Flavor::single()) }
             #[test] fn unix_threading() { super::$scenario(T::Unix, Flavor::threading()) }
             #[test] fn unix_pool() { super::$scenario(T::Unix, Flavor::pool().workers(2)) }
             #[test] fn udp_single() { super::$scenario(T::Udp, Flavor::single()) }
             #[test] fn udp_threading() { super::$scenario(T::Udp, Flavor::threading()) }
             #[test] fn udp_pool() { super::$scenario(T::Udp, Flavor::pool().workers(2)) }
+            #[test] fn udp_queued_pool() { super::$scenario(T::Udp, Flavor::pool().workers(2).queue(4)) }
             #[test] fn unix_dgram_single() { super::$scenario(T::UnixDgram, Flavor::single()) }
             #[test] fn unix_dgram_threading() { super::$scenario(T::UnixDgram, Flavor::threading()) }
             #[test] fn unix_dgram_pool() { super::$scenario(T::UnixDgram, Flavor::pool().workers(2)) }
@@ -426,6 +428,7 @@ macro_rules! stream_matrix {
             #[test] fn tcp_single() { super::$scenario(T::Tcp, Flavor::single()) }
             #[test] fn tcp_threading() { super::$scenario(T::Tcp, Flavor::threading()) }
             #[test] fn tcp_pool() { super::$scenario(T::Tcp, Flavor::pool().workers(2)) }
+            #[test] fn tcp_queued_pool() { super::$scenario(T::Tcp, Flavor::pool().workers(2).queue(4)) }
             #[test] fn unix_single() { super::$scenario(T::Unix, Flavor::single()) }
             #[test] fn unix_threading() { super::$scenario(T::Unix, Flavor::threading()) }
             #[test] fn unix_pool() { super::$scenario(T::Unix, Flavor::pool().workers(2)) }

@@ -1,7 +1,8 @@
 //! The four ways of running requests, one private file each, behind one enum.
 
 mod forking;
-mod pool;
+pub(crate) mod pool;
+mod queued;
 mod single;
 mod threading;
 mod threads;
@@ -35,7 +36,7 @@ pub(crate) trait Job: Send + 'static {
 pub(crate) enum Exec<J: Job> {
     Single(single::Single<J>),
     Threading(threading::Threading<J>),
-    Pool(pool::Pool<J>),
+    Pool(queued::Pool<J>),
     Forking(forking::Forking<J>),
 }
 
@@ -51,7 +52,7 @@ impl<J: Job> Exec<J> {
             Kind::Threading => {
                 Exec::Threading(threading::Threading::new(runner, shared, flavor.limit))
             }
-            Kind::Pool => Exec::Pool(pool::Pool::new(runner, shared, flavor)?),
+            Kind::Pool => Exec::Pool(queued::Pool::new(runner, shared, flavor)?),
             Kind::Forking => Exec::Forking(forking::Forking::new(runner, shared, flavor.limit)?),
         })
     }

@@ -1,68 +1,129 @@
-//! A pool of warm worker threads fed by a bounded queue, growing while every worker is busy.
+//! The pool without a hand-off: warm worker threads that take their own work.
+//!
+//! Each idle worker waits in `accept(2)` (streams) or `recvfrom(2)` (datagrams) on the
+//! shared socket, and the worker the kernel wakes serves what it took, on the same thread:
+//! no queue, no hand-off between threads, one system call to get a connection or a
+//! datagram. Linux wakes one waiter per connection or datagram (an exclusive wait), so idle
+//! workers do not stampede. The pool grows when the worker that just took a job was the
+//! last idle one (someone must be waiting when the next client comes), up to the limit;
+//! extra workers leave after `worker_idle_timeout` without work.
+//!
+//! Shutdown wakes every blocked worker at once with `shutdown(SHUT_RD)` on the socket:
+//! Linux then fails a blocked `accept` with `EINVAL` and returns 0 from a blocked
+//! `recvfrom`, and the socket stops taking connections (new clients are refused). That
+//! behaviour is Linux's, which is why the hand-off pool (`queued.rs`) serves elsewhere.
 
+use std::io;
+use std::os::unix::io::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::select;
 
 use super::threads::ThreadSet;
-use super::{finish_threads, run_contained, Job, Runner};
+use super::{finish_threads, run_contained, Runner};
 use crate::flavor::Flavor;
 use crate::shutdown::Shared;
-use crate::stats::Counters;
+use crate::sys::{self, Interest};
+
+/// Whether workers can take their own work on this system (see the module's doc).
+pub(crate) const SUPPORTED: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
 /// The shortest wait of an extra worker for work: a zero `worker_idle_timeout` must not
 /// become a busy loop.
 const MIN_IDLE: Duration = Duration::from_millis(1);
 
-pub(crate) struct Pool<J> {
-    tx: Option<Sender<J>>,
-    rx: Receiver<J>,
-    threads: ThreadSet,
-    runner: Runner<J>,
+/// Where workers take their jobs from: a listener or a datagram socket, blocking.
+pub(crate) trait Source: Send + Sync + 'static {
+    /// A connection or a datagram, on its way to the runner.
+    type Job: Send + 'static;
+
+    /// Waits for and takes the next job. `Ok(None)` when nothing is to be served (a peer
+    /// refused by `verify`, an oversize datagram dropped, or the socket shut down for
+    /// shutdown). Errors are classified by the caller. `scratch` is the worker's own
+    /// receive buffer.
+    fn take(&self, scratch: &mut Vec<u8>) -> io::Result<Option<Self::Job>>;
+
+    /// The socket, for the timed wait of extra workers.
+    fn fd(&self) -> RawFd;
+
+    /// Wakes every worker blocked in `take`, for good: the socket stops taking work.
+    fn interrupt(&self);
+
+    /// The size of each worker's receive buffer.
+    fn scratch_len(&self) -> usize;
+}
+
+/// What to do about a failed `take`, and how long to back off.
+pub(crate) trait Classify {
+    /// `Ok(None)`: try again at once; `Ok(Some(d))`: back off for `d`; `Err`: fatal.
+    fn on_error(&mut self, e: io::Error) -> io::Result<Option<Duration>>;
+    /// A job was taken: the back-off starts over.
+    fn reset(&mut self);
+}
+
+/// Workers and how many of them wait for work, changed under one lock: once when a worker
+/// takes a job and once when it is done (not per read or write).
+#[derive(Debug, Default)]
+struct Counts {
+    workers: usize,
+    idle: usize,
+    /// Shutdown has reached `finish`: no more workers start.
+    closed: bool,
+}
+
+struct Inner<S: Source> {
+    source: Arc<S>,
+    runner: Runner<S::Job>,
     shared: Arc<Shared>,
+    counts: Mutex<Counts>,
+    threads: Mutex<ThreadSet>,
     warm: usize,
     limit: usize,
     idle_timeout: Duration,
-    counts: Arc<Mutex<Counts>>,
+    /// The error that made taking work impossible (it ends `serve`).
+    fatal: Mutex<Option<io::Error>>,
 }
 
-/// Workers and jobs, changed together under one lock, once per request (not per read), so
-/// that growing and retiring decide on the same picture.
-#[derive(Debug, Default)]
-struct Counts {
-    /// Worker threads alive (warm and extra).
-    workers: usize,
-    /// Jobs handed to the pool and not finished: queued or running.
-    jobs: usize,
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn lock(counts: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
-    counts.lock().unwrap_or_else(|e| e.into_inner())
+/// A running pool.
+pub(crate) struct Pool<S: Source> {
+    inner: Arc<Inner<S>>,
 }
 
-impl<J: Job> Pool<J> {
-    pub(crate) fn new(
-        runner: Runner<J>,
-        shared: Arc<Shared>,
+impl<S: Source> Pool<S> {
+    /// Starts the warm workers; each gets its own error classifier from `classify`.
+    pub(crate) fn start<C: Classify + Send + 'static>(
+        source: Arc<S>,
+        runner: Runner<S::Job>,
+        shared: &Arc<Shared>,
         flavor: &Flavor,
-    ) -> std::io::Result<Self> {
-        let (tx, rx) = crossbeam_channel::bounded(flavor.queue_capacity());
-        let mut pool = Pool {
-            tx: Some(tx),
-            rx,
-            threads: ThreadSet::new(Arc::clone(&shared)),
+        classify: impl Fn() -> C + Send + Sync + 'static,
+    ) -> io::Result<Pool<S>> {
+        let warm = flavor.workers.max(1);
+        let inner = Arc::new(Inner {
+            source,
             runner,
-            shared,
-            warm: flavor.workers.max(1),
-            limit: flavor.limit.max(flavor.workers).max(1),
+            shared: Arc::clone(shared),
+            counts: Mutex::new(Counts::default()),
+            threads: Mutex::new(ThreadSet::new(Arc::clone(shared))),
+            warm,
+            limit: flavor.limit.max(warm),
             idle_timeout: flavor.worker_idle_timeout.max(MIN_IDLE),
-            counts: Arc::default(),
-        };
-        for _ in 0..pool.warm {
-            lock(&pool.counts).workers += 1;
-            if let Err(e) = pool.spawn_worker() {
+            fatal: Mutex::new(None),
+        });
+        let classify: Arc<dyn Fn() -> C + Send + Sync> = Arc::new(classify);
+        let pool = Pool { inner };
+        for _ in 0..warm {
+            let mut c = lock(&pool.inner.counts);
+            if let Err(e) = spawn(&pool.inner, &mut c, &classify, false) {
+                drop(c);
                 // The workers already started leave and are joined, not detached.
+                shared.stop();
+                pool.inner.source.interrupt();
                 pool.finish(Duration::ZERO);
                 return Err(e);
             }
@@ -70,116 +131,147 @@ impl<J: Job> Pool<J> {
         Ok(pool)
     }
 
-    /// Starts a worker already counted in `Counts::workers` (uncounted again on failure).
-    fn spawn_worker(&mut self) -> std::io::Result<()> {
-        let w = Worker {
-            rx: self.rx.clone(),
-            runner: Arc::clone(&self.runner),
-            shared: Arc::clone(&self.shared),
-            counts: Arc::clone(&self.counts),
-            warm: self.warm,
-            idle_timeout: self.idle_timeout,
-        };
-        let res = self.threads.spawn("socketserver-worker", move || w.run());
-        if res.is_err() {
-            lock(&self.counts).workers -= 1;
-        }
-        res
-    }
-
-    pub(crate) fn reap(&mut self) {
-        self.threads.reap();
-    }
-
-    pub(crate) fn ready(&mut self) -> bool {
-        !self.shared.is_stopping()
-    }
-
-    pub(crate) fn execute(&mut self, job: J) {
-        let Some(tx) = self.tx.clone() else { return };
-        self.shared.begin_request();
-        // Grow when this job would find every worker taken by an earlier one.
-        let grow = {
-            let mut c = lock(&self.counts);
-            c.jobs += 1;
-            let grow = c.jobs > c.workers && c.workers < self.limit;
-            if grow {
-                c.workers += 1;
-            }
-            grow
-        };
-        if grow {
-            if let Err(e) = self.spawn_worker() {
-                log::warn!("cannot grow the pool: {e}");
-            }
-        }
-        // A job that fits in the queue is queued, even as shutdown begins (its handler then
-        // sees the shutdown); only waiting for room gives way to shutdown.
-        let sent = match tx.try_send(job) {
-            Ok(()) => true,
-            Err(TrySendError::Disconnected(_)) => false,
-            Err(TrySendError::Full(job)) => select! {
-                send(tx, job) -> r => r.is_ok(),
-                recv(self.shared.stop_rx) -> _ => {
-                    Counters::bump(&self.shared.counters.rejected);
-                    false
-                }
-            },
-        };
-        if !sent {
-            lock(&self.counts).jobs -= 1;
-            self.shared.end_request();
-        }
-    }
-
-    pub(crate) fn finish(mut self, grace: Duration) {
-        // Workers serve what is queued (their handlers see the shutdown), then leave.
-        self.tx = None;
-        finish_threads(&self.shared, &mut self.threads, grace);
-    }
-}
-
-struct Worker<J> {
-    rx: Receiver<J>,
-    runner: Runner<J>,
-    shared: Arc<Shared>,
-    counts: Arc<Mutex<Counts>>,
-    warm: usize,
-    idle_timeout: Duration,
-}
-
-impl<J> Worker<J> {
-    fn run(self) {
-        // Warm workers wait for work without a timeout (a timeout would only wake them to
-        // find they must stay); a worker waits with one after each job, in case it is extra.
-        let mut wait_forever = false;
+    /// Blocks until shutdown begins (asked, or forced by a fatal error of a worker), joining
+    /// the threads that end meanwhile; returns that error, if any.
+    pub(crate) fn wait(&self) -> io::Result<()> {
+        let done = lock(&self.inner.threads).done_receiver();
         loop {
-            let next = if wait_forever {
-                self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
-            } else {
-                self.rx.recv_timeout(self.idle_timeout)
-            };
-            match next {
-                Ok(job) => {
-                    run_contained(&self.runner, &self.shared, job);
-                    lock(&self.counts).jobs -= 1;
-                    self.shared.end_request();
-                    wait_forever = false;
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    // An extra worker leaves only if every job would still have a worker.
-                    let mut c = lock(&self.counts);
-                    if c.workers > self.warm && c.workers > c.jobs {
-                        c.workers -= 1;
-                        return;
+            select! {
+                recv(self.inner.shared.stop_rx) -> _ => break,
+                recv(done) -> id => {
+                    if let Ok(id) = id {
+                        lock(&self.inner.threads).join(id);
                     }
-                    wait_forever = c.workers <= self.warm;
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    lock(&self.counts).workers -= 1;
-                    return;
                 }
             }
         }
+        match lock(&self.inner.fatal).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// After the socket stopped taking work: lets requests in flight finish within `grace`,
+    /// shuts down what is left, joins every worker.
+    pub(crate) fn finish(self, grace: Duration) {
+        // No worker starts after this (see `Worker::serve`).
+        lock(&self.inner.counts).closed = true;
+        let mut threads = std::mem::replace(
+            &mut *lock(&self.inner.threads),
+            ThreadSet::new(Arc::clone(&self.inner.shared)),
+        );
+        finish_threads(&self.inner.shared, &mut threads, grace);
+    }
+}
+
+/// Starts a worker and counts it, under the counts' lock (so that `finish`, which closes
+/// the pool under the same lock, never misses a worker started concurrently).
+fn spawn<S: Source, C: Classify + Send + 'static>(
+    inner: &Arc<Inner<S>>,
+    counts: &mut Counts,
+    classify: &Arc<dyn Fn() -> C + Send + Sync>,
+    extra: bool,
+) -> io::Result<()> {
+    let worker = Worker {
+        inner: Arc::clone(inner),
+        classify: Arc::clone(classify),
+    };
+    lock(&inner.threads).spawn("socketserver-worker", move || worker.run(extra))?;
+    counts.workers += 1;
+    counts.idle += 1;
+    Ok(())
+}
+
+struct Worker<S: Source, C> {
+    inner: Arc<Inner<S>>,
+    classify: Arc<dyn Fn() -> C + Send + Sync>,
+}
+
+impl<S: Source, C: Classify + Send + 'static> Worker<S, C> {
+    /// `extra`: started to grow the pool (it leaves when idle too long).
+    fn run(self, mut extra: bool) {
+        let p = &*self.inner;
+        let mut errors = (self.classify)();
+        let mut scratch = vec![0u8; p.source.scratch_len()];
+        loop {
+            if p.shared.is_stopping() {
+                break;
+            }
+            if extra && !self.wait_or_retire(&mut extra) {
+                return;
+            }
+            match p.source.take(&mut scratch) {
+                Ok(Some(job)) => {
+                    errors.reset();
+                    self.serve(job);
+                    let mut c = lock(&p.counts);
+                    c.idle += 1;
+                    extra = c.workers > p.warm;
+                }
+                Ok(None) => {}
+                Err(e) if p.shared.is_stopping() => {
+                    // The socket was shut down under us: that is the stop.
+                    log::trace!("worker leaving at shutdown: {e}");
+                    break;
+                }
+                Err(e) => match errors.on_error(e) {
+                    Ok(None) => {}
+                    Ok(Some(d)) => {
+                        // Back off, waking at once for shutdown.
+                        let _ = sys::poll(&[(p.shared.wake_fd(), Interest::Read)], Some(d));
+                    }
+                    Err(e) => {
+                        lock(&p.fatal).get_or_insert(e);
+                        p.shared.stop();
+                        break;
+                    }
+                },
+            }
+        }
+        let mut c = lock(&p.counts);
+        c.workers -= 1;
+        c.idle -= 1;
+    }
+
+    /// An extra worker waits for work up to the idle timeout: `true` when work (or
+    /// shutdown) is there, `false` when it left the pool. It stays, as a warm worker, if
+    /// leaving would leave no one waiting.
+    fn wait_or_retire(&self, extra: &mut bool) -> bool {
+        let p = &*self.inner;
+        let fds = [
+            (p.source.fd(), Interest::Read),
+            (p.shared.wake_fd(), Interest::Read),
+        ];
+        match sys::poll(&fds, Some(p.idle_timeout)) {
+            Ok(ready) if ready != sys::Ready::default() => true,
+            _ => {
+                let mut c = lock(&p.counts);
+                if c.workers > p.warm && c.idle > 1 {
+                    c.workers -= 1;
+                    c.idle -= 1;
+                    return false;
+                }
+                *extra = c.workers > p.warm;
+                true
+            }
+        }
+    }
+
+    /// Serves one job on this thread; grows the pool first if this worker was the last
+    /// one waiting for work.
+    fn serve(&self, job: S::Job) {
+        let p = &*self.inner;
+        {
+            let mut c = lock(&p.counts);
+            c.idle -= 1;
+            if c.idle == 0 && c.workers < p.limit && !c.closed {
+                if let Err(e) = spawn(&self.inner, &mut c, &self.classify, true) {
+                    log::warn!("cannot grow the pool: {e}");
+                }
+            }
+        }
+        p.shared.begin_request();
+        run_contained(&p.runner, &p.shared, job);
+        p.shared.end_request();
     }
 }

@@ -74,7 +74,13 @@ impl ThreadSet {
         }
     }
 
-    fn join(&mut self, id: u64) {
+    /// The channel on which ended threads report their id (to `join` them).
+    pub(crate) fn done_receiver(&self) -> Receiver<u64> {
+        self.done_rx.clone()
+    }
+
+    /// Joins the thread `id` (ended, as reported on `done_receiver`).
+    pub(crate) fn join(&mut self, id: u64) {
         if let Some(h) = self.live.remove(&id) {
             let _ = h.join();
         }
