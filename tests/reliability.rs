@@ -7,9 +7,10 @@
 //! cores to themselves. Real sockets on loopback only; every client read has a timeout and
 //! every loop is bounded in count and time.
 //!
-//! CI runs the short versions. `SOCKETSERVER_LONG=1 cargo test --release --test reliability
-//! -- --nocapture` runs the long ones (64 clients x 2 000 exchanges per flavour, 1 000 short
-//! connections per second for 30 s, 10 000 faulty requests) and prints the figures.
+//! CI runs the short versions. `SOCKETSERVER_LONG=1 cargo test --all-features --test
+//! reliability -- --nocapture` runs the long ones (64 clients x 2 000 exchanges per flavour,
+//! 1 000 short connections per second for 30 s, 10 000 faulty requests; about 90 s) and
+//! prints the figures.
 
 mod util;
 
