@@ -862,6 +862,52 @@ fn slow_and_idle_clients_pool() {
     slow_and_idle(Flavor::pool());
 }
 
+/// Without timeouts, 300 silent clients against a limit of 64: the server takes 64 (the
+/// gauge never passes it), the rest wait in the backlog, nothing grows; a well-behaved
+/// client waits too (the documented cost of no timeout), and is answered as soon as the
+/// silent ones leave.
+fn silent_without_timeouts(flavor: Flavor) {
+    let _g = serial();
+    let name = format!("{flavor:?}");
+    let mut srv = Srv::start(TcpServer::builder().flavor(flavor), line_echo);
+    let h = srv.handle.clone();
+    let peak = Peak::watch(move || h.stats().threads);
+    let fds_before = util::open_fds();
+    let silent: Vec<TcpStream> = (0..300).map(|_| util::tcp_client(srv.addr)).collect();
+    let h = srv.handle.clone();
+    wait_until("64 taken", || h.stats().accepted >= 64);
+    let mut good = greeters(srv.addr, 1).pop().unwrap();
+    // Bounded: the server's side holds at most 64 connections (plus one being taken).
+    let st = srv.handle.stats();
+    assert!(st.accepted <= 65, "{st:?}");
+    assert!(!answered(&mut good), "answered over the limit");
+    let fds_held = util::open_fds() - fds_before;
+    assert!(
+        fds_held <= 300 + 1 + 65 + 2,
+        "{fds_held} descriptors for 301 clients"
+    );
+    drop(silent);
+    expect_hi(&mut good);
+    let peak = peak.finish();
+    assert!(peak <= 64, "{peak} threads over the limit 64");
+    srv.stop();
+    println!(
+        "no timeouts {name}: 300 silent clients, {} taken (limit 64), peak {peak} threads; a \
+         good client waited in the backlog and was answered when they left",
+        st.accepted
+    );
+}
+
+#[test]
+fn silent_clients_without_timeouts_threading_stay_within_the_limit() {
+    silent_without_timeouts(Flavor::threading().limit(64));
+}
+
+#[test]
+fn silent_clients_without_timeouts_pool_stay_within_the_limit() {
+    silent_without_timeouts(Flavor::pool().limit(64));
+}
+
 // ---------------------------------------------------------------------------------------
 // Suite 4: overload
 
