@@ -27,6 +27,7 @@ pub(crate) struct Config {
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) request_timeout: Option<Duration>,
+    pub(crate) max_connections: usize,
     pub(crate) recv_buffer: Option<usize>,
     pub(crate) send_buffer: Option<usize>,
     pub(crate) grace_period: Duration,
@@ -50,6 +51,7 @@ impl Config {
             write_timeout: None,
             idle_timeout: None,
             request_timeout: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             recv_buffer: None,
             send_buffer: None,
             grace_period: Duration::from_secs(5),
@@ -60,6 +62,9 @@ impl Config {
         }
     }
 }
+
+/// The default bound on connections kept open by `serve_requests` in the pool flavour.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
 
 /// The largest per-connection read buffer and datagram size a builder takes: each is
 /// allocated whole, so a typo must not become a multi-gigabyte allocation.
@@ -106,6 +111,9 @@ impl Config {
                 ));
             }
         }
+        if self.max_connections == 0 {
+            return invalid("max_connections must be at least 1".to_string());
+        }
         self.flavor.validate()
     }
 }
@@ -124,6 +132,7 @@ impl fmt::Debug for Config {
             .field("write_timeout", &self.write_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("max_connections", &self.max_connections)
             .field("recv_buffer", &self.recv_buffer)
             .field("send_buffer", &self.send_buffer)
             .field("grace_period", &self.grace_period)
@@ -270,6 +279,10 @@ impl<T> Builder<T> {
     }
     pub(crate) fn set_max_datagram(&mut self, n: usize) -> &mut Self {
         self.cfg.max_datagram = n.max(1);
+        self
+    }
+    pub(crate) fn set_max_connections(&mut self, n: usize) -> &mut Self {
+        self.cfg.max_connections = n;
         self
     }
     pub(crate) fn set_request_timeout(&mut self, t: Option<Duration>) -> &mut Self {

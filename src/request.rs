@@ -84,6 +84,10 @@ struct SocketReader {
     idle: bool,
     /// True from the first write after a read until the next read: a reply is going out.
     replying: bool,
+    /// No read yet: the first request is often there already when the connection is
+    /// accepted (the client wrote right after connecting), so the first read tries the
+    /// socket before waiting in `poll`.
+    fresh: bool,
     eof: bool,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
@@ -119,6 +123,7 @@ impl StreamRequest {
             forked,
             idle: true,
             replying: false,
+            fresh: true,
             eof: false,
             read_timeout: cfg.read_timeout,
             write_timeout: cfg.write_timeout,
@@ -249,6 +254,25 @@ impl StreamRequest {
         self.reader.get_ref().timed_out
     }
 
+    /// The next request is known to have arrived (the event set said the connection is
+    /// readable, or its bytes are buffered): its first read goes straight to the socket (no
+    /// idle wait), and its deadline starts now.
+    pub(crate) fn request_arrived(&mut self) {
+        let inner = self.reader.get_mut();
+        inner.timed_out = None;
+        inner.fresh = false;
+        inner.replying = false;
+        if inner.idle {
+            inner.idle = false;
+            inner.begin_request_deadline();
+        }
+    }
+
+    /// Whether the client closed its side (a read returned 0).
+    pub(crate) fn at_eof(&self) -> bool {
+        self.reader.get_ref().eof
+    }
+
     /// Closes the connection politely: send what is still buffered, shut down writing (the
     /// client reads EOF after all our bytes); then, if the client's bytes are waiting
     /// unread, drain them (up to 256 KiB, for up to 1 s, never waiting for more) so that the
@@ -258,11 +282,13 @@ impl StreamRequest {
     pub(crate) fn close(&mut self) {
         let inner = self.reader.get_mut();
         let _ = inner.flush_out();
-        let stream = &inner.slot.stream;
-        let _ = stream.shutdown(Shutdown::Write);
         if inner.eof {
+            // The client closed its side: our close sends the FIN; a shutdown first would
+            // be one more system call (failing when the client is already gone).
             return;
         }
+        let stream = &inner.slot.stream;
+        let _ = stream.shutdown(Shutdown::Write);
         let fd = stream.as_raw_fd();
         let deadline = Instant::now() + LINGER_TIME;
         let mut buf = [0u8; 4096];
@@ -522,6 +548,26 @@ impl Read for SocketReader {
             return Ok(0);
         }
         let idle = self.idle;
+        if std::mem::take(&mut self.fresh) && idle && self.wake_idle {
+            // Saves the poll when the first request came with the connection.
+            match sys::recv_now(self.slot.stream.as_raw_fd(), buf) {
+                Ok(0) if !buf.is_empty() => {
+                    self.eof = true;
+                    return Ok(0);
+                }
+                Ok(n) => {
+                    self.idle = false;
+                    self.begin_request_deadline();
+                    return Ok(n);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let configured = if idle && self.wake_idle {
             // Wait for the next request or shutdown. A request already waiting is served
             // even when shutdown has begun; the connection ends only when nothing is there.

@@ -155,7 +155,7 @@ impl<'a> Waiter<'a> {
     }
 }
 
-fn verified(cfg: &Config, shared: &Shared, peer: &Addr) -> bool {
+pub(crate) fn verified(cfg: &Config, shared: &Shared, peer: &Addr) -> bool {
     Counters::bump(&shared.counters.accepted);
     match &cfg.verify {
         Some(verify) if !catch_unwind(AssertUnwindSafe(|| verify(peer))).unwrap_or(false) => {
@@ -391,7 +391,7 @@ fn dropped_oversize(shared: &Shared, cfg: &Config, peer: &Addr) {
 }
 
 /// Applies the per-connection socket options, on the worker (not the accept loop).
-fn configure(stream: &Stream, cfg: &Config) -> io::Result<()> {
+pub(crate) fn configure(stream: &Stream, cfg: &Config) -> io::Result<()> {
     if let (Stream::Tcp(s), true) = (stream, cfg.nodelay) {
         s.set_nodelay(true)?;
     }
@@ -472,7 +472,7 @@ where
 /// Log levels say whose fault it is: ERROR for the server's own (a panic, an I/O error the
 /// client did not cause), INFO for what a client caused (invalid data, an oversize frame,
 /// a request timeout), DEBUG for routine ends (the client went away, an idle timeout).
-fn report(
+pub(crate) fn report(
     shared: &Shared,
     cfg: &Config,
     peer: &Addr,

@@ -13,9 +13,10 @@ use socket2::Type;
 use crate::config::{Builder, Config};
 use crate::flavor::Flavor;
 use crate::flavor::Kind;
+use crate::flavors::parked::Parked;
 use crate::flavors::pool::{self, Pool, Source};
 use crate::flavors::{Exec, Job, Runner};
-use crate::handler::{DatagramHandler, StreamHandler};
+use crate::handler::{DatagramHandler, Looping, RequestHandler, StreamHandler};
 use crate::serve::{
     accept_loop, datagram_runner, recv_loop, stream_runner, AcceptSource, PoolErrors, RecvSource,
 };
@@ -241,6 +242,57 @@ impl<L: Listener> StreamServer<L> {
             return core.serve_pool(source, runner, "accept");
         }
         core.serve(listener, runner, accept_loop)
+    }
+}
+
+impl<L: Listener> StreamServer<L> {
+    /// Serves connections one request at a time until shutdown, giving each connection a
+    /// clone of `handler` (see [`RequestHandler`]).
+    ///
+    /// In the pool flavour (the default), a connection waiting for its client's next
+    /// request holds no thread: it waits in the server's event set (epoll, kqueue), and the
+    /// pool's workers (`Flavor::workers`, 16 by default; they do not grow) serve requests as
+    /// they arrive. Thousands of mostly idle clients then cost memory (a few KiB each), not
+    /// threads; `max_connections` bounds them. In the other flavours each connection runs
+    /// its requests in a loop on its own thread or process.
+    ///
+    /// ```no_run
+    /// use socketserver::{Next, StreamRequest, TcpServer};
+    /// use std::io::{self, BufRead, Write};
+    ///
+    /// TcpServer::bind("127.0.0.1:8002")?.serve_requests(|req: &mut StreamRequest| {
+    ///     let mut line = String::new();
+    ///     if req.read_line(&mut line)? == 0 {
+    ///         return Ok(Next::Close);
+    ///     }
+    ///     req.write_all(line.to_uppercase().as_bytes())?;
+    ///     Ok(Next::Continue)
+    /// })
+    /// # ; Ok::<(), io::Error>(())
+    /// ```
+    pub fn serve_requests<H: RequestHandler + Clone>(self, handler: H) -> io::Result<()> {
+        self.serve_requests_with(cloning(handler))
+    }
+
+    /// Serves connections one request at a time, making each connection's handler with
+    /// `factory`. See [`serve_requests`](Self::serve_requests).
+    pub fn serve_requests_with<F, H>(self, factory: F) -> io::Result<()>
+    where
+        F: Fn() -> H + Send + Sync + 'static,
+        H: RequestHandler,
+    {
+        if self.core.cfg.flavor.kind != Kind::Pool {
+            return self.serve_with(move || Looping(factory()));
+        }
+        let StreamServer { listener, core } = self;
+        let Core { cfg, shared, file } = core;
+        let workers = cfg.flavor.workers;
+        let parked = Parked::start(listener, Box::new(factory), &shared, &cfg, workers)?;
+        let result = parked.wait();
+        shared.stop();
+        drop(file);
+        parked.finish(cfg.grace_period);
+        result
     }
 }
 

@@ -75,6 +75,11 @@ impl Shared {
         self.stopping.load(SeqCst)
     }
 
+    /// The socket that turns readable once shutdown has begun.
+    pub(crate) fn wake_socket(&self) -> &UnixStream {
+        &self.wake_rx
+    }
+
     /// The descriptor that turns readable once shutdown has begun.
     pub(crate) fn wake_fd(&self) -> RawFd {
         self.wake_rx.as_raw_fd()
@@ -172,7 +177,10 @@ impl Shared {
         let mut n = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         *n = n.saturating_sub(1);
         self.counters.active.fetch_sub(1, SeqCst);
-        if *n == 0 {
+        // Only shutdown waits for the drain (`wait_drained` runs after `stop`): no wake-up
+        // system call per request before that. Checked under the lock `wait_drained` holds
+        // while it looks at the count, so a waiter cannot miss it.
+        if *n == 0 && self.is_stopping() {
             self.drained.notify_all();
         }
     }

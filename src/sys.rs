@@ -117,6 +117,14 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     cvt_size(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), SEND_FLAGS) })
 }
 
+/// Reads what is there now from the socket `fd` (`recv(2)` with `MSG_DONTWAIT`), failing
+/// with `WouldBlock` if nothing is, whatever the socket's blocking mode.
+pub(crate) fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid writable slice for `buf.len()` bytes for the whole call;
+    // recv writes at most that many bytes and does not keep the pointer.
+    cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
+}
+
 /// Writes the slices in order to the connected socket `fd` (`sendmsg(2)` with
 /// `MSG_NOSIGNAL`): a gathered write that never raises `SIGPIPE`.
 pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -128,6 +136,22 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize
     // SAFETY: `msg` points at `bufs`, valid readable iovecs for the whole call; sendmsg only
     // reads them and does not keep the pointers.
     cvt_size(unsafe { libc::sendmsg(fd, &msg, SEND_FLAGS) })
+}
+
+/// Registers `fd` in `poller` with `interest`, in `mode` (`polling::Poller::add_with_mode`).
+///
+/// The caller must delete `fd` from the poller before closing it: the parked-connection
+/// pool does so for every connection (`parked::close` and the sweeps), under the same lock
+/// that registered it, and deletes the listener and the wake socket before dropping them.
+pub(crate) fn poller_add(
+    poller: &polling::Poller,
+    fd: RawFd,
+    interest: polling::Event,
+    mode: polling::PollMode,
+) -> io::Result<()> {
+    // SAFETY: `fd` is open now, and (see above) it is deleted from the poller before it is
+    // closed, which is polling's requirement for `add`.
+    unsafe { poller.add_with_mode(fd, interest, mode) }
 }
 
 /// Forks a child that runs `child` and leaves with its exit code; the parent gets the

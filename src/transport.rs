@@ -441,6 +441,16 @@ impl<T: Listener> Builder<T> {
         self
     }
 
+    /// Sets the most connections `serve_requests` keeps open in the pool flavour (parked
+    /// between requests or being served). By default, 65 536, far above the thread limit:
+    /// idle connections there hold no thread, only a few KiB each. At the limit the server
+    /// stops accepting (new clients wait in the kernel's backlog, then are refused by it)
+    /// until a connection closes. The process's descriptor limit (`ulimit -n`) must be
+    /// above it; below it, accepts fail with EMFILE and are backed off from.
+    pub fn max_connections(&mut self, n: usize) -> &mut Self {
+        self.set_max_connections(n)
+    }
+
     /// Sets the size of each connection's read buffer. By default, 8 KiB; at most 16 MiB
     /// (`bind` refuses more).
     pub fn read_buffer(&mut self, n: usize) -> &mut Self {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
 use socketserver::{
-    Builder, DatagramHandler, Flavor, ShutdownHandle, StreamHandler, TcpServer, UdpServer,
+    Builder, DatagramHandler, Flavor, RequestHandler, ShutdownHandle, StreamHandler, TcpServer,
+    UdpServer,
 };
 
 /// The options every example server takes.
@@ -111,6 +112,18 @@ pub fn serve_tcp<H: StreamHandler + Clone>(
     let server = args.tcp().bind(args.addr(port))?;
     announce(server.local_addr()?, &server.shutdown_handle())?;
     server.serve(handler)
+}
+
+/// Binds a TCP server from the shared options, announces it and serves `handler` one
+/// request at a time (in the pool mode, idle connections hold no thread).
+pub fn serve_tcp_requests<H: RequestHandler + Clone>(
+    args: &ServerArgs,
+    port: u16,
+    handler: H,
+) -> io::Result<()> {
+    let server = args.tcp().bind(args.addr(port))?;
+    announce(server.local_addr()?, &server.shutdown_handle())?;
+    server.serve_requests(handler)
 }
 
 /// Binds a UDP server from the shared options, announces it and serves `handler`.

@@ -15,6 +15,7 @@
 
 use std::io;
 use std::os::unix::io::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -62,21 +63,22 @@ pub(crate) trait Classify {
     fn reset(&mut self);
 }
 
-/// Workers and how many of them wait for work, changed under one lock: once when a worker
-/// takes a job and once when it is done (not per read or write).
+/// Workers and how many of them wait for work: atomics, changed once when a worker takes a
+/// job and once when it is done (no lock two workers could contend for on every
+/// connection).
 #[derive(Debug, Default)]
 struct Counts {
-    workers: usize,
-    idle: usize,
-    /// Shutdown has reached `finish`: no more workers start.
-    closed: bool,
+    workers: AtomicUsize,
+    idle: AtomicUsize,
+    /// Shutdown has reached `finish`: no more workers start (read under the threads' lock).
+    closed: AtomicBool,
 }
 
 struct Inner<S: Source> {
     source: Arc<S>,
     runner: Runner<S::Job>,
     shared: Arc<Shared>,
-    counts: Mutex<Counts>,
+    counts: Counts,
     threads: Mutex<ThreadSet>,
     warm: usize,
     limit: usize,
@@ -108,7 +110,7 @@ impl<S: Source> Pool<S> {
             source,
             runner,
             shared: Arc::clone(shared),
-            counts: Mutex::new(Counts::default()),
+            counts: Counts::default(),
             threads: Mutex::new(ThreadSet::new(Arc::clone(shared))),
             warm,
             limit: flavor.limit.max(warm),
@@ -118,9 +120,7 @@ impl<S: Source> Pool<S> {
         let classify: Arc<dyn Fn() -> C + Send + Sync> = Arc::new(classify);
         let pool = Pool { inner };
         for _ in 0..warm {
-            let mut c = lock(&pool.inner.counts);
-            if let Err(e) = spawn(&pool.inner, &mut c, &classify, false) {
-                drop(c);
+            if let Err(e) = spawn(&pool.inner, &classify, false) {
                 // The workers already started leave and are joined, not detached.
                 shared.stop();
                 pool.inner.source.interrupt();
@@ -154,8 +154,8 @@ impl<S: Source> Pool<S> {
     /// After the socket stopped taking work: lets requests in flight finish within `grace`,
     /// shuts down what is left, joins every worker.
     pub(crate) fn finish(self, grace: Duration) {
-        // No worker starts after this (see `Worker::serve`).
-        lock(&self.inner.counts).closed = true;
+        // No worker starts after this (see `spawn`).
+        self.inner.counts.closed.store(true, SeqCst);
         let mut threads = std::mem::replace(
             &mut *lock(&self.inner.threads),
             ThreadSet::new(Arc::clone(&self.inner.shared)),
@@ -164,11 +164,10 @@ impl<S: Source> Pool<S> {
     }
 }
 
-/// Starts a worker and counts it, under the counts' lock (so that `finish`, which closes
-/// the pool under the same lock, never misses a worker started concurrently).
+/// Starts a worker and counts it, under the threads' lock, unless `finish` has begun (it
+/// takes the thread set under the same lock after closing: it never misses a worker).
 fn spawn<S: Source, C: Classify + Send + 'static>(
     inner: &Arc<Inner<S>>,
-    counts: &mut Counts,
     classify: &Arc<dyn Fn() -> C + Send + Sync>,
     extra: bool,
 ) -> io::Result<()> {
@@ -176,10 +175,19 @@ fn spawn<S: Source, C: Classify + Send + 'static>(
         inner: Arc::clone(inner),
         classify: Arc::clone(classify),
     };
-    lock(&inner.threads).spawn("socketserver-worker", move || worker.run(extra))?;
-    counts.workers += 1;
-    counts.idle += 1;
-    Ok(())
+    let mut threads = lock(&inner.threads);
+    if inner.counts.closed.load(SeqCst) {
+        return Ok(());
+    }
+    // Counted before it runs, so that it never sees itself missing.
+    inner.counts.workers.fetch_add(1, SeqCst);
+    inner.counts.idle.fetch_add(1, SeqCst);
+    let spawned = threads.spawn("socketserver-worker", move || worker.run(extra));
+    if spawned.is_err() {
+        inner.counts.workers.fetch_sub(1, SeqCst);
+        inner.counts.idle.fetch_sub(1, SeqCst);
+    }
+    spawned
 }
 
 struct Worker<S: Source, C> {
@@ -204,9 +212,8 @@ impl<S: Source, C: Classify + Send + 'static> Worker<S, C> {
                 Ok(Some(job)) => {
                     errors.reset();
                     self.serve(job);
-                    let mut c = lock(&p.counts);
-                    c.idle += 1;
-                    extra = c.workers > p.warm;
+                    p.counts.idle.fetch_add(1, SeqCst);
+                    extra = p.counts.workers.load(SeqCst) > p.warm;
                 }
                 Ok(None) => {}
                 Err(e) if p.shared.is_stopping() => {
@@ -228,9 +235,8 @@ impl<S: Source, C: Classify + Send + 'static> Worker<S, C> {
                 },
             }
         }
-        let mut c = lock(&p.counts);
-        c.workers -= 1;
-        c.idle -= 1;
+        p.counts.workers.fetch_sub(1, SeqCst);
+        p.counts.idle.fetch_sub(1, SeqCst);
     }
 
     /// An extra worker waits for work up to the idle timeout: `true` when work (or
@@ -242,17 +248,26 @@ impl<S: Source, C: Classify + Send + 'static> Worker<S, C> {
             (p.source.fd(), Interest::Read),
             (p.shared.wake_fd(), Interest::Read),
         ];
-        match sys::poll(&fds, Some(p.idle_timeout)) {
-            Ok(ready) if ready != sys::Ready::default() => true,
-            _ => {
-                let mut c = lock(&p.counts);
-                if c.workers > p.warm && c.idle > 1 {
-                    c.workers -= 1;
-                    c.idle -= 1;
-                    return false;
-                }
-                *extra = c.workers > p.warm;
-                true
+        if let Ok(ready) = sys::poll(&fds, Some(p.idle_timeout)) {
+            if ready != sys::Ready::default() {
+                return true;
+            }
+        }
+        // Leave only if another worker still waits: take this one off the idle count by a
+        // compare-and-swap, so two leaving at once cannot both take the last two.
+        let c = &p.counts;
+        loop {
+            let idle = c.idle.load(SeqCst);
+            if idle <= 1 || c.workers.load(SeqCst) <= p.warm {
+                *extra = c.workers.load(SeqCst) > p.warm;
+                return true;
+            }
+            if c.idle
+                .compare_exchange(idle, idle - 1, SeqCst, SeqCst)
+                .is_ok()
+            {
+                c.workers.fetch_sub(1, SeqCst);
+                return false;
             }
         }
     }
@@ -261,13 +276,11 @@ impl<S: Source, C: Classify + Send + 'static> Worker<S, C> {
     /// one waiting for work.
     fn serve(&self, job: S::Job) {
         let p = &*self.inner;
-        {
-            let mut c = lock(&p.counts);
-            c.idle -= 1;
-            if c.idle == 0 && c.workers < p.limit && !c.closed {
-                if let Err(e) = spawn(&self.inner, &mut c, &self.classify, true) {
-                    log::warn!("cannot grow the pool: {e}");
-                }
+        // The last one waiting takes a job: start another, so that someone waits when the
+        // next client comes (up to the limit).
+        if p.counts.idle.fetch_sub(1, SeqCst) == 1 && p.counts.workers.load(SeqCst) < p.limit {
+            if let Err(e) = spawn(&self.inner, &self.classify, true) {
+                log::warn!("cannot grow the pool: {e}");
             }
         }
         p.shared.begin_request();

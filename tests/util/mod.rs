@@ -2,6 +2,8 @@
 //! running servers on a background thread, and example binaries as child processes.
 #![allow(dead_code)] // each test file uses the part it needs
 
+pub mod chat;
+
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -459,4 +461,22 @@ impl Rng {
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
     }
+}
+
+/// The pids of the processes whose parent is `pid` (zombies included), from /proc.
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
 }
