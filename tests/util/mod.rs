@@ -421,7 +421,13 @@ pub fn proc_alive(pid: u32) -> bool {
 /// `what` otherwise.
 #[track_caller]
 pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
+    wait_until_within(TIMEOUT, what, cond)
+}
+
+/// [`wait_until`] with another bound.
+#[track_caller]
+pub fn wait_until_within(limit: Duration, what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         thread::sleep(Duration::from_millis(5));
