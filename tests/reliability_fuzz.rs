@@ -11,6 +11,9 @@
 //! A failing case is saved by proptest in `tests/reliability_fuzz.proptest-regressions`
 //! and replayed first from then on.
 //!
+//! The file server's request parser and client paths (`examples/ftp_server`, compiled in
+//! here from its own files) are fuzzed the same way, against the properties they promise.
+//!
 //! CI runs 1 000 cases per target (a few seconds in all). Longer runs:
 //! `SOCKETSERVER_FUZZ_CASES=200000 cargo test --release --all-features --test
 //! reliability_fuzz`, or coverage-guided with cargo-fuzz on nightly over the same model
@@ -362,4 +365,191 @@ fn reference_model_matches_the_documented_examples() {
         )
     );
     assert_eq!(reference_lines(b"0123456789\n", 4).1, End::LineTooLong);
+}
+
+// ---------------------------------------------------------------------------------------
+// The file server's request parser and paths (examples/ftp_server), on hostile headers
+
+#[path = "../examples/ftp_server/protocol.rs"]
+#[allow(dead_code)]
+mod ftp_protocol;
+
+#[path = "../examples/ftp_server/paths.rs"]
+#[allow(dead_code)]
+mod ftp_paths;
+
+/// A header a hostile client might send: a command (known or not, or not a string) and
+/// fields of every name the server reads, each of a random JSON type and value.
+fn ftp_header() -> impl Strategy<Value = serde_json::Map<String, Value>> {
+    let cmd = prop_oneof![
+        prop::sample::select(vec![
+            "login", "quit", "pwd", "quota", "cd", "mkdir", "rm", "ls", "stat", "get", "put",
+            "PUT", "", "put\u{0}",
+        ])
+        .prop_map(Value::from),
+        json_value(),
+    ];
+    let key = prop::sample::select(vec![
+        "username",
+        "password",
+        "path",
+        "filename",
+        "filesize",
+        "offset",
+        "sha256",
+        "file_name",
+        "file_size",
+        "body_size",
+    ]);
+    let value = prop_oneof![
+        json_value(),
+        any::<u64>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        "[0-9a-fA-F]{64}".prop_map(Value::from),
+        "(\\.\\.|\\.|/|a|\\.ftp-x|%2e|\u{0}|é){0,12}".prop_map(Value::from),
+    ];
+    (
+        prop::option::of(cmd),
+        prop::collection::vec((key, value), 0..6),
+    )
+        .prop_map(|(cmd, fields)| {
+            let mut h: serde_json::Map<String, Value> = fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            if let Some(c) = cmd {
+                h.insert("cmd".into(), c);
+            }
+            h
+        })
+}
+
+/// What `Request::parse` promises: never a panic; a `put` it accepts has a body length
+/// that cannot underflow, and a checksum only as 64 lowercase hex digits.
+fn check_ftp_request(h: &serde_json::Map<String, Value>) {
+    use ftp_protocol::Request;
+    match Request::parse(h) {
+        Request::Put(p) => {
+            assert!(p.offset <= p.filesize, "{h:?}");
+            assert_eq!(p.body_len(), p.filesize - p.offset);
+            if let Some(sum) = &p.sha256 {
+                assert!(
+                    sum.len() == 64 && sum.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                );
+            }
+            if p.filename.is_err() {
+                assert!(p.sha256.is_none());
+            }
+            let cmd = h.get("cmd");
+            assert!(
+                cmd == Some(&Value::from("put"))
+                    || (cmd.is_none()
+                        && (h.contains_key("file_name") || h.contains_key("file_size"))),
+                "{h:?}"
+            );
+        }
+        Request::Get { offset, .. } => {
+            assert_eq!(h.get("offset").and_then(Value::as_u64).unwrap_or(0), offset);
+        }
+        _ => {}
+    }
+}
+
+/// A client's path, as the server resolves it: never outside the home, never a reserved
+/// or odd name; `a` then `b` is `a/b` (for a relative `b`).
+fn check_ftp_path(base: &str, input: &str) {
+    use ftp_paths::{VPath, RESERVED};
+    let Ok(cwd) = VPath::default().join(base) else {
+        return;
+    };
+    let joined = cwd.join(input);
+    if let Ok(v) = &joined {
+        for name in v.names() {
+            assert!(
+                !matches!(name.as_str(), "" | "." | ".."),
+                "{base:?} + {input:?}: {v:?}"
+            );
+            assert!(!name.contains('/') && !name.contains('\0'), "{v:?}");
+            assert!(!name.starts_with(RESERVED) && name.len() <= 255, "{v:?}");
+        }
+        assert!(v.to_string().starts_with('/'));
+    }
+    if !input.starts_with('/') {
+        let whole = VPath::default().join(&format!("{base}/{input}"));
+        assert_eq!(joined, whole, "{base:?} then {input:?}");
+    }
+}
+
+fn ftp_path_text() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            prop::sample::select(vec![
+                "..",
+                ".",
+                "",
+                "/",
+                "a",
+                "b",
+                ".ftp-sum",
+                ".ftp",
+                "%2e%2e",
+                "\\..",
+                "\u{0}",
+                "é",
+                "..\u{2215}..",
+                " ",
+                "~",
+            ])
+            .prop_map(String::from),
+            "[a-z./]{0,8}",
+            Just("x".repeat(256)),
+        ],
+        0..10,
+    )
+    .prop_map(|parts| parts.join("/"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/reliability_fuzz.proptest-regressions"
+        )))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn fuzz_ftp_request_parser(h in ftp_header(), (_, bytes) in hostile(SPECS), sizes in sizes()) {
+        check_ftp_request(&h);
+        // The same header on the wire, and hostile bytes, through the server's codec.
+        let mut wire = Vec::new();
+        ftp_protocol::CODEC.write_json_header(&mut wire, &h).unwrap();
+        for data in [&wire[..], &bytes[..]] {
+            let mut r = Chunked::new(data, &sizes, true);
+            if let Ok(Some(h)) = ftp_protocol::CODEC
+                .read_json_header::<serde_json::Map<String, Value>, _>(&mut r)
+            {
+                check_ftp_request(&h);
+            }
+        }
+    }
+
+    #[test]
+    fn fuzz_ftp_paths(base in ftp_path_text(), input in ftp_path_text()) {
+        check_ftp_path(&base, &input);
+    }
+
+    #[test]
+    fn fuzz_ftp_error_answers_fit_a_header(msg in prop_oneof![
+        ".{0,1500}",
+        "[\u{0}-\u{1f}\"\\\\]{0,1500}",
+    ]) {
+        // Every refusal quotes client input; its answer must still be a valid header.
+        let answer = ftp_protocol::error(&msg);
+        let mut wire = Vec::new();
+        ftp_protocol::CODEC.write_json_header(&mut wire, &answer).unwrap();
+        let back: Value = ftp_protocol::CODEC.read_json_header(&mut &wire[..]).unwrap().unwrap();
+        assert_eq!(back, answer);
+    }
 }
