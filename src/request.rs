@@ -88,6 +88,9 @@ struct SocketReader {
     /// accepted (the client wrote right after connecting), so the first read tries the
     /// socket before waiting in `poll`.
     fresh: bool,
+    /// The socket is known to be readable (the event set said so): the next read returns
+    /// at once, so it needs no timeout set first.
+    ready: bool,
     eof: bool,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
@@ -124,6 +127,7 @@ impl StreamRequest {
             idle: true,
             replying: false,
             fresh: true,
+            ready: false,
             eof: false,
             read_timeout: cfg.read_timeout,
             write_timeout: cfg.write_timeout,
@@ -258,10 +262,12 @@ impl StreamRequest {
     /// readable, or its bytes are buffered): its first read goes straight to the socket (no
     /// idle wait), and its deadline starts now.
     pub(crate) fn request_arrived(&mut self) {
+        let buffered = !self.reader.buffer().is_empty();
         let inner = self.reader.get_mut();
         inner.timed_out = None;
         inner.fresh = false;
         inner.replying = false;
+        inner.ready = !buffered;
         if inner.idle {
             inner.idle = false;
             inner.begin_request_deadline();
@@ -306,6 +312,7 @@ impl StreamRequest {
     fn replying(&mut self) -> &mut SocketReader {
         let next_started = !self.reader.buffer().is_empty();
         let inner = self.reader.get_mut();
+        inner.ready = false;
         if !inner.replying {
             inner.replying = true;
             inner.end_request_deadline();
@@ -540,6 +547,24 @@ impl SocketReader {
     }
 }
 
+impl SocketReader {
+    /// A read of a socket known to be readable.
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let result = loop {
+            match (&self.slot.stream).read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        if let Ok(0) = result {
+            if !buf.is_empty() {
+                self.eof = true;
+            }
+        }
+        result
+    }
+}
+
 impl Read for SocketReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // Replies leave before the server waits for the client.
@@ -548,6 +573,10 @@ impl Read for SocketReader {
             return Ok(0);
         }
         let idle = self.idle;
+        if std::mem::take(&mut self.ready) {
+            // Readable now: this read returns at once, whatever the socket's timeout.
+            return self.read_now(buf);
+        }
         if std::mem::take(&mut self.fresh) && idle && self.wake_idle {
             // Saves the poll when the first request came with the connection.
             match sys::recv_now(self.slot.stream.as_raw_fd(), buf) {
