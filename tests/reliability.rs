@@ -1776,7 +1776,7 @@ fn chat_degrades_cleanly_when_descriptors_run_out_and_recovers() {
 /// at most 16 threads. Repeated, since it is a race between the warm workers being
 /// started and the first of them taking a client.
 ///
-/// It fails today (a pool of 16 takes 18 to 31 connections, on as many threads): while
+/// It fails today (a pool of 16 takes 17 to 31 connections, on up to 31 threads): while
 /// `Pool::start` is still starting warm workers, the first ones take clients, each finds
 /// itself the last idle worker with fewer workers than the limit, and starts an extra one;
 /// `start` then starts all its warm workers on top. Ignored so that CI stays green until
