@@ -6,7 +6,7 @@
 //! ```
 //! Options: `--addr HOST:PORT`, `--mode single|threading|pool|fork`, `--workers N`;
 //! TLS (build with `--features tls`): `--tls-cert FILE --tls-key FILE`, and
-//! `--tls-client-ca FILE` for client certificates; SIGHUP reloads the certificate.
+//! `--tls-client-ca FILE` for client certificates (a SIGHUP restart reloads them).
 
 mod common;
 

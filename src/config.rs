@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::addr::Addr;
 use crate::flavor::Flavor;
 use crate::handler::HandlerError;
+use crate::proxy::ProxyConfig;
 
 pub(crate) type VerifyHook = Arc<dyn Fn(&Addr) -> bool + Send + Sync>;
 pub(crate) type ErrorHook = Arc<dyn Fn(&Addr, &HandlerError) + Send + Sync>;
@@ -35,6 +36,8 @@ pub(crate) struct Config {
     pub(crate) end_idle_on_shutdown: bool,
     pub(crate) verify: Option<VerifyHook>,
     pub(crate) on_error: Option<ErrorHook>,
+    /// PROXY protocol (stream servers): `Builder::proxy_protocol`, in proxy.rs.
+    pub(crate) proxy: ProxyConfig,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     #[cfg(feature = "tls")]
@@ -63,6 +66,7 @@ impl Config {
             end_idle_on_shutdown: true,
             verify: None,
             on_error: None,
+            proxy: ProxyConfig::default(),
             #[cfg(feature = "tls")]
             tls: None,
             #[cfg(feature = "tls")]
@@ -95,6 +99,9 @@ impl Config {
                     "{name} of zero would fail every call at once; use None for no timeout"
                 ));
             }
+        }
+        if self.proxy.enabled() {
+            self.proxy.validate()?;
         }
         if self.max_datagram > MAX_BUFFER {
             return invalid(format!(
@@ -146,7 +153,8 @@ impl fmt::Debug for Config {
             .field("grace_period", &self.grace_period)
             .field("end_idle_on_shutdown", &self.end_idle_on_shutdown)
             .field("verify", &self.verify.is_some())
-            .field("on_error", &self.on_error.is_some());
+            .field("on_error", &self.on_error.is_some())
+            .field("proxy", &self.proxy);
         #[cfg(feature = "tls")]
         f.field("tls", &self.tls.is_some())
             .field("tls_handshake_timeout", &self.tls_handshake_timeout);

@@ -79,7 +79,9 @@ mod flavor;
 mod flavors;
 pub mod framing;
 mod handler;
+mod proxy;
 mod request;
+mod restart;
 mod serve;
 mod server;
 mod shutdown;
@@ -88,6 +90,7 @@ mod stats;
 mod stream;
 #[allow(unsafe_code)]
 mod sys;
+mod systemd;
 mod time;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -102,6 +105,7 @@ pub use crate::addr::Addr;
 pub use crate::config::Builder;
 pub use crate::flavor::{Flavor, ParseFlavorError};
 pub use crate::handler::{DatagramHandler, HandlerError, Next, RequestHandler, StreamHandler};
+pub use crate::proxy::{ProxyHeader, Tlvs};
 pub use crate::request::{DatagramRequest, StreamRequest};
 pub use crate::server::{
     DatagramServer, StreamServer, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer,
@@ -111,3 +115,6 @@ pub use crate::signal::shutdown_on_signals;
 pub use crate::stats::Stats;
 pub use crate::stream::Stream;
 pub use crate::transport::{Datagram, Inet, Listener};
+/// A CIDR block (`10.0.0.0/8`, `::1/128`) or, through `From<IpAddr>`, one address: the
+/// trusted sources of [`Builder::proxy_protocol`]. Re-exported from the `ipnet` crate.
+pub use ipnet::IpNet;

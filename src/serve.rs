@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::flavors::pool::{Classify, Source};
 use crate::flavors::{Exec, Job, Runner};
 use crate::handler::{run_phases, DatagramHandler, HandlerError, Outcome, StreamHandler};
+use crate::proxy;
 use crate::request::{DatagramRequest, StreamRequest, TimedOut};
 use crate::shutdown::{ConnSlot, Shared};
 use crate::stats::Counters;
@@ -431,11 +432,23 @@ where
     H: StreamHandler,
 {
     Arc::new(move |job: Accepted, forked: bool| {
-        let Accepted { stream, peer } = job;
+        let Accepted { stream, mut peer } = job;
         let result = match configure(&stream, &cfg) {
             Ok(()) => {
                 let slot = Arc::new(ConnSlot { stream });
                 let _registration = (!forked).then(|| shared.register(Arc::clone(&slot)));
+                // Behind a balancer: the PROXY header comes first, before TLS or the handler.
+                let header = match cfg.proxy.enabled() {
+                    true => match proxy::accept(&slot.stream, &peer, &cfg.proxy, &shared) {
+                        Some(header) => Some(header),
+                        None => return Outcome::Ok, // logged and counted; closed on drop
+                    },
+                    false => None,
+                };
+                // Logs and `on_error` name the client, as `peer_addr` does.
+                if let Some(header) = &header {
+                    peer = proxy::client_addr(header);
+                }
                 #[cfg(feature = "tls")]
                 let tls = match tls_handshake(&slot.stream, &cfg) {
                     Ok(tls) => tls,
@@ -451,6 +464,9 @@ where
                 #[cfg(feature = "tls")]
                 if let Some(tls) = tls {
                     req.set_tls(tls);
+                }
+                if let Some(header) = header {
+                    req.set_proxy_header(header);
                 }
                 let result = run_phases(&factory, &mut req, H::setup, H::handle, H::finish);
                 // The reply's last buffered bytes: failing to send them fails the request.

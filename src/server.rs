@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram, UnixListener};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use socket2::Type;
@@ -40,6 +41,9 @@ struct Core {
     cfg: Arc<Config>,
     shared: Arc<Shared>,
     file: Option<SocketFile>,
+    /// The socket is shared with another process (inherited from systemd, or handed on by a
+    /// SIGHUP restart): it must never be shut down, which would stop it for them too.
+    shared_socket: AtomicBool,
 }
 
 impl Core {
@@ -50,6 +54,7 @@ impl Core {
             cfg: Arc::new(cfg),
             shared,
             file,
+            shared_socket: AtomicBool::new(false),
         })
     }
 
@@ -60,10 +65,14 @@ impl Core {
     }
 
     /// Whether the flavour is a pool whose workers take their own work (see
-    /// `flavors::pool`): the pool, unless a queue was asked for or the system cannot.
+    /// `flavors::pool`): the pool, unless a queue was asked for or the system cannot, or the
+    /// socket is shared with another process (that pool ends by shutting the socket down).
     fn self_serving_pool(&self) -> bool {
         let f = &self.cfg.flavor;
-        f.kind == Kind::Pool && f.queue.is_none() && pool::SUPPORTED
+        f.kind == Kind::Pool
+            && f.queue.is_none()
+            && pool::SUPPORTED
+            && !self.shared_socket.load(Ordering::SeqCst)
     }
 
     /// Runs the pool whose workers take their own work from `source` until shutdown or a
@@ -75,7 +84,9 @@ impl Core {
         runner: Runner<S::Job>,
         what: &'static str,
     ) -> io::Result<()> {
-        let Core { cfg, shared, file } = self;
+        let Core {
+            cfg, shared, file, ..
+        } = self;
         let source = Arc::new(source);
         let errors = PoolErrors::new(&shared, what);
         let pool = Pool::start(
@@ -85,7 +96,9 @@ impl Core {
             &cfg.flavor,
             move || errors.clone(),
         )?;
+        crate::systemd::serving();
         let result = pool.wait();
+        crate::systemd::stopping();
         shared.stop();
         source.interrupt();
         drop(file);
@@ -101,7 +114,9 @@ impl Core {
         runner: Runner<J>,
         serve_loop: impl FnOnce(&S, &mut Exec<J>, &Arc<Shared>, &Config) -> io::Result<()>,
     ) -> io::Result<()> {
-        let Core { cfg, shared, file } = self;
+        let Core {
+            cfg, shared, file, ..
+        } = self;
         let mut exec = match Exec::new(&cfg.flavor, runner, &shared) {
             Ok(exec) => exec,
             Err(e) => {
@@ -110,7 +125,9 @@ impl Core {
                 return Err(e);
             }
         };
+        crate::systemd::serving();
         let result = serve_loop(&socket, &mut exec, &shared, &cfg);
+        crate::systemd::stopping();
         drop(socket);
         drop(file);
         shared.stop();
@@ -198,6 +215,15 @@ impl<L: Listener> StreamServer<L> {
     /// The listening socket's `SO_SNDBUF` in effect, which accepted connections inherit.
     pub fn send_buffer_size(&self) -> io::Result<usize> {
         Ok(buffer_sizes(&self.listener)?.1)
+    }
+
+    pub(crate) fn listener(&self) -> &L {
+        &self.listener
+    }
+
+    /// Marks the listening socket as shared with another process (see `Core`).
+    pub(crate) fn share_socket(&self) {
+        self.core.shared_socket.store(true, Ordering::SeqCst);
     }
 
     /// Serves connections until shutdown, giving each one a clone of `handler`.
@@ -293,13 +319,20 @@ impl<L: Listener> StreamServer<L> {
             return self.serve_with(move || Looping(factory()));
         }
         let StreamServer { listener, core } = self;
-        let Core { cfg, shared, file } = core;
+        let Core {
+            cfg,
+            shared,
+            file,
+            shared_socket,
+        } = core;
         let workers = cfg.flavor.workers;
         let parked = Parked::start(listener, Box::new(factory), &shared, &cfg, workers)?;
+        crate::systemd::serving();
         let result = parked.wait();
+        crate::systemd::stopping();
         shared.stop();
         drop(file);
-        parked.finish(cfg.grace_period);
+        parked.finish(cfg.grace_period, shared_socket.into_inner());
         result
     }
 }
@@ -437,6 +470,11 @@ impl<S: Datagram> DatagramServer<S> {
             core: Core::new(cfg, file)?,
             _transport: PhantomData,
         })
+    }
+
+    /// Marks the socket as shared with another process (see `Core`).
+    pub(crate) fn share_socket(&self) {
+        self.core.shared_socket.store(true, Ordering::SeqCst);
     }
 
     /// A handle that stops this server from any thread; see [`ShutdownHandle`].

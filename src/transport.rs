@@ -347,6 +347,10 @@ impl SocketFile {
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
+        // After a SIGHUP restart the new process serves the same socket: its file stays.
+        if crate::systemd::handed_over() {
+            return;
+        }
         if let Ok(meta) = fs::symlink_metadata(&self.path) {
             if meta.dev() == self.dev && meta.ino() == self.ino {
                 let _ = fs::remove_file(&self.path);

@@ -238,7 +238,8 @@ fn threads_of(pid: u32) -> usize {
 /// The attack of issue 12 on the default echo example: 4 300 clients connect and stay
 /// silent (they used to take every thread of the pool up to its 4 096 limit); a new client
 /// is still answered at once, and the server runs its 8 workers plus the accept-free serve
-/// thread and the signal thread, whatever the number of connections.
+/// thread, the signal thread and the SIGHUP restart thread, whatever the number of
+/// connections.
 #[test]
 fn silent_clients_do_not_starve_the_default_echo() {
     util::build_examples();
@@ -255,9 +256,48 @@ fn silent_clients_do_not_starve_the_default_echo() {
     eprintln!("a new client beside 4300 silent ones answered in {took:?}");
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
     assert!(
-        threads_of(srv.pid()) <= 8 + 2,
+        threads_of(srv.pid()) <= 8 + 3,
         "{} threads",
         threads_of(srv.pid())
     );
     drop(silent);
+}
+
+/// `framing::per_frame`: one frame per request, a frame split across segments read whole,
+/// two frames in one segment both answered, an oversize frame closing that connection only.
+#[test]
+fn frames_as_requests() {
+    use socketserver::framing::{self, Codec};
+    let codec = Codec::new().max_frame_len(1024);
+    let s = TcpServer::builder()
+        .flavor(Flavor::pool().workers(2))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = s.local_addr().unwrap();
+    let h = s.shutdown_handle();
+    let join = thread::spawn(move || {
+        s.serve_requests(framing::per_frame(
+            codec,
+            move |frame: Vec<u8>, req: &mut StreamRequest| codec.write_frame(req, &frame),
+        ))
+    });
+    let frame = |p: &[u8]| codec.encode(p).unwrap();
+    let mut c = util::tcp_client(addr);
+    let mut two = frame(b"one");
+    two.extend(frame(b"two"));
+    c.write_all(&two).unwrap();
+    assert_eq!(util::read_until(&mut c, |g| g.len() >= two.len()), two);
+    let split = frame(b"split across writes");
+    c.write_all(&split[..3]).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    c.write_all(&split[3..]).unwrap();
+    assert_eq!(util::read_until(&mut c, |g| g.len() >= split.len()), split);
+    let mut big = util::tcp_client(addr);
+    big.write_all(&(1u32 << 20).to_be_bytes()).unwrap();
+    assert_eq!(util::read_to_end(&mut big), b"");
+    c.write_all(&frame(b"still")).unwrap();
+    assert_eq!(util::read_until(&mut c, |g| g.len() >= 9), frame(b"still"));
+    drop(c);
+    h.shutdown();
+    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
 }

@@ -28,6 +28,7 @@ use super::threads::ThreadSet;
 use crate::addr::Addr;
 use crate::config::Config;
 use crate::handler::{run_request, HandlerError, Next, RequestHandler};
+use crate::proxy;
 use crate::request::StreamRequest;
 use crate::serve::{configure, report, verified};
 use crate::shutdown::{ConnSlot, Registration, Shared};
@@ -153,6 +154,10 @@ pub(crate) struct Inner<L, H> {
     /// The error that made accepting impossible (it ends `serve`).
     fatal: Mutex<Option<io::Error>>,
     backoff: Mutex<Backoff>,
+    /// The turn to wait on the poller: `Poller::wait` returns at once, with no event, to
+    /// every thread but the one already waiting, so the others must sleep here instead of
+    /// calling it in a loop (which spun every idle worker at full speed).
+    turn: Mutex<()>,
 }
 
 /// The accept back-off, shared by the workers (5 ms doubling to 1 s).
@@ -202,6 +207,7 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
             paused: AtomicBool::new(false),
             fatal: Mutex::new(None),
             backoff: Mutex::new(Backoff::default()),
+            turn: Mutex::new(()),
         });
         let mut parked = Parked {
             inner,
@@ -214,7 +220,8 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
                 .spawn("socketserver-worker", move || inner.work())
             {
                 shared.stop();
-                parked.finish(Duration::ZERO);
+                // Not shut down: it may be shared; it closes as the workers let go of it.
+                parked.finish(Duration::ZERO, true);
                 return Err(e);
             }
         }
@@ -254,12 +261,16 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
     /// After shutdown began: stops accepting, closes every parked connection, lets requests
     /// in flight finish within `grace`, joins the workers, and closes what they parked
     /// meanwhile.
-    pub(crate) fn finish(mut self, grace: Duration) {
+    /// `shared_socket`: the listener is another process's too (systemd, a restart), and is
+    /// not shut down: that would stop it for them.
+    pub(crate) fn finish(mut self, grace: Duration, shared_socket: bool) {
         let inner = &self.inner;
         let _ = inner.poller.delete(&inner.listener);
         // Stop taking connections now (Linux refuses new clients at once); the descriptor
         // closes when the last worker lets go of it.
-        let _ = socket2::SockRef::from(&inner.listener).shutdown(std::net::Shutdown::Read);
+        if !shared_socket {
+            let _ = socket2::SockRef::from(&inner.listener).shutdown(std::net::Shutdown::Read);
+        }
         inner.close_all_parked();
         finish_threads(&inner.shared, &mut self.threads, grace);
         inner.close_all_parked();
@@ -276,7 +287,10 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 return;
             }
             events.clear();
-            match self.poller.wait(&mut events, None) {
+            let turn = lock(&self.turn);
+            let waited = self.poller.wait(&mut events, None);
+            drop(turn);
+            match waited {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -402,12 +416,26 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
 
     /// A new connection: configured and given its handler, then served if its first request
     /// is there already, else parked.
-    fn open(&self, stream: Stream, peer: Addr) {
+    fn open(&self, stream: Stream, mut peer: Addr) {
         if let Err(e) = configure(&stream, &self.cfg) {
             log::debug!("{peer}: cannot configure the connection: {e}");
             self.closed_one();
             return;
         }
+        // Behind a balancer: the PROXY header first, on this worker, within its deadline.
+        let header = match self.cfg.proxy.enabled() {
+            true => match proxy::accept(&stream, &peer, &self.cfg.proxy, &self.shared) {
+                Some(header) => {
+                    peer = proxy::client_addr(&header);
+                    Some(header)
+                }
+                None => {
+                    self.closed_one(); // logged and counted; closed on drop
+                    return;
+                }
+            },
+            false => None,
+        };
         let handler =
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.factory)())) {
                 Ok(h) => h,
@@ -422,13 +450,16 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         let readable = sys::readable_now(stream.as_raw_fd());
         let slot = Arc::new(ConnSlot { stream });
         let registration = Some(self.shared.register(Arc::clone(&slot)));
-        let req = StreamRequest::new(
+        let mut req = StreamRequest::new(
             slot,
             peer.clone(),
             Arc::clone(&self.shared),
             &self.cfg,
             false,
         );
+        if let Some(header) = header {
+            req.set_proxy_header(header);
+        }
         let conn = Box::new(Conn {
             req,
             handler,
