@@ -798,6 +798,18 @@ fn examples_in_fork_mode_over_tls() {
     assert_eq!(out, "pooled\n");
     drop(pooled);
 
+    // whoami adds the TLS facts to its line.
+    let whoami = ExampleServer::start("whoami", &default_mode);
+    let out = py(
+        "s = connect(sys.argv[1], sys.argv[2])\nimport json\nsay(json.dumps(json.loads(line(s))['tls'], sort_keys=True))",
+        &[&whoami.addr, &ca],
+    );
+    assert_eq!(
+        out,
+        "{\"alpn\": null, \"sni\": \"localhost\", \"version\": \"TLSv1.3\"}\n"
+    );
+    drop(whoami);
+
     let echo = ExampleServer::start("echo", &args);
     let out = py(
         r#"
