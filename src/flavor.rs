@@ -160,7 +160,8 @@ impl Flavor {
     /// `recvfrom(2)` themselves and serve what they take, with no hand-off between threads
     /// (fewer system calls and context switches per connection; see BENCHMARKS.md). A
     /// queue accepts eagerly instead: clients leave the kernel's backlog as soon as they
-    /// arrive and wait in the queue, which adds `n` to what the backlog holds. Elsewhere
+    /// arrive and wait in the queue, which adds `n` to what the backlog holds (plus one: the connection the accepting thread
+    /// holds while it waits for room). Elsewhere
     /// than Linux the pool always hands off, with a queue as large as the warm workers by
     /// default: waking workers blocked in `accept` at shutdown is Linux's behaviour.
     pub fn queue(mut self, n: usize) -> Flavor {

@@ -1782,7 +1782,6 @@ fn chat_degrades_cleanly_when_descriptors_run_out_and_recovers() {
 /// `start` then starts all its warm workers on top. Ignored so that CI stays green until
 /// `src/flavors/pool.rs` is fixed: run it with `--ignored`.
 #[test]
-#[ignore = "the pool passes its limit when clients wait as it starts (src/flavors/pool.rs)"]
 fn a_fixed_pool_started_under_load_stays_within_its_limit() {
     let _g = serial();
     for round in 0..10 {
