@@ -632,8 +632,8 @@ impl SocketReader {
         false
     }
 
-    /// After poll(2) found the socket readable: whether a read returns at once (with TLS,
-    /// only part of a record may have come: then wait again).
+    /// After poll(2) found the socket readable: whether a request has begun arriving (with
+    /// TLS, a whole record without data, such as a key update, is not one: wait again).
     fn tls_pump(&mut self) -> io::Result<bool> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &mut self.tls {
