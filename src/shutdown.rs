@@ -80,11 +80,6 @@ impl Shared {
         self.grace
     }
 
-    /// The socket that turns readable once shutdown has begun.
-    pub(crate) fn wake_socket(&self) -> &UnixStream {
-        &self.wake_rx
-    }
-
     /// The descriptor that turns readable once shutdown has begun.
     pub(crate) fn wake_fd(&self) -> RawFd {
         self.wake_rx.as_raw_fd()

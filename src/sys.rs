@@ -139,22 +139,6 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize
     cvt_size(unsafe { libc::sendmsg(fd, &msg, SEND_FLAGS) })
 }
 
-/// Registers `fd` in `poller` with `interest`, in `mode` (`polling::Poller::add_with_mode`).
-///
-/// The caller must delete `fd` from the poller before closing it: the parked-connection
-/// pool does so for every connection (`parked::close` and the sweeps), under the same lock
-/// that registered it, and deletes the listener and the wake socket before dropping them.
-pub(crate) fn poller_add(
-    poller: &polling::Poller,
-    fd: RawFd,
-    interest: polling::Event,
-    mode: polling::PollMode,
-) -> io::Result<()> {
-    // SAFETY: `fd` is open now, and (see above) it is deleted from the poller before it is
-    // closed, which is polling's requirement for `add`.
-    unsafe { poller.add_with_mode(fd, interest, mode) }
-}
-
 /// Forks a child that runs `child` and leaves with its exit code; the parent gets the
 /// child's pid.
 ///

@@ -1,8 +1,8 @@
 //! Idle connections parked in an event set: the pool flavour of `serve_requests`.
 //!
 //! A connection waiting for its client's next request is not on any thread: it sits in a
-//! slab, registered (oneshot) in a `polling::Poller` (epoll on Linux, kqueue on the BSDs).
-//! Workers take turns waiting on the poller (polling lets one thread wait at a time: the
+//! slab, registered in a `mio::Poll` (epoll on Linux, kqueue on the BSDs).
+//! Workers take turns waiting on the poll (one thread waits at a time, under a lock: the
 //! waiting worker is the leader, the others queue behind it), one event per wait: the
 //! listener (accept one connection, re-arm), or a parked connection whose request arrived
 //! (take it out of the slab, serve its request on this thread, then park it again, or serve
@@ -15,13 +15,13 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::num::NonZeroUsize;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use polling::{Event, Events, PollMode, Poller};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::finish_threads;
 use super::threads::ThreadSet;
@@ -142,7 +142,7 @@ impl<H> Parking<H> {
 /// Everything the workers share.
 pub(crate) struct Inner<L, H> {
     listener: L,
-    poller: Poller,
+    registry: Registry,
     parking: Mutex<Parking<H>>,
     factory: Box<dyn Fn() -> H + Send + Sync>,
     shared: Arc<Shared>,
@@ -154,10 +154,9 @@ pub(crate) struct Inner<L, H> {
     /// The error that made accepting impossible (it ends `serve`).
     fatal: Mutex<Option<io::Error>>,
     backoff: Mutex<Backoff>,
-    /// The turn to wait on the poller: `Poller::wait` returns at once, with no event, to
-    /// every thread but the one already waiting, so the others must sleep here instead of
-    /// calling it in a loop (which spun every idle worker at full speed).
-    turn: Mutex<()>,
+    /// The poll, and the turn to wait on it: one worker waits (the leader), the others
+    /// sleep on this lock until it returns with its one event.
+    poll: Mutex<Poll>,
 }
 
 /// The accept back-off, shared by the workers (5 ms doubling to 1 s).
@@ -183,22 +182,22 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         cfg: &Arc<Config>,
         workers: usize,
     ) -> io::Result<Parked<L, H>> {
-        let poller = Poller::new()?;
-        sys::poller_add(
-            &poller,
-            listener.as_raw_fd(),
-            Event::readable(LISTENER),
-            PollMode::Oneshot,
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        registry.register(
+            &mut SourceFd(&listener.as_raw_fd()),
+            Token(LISTENER),
+            Interest::READABLE,
         )?;
-        sys::poller_add(
-            &poller,
-            shared.wake_fd(),
-            Event::readable(WAKE),
-            PollMode::Level,
+        registry.register(
+            &mut SourceFd(&shared.wake_fd()),
+            Token(WAKE),
+            Interest::READABLE,
         )?;
         let inner = Arc::new(Inner {
             listener,
-            poller,
+            registry,
+            poll: Mutex::new(poll),
             parking: Mutex::new(Parking::new()),
             factory,
             shared: Arc::clone(shared),
@@ -207,7 +206,6 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
             paused: AtomicBool::new(false),
             fatal: Mutex::new(None),
             backoff: Mutex::new(Backoff::default()),
-            turn: Mutex::new(()),
         });
         let mut parked = Parked {
             inner,
@@ -265,7 +263,9 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
     /// not shut down: that would stop it for them.
     pub(crate) fn finish(mut self, grace: Duration, shared_socket: bool) {
         let inner = &self.inner;
-        let _ = inner.poller.delete(&inner.listener);
+        let _ = inner
+            .registry
+            .deregister(&mut SourceFd(&inner.listener.as_raw_fd()));
         // Stop taking connections now (Linux refuses new clients at once); the descriptor
         // closes when the last worker lets go of it.
         if !shared_socket {
@@ -274,22 +274,22 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         inner.close_all_parked();
         finish_threads(&inner.shared, &mut self.threads, grace);
         inner.close_all_parked();
-        let _ = inner.poller.delete(inner.shared.wake_socket());
+        let _ = inner
+            .registry
+            .deregister(&mut SourceFd(&inner.shared.wake_fd()));
     }
 }
 
 impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// A worker: one event at a time, until shutdown.
     fn work(&self) {
-        let mut events = Events::with_capacity(NonZeroUsize::MIN);
+        let mut events = Events::with_capacity(1);
         loop {
             if self.shared.is_stopping() {
                 return;
             }
             events.clear();
-            let turn = lock(&self.turn);
-            let waited = self.poller.wait(&mut events, None);
-            drop(turn);
+            let waited = lock(&self.poll).poll(&mut events, None);
             match waited {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -303,8 +303,16 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             let Some(event) = events.iter().next() else {
                 continue;
             };
-            match event.key {
-                WAKE => return,
+            match event.token().0 {
+                WAKE => {
+                    // Edge-triggered: re-arm it, so that the next waiting worker wakes too.
+                    let _ = self.registry.reregister(
+                        &mut SourceFd(&self.shared.wake_fd()),
+                        Token(WAKE),
+                        Interest::READABLE,
+                    );
+                    return;
+                }
                 LISTENER => self.accept_one(),
                 key => {
                     let conn = lock(&self.parking).take(key);
@@ -319,19 +327,28 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// Accepts one connection, re-arms the listener (unless at the connection limit) and
     /// serves or parks the new connection.
     fn accept_one(&self) {
+        // A place under `max_connections` is reserved before accepting: with edge-triggered
+        // events two workers may be accepting at once, and neither may pass the limit.
+        let max = self.cfg.max_connections;
+        if self
+            .live
+            .fetch_update(SeqCst, SeqCst, |l| (l < max).then_some(l + 1))
+            .is_err()
+        {
+            self.pause_accepting();
+            return;
+        }
         match self.listener.accept_stream() {
             Ok((stream, peer)) => {
                 lock(&self.backoff).0 = None;
-                let live = self.live.fetch_add(1, SeqCst) + 1;
-                if live < self.cfg.max_connections {
+                let live = self.live.load(SeqCst);
+                if live < max {
                     self.rearm_listener();
                 } else {
                     log::warn!(
                         "{live} connections open (max_connections): accepting again when one closes"
                     );
-                    self.paused.store(true, SeqCst);
-                    // A close may have come between the count and the flag.
-                    self.resume_accepting();
+                    self.pause_accepting();
                 }
                 if verified(&self.cfg, &self.shared, &peer) {
                     self.open(stream, peer);
@@ -340,8 +357,22 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                     self.closed_one();
                 }
             }
-            Err(e) => self.accept_failed(e),
+            Err(e) => {
+                self.live.fetch_sub(1, SeqCst);
+                self.accept_failed(e);
+            }
         }
+    }
+
+    /// Takes the listener out of the poll (an edge-triggered registration would go on
+    /// reporting new clients) until a connection closes.
+    fn pause_accepting(&self) {
+        let _ = self
+            .registry
+            .deregister(&mut SourceFd(&self.listener.as_raw_fd()));
+        self.paused.store(true, SeqCst);
+        // A close may have come between the count and the flag.
+        self.resume_accepting();
     }
 
     fn accept_failed(&self, e: io::Error) {
@@ -389,9 +420,12 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
 
     fn rearm_listener(&self) {
         if !self.shared.is_stopping() {
-            let _ = self
-                .poller
-                .modify(&self.listener, Event::readable(LISTENER));
+            // Re-armed: an accept still pending in the backlog reports at once.
+            let _ = self.registry.reregister(
+                &mut SourceFd(&self.listener.as_raw_fd()),
+                Token(LISTENER),
+                Interest::READABLE,
+            );
         }
     }
 
@@ -402,8 +436,14 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 .paused
                 .compare_exchange(true, false, SeqCst, SeqCst)
                 .is_ok()
+            && !self.shared.is_stopping()
         {
-            self.rearm_listener();
+            // Registering reports at once if clients wait in the backlog.
+            let _ = self.registry.register(
+                &mut SourceFd(&self.listener.as_raw_fd()),
+                Token(LISTENER),
+                Interest::READABLE,
+            );
         }
     }
 
@@ -525,16 +565,15 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         let mut parking = lock(&self.parking);
         // In the slab before it is armed: its event can come at once.
         let key = parking.insert(conn);
-        let stream = parking.get(key).req.stream();
+        let fd = parking.get(key).req.stream().as_raw_fd();
+        // Registering (or re-registering) reports at once if bytes are already there: none
+        // that came while the connection was being served waits for the next ones.
         let armed = if first {
-            sys::poller_add(
-                &self.poller,
-                stream.as_raw_fd(),
-                Event::readable(key),
-                PollMode::Oneshot,
-            )
+            self.registry
+                .register(&mut SourceFd(&fd), Token(key), Interest::READABLE)
         } else {
-            self.poller.modify(stream, Event::readable(key))
+            self.registry
+                .reregister(&mut SourceFd(&fd), Token(key), Interest::READABLE)
         };
         if let Err(e) = armed {
             let conn = parking.take(key);
@@ -550,7 +589,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// Closes a connection (out of the poller first), politely.
     fn close(&self, mut conn: Box<Conn<H>>) {
         if conn.registered {
-            let _ = self.poller.delete(conn.req.stream());
+            let _ = self
+                .registry
+                .deregister(&mut SourceFd(&conn.req.stream().as_raw_fd()));
         }
         conn.req.close();
         drop(conn);
