@@ -10,19 +10,20 @@ mod common;
 
 use std::io::{self, Read, Write};
 
-use socketserver::StreamRequest;
+use socketserver::{Next, StreamRequest};
 
 fn main() -> io::Result<()> {
     common::init_logging();
     let args = common::parse("TCP echo server (default 127.0.0.1:8001)");
-    common::serve_tcp(&args, 8001, |req: &mut StreamRequest| {
+    // One request = what one read returns; idle clients wait in the event set, not on a
+    // thread.
+    common::serve_tcp_requests(&args, 8001, |req: &mut StreamRequest| {
         let mut buf = [0; 16 * 1024];
-        loop {
-            let n = req.read(&mut buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            req.write_all(&buf[..n])?;
+        let n = req.read(&mut buf)?;
+        if n == 0 {
+            return Ok(Next::Close);
         }
+        req.write_all(&buf[..n])?;
+        Ok(Next::Continue)
     })
 }

@@ -14,7 +14,7 @@ mod common;
 use std::io;
 
 use socketserver::framing::{Codec, FrameError};
-use socketserver::StreamRequest;
+use socketserver::{Next, StreamRequest};
 
 /// u32 big-endian prefix, frames of at most 1 MiB.
 const FRAMES: Codec = Codec::new().max_frame_len(1024 * 1024);
@@ -22,18 +22,19 @@ const FRAMES: Codec = Codec::new().max_frame_len(1024 * 1024);
 fn main() -> io::Result<()> {
     common::init_logging();
     let args = common::parse("Framed (u32 big-endian length) echo server (default 127.0.0.1:8007)");
-    common::serve_tcp(&args, 8007, |req: &mut StreamRequest| {
-        let mut frame = Vec::new();
-        loop {
-            match FRAMES.read_frame_into(req, &mut frame) {
-                Ok(true) => FRAMES.write_frame(req, &frame)?,
-                Ok(false) => return Ok(()),
-                Err(e) if FrameError::from_io(&e).is_some() => {
-                    log::warn!("{}: {e}: closing the connection", req.peer_addr());
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
+    // One request = one frame (a partial frame is read within the request timeout).
+    common::serve_tcp_requests(&args, 8007, |req: &mut StreamRequest| {
+        match FRAMES.read_frame(req) {
+            Ok(Some(frame)) => {
+                FRAMES.write_frame(req, &frame)?;
+                Ok(Next::Continue)
             }
+            Ok(None) => Ok(Next::Close),
+            Err(e) if FrameError::from_io(&e).is_some() => {
+                log::warn!("{}: {e}: closing the connection", req.peer_addr());
+                Ok(Next::Close)
+            }
+            Err(e) => Err(e),
         }
     })
 }

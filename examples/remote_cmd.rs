@@ -12,7 +12,9 @@
 //!   `exit_code` -N (like Python's `returncode`). A command refused, that cannot start,
 //!   that runs over the timeout, whose output exceeds the cap, or that is still running at
 //!   shutdown gets `"exit_code":null`, both sizes 0 and `"error":"..."`: such a program is
-//!   killed (by its own pid) and reaped, and its partial output discarded.
+//!   killed (with the process group it leads) and reaped, and its partial output discarded.
+//!   Each command runs in a process group of its own, killed when the command ends: no
+//!   background job it started outlives it.
 //! * a connection serves any number of requests in turn, until EOF. A request frame over
 //!   64 KiB is answered with an error and closes the connection (the stream is out of step).
 //!
@@ -32,7 +34,7 @@
 mod common;
 
 use std::io::{self, Read, Write};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,6 +43,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use serde::Serialize;
 use socketserver::framing::{self, Codec, FrameError};
 use socketserver::StreamRequest;
@@ -96,12 +100,20 @@ fn parse(request: &[u8], limits: &Limits) -> Result<Vec<String>, String> {
 }
 
 /// Runs `argv` within the limits; the child is killed and reaped if anything goes wrong.
+///
+/// The command runs in a process group of its own (its pid is the group's id), so that
+/// what it starts in the background is found again: when the command ends, whether it
+/// finished, failed a limit or met shutdown, whatever is left in its group is killed. A
+/// background job can neither outlive its command nor hold its output pipes open past
+/// the timeout. (A program that leaves the group on purpose, with `setsid`, is beyond
+/// this: run the server in a container or a cgroup for that.)
 fn run(argv: &[String], limits: &Limits, stopping: &dyn Fn() -> bool) -> Result<Outcome, String> {
     let mut child = Command::new(&argv[0])
         .args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", argv[0]))?;
     let deadline = Instant::now() + limits.timeout;
@@ -110,8 +122,11 @@ fn run(argv: &[String], limits: &Limits, stopping: &dyn Fn() -> bool) -> Result<
         let code = status.code().or(status.signal().map(|s| -s)).unwrap_or(-1);
         Ok((code, out, err))
     });
+    // The group this command leads, and nothing else: its own pid as a group id.
+    let group = Pid::from_raw(child.id() as i32);
+    let _ = killpg(group, Signal::SIGKILL);
     if outcome.is_err() {
-        let _ = child.kill(); // its own pid, never a group or a name
+        let _ = child.kill(); // already killed with its group; its own pid, never a name
         let _ = child.wait();
     }
     outcome
@@ -119,8 +134,8 @@ fn run(argv: &[String], limits: &Limits, stopping: &dyn Fn() -> bool) -> Result<
 
 /// Reads stdout and stderr to their ends on two threads, so neither pipe can fill up and
 /// block the child, with the output cap, the deadline and shutdown watched meanwhile.
-/// The threads end when the pipes close: when the child exits or is killed (or, if it
-/// started programs of its own that keep the pipes open, when those exit).
+/// The threads end when the pipes close: when the child and whatever it started exit or
+/// are killed with its process group.
 fn collect(
     child: &mut Child,
     limits: &Limits,

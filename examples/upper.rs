@@ -10,20 +10,19 @@ mod common;
 
 use std::io::{self, Read, Write};
 
-use socketserver::StreamRequest;
+use socketserver::{Next, StreamRequest};
 
 fn main() -> io::Result<()> {
     common::init_logging();
     let args = common::parse("TCP upper-case server (default 127.0.0.1:8002)");
-    common::serve_tcp(&args, 8002, |req: &mut StreamRequest| {
+    common::serve_tcp_requests(&args, 8002, |req: &mut StreamRequest| {
         let mut buf = [0; 16 * 1024];
-        loop {
-            let n = req.read(&mut buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf[..n].make_ascii_uppercase();
-            req.write_all(&buf[..n])?;
+        let n = req.read(&mut buf)?;
+        if n == 0 {
+            return Ok(Next::Close);
         }
+        buf[..n].make_ascii_uppercase();
+        req.write_all(&buf[..n])?;
+        Ok(Next::Continue)
     })
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::addr::Addr;
 use crate::flavor::Flavor;
 use crate::handler::HandlerError;
+use crate::proxy::ProxyConfig;
 
 pub(crate) type VerifyHook = Arc<dyn Fn(&Addr) -> bool + Send + Sync>;
 pub(crate) type ErrorHook = Arc<dyn Fn(&Addr, &HandlerError) + Send + Sync>;
@@ -27,6 +28,7 @@ pub(crate) struct Config {
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) request_timeout: Option<Duration>,
+    pub(crate) max_connections: usize,
     pub(crate) recv_buffer: Option<usize>,
     pub(crate) send_buffer: Option<usize>,
     pub(crate) grace_period: Duration,
@@ -34,6 +36,8 @@ pub(crate) struct Config {
     pub(crate) end_idle_on_shutdown: bool,
     pub(crate) verify: Option<VerifyHook>,
     pub(crate) on_error: Option<ErrorHook>,
+    /// PROXY protocol (stream servers): `Builder::proxy_protocol`, in proxy.rs.
+    pub(crate) proxy: ProxyConfig,
 }
 
 impl Config {
@@ -50,6 +54,7 @@ impl Config {
             write_timeout: None,
             idle_timeout: None,
             request_timeout: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             recv_buffer: None,
             send_buffer: None,
             grace_period: Duration::from_secs(5),
@@ -57,9 +62,13 @@ impl Config {
             end_idle_on_shutdown: true,
             verify: None,
             on_error: None,
+            proxy: ProxyConfig::default(),
         }
     }
 }
+
+/// The default bound on connections kept open by `serve_requests` in the pool flavour.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
 
 /// The largest per-connection read buffer and datagram size a builder takes: each is
 /// allocated whole, so a typo must not become a multi-gigabyte allocation.
@@ -82,6 +91,9 @@ impl Config {
                     "{name} of zero would fail every call at once; use None for no timeout"
                 ));
             }
+        }
+        if self.proxy.enabled() {
+            self.proxy.validate()?;
         }
         if self.max_datagram > MAX_BUFFER {
             return invalid(format!(
@@ -106,6 +118,9 @@ impl Config {
                 ));
             }
         }
+        if self.max_connections == 0 {
+            return invalid("max_connections must be at least 1".to_string());
+        }
         self.flavor.validate()
     }
 }
@@ -124,12 +139,14 @@ impl fmt::Debug for Config {
             .field("write_timeout", &self.write_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("max_connections", &self.max_connections)
             .field("recv_buffer", &self.recv_buffer)
             .field("send_buffer", &self.send_buffer)
             .field("grace_period", &self.grace_period)
             .field("end_idle_on_shutdown", &self.end_idle_on_shutdown)
             .field("verify", &self.verify.is_some())
             .field("on_error", &self.on_error.is_some())
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -270,6 +287,10 @@ impl<T> Builder<T> {
     }
     pub(crate) fn set_max_datagram(&mut self, n: usize) -> &mut Self {
         self.cfg.max_datagram = n.max(1);
+        self
+    }
+    pub(crate) fn set_max_connections(&mut self, n: usize) -> &mut Self {
+        self.cfg.max_connections = n;
         self
     }
     pub(crate) fn set_request_timeout(&mut self, t: Option<Duration>) -> &mut Self {

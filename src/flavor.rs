@@ -15,8 +15,11 @@ use std::time::Duration;
 /// | [`fixed_pool`](Flavor::fixed_pool) | (none) | short requests and a hard cap on threads |
 /// | [`forking`](Flavor::forking) | `ForkingMixIn` | isolation: a crash or leak dies with its process (unix) |
 ///
-/// The default is a growing pool: 16 warm workers fed by a bounded queue, growing up to
-/// 4096 threads while every worker is busy, extra threads leaving after 10 s idle. It serves
+/// The default is a growing pool: 16 warm workers, growing up to 4096 threads while every
+/// worker is busy, extra threads leaving after 10 s idle. On Linux its idle workers wait in
+/// `accept(2)` (or `recvfrom(2)`) themselves and serve what they take, with no queue and no
+/// hand-off between threads; elsewhere an accepting thread hands work over a bounded queue
+/// (see [`queue`](Flavor::queue)). It serves
 /// long-lived idle clients like thread-per-connection does, and short connections without a
 /// thread spawn each.
 ///
@@ -89,7 +92,7 @@ impl Flavor {
     }
 
     /// A fixed pool of `workers` threads that never grows. Connections beyond `workers` wait
-    /// in the queue, then in the kernel backlog: long-lived idle clients starve the rest.
+    /// in the kernel backlog: long-lived idle clients starve the rest.
     pub const fn fixed_pool(workers: usize) -> Flavor {
         Flavor::new(Kind::Pool, workers, workers)
     }
@@ -157,7 +160,8 @@ impl Flavor {
     /// `recvfrom(2)` themselves and serve what they take, with no hand-off between threads
     /// (fewer system calls and context switches per connection; see BENCHMARKS.md). A
     /// queue accepts eagerly instead: clients leave the kernel's backlog as soon as they
-    /// arrive and wait in the queue, which adds `n` to what the backlog holds. Elsewhere
+    /// arrive and wait in the queue, which adds `n` to what the backlog holds (plus one: the connection the accepting thread
+    /// holds while it waits for room). Elsewhere
     /// than Linux the pool always hands off, with a queue as large as the warm workers by
     /// default: waking workers blocked in `accept` at shutdown is Linux's behaviour.
     pub fn queue(mut self, n: usize) -> Flavor {

@@ -76,6 +76,98 @@ where
     }
 }
 
+/// What a [`RequestHandler`] wants after a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Keep the connection: wait for the client's next request (parked in the server's
+    /// event set, holding no thread, in the pool flavour).
+    Continue,
+    /// Close the connection cleanly.
+    Close,
+}
+
+/// Serves one request at a time on a kept connection: the shape for servers with many
+/// mostly idle clients.
+///
+/// [`serve_requests`](crate::StreamServer::serve_requests) makes one handler value per
+/// connection (its state lives as long as the connection) and calls `handle_request` each
+/// time the client's next request arrives. Within a request the handler reads and writes
+/// blocking, as a [`StreamHandler`] does (bounded by the server's timeouts and
+/// `request_timeout`); between requests, in the pool flavour, the connection waits in the
+/// server's event set (epoll on Linux), not on a thread: idle clients cost a few KiB each
+/// instead of a thread. In the other flavours the requests of a connection run in a loop on
+/// its thread or process.
+///
+/// Return [`Next::Continue`] to keep the connection, [`Next::Close`] to close it (do so when
+/// a read returns 0: the client closed). An `Err` or a panic is reported as for a
+/// `StreamHandler` and closes the connection. Bytes the client already sent (pipelined
+/// requests in the read buffer) are served at once, without waiting for the network.
+///
+/// Any `FnMut(&mut StreamRequest) -> io::Result<Next>` closure is one:
+///
+/// ```no_run
+/// use socketserver::{Next, StreamRequest, TcpServer};
+/// use std::io::{self, Read, Write};
+///
+/// TcpServer::bind("127.0.0.1:8001")?.serve_requests(|req: &mut StreamRequest| {
+///     let mut buf = [0; 16 * 1024];
+///     let n = req.read(&mut buf)?;
+///     if n == 0 {
+///         return Ok(Next::Close);
+///     }
+///     req.write_all(&buf[..n])?;
+///     Ok(Next::Continue)
+/// })
+/// # ; Ok::<(), io::Error>(())
+/// ```
+pub trait RequestHandler: Send + 'static {
+    /// Serves one request (its first byte has arrived, or is buffered) and says whether
+    /// to keep the connection.
+    fn handle_request(&mut self, req: &mut StreamRequest) -> io::Result<Next>;
+}
+
+impl<F> RequestHandler for F
+where
+    F: FnMut(&mut StreamRequest) -> io::Result<Next> + Send + 'static,
+{
+    fn handle_request(&mut self, req: &mut StreamRequest) -> io::Result<Next> {
+        self(req)
+    }
+}
+
+/// A request handler run as a connection handler: its requests in a loop on one thread
+/// (the flavours other than the pool, and the pool outside Linux).
+pub(crate) struct Looping<R>(pub(crate) R);
+
+impl<R: RequestHandler> StreamHandler for Looping<R> {
+    fn handle(&mut self, req: &mut StreamRequest) -> io::Result<()> {
+        while self.0.handle_request(req)? == Next::Continue {
+            if req.is_shutting_down() && req.buffer().is_empty() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs one request of a request handler, catching a panic (see `run_phases`).
+pub(crate) fn run_request<R: RequestHandler>(
+    handler: &mut R,
+    req: &mut StreamRequest,
+) -> Result<Next, HandlerError> {
+    match catch_unwind(AssertUnwindSafe(|| handler.handle_request(req))) {
+        Ok(Ok(next)) => Ok(next),
+        Ok(Err(e)) => Err(HandlerError::Io(e)),
+        Err(payload) => {
+            let msg = panic_message(&*payload);
+            if let Err(again) = catch_unwind(AssertUnwindSafe(|| drop(payload))) {
+                std::mem::forget(again);
+            }
+            Err(HandlerError::Panic(msg))
+        }
+    }
+}
+
 /// Handles one datagram (UDP or Unix datagram): Python's `DatagramRequestHandler`.
 ///
 /// Same contract as [`StreamHandler`]: `setup`, `handle`, then `finish` even when `handle`

@@ -31,7 +31,8 @@
 //!   (`Read` + `BufRead` + `Write`); datagram servers a [`DatagramRequest`] (the packet and
 //!   `reply`). IPv6 comes from the address (`[::1]:8001`), no subclass needed.
 //! * **Flavour** ([`Flavor`]), how requests run: `single` (one at a time), `threading` (a
-//!   thread each, bounded), `pool` (warm threads, growing when all are busy; the default),
+//!   thread each, bounded), `pool` (warm threads that take their own work, growing when all
+//!   are busy; the default),
 //!   `forking` (a process each, bounded). Python's `ThreadingTCPServer` is
 //!   `TcpServer` + `Flavor::threading()`.
 //! * **Handler**: a closure, or a type implementing [`StreamHandler`] or
@@ -55,7 +56,9 @@
 //! # Platforms
 //!
 //! Linux, macOS and the BSDs (anything `cfg(unix)`): the accept loop is built on `poll(2)`,
-//! and forking and Unix sockets are unix concepts. Windows is not supported.
+//! and forking and Unix sockets are unix concepts. On Linux the default pool's workers wait
+//! in `accept(2)` themselves (shutdown wakes them with `shutdown(2)` on the listener, a
+//! Linux behaviour); elsewhere the pool is fed through a queue. Windows is not supported.
 #![deny(
     missing_docs,
     missing_debug_implementations,
@@ -73,7 +76,9 @@ mod flavor;
 mod flavors;
 pub mod framing;
 mod handler;
+mod proxy;
 mod request;
+mod restart;
 mod serve;
 mod server;
 mod shutdown;
@@ -82,6 +87,7 @@ mod stats;
 mod stream;
 #[allow(unsafe_code)]
 mod sys;
+mod systemd;
 mod time;
 mod transport;
 
@@ -93,7 +99,8 @@ pub struct ReadmeDoctests;
 pub use crate::addr::Addr;
 pub use crate::config::Builder;
 pub use crate::flavor::{Flavor, ParseFlavorError};
-pub use crate::handler::{DatagramHandler, HandlerError, StreamHandler};
+pub use crate::handler::{DatagramHandler, HandlerError, Next, RequestHandler, StreamHandler};
+pub use crate::proxy::{ProxyHeader, Tlvs};
 pub use crate::request::{DatagramRequest, StreamRequest};
 pub use crate::server::{
     DatagramServer, StreamServer, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer,
@@ -103,3 +110,6 @@ pub use crate::signal::shutdown_on_signals;
 pub use crate::stats::Stats;
 pub use crate::stream::Stream;
 pub use crate::transport::{Datagram, Inet, Listener};
+/// A CIDR block (`10.0.0.0/8`, `::1/128`) or, through `From<IpAddr>`, one address: the
+/// trusted sources of [`Builder::proxy_protocol`]. Re-exported from the `ipnet` crate.
+pub use ipnet::IpNet;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::addr::Addr;
 use crate::config::Config;
+use crate::proxy::ProxyHeader;
 use crate::shutdown::{ConnSlot, Shared};
 use crate::stream::Stream;
 use crate::sys::{self, Interest};
@@ -60,6 +61,8 @@ const WRITE_BUFFER: usize = 8 * 1024;
 pub struct StreamRequest {
     reader: BufReader<SocketReader>,
     peer: Addr,
+    /// The PROXY protocol header the connection started with (see proxy.rs).
+    proxy: Option<Box<ProxyHeader>>,
 }
 
 /// Which limit ended a connection, for the counters.
@@ -88,6 +91,9 @@ struct SocketReader {
     /// accepted (the client wrote right after connecting), so the first read tries the
     /// socket before waiting in `poll`.
     fresh: bool,
+    /// The socket is known to be readable (the event set said so): the next read returns
+    /// at once, so it needs no timeout set first.
+    ready: bool,
     eof: bool,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
@@ -124,6 +130,7 @@ impl StreamRequest {
             idle: true,
             replying: false,
             fresh: true,
+            ready: false,
             eof: false,
             read_timeout: cfg.read_timeout,
             write_timeout: cfg.write_timeout,
@@ -141,12 +148,32 @@ impl StreamRequest {
         StreamRequest {
             reader: BufReader::with_capacity(cfg.read_buffer, inner),
             peer,
+            proxy: None,
         }
     }
 
-    /// The client's address.
+    /// The client's address. Behind a load balancer speaking the PROXY protocol (see
+    /// `Builder::proxy_protocol`), the real client's address from the header; the
+    /// balancer's is [`balancer_addr`](Self::balancer_addr).
     pub fn peer_addr(&self) -> &Addr {
         &self.peer
+    }
+
+    /// The load balancer's address (the socket's peer), when the connection started with a
+    /// PROXY protocol header; `None` without one.
+    pub fn balancer_addr(&self) -> Option<&Addr> {
+        self.proxy.as_deref().map(ProxyHeader::balancer_addr)
+    }
+
+    /// The PROXY protocol header the connection started with (its TLVs: ALPN, authority,
+    /// unique id...), when the server expects one (see `Builder::proxy_protocol`).
+    pub fn proxy_header(&self) -> Option<&ProxyHeader> {
+        self.proxy.as_deref()
+    }
+
+    pub(crate) fn set_proxy_header(&mut self, header: ProxyHeader) {
+        self.peer = crate::proxy::client_addr(&header);
+        self.proxy = Some(Box::new(header));
     }
 
     /// The server's end of this connection (`getsockname(2)`).
@@ -254,6 +281,27 @@ impl StreamRequest {
         self.reader.get_ref().timed_out
     }
 
+    /// The next request is known to have arrived (the event set said the connection is
+    /// readable, or its bytes are buffered): its first read goes straight to the socket (no
+    /// idle wait), and its deadline starts now.
+    pub(crate) fn request_arrived(&mut self) {
+        let buffered = !self.reader.buffer().is_empty();
+        let inner = self.reader.get_mut();
+        inner.timed_out = None;
+        inner.fresh = false;
+        inner.replying = false;
+        inner.ready = !buffered;
+        if inner.idle {
+            inner.idle = false;
+            inner.begin_request_deadline();
+        }
+    }
+
+    /// Whether the client closed its side (a read returned 0).
+    pub(crate) fn at_eof(&self) -> bool {
+        self.reader.get_ref().eof
+    }
+
     /// Closes the connection politely: send what is still buffered, shut down writing (the
     /// client reads EOF after all our bytes); then, if the client's bytes are waiting
     /// unread, drain them (up to 256 KiB, for up to 1 s, never waiting for more) so that the
@@ -287,6 +335,7 @@ impl StreamRequest {
     fn replying(&mut self) -> &mut SocketReader {
         let next_started = !self.reader.buffer().is_empty();
         let inner = self.reader.get_mut();
+        inner.ready = false;
         if !inner.replying {
             inner.replying = true;
             inner.end_request_deadline();
@@ -521,6 +570,24 @@ impl SocketReader {
     }
 }
 
+impl SocketReader {
+    /// A read of a socket known to be readable.
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let result = loop {
+            match (&self.slot.stream).read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        if let Ok(0) = result {
+            if !buf.is_empty() {
+                self.eof = true;
+            }
+        }
+        result
+    }
+}
+
 impl Read for SocketReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // Replies leave before the server waits for the client.
@@ -529,6 +596,10 @@ impl Read for SocketReader {
             return Ok(0);
         }
         let idle = self.idle;
+        if std::mem::take(&mut self.ready) {
+            // Readable now: this read returns at once, whatever the socket's timeout.
+            return self.read_now(buf);
+        }
         if std::mem::take(&mut self.fresh) && idle && self.wake_idle {
             // Saves the poll when the first request came with the connection.
             match sys::recv_now(self.slot.stream.as_raw_fd(), buf) {

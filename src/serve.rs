@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::flavors::pool::{Classify, Source};
 use crate::flavors::{Exec, Job, Runner};
 use crate::handler::{run_phases, DatagramHandler, HandlerError, Outcome, StreamHandler};
+use crate::proxy;
 use crate::request::{DatagramRequest, StreamRequest, TimedOut};
 use crate::shutdown::{ConnSlot, Shared};
 use crate::stats::Counters;
@@ -155,7 +156,7 @@ impl<'a> Waiter<'a> {
     }
 }
 
-fn verified(cfg: &Config, shared: &Shared, peer: &Addr) -> bool {
+pub(crate) fn verified(cfg: &Config, shared: &Shared, peer: &Addr) -> bool {
     Counters::bump(&shared.counters.accepted);
     match &cfg.verify {
         Some(verify) if !catch_unwind(AssertUnwindSafe(|| verify(peer))).unwrap_or(false) => {
@@ -391,7 +392,7 @@ fn dropped_oversize(shared: &Shared, cfg: &Config, peer: &Addr) {
 }
 
 /// Applies the per-connection socket options, on the worker (not the accept loop).
-fn configure(stream: &Stream, cfg: &Config) -> io::Result<()> {
+pub(crate) fn configure(stream: &Stream, cfg: &Config) -> io::Result<()> {
     if let (Stream::Tcp(s), true) = (stream, cfg.nodelay) {
         s.set_nodelay(true)?;
     }
@@ -418,13 +419,28 @@ where
     H: StreamHandler,
 {
     Arc::new(move |job: Accepted, forked: bool| {
-        let Accepted { stream, peer } = job;
+        let Accepted { stream, mut peer } = job;
         let result = match configure(&stream, &cfg) {
             Ok(()) => {
                 let slot = Arc::new(ConnSlot { stream });
                 let _registration = (!forked).then(|| shared.register(Arc::clone(&slot)));
+                // Behind a balancer: the PROXY header comes first, before TLS or the handler.
+                let header = match cfg.proxy.enabled() {
+                    true => match proxy::accept(&slot.stream, &peer, &cfg.proxy, &shared) {
+                        Some(header) => Some(header),
+                        None => return Outcome::Ok, // logged and counted; closed on drop
+                    },
+                    false => None,
+                };
+                // Logs and `on_error` name the client, as `peer_addr` does.
+                if let Some(header) = &header {
+                    peer = proxy::client_addr(header);
+                }
                 let mut req =
                     StreamRequest::new(slot, peer.clone(), Arc::clone(&shared), &cfg, forked);
+                if let Some(header) = header {
+                    req.set_proxy_header(header);
+                }
                 let result = run_phases(&factory, &mut req, H::setup, H::handle, H::finish);
                 // The reply's last buffered bytes: failing to send them fails the request.
                 let flushed = req.flush();
@@ -472,7 +488,7 @@ where
 /// Log levels say whose fault it is: ERROR for the server's own (a panic, an I/O error the
 /// client did not cause), INFO for what a client caused (invalid data, an oversize frame,
 /// a request timeout), DEBUG for routine ends (the client went away, an idle timeout).
-fn report(
+pub(crate) fn report(
     shared: &Shared,
     cfg: &Config,
     peer: &Addr,

@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram, UnixListener};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use socket2::Type;
@@ -13,9 +14,10 @@ use socket2::Type;
 use crate::config::{Builder, Config};
 use crate::flavor::Flavor;
 use crate::flavor::Kind;
+use crate::flavors::parked::Parked;
 use crate::flavors::pool::{self, Pool, Source};
 use crate::flavors::{Exec, Job, Runner};
-use crate::handler::{DatagramHandler, StreamHandler};
+use crate::handler::{DatagramHandler, Looping, RequestHandler, StreamHandler};
 use crate::serve::{
     accept_loop, datagram_runner, recv_loop, stream_runner, AcceptSource, PoolErrors, RecvSource,
 };
@@ -39,6 +41,9 @@ struct Core {
     cfg: Arc<Config>,
     shared: Arc<Shared>,
     file: Option<SocketFile>,
+    /// The socket is shared with another process (inherited from systemd, or handed on by a
+    /// SIGHUP restart): it must never be shut down, which would stop it for them too.
+    shared_socket: AtomicBool,
 }
 
 impl Core {
@@ -49,6 +54,7 @@ impl Core {
             cfg: Arc::new(cfg),
             shared,
             file,
+            shared_socket: AtomicBool::new(false),
         })
     }
 
@@ -59,10 +65,14 @@ impl Core {
     }
 
     /// Whether the flavour is a pool whose workers take their own work (see
-    /// `flavors::pool`): the pool, unless a queue was asked for or the system cannot.
+    /// `flavors::pool`): the pool, unless a queue was asked for or the system cannot, or the
+    /// socket is shared with another process (that pool ends by shutting the socket down).
     fn self_serving_pool(&self) -> bool {
         let f = &self.cfg.flavor;
-        f.kind == Kind::Pool && f.queue.is_none() && pool::SUPPORTED
+        f.kind == Kind::Pool
+            && f.queue.is_none()
+            && pool::SUPPORTED
+            && !self.shared_socket.load(Ordering::SeqCst)
     }
 
     /// Runs the pool whose workers take their own work from `source` until shutdown or a
@@ -74,7 +84,9 @@ impl Core {
         runner: Runner<S::Job>,
         what: &'static str,
     ) -> io::Result<()> {
-        let Core { cfg, shared, file } = self;
+        let Core {
+            cfg, shared, file, ..
+        } = self;
         let source = Arc::new(source);
         let errors = PoolErrors::new(&shared, what);
         let pool = Pool::start(
@@ -84,7 +96,9 @@ impl Core {
             &cfg.flavor,
             move || errors.clone(),
         )?;
+        crate::systemd::serving();
         let result = pool.wait();
+        crate::systemd::stopping();
         shared.stop();
         source.interrupt();
         drop(file);
@@ -100,7 +114,9 @@ impl Core {
         runner: Runner<J>,
         serve_loop: impl FnOnce(&S, &mut Exec<J>, &Arc<Shared>, &Config) -> io::Result<()>,
     ) -> io::Result<()> {
-        let Core { cfg, shared, file } = self;
+        let Core {
+            cfg, shared, file, ..
+        } = self;
         let mut exec = match Exec::new(&cfg.flavor, runner, &shared) {
             Ok(exec) => exec,
             Err(e) => {
@@ -109,7 +125,9 @@ impl Core {
                 return Err(e);
             }
         };
+        crate::systemd::serving();
         let result = serve_loop(&socket, &mut exec, &shared, &cfg);
+        crate::systemd::stopping();
         drop(socket);
         drop(file);
         shared.stop();
@@ -199,6 +217,15 @@ impl<L: Listener> StreamServer<L> {
         Ok(buffer_sizes(&self.listener)?.1)
     }
 
+    pub(crate) fn listener(&self) -> &L {
+        &self.listener
+    }
+
+    /// Marks the listening socket as shared with another process (see `Core`).
+    pub(crate) fn share_socket(&self) {
+        self.core.shared_socket.store(true, Ordering::SeqCst);
+    }
+
     /// Serves connections until shutdown, giving each one a clone of `handler`.
     ///
     /// Write the closure's parameter type out, `|req: &mut StreamRequest|`: `serve` takes
@@ -241,6 +268,64 @@ impl<L: Listener> StreamServer<L> {
             return core.serve_pool(source, runner, "accept");
         }
         core.serve(listener, runner, accept_loop)
+    }
+}
+
+impl<L: Listener> StreamServer<L> {
+    /// Serves connections one request at a time until shutdown, giving each connection a
+    /// clone of `handler` (see [`RequestHandler`]).
+    ///
+    /// In the pool flavour (the default), a connection waiting for its client's next
+    /// request holds no thread: it waits in the server's event set (epoll, kqueue), and the
+    /// pool's workers (`Flavor::workers`, 16 by default; they do not grow) serve requests as
+    /// they arrive. Thousands of mostly idle clients then cost memory (a few KiB each), not
+    /// threads; `max_connections` bounds them. In the other flavours each connection runs
+    /// its requests in a loop on its own thread or process.
+    ///
+    /// ```no_run
+    /// use socketserver::{Next, StreamRequest, TcpServer};
+    /// use std::io::{self, BufRead, Write};
+    ///
+    /// TcpServer::bind("127.0.0.1:8002")?.serve_requests(|req: &mut StreamRequest| {
+    ///     let mut line = String::new();
+    ///     if req.read_line(&mut line)? == 0 {
+    ///         return Ok(Next::Close);
+    ///     }
+    ///     req.write_all(line.to_uppercase().as_bytes())?;
+    ///     Ok(Next::Continue)
+    /// })
+    /// # ; Ok::<(), io::Error>(())
+    /// ```
+    pub fn serve_requests<H: RequestHandler + Clone>(self, handler: H) -> io::Result<()> {
+        self.serve_requests_with(cloning(handler))
+    }
+
+    /// Serves connections one request at a time, making each connection's handler with
+    /// `factory`. See [`serve_requests`](Self::serve_requests).
+    pub fn serve_requests_with<F, H>(self, factory: F) -> io::Result<()>
+    where
+        F: Fn() -> H + Send + Sync + 'static,
+        H: RequestHandler,
+    {
+        if self.core.cfg.flavor.kind != Kind::Pool {
+            return self.serve_with(move || Looping(factory()));
+        }
+        let StreamServer { listener, core } = self;
+        let Core {
+            cfg,
+            shared,
+            file,
+            shared_socket,
+        } = core;
+        let workers = cfg.flavor.workers;
+        let parked = Parked::start(listener, Box::new(factory), &shared, &cfg, workers)?;
+        crate::systemd::serving();
+        let result = parked.wait();
+        crate::systemd::stopping();
+        shared.stop();
+        drop(file);
+        parked.finish(cfg.grace_period, shared_socket.into_inner());
+        result
     }
 }
 
@@ -377,6 +462,11 @@ impl<S: Datagram> DatagramServer<S> {
             core: Core::new(cfg, file)?,
             _transport: PhantomData,
         })
+    }
+
+    /// Marks the socket as shared with another process (see `Core`).
+    pub(crate) fn share_socket(&self) {
+        self.core.shared_socket.store(true, Ordering::SeqCst);
     }
 
     /// A handle that stops this server from any thread; see [`ShutdownHandle`].

@@ -75,6 +75,16 @@ impl Shared {
         self.stopping.load(SeqCst)
     }
 
+    /// The grace period requests in flight get after shutdown begins.
+    pub(crate) fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// The socket that turns readable once shutdown has begun.
+    pub(crate) fn wake_socket(&self) -> &UnixStream {
+        &self.wake_rx
+    }
+
     /// The descriptor that turns readable once shutdown has begun.
     pub(crate) fn wake_fd(&self) -> RawFd {
         self.wake_rx.as_raw_fd()

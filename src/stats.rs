@@ -33,6 +33,11 @@ pub struct Stats {
     /// Requests cut because they did not arrive whole within the request timeout (or a
     /// deadline the handler set): the client's fault, not a handler error.
     pub request_timeouts: u64,
+    /// Connections closed because of their PROXY protocol header: missing, malformed,
+    /// incomplete at the header deadline, failing its CRC32C, or sent from a source not
+    /// trusted (see `Builder::proxy_protocol`). A connection closed before sending any byte
+    /// (a TCP health check) is not counted. In a forking server, counted in the child only.
+    pub proxy_rejected: u64,
     /// Worker threads running, or child processes not yet reaped, right now (bounded by the
     /// flavour's limit: finished ones are joined or reaped, never kept).
     pub threads: u64,
@@ -50,6 +55,7 @@ pub(crate) struct Counters {
     pub(crate) oversize_dropped: AtomicU64,
     pub(crate) idle_timeouts: AtomicU64,
     pub(crate) request_timeouts: AtomicU64,
+    pub(crate) proxy_rejected: AtomicU64,
     pub(crate) threads: AtomicU64,
 }
 
@@ -70,6 +76,7 @@ impl Counters {
             oversize_dropped: self.oversize_dropped.load(Relaxed),
             idle_timeouts: self.idle_timeouts.load(Relaxed),
             request_timeouts: self.request_timeouts.load(Relaxed),
+            proxy_rejected: self.proxy_rejected.load(Relaxed),
             threads: self.threads.load(Relaxed),
         }
     }

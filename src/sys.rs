@@ -1,6 +1,7 @@
 //! The crate's only `unsafe` code: `poll(2)`, `send(2)`/`sendmsg(2)` without `SIGPIPE`,
 //! `fork(2)` and what a forked child does before its handler, `waitpid(2)`, `kill(2)`,
-//! `_exit(2)`.
+//! `_exit(2)`, `recv(2)` with `MSG_PEEK`, and the descriptor passing of a restart
+//! (`dup2(2)` between fork and exec).
 //!
 //! Every function here is a thin, safe wrapper over one system call. A `-1` return becomes
 //! `io::Error::last_os_error()` through [`cvt`].
@@ -138,6 +139,22 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize
     cvt_size(unsafe { libc::sendmsg(fd, &msg, SEND_FLAGS) })
 }
 
+/// Registers `fd` in `poller` with `interest`, in `mode` (`polling::Poller::add_with_mode`).
+///
+/// The caller must delete `fd` from the poller before closing it: the parked-connection
+/// pool does so for every connection (`parked::close` and the sweeps), under the same lock
+/// that registered it, and deletes the listener and the wake socket before dropping them.
+pub(crate) fn poller_add(
+    poller: &polling::Poller,
+    fd: RawFd,
+    interest: polling::Event,
+    mode: polling::PollMode,
+) -> io::Result<()> {
+    // SAFETY: `fd` is open now, and (see above) it is deleted from the poller before it is
+    // closed, which is polling's requirement for `add`.
+    unsafe { poller.add_with_mode(fd, interest, mode) }
+}
+
 /// Forks a child that runs `child` and leaves with its exit code; the parent gets the
 /// child's pid.
 ///
@@ -246,4 +263,52 @@ pub(crate) fn kill_child(pid: libc::pid_t) -> io::Result<()> {
     // SAFETY: kill has no memory-safety preconditions; `pid` is a child we have not reaped
     // yet, so the pid cannot have been reused by an unrelated process.
     cvt(unsafe { libc::kill(pid, libc::SIGKILL) }).map(drop)
+}
+
+/// Copies up to `buf.len()` bytes waiting on socket `fd` without consuming them and without
+/// blocking (`recv(2)` with `MSG_PEEK | MSG_DONTWAIT`): `WouldBlock` when nothing is there,
+/// `Ok(0)` at end of stream. `EINTR` is retried.
+pub(crate) fn peek_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is a valid, exclusively borrowed byte buffer of `buf.len()` bytes
+        // for the duration of the call; recv writes at most that many bytes into it.
+        let ret = unsafe {
+            libc::recv(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if ret >= 0 {
+            return Ok(ret as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Makes `cmd`'s process start with `fds` as its descriptors 3, 4, ... (what systemd's
+/// socket activation passes), whatever their numbers here, all without `FD_CLOEXEC`.
+pub(crate) fn pass_fds<const N: usize>(cmd: &mut std::process::Command, fds: [RawFd; N]) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: it calls only fcntl and dup2, and allocates
+    // nothing (the array is moved in before the fork). First every descriptor is copied
+    // above 64 with FD_CLOEXEC (so no target can clobber a source not yet copied); then
+    // dup2 puts each copy at 3 + i, which clears FD_CLOEXEC there; the copies close at exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut high = [0 as RawFd; N];
+            for (h, &fd) in high.iter_mut().zip(fds.iter()) {
+                *h = cvt(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64))?;
+            }
+            for (i, &h) in high.iter().enumerate() {
+                cvt(libc::dup2(h, 3 + i as RawFd))?;
+            }
+            Ok(())
+        });
+    }
 }

@@ -347,6 +347,10 @@ impl SocketFile {
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
+        // After a SIGHUP restart the new process serves the same socket: its file stays.
+        if crate::systemd::handed_over() {
+            return;
+        }
         if let Ok(meta) = fs::symlink_metadata(&self.path) {
             if meta.dev() == self.dev && meta.ino() == self.ino {
                 let _ = fs::remove_file(&self.path);
@@ -439,6 +443,16 @@ impl<T: Listener> Builder<T> {
     pub fn end_idle_on_shutdown(&mut self, on: bool) -> &mut Self {
         self.cfg.end_idle_on_shutdown = on;
         self
+    }
+
+    /// Sets the most connections `serve_requests` keeps open in the pool flavour (parked
+    /// between requests or being served). By default, 65 536, far above the thread limit:
+    /// idle connections there hold no thread, only a few KiB each. At the limit the server
+    /// stops accepting (new clients wait in the kernel's backlog, then are refused by it)
+    /// until a connection closes. The process's descriptor limit (`ulimit -n`) must be
+    /// above it; below it, accepts fail with EMFILE and are backed off from.
+    pub fn max_connections(&mut self, n: usize) -> &mut Self {
+        self.set_max_connections(n)
     }
 
     /// Sets the size of each connection's read buffer. By default, 8 KiB; at most 16 MiB

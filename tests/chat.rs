@@ -6,12 +6,13 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use util::{tcp_client, ExampleServer, TIMEOUT};
+use util::chat::Chatter;
+use util::{ExampleServer, TIMEOUT};
 
 /// Starts `chat` on a free loopback port with `extra` options.
 #[track_caller]
@@ -20,69 +21,6 @@ fn start(extra: &[&str]) -> ExampleServer {
     let mut args = vec!["--addr", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     ExampleServer::start("chat", &args)
-}
-
-/// A chat client reading lines with a timeout.
-struct Client {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-impl Client {
-    /// Joins over `stream` as `nick` and waits until seated (its `/who` is answered).
-    #[track_caller]
-    fn join_over(stream: TcpStream, nick: &str) -> Client {
-        let mut c = Client {
-            r: BufReader::new(stream.try_clone().unwrap()),
-            w: stream,
-        };
-        c.w.write_all(format!("{nick}\n/who\n").as_bytes()).unwrap();
-        let who = c.line();
-        assert!(
-            who.starts_with("* present: ") && who.ends_with(nick),
-            "{who}"
-        );
-        c
-    }
-
-    #[track_caller]
-    fn join(server: &ExampleServer, nick: &str) -> Client {
-        Client::join_over(tcp_client(server.socket_addr()), nick)
-    }
-
-    /// The next line without its `\n`; "" at EOF.
-    #[track_caller]
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.r.read_line(&mut line).expect("read a line");
-        if !line.is_empty() {
-            assert!(line.ends_with('\n'), "unterminated line {line:?}");
-            line.pop();
-        }
-        line
-    }
-
-    #[track_caller]
-    fn expect(&mut self, want: &str) {
-        assert_eq!(self.line(), want);
-    }
-
-    /// Reads what is left until the server closes the connection (bounded in bytes; every
-    /// read has the client's timeout).
-    #[track_caller]
-    fn drain_to_eof(&mut self) {
-        let mut buf = vec![0; 1 << 16];
-        let mut total = 0usize;
-        loop {
-            match self.r.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => total += n,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
-                Err(e) => panic!("no EOF after {total} bytes: {e}"),
-            }
-            assert!(total < 1 << 30, "the connection was never closed");
-        }
-    }
 }
 
 /// A TCP client whose receive buffer is 4 KiB (set before connecting, so the window stays
@@ -120,7 +58,7 @@ fn send_burst(w: &TcpStream, n: usize) -> thread::JoinHandle<()> {
 /// Reads the burst of `n` lines from `sender` as `reader` sees it: every line, in order, with
 /// `* NAME left` for `dropped` exactly once among them. Returns when that notice came.
 #[track_caller]
-fn read_burst(reader: &mut Client, sender: &str, n: usize, dropped: &str) -> Instant {
+fn read_burst(reader: &mut Chatter, sender: &str, n: usize, dropped: &str) -> Instant {
     let left = format!("* {dropped} left");
     let mut left_at = None;
     let mut i = 0;
@@ -152,10 +90,10 @@ fn read_burst(reader: &mut Client, sender: &str, n: usize, dropped: &str) -> Ins
 fn chat_keeps_a_reader_that_reads_however_fast_others_send() {
     const LINES: usize = 24_000;
     let mut server = start(&["--stall-timeout", "5"]);
-    let mut alice = Client::join(&server, "alice");
-    let mut dave = Client::join(&server, "dave");
+    let mut alice = Chatter::join(&server, "alice");
+    let mut dave = Chatter::join(&server, "dave");
     alice.expect("* dave joined");
-    let mut carol = Client::join_over(small_receive_buffer(server.socket_addr()), "carol");
+    let mut carol = Chatter::over(small_receive_buffer(server.socket_addr())).seat("carol");
     alice.expect("* carol joined");
     dave.expect("* carol joined");
 
@@ -181,10 +119,10 @@ fn stalled_reader_scenario(extra: &[&str], lines: usize) {
     let mut args = vec!["--stall-timeout", "2"];
     args.extend_from_slice(extra);
     let server = start(&args);
-    let mut alice = Client::join(&server, "alice");
-    let mut dave = Client::join(&server, "dave");
+    let mut alice = Chatter::join(&server, "alice");
+    let mut dave = Chatter::join(&server, "dave");
     alice.expect("* dave joined");
-    let mut carol = Client::join_over(small_receive_buffer(server.socket_addr()), "carol");
+    let mut carol = Chatter::over(small_receive_buffer(server.socket_addr())).seat("carol");
     alice.expect("* carol joined");
     dave.expect("* carol joined");
 

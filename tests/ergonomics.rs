@@ -262,23 +262,11 @@ fn every_send_says_no_sigpipe() {
     }
 }
 
-/// The pids whose parent is `pid`.
+/// The pids whose parent is `pid`, waiting (bounded) for one to appear.
 fn children(pid: u32) -> Vec<u32> {
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let found: Vec<u32> = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/stat"))
-                    .ok()
-                    .and_then(|stat| {
-                        let rest = &stat[stat.rfind(')')? + 1..];
-                        rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                    })
-                    == Some(pid)
-            })
-            .collect();
+        let found = util::child_pids(pid);
         if !found.is_empty() || Instant::now() > deadline {
             return found;
         }

@@ -6,12 +6,13 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use util::chat::Chatter;
 use util::{example_path, python, read_to_end, read_until, tcp_client, ExampleServer, TIMEOUT};
 
 /// Builds the examples once per test run (see `util::build_examples`).
@@ -234,82 +235,6 @@ fn time_udp_fork() {
 
 // ---------------------------------------------------------------------------------------
 // chat
-
-/// A chat client reading lines with a timeout.
-struct Chatter {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-impl Chatter {
-    /// Connects without choosing a nickname yet.
-    fn connect(server: &ExampleServer) -> Chatter {
-        Chatter::over(tcp_client(server.socket_addr()))
-    }
-
-    fn over(w: TcpStream) -> Chatter {
-        Chatter {
-            r: BufReader::new(w.try_clone().unwrap()),
-            w,
-        }
-    }
-
-    /// Connects as `nick` and waits until seated (its `/who` is answered).
-    #[track_caller]
-    fn join(server: &ExampleServer, nick: &str) -> Chatter {
-        Chatter::over(tcp_client(server.socket_addr())).seat(nick)
-    }
-
-    /// Sends `nick` and waits until seated (its `/who` is answered).
-    #[track_caller]
-    fn seat(self, nick: &str) -> Chatter {
-        let mut c = self;
-        c.send(&format!("{nick}\n/who\n"));
-        let who = c.line();
-        assert!(
-            who.starts_with("* present: ") && who.ends_with(nick),
-            "{who}"
-        );
-        c
-    }
-
-    #[track_caller]
-    fn send(&mut self, text: &str) {
-        self.send_bytes(text.as_bytes());
-    }
-
-    #[track_caller]
-    fn send_bytes(&mut self, bytes: &[u8]) {
-        self.w.write_all(bytes).expect("send");
-    }
-
-    /// The next line without its `\n`; "" at EOF.
-    #[track_caller]
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.r.read_line(&mut line).expect("read a line");
-        if !line.is_empty() {
-            assert!(line.ends_with('\n'), "unterminated line {line:?}");
-            line.pop();
-        }
-        line
-    }
-
-    #[track_caller]
-    fn expect(&mut self, want: &str) {
-        assert_eq!(self.line(), want);
-    }
-
-    /// Reads to EOF (the server closed the connection).
-    #[track_caller]
-    fn expect_eof(&mut self) {
-        let mut rest = Vec::new();
-        match self.r.read_to_end(&mut rest) {
-            Ok(_) => assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest)),
-            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
-        }
-    }
-}
 
 fn chat_scenario(mode: &str) {
     let server = start("chat", &["--mode", mode, "--grace", "10"]);

@@ -8,6 +8,8 @@
 //! server, is still there to be reaped; whether any child is left). The tests drive the
 //! helper over real sockets and stop it with SIGTERM, by its pid.
 
+mod util;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -171,20 +173,7 @@ fn proc_state(pid: u32) -> Option<char> {
 
 /// How many processes (zombies included) have `pid` as their parent.
 fn children_of(pid: u32) -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let rest = &stat[stat.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(pid)
-        })
-        .count()
+    util::child_pids(pid).len()
 }
 
 // ---- the driving side -----------------------------------------------------------------------

@@ -1,15 +1,19 @@
 //! What every example server shares: the command line of the examples' contract
-//! (`--addr`, `--mode`, `--workers`), logging, the `listening on ADDR` line, and a graceful
-//! exit on SIGINT/SIGTERM. Not an example itself.
+//! (`--addr`, `--mode`, `--workers`, `--grace`, and the deployment options
+//! `--proxy-protocol`, `--trusted-proxy`, `--reuseport`), logging, the socket (inherited
+//! from systemd or a restart when `LISTEN_FDS` is set, else bound), the `listening on ADDR`
+//! line, a graceful exit on SIGINT/SIGTERM and, for stream servers, a restart on SIGHUP.
+//! Not an example itself.
 #![allow(dead_code)] // each example uses the part it needs
 
 use std::io::{self, Write};
-use std::net::{TcpListener, UdpSocket};
+use std::net::{IpAddr, TcpListener, UdpSocket};
 use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
 use socketserver::{
-    Builder, DatagramHandler, Flavor, ShutdownHandle, StreamHandler, TcpServer, UdpServer,
+    Builder, DatagramHandler, Flavor, IpNet, RequestHandler, ShutdownHandle, StreamHandler,
+    TcpServer, UdpServer,
 };
 
 /// The options every example server takes.
@@ -25,13 +29,31 @@ pub struct ServerArgs {
     /// Warm workers of the pool (it grows when all are busy).
     #[arg(long, default_value_t = 8)]
     pub workers: usize,
-    /// Seconds requests in flight get to finish after SIGINT/SIGTERM.
+    /// Seconds requests in flight get to finish after SIGINT/SIGTERM (or a SIGHUP restart).
     #[arg(long, default_value_t = 5.0)]
     pub grace: f64,
     /// Seconds a request may take to arrive whole, from its first byte (stream servers;
     /// 0 for no limit). Bounds clients that trickle a request in (slowloris).
     #[arg(long, default_value_t = 30.0)]
     pub request_timeout: f64,
+    /// Expect a PROXY protocol header (v1 or v2, from HAProxy, nginx...) on every
+    /// connection (stream servers).
+    #[arg(long)]
+    pub proxy_protocol: bool,
+    /// A balancer allowed to send PROXY headers: address or CIDR, repeatable. Default
+    /// (for the examples only): loopback, 127.0.0.0/8 and ::1.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_net)]
+    pub trusted_proxy: Vec<IpNet>,
+    /// Set SO_REUSEPORT: several processes serve one port, the kernel spreads clients.
+    #[arg(long)]
+    pub reuseport: bool,
+}
+
+/// An address or a CIDR block.
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR block"))
 }
 
 impl ServerArgs {
@@ -70,14 +92,51 @@ impl ServerArgs {
         let mut b = TcpServer::builder();
         self.apply(&mut b);
         b.request_timeout(self.request_timeout());
+        b.reuse_port(self.reuseport);
+        if self.proxy_protocol {
+            b.proxy_protocol(self.trusted());
+        }
         b
+    }
+
+    /// The balancers trusted to send PROXY headers: `--trusted-proxy`, or loopback.
+    pub fn trusted(&self) -> Vec<IpNet> {
+        if self.trusted_proxy.is_empty() {
+            vec![
+                "127.0.0.0/8".parse().expect("a CIDR block"),
+                "::1/128".parse().expect("a CIDR block"),
+            ]
+        } else {
+            self.trusted_proxy.clone()
+        }
     }
 
     /// A UDP builder with the shared options applied.
     pub fn udp(&self) -> Builder<UdpSocket> {
         let mut b = UdpServer::builder();
         self.apply(&mut b);
+        b.reuse_port(self.reuseport);
         b
+    }
+
+    /// The TCP server of the options: the socket inherited from systemd (or from the
+    /// previous process of a SIGHUP restart) when `LISTEN_FDS` is set, `--addr` ignored;
+    /// else bound on `--addr`.
+    pub fn tcp_server(&self, port: u16) -> io::Result<TcpServer> {
+        let b = self.tcp();
+        match b.from_systemd()? {
+            Some(server) => Ok(server),
+            None => b.bind(self.addr(port)),
+        }
+    }
+
+    /// The UDP server of the options, inherited from systemd or bound (see `tcp_server`).
+    pub fn udp_server(&self, port: u16) -> io::Result<UdpServer> {
+        let b = self.udp();
+        match b.from_systemd()? {
+            Some(server) => Ok(server),
+            None => b.bind(self.addr(port)),
+        }
     }
 }
 
@@ -102,24 +161,41 @@ pub fn announce(addr: impl std::fmt::Display, handle: &ShutdownHandle) -> io::Re
     out.flush()
 }
 
-/// Binds a TCP server from the shared options, announces it and serves `handler`.
+/// Makes a TCP server from the shared options (see `ServerArgs::tcp_server`), arms the
+/// SIGHUP restart, announces it and serves `handler`.
 pub fn serve_tcp<H: StreamHandler + Clone>(
     args: &ServerArgs,
     port: u16,
     handler: H,
 ) -> io::Result<()> {
-    let server = args.tcp().bind(args.addr(port))?;
+    let server = args.tcp_server(port)?;
+    server.restart_on_sighup()?;
     announce(server.local_addr()?, &server.shutdown_handle())?;
     server.serve(handler)
 }
 
-/// Binds a UDP server from the shared options, announces it and serves `handler`.
+/// Makes a TCP server from the shared options (see `ServerArgs::tcp_server`), arms the
+/// SIGHUP restart, announces it and serves `handler` one request at a time (in the pool
+/// mode, idle connections hold no thread).
+pub fn serve_tcp_requests<H: RequestHandler + Clone>(
+    args: &ServerArgs,
+    port: u16,
+    handler: H,
+) -> io::Result<()> {
+    let server = args.tcp_server(port)?;
+    server.restart_on_sighup()?;
+    announce(server.local_addr()?, &server.shutdown_handle())?;
+    server.serve_requests(handler)
+}
+
+/// Makes a UDP server from the shared options (see `ServerArgs::udp_server`), announces
+/// it and serves `handler`.
 pub fn serve_udp<H: DatagramHandler + Clone>(
     args: &ServerArgs,
     port: u16,
     handler: H,
 ) -> io::Result<()> {
-    let server = args.udp().bind(args.addr(port))?;
+    let server = args.udp_server(port)?;
     announce(server.local_addr()?, &server.shutdown_handle())?;
     server.serve(handler)
 }

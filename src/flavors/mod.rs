@@ -1,6 +1,7 @@
 //! The four ways of running requests, one private file each, behind one enum.
 
 mod forking;
+pub(crate) mod parked;
 pub(crate) mod pool;
 mod queued;
 mod single;

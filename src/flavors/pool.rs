@@ -119,6 +119,10 @@ impl<S: Source> Pool<S> {
         });
         let classify: Arc<dyn Fn() -> C + Send + Sync> = Arc::new(classify);
         let pool = Pool { inner };
+        // All the warm workers are counted before any starts: one that takes a client at
+        // once must not see itself as the last idle worker and grow the pool past its limit.
+        pool.inner.counts.workers.store(warm, SeqCst);
+        pool.inner.counts.idle.store(warm, SeqCst);
         for _ in 0..warm {
             if let Err(e) = spawn(&pool.inner, &classify, false) {
                 // The workers already started leave and are joined, not detached.
@@ -164,8 +168,10 @@ impl<S: Source> Pool<S> {
     }
 }
 
-/// Starts a worker and counts it, under the threads' lock, unless `finish` has begun (it
-/// takes the thread set under the same lock after closing: it never misses a worker).
+/// Starts a worker already counted in `workers` and `idle` (by the caller, before: a
+/// worker must never see itself missing), under the threads' lock, unless `finish` has
+/// begun (it takes the thread set under the same lock after closing: it never misses a
+/// worker). The count is given back if the worker does not start.
 fn spawn<S: Source, C: Classify + Send + 'static>(
     inner: &Arc<Inner<S>>,
     classify: &Arc<dyn Fn() -> C + Send + Sync>,
@@ -176,14 +182,13 @@ fn spawn<S: Source, C: Classify + Send + 'static>(
         classify: Arc::clone(classify),
     };
     let mut threads = lock(&inner.threads);
-    if inner.counts.closed.load(SeqCst) {
-        return Ok(());
-    }
-    // Counted before it runs, so that it never sees itself missing.
-    inner.counts.workers.fetch_add(1, SeqCst);
-    inner.counts.idle.fetch_add(1, SeqCst);
-    let spawned = threads.spawn("socketserver-worker", move || worker.run(extra));
-    if spawned.is_err() {
+    let closed = inner.counts.closed.load(SeqCst);
+    let spawned = if closed {
+        Ok(())
+    } else {
+        threads.spawn("socketserver-worker", move || worker.run(extra))
+    };
+    if closed || spawned.is_err() {
         inner.counts.workers.fetch_sub(1, SeqCst);
         inner.counts.idle.fetch_sub(1, SeqCst);
     }
@@ -277,8 +282,15 @@ impl<S: Source, C: Classify + Send + 'static> Worker<S, C> {
     fn serve(&self, job: S::Job) {
         let p = &*self.inner;
         // The last one waiting takes a job: start another, so that someone waits when the
-        // next client comes (up to the limit).
-        if p.counts.idle.fetch_sub(1, SeqCst) == 1 && p.counts.workers.load(SeqCst) < p.limit {
+        // next client comes. The new worker's place is reserved atomically: never past the
+        // limit, however many grow at once.
+        if p.counts.idle.fetch_sub(1, SeqCst) == 1
+            && p.counts
+                .workers
+                .fetch_update(SeqCst, SeqCst, |w| (w < p.limit).then_some(w + 1))
+                .is_ok()
+        {
+            p.counts.idle.fetch_add(1, SeqCst);
             if let Err(e) = spawn(&self.inner, &self.classify, true) {
                 log::warn!("cannot grow the pool: {e}");
             }

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 
 use super::threads::ThreadSet;
 use super::{finish_threads, run_contained, Job, Runner};
@@ -116,21 +116,38 @@ impl<J: Job> Pool<J> {
             }
         }
         // A job that fits in the queue is queued, even as shutdown begins (its handler then
-        // sees the shutdown); only waiting for room gives way to shutdown.
+        // sees the shutdown); a full queue is waited on (see `wait_for_room`).
         let sent = match tx.try_send(job) {
             Ok(()) => true,
             Err(TrySendError::Disconnected(_)) => false,
-            Err(TrySendError::Full(job)) => select! {
-                send(tx, job) -> r => r.is_ok(),
-                recv(self.shared.stop_rx) -> _ => {
-                    Counters::bump(&self.shared.counters.rejected);
-                    false
-                }
-            },
+            Err(TrySendError::Full(job)) => self.wait_for_room(&tx, job),
         };
         if !sent {
             lock(&self.counts).jobs -= 1;
             self.shared.end_request();
+        }
+    }
+
+    /// Waits for room in the full queue. Shutdown does not drop a connection already
+    /// accepted (in a SIGHUP restart, the new process would have served it): the workers go
+    /// on emptying the queue during the grace period, so the wait goes on up to then; only
+    /// if no room appears by then (handlers stuck) is the job dropped, and counted.
+    fn wait_for_room(&self, tx: &Sender<J>, mut job: J) -> bool {
+        // Before shutdown, wake now and then to see it begin (the send gives the job back).
+        const TICK: Duration = Duration::from_millis(20);
+        while !self.shared.is_stopping() {
+            match tx.send_timeout(job, TICK) {
+                Ok(()) => return true,
+                Err(SendTimeoutError::Disconnected(_)) => return false,
+                Err(SendTimeoutError::Timeout(j)) => job = j,
+            }
+        }
+        match tx.send_timeout(job, self.shared.grace()) {
+            Ok(()) => true,
+            Err(_) => {
+                Counters::bump(&self.shared.counters.rejected);
+                false
+            }
         }
     }
 

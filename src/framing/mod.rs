@@ -10,6 +10,9 @@
 //!   a [`Codec`] sets another prefix width, byte order, signedness or limit, and its docs
 //!   map Python `struct` formats to codecs. [`FrameReader`] and [`FrameWriter`] keep a
 //!   stream and its codec together.
+//! * **Frames as requests**: [`per_frame`] turns a frame handler into a
+//!   [`RequestHandler`](crate::RequestHandler) for `serve_requests`, so connections wait
+//!   for their next frame without holding a thread.
 //! * **Lines**: [`read_line`] and [`read_text_line`] read one line with a length limit
 //!   (a `read_line` into a `String` grows as long as the client sends).
 //! * **JSON values** (feature `json`): [`read_json`] and [`write_json`] put one serde value
@@ -85,6 +88,7 @@ mod json;
 mod line;
 #[cfg(feature = "json")]
 mod message;
+mod serve;
 mod wrappers;
 
 pub use self::error::{stream_usable, FrameError};
@@ -97,6 +101,7 @@ pub use self::message::{
     read_json_header, read_message, write_json_header, write_message, Body, MessageCodec,
     DEFAULT_BODY_SIZE_KEY, DEFAULT_MAX_HEADER_LEN,
 };
+pub use self::serve::{per_frame, PerFrame};
 pub use self::wrappers::{FrameReader, FrameWriter};
 
 /// Reads one frame with the default [`Codec`] (u32 big-endian prefix, at most 8 MiB):

@@ -2,6 +2,8 @@
 //! running servers on a background thread, and example binaries as child processes.
 #![allow(dead_code)] // each test file uses the part it needs
 
+pub mod chat;
+
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -368,4 +370,119 @@ pub fn read_until<R: Read + ?Sized>(r: &mut R, pred: impl Fn(&[u8]) -> bool) -> 
         }
     }
     got
+}
+
+/// A field of `/proc/PID/status` (e.g. `Threads`, `VmRSS` in kB) as a number; `None` once
+/// the process is gone.
+pub fn proc_status(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        let v = l.strip_prefix(field)?.strip_prefix(':')?;
+        v.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Number of open descriptors of process `pid` (`/proc/PID/fd`); `None` once it is gone.
+pub fn proc_fds(pid: u32) -> Option<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|d| d.count())
+}
+
+/// The pids of the children of process `pid` (`/proc/PID/task/*/children`), empty once it
+/// is gone.
+pub fn proc_children(pid: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+                kids.extend(
+                    list.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    kids
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn proc_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let state = s.rsplit_once(')')?.1.split_whitespace().next()?.to_string();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+/// Waits (polling every 5 ms, at most `TIMEOUT`) until `cond` holds; fails the test with
+/// `what` otherwise.
+#[track_caller]
+pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    wait_until_within(TIMEOUT, what, cond)
+}
+
+/// [`wait_until`] with another bound.
+#[track_caller]
+pub fn wait_until_within(limit: Duration, what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether the long, opt-in versions of the reliability suites run
+/// (`SOCKETSERVER_LONG=1`).
+pub fn long_run() -> bool {
+    std::env::var("SOCKETSERVER_LONG").is_ok_and(|v| v == "1")
+}
+
+/// A small, fast, seeded pseudo-random generator (xorshift64*) for test payloads.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// The pids of the processes whose parent is `pid` (zombies included), from /proc.
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
 }

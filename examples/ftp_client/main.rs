@@ -1,0 +1,161 @@
+//! The client of `ftp_server`: an interactive shell with line editing and history, or a
+//! list of commands given with `-c`.
+//!
+//! ```text
+//! cargo run --example ftp_client -- --addr 127.0.0.1:8080 --user alice
+//! FTP_PASSWORD=s3cret cargo run --example ftp_client -- --user alice -c "mkdir docs; cd docs; put notes.txt; ls"
+//! ```
+//!
+//! The password comes from `FTP_PASSWORD`, or is asked for without echo. Commands: `ls
+//! [PATH]`, `cd PATH`, `pwd`, `mkdir PATH`, `rm PATH`, `put LOCAL [REMOTE]`, `get REMOTE
+//! [LOCAL]`, `stat NAME`, `quota`, `help`, `quit`; words are split shell-style, so quote
+//! names with spaces. `put` and `get` show a progress bar (bytes, rate, ETA) when stderr is
+//! a terminal, resume an interrupted transfer (`put` continues the server's partial upload,
+//! `get` continues `LOCAL.part`) and verify SHA-256 end to end.
+//!
+//! With `-c "cmd; cmd"` the commands run in turn; each failure is printed to stderr and the
+//! exit status is 1 if any failed, 2 if the connection or the login failed.
+
+mod commands;
+mod conn;
+#[path = "../ftp_server/hashpipe.rs"]
+mod hashpipe;
+mod transfer;
+
+use std::io::{self, IsTerminal};
+use std::process::ExitCode;
+
+use clap::Parser;
+use rustyline::error::ReadlineError;
+use rustyline::DefaultEditor;
+use serde_json::json;
+
+use crate::commands::Next;
+use crate::conn::{text, Conn, Failure};
+
+#[derive(Parser)]
+#[command(about = "Client of ftp_server: interactive shell, or -c \"cmd; cmd\"")]
+struct Cli {
+    /// The server, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// The user to log in as.
+    #[arg(long)]
+    user: String,
+    /// Commands to run, separated by `;`, instead of the interactive shell.
+    #[arg(short = 'c', value_name = "COMMANDS")]
+    commands: Option<String>,
+}
+
+/// A command failed (in `-c` mode).
+const EXIT_FAILED: u8 = 1;
+/// The connection or the login failed.
+const EXIT_BROKEN: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (mut conn, cwd) = match connect(&cli) {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("ftp_client: {msg}");
+            return ExitCode::from(EXIT_BROKEN);
+        }
+    };
+    match &cli.commands {
+        Some(list) => run_list(&mut conn, list, cwd),
+        None => shell(&mut conn, &cli.user, cwd),
+    }
+}
+
+/// Connects and logs in; the home's path on success.
+fn connect(cli: &Cli) -> Result<(Conn, String), String> {
+    let password = match std::env::var("FTP_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => rpassword::prompt_password(format!("password for {}: ", cli.user))
+            .map_err(|e| format!("cannot read the password: {e}"))?,
+    };
+    let mut conn = Conn::connect(&cli.addr).map_err(|e| format!("{}: {e}", cli.addr))?;
+    let request = json!({"cmd": "login", "username": cli.user, "password": password});
+    match conn.call(&request) {
+        Ok(answer) => Ok((conn, text(&answer, "cwd").to_owned())),
+        Err(e) => Err(format!("login failed: {e}")),
+    }
+}
+
+/// `-c`: runs each command; failures go to stderr.
+fn run_list(conn: &mut Conn, list: &str, mut cwd: String) -> ExitCode {
+    let mut failed = false;
+    for line in list.split(';') {
+        let Some(words) = split(line) else {
+            eprintln!("ftp_client: {}: unbalanced quotes", line.trim());
+            failed = true;
+            continue;
+        };
+        match commands::run(conn, &words, &mut cwd) {
+            Ok(Next::Continue) => {}
+            Ok(Next::Quit) => break,
+            Err(Failure::Refused(msg)) => {
+                eprintln!("ftp_client: {}: {msg}", line.trim());
+                failed = true;
+            }
+            Err(e @ Failure::Broken(_)) => {
+                eprintln!("ftp_client: {}: {e}", line.trim());
+                return ExitCode::from(EXIT_BROKEN);
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The interactive shell, with line editing and history.
+fn shell(conn: &mut Conn, user: &str, mut cwd: String) -> ExitCode {
+    let mut editor = match DefaultEditor::new() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("ftp_client: no line editor: {e}");
+            return ExitCode::from(EXIT_BROKEN);
+        }
+    };
+    if io::stdin().is_terminal() {
+        println!("logged in as {user}; type help for the commands");
+    }
+    loop {
+        let line = match editor.readline(&format!("{user}@ftp:{cwd}> ")) {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => {
+                let _ = conn.call(&json!({"cmd": "quit"}));
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("ftp_client: {e}");
+                return ExitCode::from(EXIT_BROKEN);
+            }
+        };
+        if !line.trim().is_empty() {
+            let _ = editor.add_history_entry(line.as_str());
+        }
+        let Some(words) = split(&line) else {
+            eprintln!("unbalanced quotes");
+            continue;
+        };
+        match commands::run(conn, &words, &mut cwd) {
+            Ok(Next::Continue) => {}
+            Ok(Next::Quit) => return ExitCode::SUCCESS,
+            Err(Failure::Refused(msg)) => eprintln!("error: {msg}"),
+            Err(e @ Failure::Broken(_)) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_BROKEN);
+            }
+        }
+    }
+}
+
+/// Words of a command line, shell-style; `None` if quotes are unbalanced.
+fn split(line: &str) -> Option<Vec<String>> {
+    shlex::split(line)
+}

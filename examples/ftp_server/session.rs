@@ -1,0 +1,287 @@
+//! One connection: reads requests in turn, keeps the login and the current directory, and
+//! answers each request.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use socketserver::framing::Body;
+use socketserver::StreamRequest;
+
+use crate::hashpipe::CHUNK;
+use crate::paths::VPath;
+use crate::protocol::{error, ok, send, Put, Request, CODEC};
+use crate::storage::Home;
+use crate::upload::ReceiveError;
+use crate::users::{Users, ANONYMOUS};
+
+/// A failed login is answered no sooner than this after it arrived.
+const LOGIN_DELAY: Duration = Duration::from_millis(500);
+/// The failed login that closes the connection.
+const MAX_LOGIN_FAILURES: u32 = 3;
+/// How long a transfer may wait for the client's next bytes before it is given up (the
+/// partial upload stays, to be resumed).
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Context {
+    pub root: PathBuf,
+    pub users: Users,
+    /// With `--anonymous`: the quota of the anonymous home.
+    pub anonymous_quota: Option<u64>,
+}
+
+/// Whether the connection goes on after an answer.
+enum Flow {
+    Next,
+    Close,
+}
+
+struct Session<'a> {
+    ctx: &'a Context,
+    /// The logged-in user's home.
+    home: Option<Home>,
+    cwd: VPath,
+    failures: u32,
+    /// The anonymous home, opened on the first anonymous upload.
+    anonymous: Option<Home>,
+}
+
+/// Serves one connection until the client quits or closes, or sends a bad frame.
+pub fn serve(req: &mut StreamRequest, ctx: &Context) -> io::Result<()> {
+    let mut session = Session {
+        ctx,
+        home: None,
+        cwd: VPath::default(),
+        failures: 0,
+        anonymous: None,
+    };
+    loop {
+        let header = match CODEC.read_json_header::<Map<String, Value>, _>(req) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::InvalidData => {
+                log::info!("{}: bad message, closing: {e}", req.peer_addr());
+                let _ = send(req, &error(format!("bad message: {e}")));
+                return Ok(());
+            }
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                log::info!("{}: closed inside a message", req.peer_addr());
+                return Ok(());
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                log::info!("{}: request not complete in time, closing", req.peer_addr());
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let received = Instant::now();
+        match session.handle(req, Request::parse(&header), received)? {
+            Flow::Next => {}
+            Flow::Close => return Ok(()),
+        }
+    }
+}
+
+impl Session<'_> {
+    fn handle(&mut self, req: &mut StreamRequest, r: Request, at: Instant) -> io::Result<Flow> {
+        let answer = match r {
+            Request::Login { username, password } => {
+                return self.login(req, &username, &password, at)
+            }
+            Request::Quit => {
+                send(req, &ok(json!({})))?;
+                return Ok(Flow::Close);
+            }
+            Request::Unframed(msg) => {
+                send(req, &error(format!("{msg}; closing")))?;
+                return Ok(Flow::Close);
+            }
+            Request::Put(put) => return self.put(req, put),
+            Request::Get { filename, offset } => return self.get(req, &filename, offset),
+            Request::BadLogin(msg) => error(msg),
+            // Before a login, every command but login and quit gets the same answer.
+            Request::Invalid(_) if self.home.is_none() => error("not logged in"),
+            Request::Invalid(msg) => error(msg),
+            other => self.command(other).unwrap_or_else(error),
+        };
+        send(req, &answer)?;
+        Ok(Flow::Next)
+    }
+
+    /// The commands that only look at or change the home, logged in.
+    fn command(&mut self, r: Request) -> Result<Value, String> {
+        let home = self.home.as_ref().ok_or("not logged in")?;
+        Ok(match r {
+            Request::Pwd => ok(json!({"cwd": self.cwd.to_string()})),
+            Request::Cd { path } => {
+                let v = self.cwd.join(&path)?;
+                home.check_dir(&v)?;
+                self.cwd = v;
+                ok(json!({"cwd": self.cwd.to_string()}))
+            }
+            Request::Mkdir { path } => {
+                home.mkdir(&self.cwd.join(&path)?)?;
+                ok(json!({}))
+            }
+            Request::Rm { path } => {
+                home.rm(&self.cwd.join(&path)?)?;
+                ok(json!({}))
+            }
+            Request::Ls { path } => {
+                let v = self.cwd.join(path.as_deref().unwrap_or("."))?;
+                let (entries, cut) = home.ls(&v)?;
+                let mut answer = ok(json!({ "entries": entries }));
+                if cut {
+                    answer["truncated"] = true.into();
+                }
+                answer
+            }
+            Request::Stat { filename } => ok(home.stat(&self.cwd.join(&filename)?)?),
+            Request::Quota => {
+                let (used, limit) = home.quota().map_err(|e| e.to_string())?;
+                ok(json!({"used": used, "limit": limit}))
+            }
+            other => return Err(format!("unexpected request {other:?}")),
+        })
+    }
+
+    fn login(
+        &mut self,
+        req: &mut StreamRequest,
+        name: &str,
+        password: &str,
+        at: Instant,
+    ) -> io::Result<Flow> {
+        let user = match self.ctx.users.check(name, password) {
+            Ok(user) => user,
+            Err(e) => {
+                log::error!("login of {name:?}: {e}");
+                None
+            }
+        };
+        if let Some(user) = user {
+            match Home::open(&self.ctx.root, &user.name, user.quota) {
+                Ok(home) => {
+                    log::info!("{}: {name} logged in", req.peer_addr());
+                    self.home = Some(home);
+                    self.cwd = VPath::default();
+                    send(req, &ok(json!({"cwd": "/"})))?;
+                    return Ok(Flow::Next);
+                }
+                Err(e) => log::error!("home of {name:?}: {e}"),
+            }
+        }
+        self.failures += 1;
+        log::info!(
+            "{}: failed login as {name:?} ({} of {MAX_LOGIN_FAILURES})",
+            req.peer_addr(),
+            self.failures
+        );
+        thread::sleep(LOGIN_DELAY.saturating_sub(at.elapsed()));
+        send(req, &error("login incorrect"))?;
+        Ok(if self.failures >= MAX_LOGIN_FAILURES {
+            Flow::Close
+        } else {
+            Flow::Next
+        })
+    }
+
+    /// The home an upload goes to: the user's, or the anonymous one with `--anonymous`.
+    fn upload_home(&mut self) -> io::Result<Option<(&Home, VPath)>> {
+        if let Some(home) = &self.home {
+            return Ok(Some((home, self.cwd.clone())));
+        }
+        let Some(quota) = self.ctx.anonymous_quota else {
+            return Ok(None);
+        };
+        if self.anonymous.is_none() {
+            self.anonymous = Some(Home::open(&self.ctx.root, ANONYMOUS, quota)?);
+        }
+        Ok(self.anonymous.as_ref().map(|h| (h, VPath::default())))
+    }
+
+    fn put(&mut self, req: &mut StreamRequest, put: Put) -> io::Result<Flow> {
+        let peer = req.peer_addr().clone();
+        let target = match self.upload_home()? {
+            None => Err("not logged in".to_string()),
+            Some((home, cwd)) => home.begin_put(&cwd, &put).map(|up| (home, up)),
+        };
+        // The header arrived within the server's request timeout; the body may take as long
+        // as it needs, as long as it keeps coming.
+        req.set_deadline(None);
+        req.set_read_timeout(Some(TRANSFER_TIMEOUT))?;
+        let mut body = Body::new(req, put.body_len());
+        let answer = match target {
+            Err(msg) => {
+                body.skip()?;
+                error(msg)
+            }
+            Ok((home, mut up)) => match up.receive(&mut body) {
+                Ok(()) => match home.finish_put(up) {
+                    Ok((size, sum)) => ok(json!({"size": size, "sha256": sum})),
+                    Err(msg) => error(msg),
+                },
+                Err(ReceiveError::Client(e)) => {
+                    log::info!(
+                        "{peer}: upload of {} cut off, {} of {} bytes missing: {e}",
+                        up.vpath(),
+                        body.remaining(),
+                        put.body_len()
+                    );
+                    return Ok(Flow::Close);
+                }
+                Err(ReceiveError::Disk(e)) => {
+                    log::error!("{peer}: storing {}: {e}", up.vpath());
+                    drop(up);
+                    body.skip()?;
+                    error(format!("cannot store the file: {e}"))
+                }
+            },
+        };
+        req.set_read_timeout(None)?;
+        send(req, &answer)?;
+        Ok(Flow::Next)
+    }
+
+    fn get(&mut self, req: &mut StreamRequest, filename: &str, offset: u64) -> io::Result<Flow> {
+        let Some(home) = &self.home else {
+            send(req, &error("not logged in"))?;
+            return Ok(Flow::Next);
+        };
+        let opened = self
+            .cwd
+            .join(filename)
+            .and_then(|v| home.open_get(&v, offset));
+        let (file, size, sum) = match opened {
+            Ok(o) => o,
+            Err(msg) => {
+                send(req, &error(msg))?;
+                return Ok(Flow::Next);
+            }
+        };
+        let header = ok(json!({"filesize": size, "offset": offset, "sha256": sum}));
+        // A client that stops reading must not hold this worker for ever.
+        req.set_write_timeout(Some(TRANSFER_TIMEOUT))?;
+        CODEC.write_json_header(req, &header)?;
+        let mut rest = file.take(size - offset);
+        let mut buf = vec![0u8; CHUNK];
+        let mut sent = offset;
+        while sent < size {
+            let n = rest.read(&mut buf)?;
+            if n == 0 {
+                // The file shrank under us: the promised length cannot be kept.
+                log::error!("{filename}: changed while being sent; closing");
+                return Ok(Flow::Close);
+            }
+            req.write_all(&buf[..n])?;
+            sent += n as u64;
+        }
+        req.flush()?;
+        req.set_write_timeout(None)?;
+        Ok(Flow::Next)
+    }
+}

@@ -1,0 +1,583 @@
+//! Idle connections parked in an event set: the pool flavour of `serve_requests`.
+//!
+//! A connection waiting for its client's next request is not on any thread: it sits in a
+//! slab, registered (oneshot) in a `polling::Poller` (epoll on Linux, kqueue on the BSDs).
+//! Workers take turns waiting on the poller (polling lets one thread wait at a time: the
+//! waiting worker is the leader, the others queue behind it), one event per wait: the
+//! listener (accept one connection, re-arm), or a parked connection whose request arrived
+//! (take it out of the slab, serve its request on this thread, then park it again, or serve
+//! the next request at once if the client pipelined it). Oneshot registration means a
+//! connection being served is disarmed: no other worker can take it.
+//!
+//! Shutdown: the server's wake socket is registered level-triggered, so every worker's
+//! wait returns once it is readable; parked connections are closed at once (nothing of
+//! theirs is in flight), requests in flight get the grace period.
+
+use std::collections::VecDeque;
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::unix::io::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use polling::{Event, Events, PollMode, Poller};
+
+use super::finish_threads;
+use super::threads::ThreadSet;
+use crate::addr::Addr;
+use crate::config::Config;
+use crate::handler::{run_request, HandlerError, Next, RequestHandler};
+use crate::proxy;
+use crate::request::StreamRequest;
+use crate::serve::{configure, report, verified};
+use crate::shutdown::{ConnSlot, Registration, Shared};
+use crate::stats::Counters;
+use crate::stream::Stream;
+use crate::sys;
+use crate::transport::sealed::Listen;
+
+/// The poller keys of the listener and of the wake socket; connections use `FIRST_CONN`
+/// and up.
+const LISTENER: usize = 0;
+const WAKE: usize = 1;
+const FIRST_CONN: usize = 2;
+
+/// A kept connection and its handler's state.
+struct Conn<H> {
+    req: StreamRequest,
+    handler: H,
+    peer: Addr,
+    /// Registered in the poller (the first parking adds, later ones modify).
+    registered: bool,
+    /// When it was last parked, for the idle timeout.
+    parked_at: Instant,
+    _registration: Option<Registration>,
+}
+
+/// The parked connections: a slab whose keys carry a generation, so that an event for a
+/// connection that a sweep closed never reaches the connection that reused its slot.
+struct Parking<H> {
+    slots: Vec<Slot<H>>,
+    free: Vec<usize>,
+}
+
+struct Slot<H> {
+    generation: usize,
+    conn: Option<Box<Conn<H>>>,
+}
+
+/// Slot index bits in a key (16 M slots); the generation takes the next `GEN_BITS`.
+const INDEX_BITS: u32 = 24;
+const GEN_BITS: u32 = usize::BITS - INDEX_BITS - 2;
+
+fn key(index: usize, generation: usize) -> usize {
+    let generation = generation & ((1 << GEN_BITS) - 1);
+    FIRST_CONN + (index | (generation << INDEX_BITS))
+}
+
+/// The slot index and the (truncated) generation a key names.
+fn unkey(key: usize) -> (usize, usize) {
+    let k = key - FIRST_CONN;
+    (k & ((1 << INDEX_BITS) - 1), k >> INDEX_BITS)
+}
+
+impl<H> Parking<H> {
+    fn new() -> Parking<H> {
+        Parking {
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    fn insert(&mut self, conn: Box<Conn<H>>) -> usize {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    conn: None,
+                });
+                self.slots.len() - 1
+            }
+        };
+        let slot = &mut self.slots[index];
+        slot.conn = Some(conn);
+        key(index, slot.generation)
+    }
+
+    /// The connection just inserted under `key`.
+    fn get(&self, key: usize) -> &Conn<H> {
+        let (index, _) = unkey(key);
+        self.slots[index].conn.as_deref().expect("just parked")
+    }
+
+    /// Takes the connection `key` names, if it is still the one parked there.
+    fn take(&mut self, key: usize) -> Option<Box<Conn<H>>> {
+        let (index, generation) = unkey(key);
+        let slot = self.slots.get_mut(index)?;
+        if slot.generation & ((1 << GEN_BITS) - 1) != generation {
+            return None;
+        }
+        let conn = slot.conn.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(index);
+        Some(conn)
+    }
+
+    /// Takes every parked connection for which `expired` holds.
+    fn take_where(&mut self, mut expired: impl FnMut(&Conn<H>) -> bool) -> Vec<Box<Conn<H>>> {
+        let mut out = Vec::new();
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if slot.conn.as_deref().is_some_and(&mut expired) {
+                out.extend(slot.conn.take());
+                slot.generation = slot.generation.wrapping_add(1);
+                self.free.push(index);
+            }
+        }
+        out
+    }
+}
+
+/// Everything the workers share.
+pub(crate) struct Inner<L, H> {
+    listener: L,
+    poller: Poller,
+    parking: Mutex<Parking<H>>,
+    factory: Box<dyn Fn() -> H + Send + Sync>,
+    shared: Arc<Shared>,
+    cfg: Arc<Config>,
+    /// Connections open (parked or being served), against `max_connections`.
+    live: AtomicUsize,
+    /// The listener is not re-armed while `live` is at the limit.
+    paused: AtomicBool,
+    /// The error that made accepting impossible (it ends `serve`).
+    fatal: Mutex<Option<io::Error>>,
+    backoff: Mutex<Backoff>,
+    /// The turn to wait on the poller: `Poller::wait` returns at once, with no event, to
+    /// every thread but the one already waiting, so the others must sleep here instead of
+    /// calling it in a loop (which spun every idle worker at full speed).
+    turn: Mutex<()>,
+}
+
+/// The accept back-off, shared by the workers (5 ms doubling to 1 s).
+#[derive(Default)]
+struct Backoff(Option<Duration>);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running parked-connection pool.
+pub(crate) struct Parked<L: Listen, H: RequestHandler> {
+    inner: Arc<Inner<L, H>>,
+    threads: ThreadSet,
+}
+
+impl<L: Listen, H: RequestHandler> Parked<L, H> {
+    /// Registers the listener and the wake socket and starts `workers` workers.
+    pub(crate) fn start(
+        listener: L,
+        factory: Box<dyn Fn() -> H + Send + Sync>,
+        shared: &Arc<Shared>,
+        cfg: &Arc<Config>,
+        workers: usize,
+    ) -> io::Result<Parked<L, H>> {
+        let poller = Poller::new()?;
+        sys::poller_add(
+            &poller,
+            listener.as_raw_fd(),
+            Event::readable(LISTENER),
+            PollMode::Oneshot,
+        )?;
+        sys::poller_add(
+            &poller,
+            shared.wake_fd(),
+            Event::readable(WAKE),
+            PollMode::Level,
+        )?;
+        let inner = Arc::new(Inner {
+            listener,
+            poller,
+            parking: Mutex::new(Parking::new()),
+            factory,
+            shared: Arc::clone(shared),
+            cfg: Arc::clone(cfg),
+            live: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+            backoff: Mutex::new(Backoff::default()),
+            turn: Mutex::new(()),
+        });
+        let mut parked = Parked {
+            inner,
+            threads: ThreadSet::new(Arc::clone(shared)),
+        };
+        for _ in 0..workers.max(1) {
+            let inner = Arc::clone(&parked.inner);
+            if let Err(e) = parked
+                .threads
+                .spawn("socketserver-worker", move || inner.work())
+            {
+                shared.stop();
+                // Not shut down: it may be shared; it closes as the workers let go of it.
+                parked.finish(Duration::ZERO, true);
+                return Err(e);
+            }
+        }
+        Ok(parked)
+    }
+
+    /// Blocks until shutdown begins, closing the connections idle for longer than the idle
+    /// timeout meanwhile; returns the error that forced the stop, if any.
+    pub(crate) fn wait(&self) -> io::Result<()> {
+        let sweep = self
+            .inner
+            .cfg
+            .idle_timeout
+            .map(|t| (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+        loop {
+            let stopped = match sweep {
+                Some(every) => !matches!(
+                    self.inner.shared.stop_rx.recv_timeout(every),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                ),
+                None => {
+                    let _ = self.inner.shared.stop_rx.recv();
+                    true
+                }
+            };
+            if stopped {
+                break;
+            }
+            self.inner.sweep_idle();
+        }
+        match lock(&self.inner.fatal).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// After shutdown began: stops accepting, closes every parked connection, lets requests
+    /// in flight finish within `grace`, joins the workers, and closes what they parked
+    /// meanwhile.
+    /// `shared_socket`: the listener is another process's too (systemd, a restart), and is
+    /// not shut down: that would stop it for them.
+    pub(crate) fn finish(mut self, grace: Duration, shared_socket: bool) {
+        let inner = &self.inner;
+        let _ = inner.poller.delete(&inner.listener);
+        // Stop taking connections now (Linux refuses new clients at once); the descriptor
+        // closes when the last worker lets go of it.
+        if !shared_socket {
+            let _ = socket2::SockRef::from(&inner.listener).shutdown(std::net::Shutdown::Read);
+        }
+        inner.close_all_parked();
+        finish_threads(&inner.shared, &mut self.threads, grace);
+        inner.close_all_parked();
+        let _ = inner.poller.delete(inner.shared.wake_socket());
+    }
+}
+
+impl<L: Listen, H: RequestHandler> Inner<L, H> {
+    /// A worker: one event at a time, until shutdown.
+    fn work(&self) {
+        let mut events = Events::with_capacity(NonZeroUsize::MIN);
+        loop {
+            if self.shared.is_stopping() {
+                return;
+            }
+            events.clear();
+            let turn = lock(&self.turn);
+            let waited = self.poller.wait(&mut events, None);
+            drop(turn);
+            match waited {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::error!("waiting for events failed, stopping the server: {e}");
+                    lock(&self.fatal).get_or_insert(e);
+                    self.shared.stop();
+                    return;
+                }
+            }
+            let Some(event) = events.iter().next() else {
+                continue;
+            };
+            match event.key {
+                WAKE => return,
+                LISTENER => self.accept_one(),
+                key => {
+                    let conn = lock(&self.parking).take(key);
+                    if let Some(conn) = conn {
+                        self.serve(conn);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Accepts one connection, re-arms the listener (unless at the connection limit) and
+    /// serves or parks the new connection.
+    fn accept_one(&self) {
+        match self.listener.accept_stream() {
+            Ok((stream, peer)) => {
+                lock(&self.backoff).0 = None;
+                let live = self.live.fetch_add(1, SeqCst) + 1;
+                if live < self.cfg.max_connections {
+                    self.rearm_listener();
+                } else {
+                    log::warn!(
+                        "{live} connections open (max_connections): accepting again when one closes"
+                    );
+                    self.paused.store(true, SeqCst);
+                    // A close may have come between the count and the flag.
+                    self.resume_accepting();
+                }
+                if verified(&self.cfg, &self.shared, &peer) {
+                    self.open(stream, peer);
+                } else {
+                    drop(stream);
+                    self.closed_one();
+                }
+            }
+            Err(e) => self.accept_failed(e),
+        }
+    }
+
+    fn accept_failed(&self, e: io::Error) {
+        let delay = match e.kind() {
+            io::ErrorKind::WouldBlock => None,
+            _ => match e.raw_os_error() {
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                    Counters::bump(&self.shared.counters.accept_errors);
+                    let mut b = lock(&self.backoff);
+                    let d = b.0.map_or(Duration::from_millis(5), |d| {
+                        (d * 2).min(Duration::from_secs(1))
+                    });
+                    b.0 = Some(d);
+                    log::warn!("accept failed: {e}; retrying in {d:?}");
+                    Some(d)
+                }
+                Some(
+                    libc::EINTR
+                    | libc::ECONNABORTED
+                    | libc::ECONNRESET
+                    | libc::EPROTO
+                    | libc::EPERM
+                    | libc::ETIMEDOUT,
+                ) => {
+                    Counters::bump(&self.shared.counters.accept_errors);
+                    log::debug!("accept failed, retrying: {e}");
+                    None
+                }
+                _ if self.shared.is_stopping() => return,
+                _ => {
+                    Counters::bump(&self.shared.counters.accept_errors);
+                    log::error!("accept failed, stopping the server: {e}");
+                    lock(&self.fatal).get_or_insert(e);
+                    self.shared.stop();
+                    return;
+                }
+            },
+        };
+        if let Some(d) = delay {
+            // Out of descriptors: wait before accepting again (waking for shutdown).
+            let _ = sys::poll(&[(self.shared.wake_fd(), sys::Interest::Read)], Some(d));
+        }
+        self.rearm_listener();
+    }
+
+    fn rearm_listener(&self) {
+        if !self.shared.is_stopping() {
+            let _ = self
+                .poller
+                .modify(&self.listener, Event::readable(LISTENER));
+        }
+    }
+
+    /// Re-arms the listener if it was paused at the limit and a connection closed since.
+    fn resume_accepting(&self) {
+        if self.live.load(SeqCst) < self.cfg.max_connections
+            && self
+                .paused
+                .compare_exchange(true, false, SeqCst, SeqCst)
+                .is_ok()
+        {
+            self.rearm_listener();
+        }
+    }
+
+    fn closed_one(&self) {
+        self.live.fetch_sub(1, SeqCst);
+        if self.paused.load(SeqCst) {
+            self.resume_accepting();
+        }
+    }
+
+    /// A new connection: configured and given its handler, then served if its first request
+    /// is there already, else parked.
+    fn open(&self, stream: Stream, mut peer: Addr) {
+        if let Err(e) = configure(&stream, &self.cfg) {
+            log::debug!("{peer}: cannot configure the connection: {e}");
+            self.closed_one();
+            return;
+        }
+        // Behind a balancer: the PROXY header first, on this worker, within its deadline.
+        let header = match self.cfg.proxy.enabled() {
+            true => match proxy::accept(&stream, &peer, &self.cfg.proxy, &self.shared) {
+                Some(header) => {
+                    peer = proxy::client_addr(&header);
+                    Some(header)
+                }
+                None => {
+                    self.closed_one(); // logged and counted; closed on drop
+                    return;
+                }
+            },
+            false => None,
+        };
+        let handler =
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.factory)())) {
+                Ok(h) => h,
+                Err(payload) => {
+                    std::mem::forget(payload);
+                    Counters::bump(&self.shared.counters.panics);
+                    log::error!("{peer}: the handler factory panicked");
+                    self.closed_one();
+                    return;
+                }
+            };
+        let readable = sys::readable_now(stream.as_raw_fd());
+        let slot = Arc::new(ConnSlot { stream });
+        let registration = Some(self.shared.register(Arc::clone(&slot)));
+        let mut req = StreamRequest::new(
+            slot,
+            peer.clone(),
+            Arc::clone(&self.shared),
+            &self.cfg,
+            false,
+        );
+        if let Some(header) = header {
+            req.set_proxy_header(header);
+        }
+        let conn = Box::new(Conn {
+            req,
+            handler,
+            peer,
+            registered: false,
+            parked_at: Instant::now(),
+            _registration: registration,
+        });
+        if readable {
+            self.serve(conn);
+        } else {
+            self.park(conn);
+        }
+    }
+
+    /// Serves the connection's requests while they are there, then parks or closes it.
+    fn serve(&self, mut conn: Box<Conn<H>>) {
+        loop {
+            conn.req.request_arrived();
+            self.shared.begin_request();
+            let result = run_request(&mut conn.handler, &mut conn.req);
+            // The reply's last buffered bytes: failing to send them fails the request.
+            let flushed = io::Write::flush(&mut conn.req);
+            self.shared.end_request();
+            let timed_out = conn.req.timed_out();
+            let result = match (result, flushed) {
+                (Ok(next), Ok(())) => Ok(next),
+                (Ok(_), Err(e)) => Err(HandlerError::Io(e)),
+                (Err(e), _) => Err(e),
+            };
+            let next = match result {
+                Ok(next) => {
+                    report(&self.shared, &self.cfg, &conn.peer, Ok(()), None);
+                    next
+                }
+                Err(e) => {
+                    report(&self.shared, &self.cfg, &conn.peer, Err(e), timed_out);
+                    Next::Close
+                }
+            };
+            if next == Next::Close || conn.req.at_eof() || self.shared.is_stopping() {
+                self.close(conn);
+                return;
+            }
+            // A pipelined request already buffered is served now, not after the network.
+            if conn.req.buffer().is_empty() {
+                self.park(conn);
+                return;
+            }
+        }
+    }
+
+    /// Parks the connection: into the slab and armed in the poller, under the slab's lock
+    /// (a sweep never sees a connection half parked). At shutdown it is closed instead.
+    fn park(&self, mut conn: Box<Conn<H>>) {
+        if self.shared.is_stopping() {
+            self.close(conn);
+            return;
+        }
+        conn.parked_at = Instant::now();
+        let first = !conn.registered;
+        conn.registered = true;
+        let mut parking = lock(&self.parking);
+        // In the slab before it is armed: its event can come at once.
+        let key = parking.insert(conn);
+        let stream = parking.get(key).req.stream();
+        let armed = if first {
+            sys::poller_add(
+                &self.poller,
+                stream.as_raw_fd(),
+                Event::readable(key),
+                PollMode::Oneshot,
+            )
+        } else {
+            self.poller.modify(stream, Event::readable(key))
+        };
+        if let Err(e) = armed {
+            let conn = parking.take(key);
+            drop(parking);
+            log::error!("cannot wait for the next request: {e}");
+            if let Some(mut conn) = conn {
+                conn.registered = !first;
+                self.close(conn);
+            }
+        }
+    }
+
+    /// Closes a connection (out of the poller first), politely.
+    fn close(&self, mut conn: Box<Conn<H>>) {
+        if conn.registered {
+            let _ = self.poller.delete(conn.req.stream());
+        }
+        conn.req.close();
+        drop(conn);
+        self.closed_one();
+    }
+
+    /// Closes the parked connections idle longer than the idle timeout.
+    fn sweep_idle(&self) {
+        let Some(limit) = self.cfg.idle_timeout else {
+            return;
+        };
+        let now = Instant::now();
+        let expired = lock(&self.parking).take_where(|c| now.duration_since(c.parked_at) >= limit);
+        for conn in expired {
+            Counters::bump(&self.shared.counters.idle_timeouts);
+            log::debug!(
+                "{}: idle timeout: no request from the client within {limit:?}",
+                conn.peer
+            );
+            self.close(conn);
+        }
+    }
+
+    fn close_all_parked(&self) {
+        let all: VecDeque<_> = lock(&self.parking).take_where(|_| true).into();
+        for conn in all {
+            self.close(conn);
+        }
+    }
+}

@@ -1,0 +1,1384 @@
+//! The file server (`ftp_server`) and its client (`ftp_client`) as their users run them:
+//! the binaries started as child processes on free loopback ports, driven by a raw protocol
+//! client written from the wire protocol, by the tutorials' Python upload clients, by the
+//! Rust client in `-c` mode, and by a person typing into the client's shell (through tmux).
+
+mod util;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{mpsc, Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use socketserver::framing::{Codec, MessageCodec};
+use util::{example_path, python, tcp_client, ExampleServer, TIMEOUT};
+
+/// The protocol's header frames: `'<i'` prefix, at most 65536 bytes.
+const CODEC: MessageCodec = MessageCodec::new()
+    .prefix(Codec::new().signed_i32_le())
+    .max_header_len(65536);
+
+/// A server root with users, and the server running on it.
+struct Fixture {
+    root: tempfile::TempDir,
+    server: ExampleServer,
+}
+
+impl Fixture {
+    /// Adds `users` (name, password, quota) and starts the server with `extra` options.
+    #[track_caller]
+    fn new(users: &[(&str, &str, &str)], extra: &[&str]) -> Fixture {
+        util::build_examples();
+        let root = tempfile::Builder::new().prefix("ftp").tempdir().unwrap();
+        for (name, password, quota) in users {
+            add_user(root.path(), name, password, quota);
+        }
+        let root_arg = root.path().to_str().unwrap().to_owned();
+        let mut args = vec!["--addr", "127.0.0.1:0", "--root", &root_arg];
+        args.extend_from_slice(extra);
+        let server = ExampleServer::start("ftp_server", &args);
+        Fixture { root, server }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.server.socket_addr()
+    }
+
+    fn home(&self, user: &str) -> PathBuf {
+        self.root.path().join(user)
+    }
+
+    /// A connection logged in as `user`.
+    #[track_caller]
+    fn login(&self, user: &str, password: &str) -> Client {
+        let mut c = Client::connect(self.addr());
+        let a = c.call(json!({"cmd": "login", "username": user, "password": password}));
+        assert_eq!(a, json!({"ok": true, "cwd": "/"}), "login of {user}");
+        c
+    }
+}
+
+/// Runs `path` with `args`, `stdin` and `env`, within `TIMEOUT` (else it is killed by pid).
+#[track_caller]
+fn run_with(path: &Path, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(path);
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("FTP_PASSWORD");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let pid = child.id();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).expect("write stdin");
+    drop(input);
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.expect("output"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{} did not finish within {TIMEOUT:?}", path.display());
+        }
+    }
+}
+
+#[track_caller]
+fn add_user(root: &Path, name: &str, password: &str, quota: &str) {
+    let root = root.to_str().unwrap();
+    let out = run_with(
+        &example_path("ftp_server"),
+        &["--root", root, "adduser", name, "--quota", quota],
+        format!("{password}\n").as_bytes(),
+        &[],
+    );
+    assert!(out.status.success(), "adduser {name}: {out:?}");
+}
+
+/// A raw protocol client.
+struct Client {
+    s: TcpStream,
+}
+
+impl Client {
+    #[track_caller]
+    fn connect(addr: SocketAddr) -> Client {
+        Client {
+            s: tcp_client(addr),
+        }
+    }
+
+    #[track_caller]
+    fn send(&mut self, header: &Value, body: &[u8]) {
+        let mut wire = CODEC.encode_header(header);
+        wire.extend_from_slice(body);
+        self.s.write_all(&wire).expect("send request");
+    }
+
+    /// The next answer; fails the test at EOF.
+    #[track_caller]
+    fn recv(&mut self) -> Value {
+        CODEC
+            .read_json_header(&mut self.s)
+            .expect("read answer")
+            .expect("an answer, not EOF")
+    }
+
+    #[track_caller]
+    fn call(&mut self, header: Value) -> Value {
+        self.send(&header, b"");
+        self.recv()
+    }
+
+    #[track_caller]
+    fn put(&mut self, name: &str, data: &[u8]) -> Value {
+        let header =
+            json!({"cmd": "put", "filename": name, "filesize": data.len(), "sha256": sha256(data)});
+        self.send(&header, data);
+        self.recv()
+    }
+
+    /// `get`: the answer and the bytes after it.
+    #[track_caller]
+    fn get(&mut self, name: &str, offset: u64) -> (Value, Vec<u8>) {
+        let a = self.call(json!({"cmd": "get", "filename": name, "offset": offset}));
+        let mut data = Vec::new();
+        if a["ok"] == true {
+            let len = a["filesize"].as_u64().unwrap() - offset;
+            (&mut self.s).take(len).read_to_end(&mut data).unwrap();
+            assert_eq!(data.len() as u64, len, "whole body of {name}");
+        }
+        (a, data)
+    }
+
+    /// Asserts the server closed the connection (EOF within the timeout).
+    #[track_caller]
+    fn expect_eof(&mut self) {
+        let mut buf = [0u8; 64];
+        match self.s.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => panic!("expected EOF, got {:?}", &buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("expected EOF, got {e}"),
+        }
+    }
+}
+
+/// Encodes a header frame (test-side helper).
+trait EncodeHeader {
+    fn encode_header(&self, header: &Value) -> Vec<u8>;
+}
+
+impl EncodeHeader for MessageCodec {
+    fn encode_header(&self, header: &Value) -> Vec<u8> {
+        let mut wire = Vec::new();
+        self.write_json_header(&mut wire, header).unwrap();
+        wire
+    }
+}
+
+fn sha256(data: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(data))
+}
+
+/// `n` bytes that differ from one file to the next.
+fn data(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
+#[track_caller]
+fn assert_refused(a: &Value, needle: &str) {
+    assert_eq!(a["ok"], false, "expected a refusal: {a}");
+    let msg = a["error"].as_str().expect("an error message");
+    assert!(
+        msg.contains(needle),
+        "error {msg:?} should mention {needle:?}"
+    );
+}
+
+/// Polls `f` until it returns `Some`, for at most `TIMEOUT`.
+#[track_caller]
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn every_command_answers_as_specified() {
+    let f = Fixture::new(&[("alice", "pw-alice", "1M")], &[]);
+    let mut c = Client::connect(f.addr());
+    // Before a login, everything but login and quit is refused; a put's body is discarded
+    // so the connection stays usable.
+    for cmd in ["pwd", "ls", "quota"] {
+        assert_eq!(
+            c.call(json!({"cmd": cmd})),
+            json!({"ok": false, "error": "not logged in"})
+        );
+    }
+    for (cmd, key) in [("cd", "path"), ("mkdir", "path"), ("rm", "path")] {
+        assert_refused(&c.call(json!({"cmd": cmd, key: "x"})), "not logged in");
+    }
+    for cmd in ["stat", "get"] {
+        assert_refused(
+            &c.call(json!({"cmd": cmd, "filename": "x"})),
+            "not logged in",
+        );
+    }
+    assert_refused(&c.put("x", &data(70_000, 1)), "not logged in");
+    assert_refused(&c.call(json!({"cmd": "format"})), "not logged in");
+    assert_refused(
+        &c.call(json!({"cmd": "login", "username": "alice"})),
+        "password",
+    );
+    let a = c.call(json!({"cmd": "login", "username": "alice", "password": "pw-alice"}));
+    assert_eq!(a, json!({"ok": true, "cwd": "/"}));
+
+    assert_eq!(
+        c.call(json!({"cmd": "mkdir", "path": "docs"})),
+        json!({"ok": true})
+    );
+    assert_refused(
+        &c.call(json!({"cmd": "mkdir", "path": "docs"})),
+        "already exists",
+    );
+    assert_refused(
+        &c.call(json!({"cmd": "mkdir", "path": "no/such"})),
+        "not found",
+    );
+    let a = c.call(json!({"cmd": "cd", "path": "docs"}));
+    assert_eq!(a, json!({"ok": true, "cwd": "/docs"}));
+    assert_eq!(
+        c.call(json!({"cmd": "pwd"})),
+        json!({"ok": true, "cwd": "/docs"})
+    );
+    assert_refused(
+        &c.call(json!({"cmd": "cd", "path": "nowhere"})),
+        "not found",
+    );
+
+    let body = data(100_000, 2);
+    let a = c.put("a.txt", &body);
+    assert_eq!(
+        a,
+        json!({"ok": true, "size": 100_000, "sha256": sha256(&body)})
+    );
+    assert_eq!(fs::read(f.home("alice").join("docs/a.txt")).unwrap(), body);
+    // Replacing a file: the new content wins.
+    let newer = data(1000, 3);
+    assert_eq!(c.put("a.txt", &newer)["ok"], true);
+    c.put("b.bin", b"");
+    let a = c.call(json!({"cmd": "ls"}));
+    assert_eq!(
+        a,
+        json!({"ok": true, "entries": [
+            {"name": "a.txt", "type": "file", "size": 1000},
+            {"name": "b.bin", "type": "file", "size": 0},
+        ]})
+    );
+    let a = c.call(json!({"cmd": "ls", "path": "/"}));
+    assert_eq!(
+        a,
+        json!({"ok": true, "entries": [{"name": "docs", "type": "dir", "size": 0}]})
+    );
+    let a = c.call(json!({"cmd": "stat", "filename": "a.txt"}));
+    assert_eq!(a, json!({"ok": true, "type": "file", "size": 1000}));
+    assert_refused(
+        &c.call(json!({"cmd": "stat", "filename": "zzz"})),
+        "not found",
+    );
+
+    let (a, got) = c.get("a.txt", 0);
+    assert_eq!(
+        a,
+        json!({"ok": true, "filesize": 1000, "offset": 0, "sha256": sha256(&newer)})
+    );
+    assert_eq!(got, newer);
+    let (a, got) = c.get("/docs/a.txt", 600);
+    assert_eq!(a["offset"], 600);
+    assert_eq!(got, &newer[600..]);
+    assert_refused(&c.get("a.txt", 1001).0, "past the end");
+    assert_refused(&c.get("zzz", 0).0, "not found");
+
+    let a = c.call(json!({"cmd": "quota"}));
+    assert_eq!(a, json!({"ok": true, "used": 1000, "limit": 1024 * 1024}));
+
+    assert_eq!(c.call(json!({"cmd": "cd", "path": ".."}))["cwd"], "/");
+    assert_refused(&c.call(json!({"cmd": "rm", "path": "docs"})), "not empty");
+    assert_eq!(
+        c.call(json!({"cmd": "rm", "path": "docs/a.txt"})),
+        json!({"ok": true})
+    );
+    assert_eq!(
+        c.call(json!({"cmd": "rm", "path": "docs/b.bin"})),
+        json!({"ok": true})
+    );
+    assert_refused(
+        &c.call(json!({"cmd": "rm", "path": "docs/a.txt"})),
+        "not found",
+    );
+    assert_eq!(
+        c.call(json!({"cmd": "rm", "path": "docs"})),
+        json!({"ok": true})
+    );
+    assert_refused(&c.call(json!({"cmd": "rm", "path": "/"})), "");
+    assert_eq!(
+        c.call(json!({"cmd": "ls"})),
+        json!({"ok": true, "entries": []})
+    );
+    assert_eq!(c.call(json!({"cmd": "quota"}))["used"], 0);
+
+    // Unknown or malformed commands get an error, and the connection goes on.
+    assert_refused(&c.call(json!({"cmd": "format"})), "unknown command");
+    assert_refused(&c.call(json!({"cmd": 7})), "cmd");
+    assert_refused(&c.call(json!({"hello": "world"})), "cmd");
+    assert_refused(&c.call(json!({"cmd": "cd"})), "path");
+    assert_eq!(c.call(json!({"cmd": "pwd"}))["ok"], true);
+    assert_eq!(
+        c.call(json!({"cmd": "stat", "filename": "/"})),
+        json!({"ok": true, "type": "dir", "size": 0})
+    );
+    assert_eq!(c.call(json!({"cmd": "quit"})), json!({"ok": true}));
+    c.expect_eof();
+
+    // The user database holds a salted hash, readable by the server's user only.
+    let record = f.root.path().join(".ftp/users/alice.json");
+    let text = fs::read_to_string(&record).unwrap();
+    assert!(
+        text.contains("$argon2id$") && !text.contains("pw-alice"),
+        "{text}"
+    );
+    let mode = fs::metadata(&record).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // SIGTERM with a client connected: the client reads EOF, the server exits 0.
+    let mut f = f;
+    let mut idle = f.login("alice", "pw-alice");
+    f.server.signal("TERM");
+    idle.expect_eof();
+    assert!(f.server.wait_exit(TIMEOUT).success());
+}
+
+#[test]
+fn adduser_checks_its_input() {
+    util::build_examples();
+    let root = tempfile::Builder::new().prefix("ftp").tempdir().unwrap();
+    let r = root.path().to_str().unwrap();
+    let server = example_path("ftp_server");
+    let adduser = |name: &str, quota: &str, stdin: &str| {
+        run_with(
+            &server,
+            &["--root", r, "adduser", name, "--quota", quota],
+            stdin.as_bytes(),
+            &[],
+        )
+    };
+    let out = adduser("alice", "1K", "pw\n");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        text(&out.stdout),
+        "added user alice with a quota of 1024 bytes\n"
+    );
+    for (name, quota, stdin, why) in [
+        ("alice", "1K", "pw\n", "already exists"),
+        ("../x", "1K", "pw\n", "bad user name"),
+        (".ftp", "1K", "pw\n", "bad user name"),
+        ("anonymous", "1K", "pw\n", "bad user name"),
+        ("bob", "12X", "pw\n", "bad size"),
+        ("bob", "1K", "\n", "password is empty"),
+    ] {
+        let out = adduser(name, quota, stdin);
+        assert!(!out.status.success(), "{name} {quota}: {out:?}");
+        assert!(
+            text(&out.stderr).contains(why),
+            "{name}: {}",
+            text(&out.stderr)
+        );
+    }
+    for (quota, bytes) in [("7", "7"), ("2M", "2097152"), ("3G", "3221225472")] {
+        let name = format!("u{bytes}");
+        let out = adduser(&name, quota, "pw\n");
+        assert!(
+            text(&out.stdout).contains(&format!("quota of {bytes} bytes")),
+            "{out:?}"
+        );
+    }
+    assert!(root.path().join("alice").is_dir(), "the home is made");
+}
+
+/// A listing too long for one answer is cut (smallest names kept, in order) and says so.
+#[test]
+fn long_listings_are_cut_to_fit_one_answer() {
+    let f = Fixture::new(&[("alice", "pw", "1M")], &[]);
+    let dir = f.home("alice").join("many");
+    fs::create_dir(&dir).unwrap();
+    for i in 0..2500 {
+        fs::write(dir.join(format!("file-{i:05}")), b"").unwrap();
+    }
+    let mut c = f.login("alice", "pw");
+    let a = c.call(json!({"cmd": "ls", "path": "many"}));
+    assert_eq!(a["truncated"], true);
+    let names: Vec<&str> = a["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.len() > 500 && names.len() <= 2000,
+        "{} entries",
+        names.len()
+    );
+    let expected: Vec<String> = (0..names.len()).map(|i| format!("file-{i:05}")).collect();
+    assert_eq!(names, expected);
+    assert_eq!(
+        c.call(json!({"cmd": "pwd"}))["ok"],
+        true,
+        "the connection goes on"
+    );
+}
+
+/// The server's request timeout bounds how long a request header may take to arrive, not
+/// an upload's body: a body that keeps coming may take longer.
+#[test]
+fn slow_uploads_outlast_the_request_timeout() {
+    let f = Fixture::new(&[("alice", "pw", "1M")], &["--request-timeout", "0.3"]);
+    let mut c = f.login("alice", "pw");
+    let body = data(10_000, 8);
+    let header =
+        json!({"cmd": "put", "filename": "slow", "filesize": 10_000, "sha256": sha256(&body)});
+    c.send(&header, b"");
+    let start = Instant::now();
+    for piece in body.chunks(2_500) {
+        // The point of this test is a slow client: 4 pieces 0.2 s apart, 0.6 s in all.
+        thread::sleep(Duration::from_millis(200));
+        c.s.write_all(piece).unwrap();
+    }
+    assert!(start.elapsed() > Duration::from_millis(300));
+    assert_eq!(c.recv()["sha256"], sha256(&body));
+    // A header that trickles in slower than the timeout is cut off.
+    let mut slow = Client::connect(f.addr());
+    let wire = CODEC.encode_header(&json!({"cmd": "pwd"}));
+    slow.s.write_all(&wire[..6]).unwrap();
+    slow.expect_eof();
+}
+
+/// The other two modes: uploads, downloads and the quota work the same.
+#[test]
+fn single_and_threading_modes_serve_transfers() {
+    for mode in ["single", "threading"] {
+        let f = Fixture::new(&[("alice", "pw", "1M")], &["--mode", mode]);
+        let mut c = f.login("alice", "pw");
+        let body = data(200_000, 7);
+        assert_eq!(c.put("f", &body)["sha256"], sha256(&body), "{mode}");
+        assert_eq!(c.get("f", 1000).1, &body[1000..], "{mode}");
+        assert_refused(&c.put("g", &data(900_000, 1)), "quota exceeded");
+        assert_eq!(c.call(json!({"cmd": "quota"}))["used"], 200_000, "{mode}");
+    }
+}
+
+#[test]
+fn users_are_isolated() {
+    let f = Fixture::new(&[("alice", "a-pw", "1M"), ("bob", "b-pw", "1M")], &[]);
+    let mut bob = f.login("bob", "b-pw");
+    assert_eq!(bob.put("secret.txt", b"bob's secret")["ok"], true);
+    let mut alice = f.login("alice", "a-pw");
+    assert_eq!(
+        alice.call(json!({"cmd": "ls"})),
+        json!({"ok": true, "entries": []})
+    );
+    for path in [
+        "../bob/secret.txt",
+        "/../bob/secret.txt",
+        "../../bob/secret.txt",
+        "secret.txt",
+    ] {
+        assert_refused(&alice.get(path, 0).0, "not found");
+    }
+    assert_refused(
+        &alice.call(json!({"cmd": "cd", "path": "../bob"})),
+        "not found",
+    );
+    assert_eq!(
+        alice.call(json!({"cmd": "cd", "path": "../../.."}))["cwd"],
+        "/"
+    );
+    assert_refused(
+        &alice.call(json!({"cmd": "rm", "path": "../bob/secret.txt"})),
+        "not found",
+    );
+    // Alice's upload to "../bob/secret.txt" lands in her own home.
+    assert_eq!(alice.put("../bob/x", b"mine")["ok"], false); // no "bob" dir in her home
+    assert_eq!(alice.put("../secret.txt", b"alice's")["ok"], true);
+    assert_eq!(
+        fs::read(f.home("bob").join("secret.txt")).unwrap(),
+        b"bob's secret"
+    );
+    assert_eq!(
+        fs::read(f.home("alice").join("secret.txt")).unwrap(),
+        b"alice's"
+    );
+    let (_, got) = bob.get("secret.txt", 0);
+    assert_eq!(got, b"bob's secret");
+    assert_eq!(bob.call(json!({"cmd": "quota"}))["used"], 12);
+    // Logging in as a user that is not in the database, or with another's password, fails.
+    let mut c = Client::connect(f.addr());
+    let a = c.call(json!({"cmd": "login", "username": "bob", "password": "a-pw"}));
+    assert_refused(&a, "login incorrect");
+}
+
+#[test]
+fn traversal_and_symlink_escapes_are_refused() {
+    let f = Fixture::new(&[("alice", "pw", "1M"), ("bob", "pw", "1M")], &[]);
+    let outside = tempfile::Builder::new().prefix("ftpout").tempdir().unwrap();
+    fs::write(outside.path().join("target.txt"), b"outside").unwrap();
+    let home = f.home("alice");
+    fs::create_dir(home.join("docs")).unwrap();
+    fs::write(home.join("docs/in.txt"), b"inside").unwrap();
+    std::os::unix::fs::symlink(outside.path(), home.join("out_dir")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("target.txt"), home.join("out_file")).unwrap();
+    std::os::unix::fs::symlink(f.home("bob"), home.join("bob_home")).unwrap();
+    std::os::unix::fs::symlink("docs", home.join("in_dir")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/x", home.join("dangling")).unwrap();
+    fs::write(f.home("bob").join("b.txt"), b"bob").unwrap();
+
+    let mut c = f.login("alice", "pw");
+    for path in [
+        "../../../../etc/passwd",
+        "/etc/passwd",
+        "docs/../../../etc/passwd",
+    ] {
+        assert_refused(&c.get(path, 0).0, "not found");
+    }
+    for path in ["a\0b", "docs/\0"] {
+        assert_refused(&c.call(json!({"cmd": "cd", "path": path})), "NUL");
+        assert_refused(&c.put(path, b"x"), "NUL");
+    }
+    for (cmd, key, path) in [
+        ("cd", "path", "out_dir"),
+        ("ls", "path", "out_dir"),
+        ("ls", "path", "bob_home"),
+        ("get", "filename", "out_file"),
+        ("get", "filename", "out_dir/target.txt"),
+        ("get", "filename", "bob_home/b.txt"),
+        ("stat", "filename", "out_dir/target.txt"),
+        ("mkdir", "path", "out_dir/new"),
+        ("rm", "path", "out_dir/target.txt"),
+        ("rm", "path", "bob_home/b.txt"),
+    ] {
+        let a = c.call(json!({"cmd": cmd, key: path}));
+        assert_refused(&a, "outside the home");
+    }
+    assert_refused(&c.put("out_dir/new.txt", b"x"), "outside the home");
+    assert_refused(&c.put("bob_home/new.txt", b"x"), "outside the home");
+    assert_refused(&c.put("out_file", b"x"), "outside the home");
+    assert_refused(&c.put("dangling", b"x"), "outside the home");
+    // Nothing outside changed.
+    assert_eq!(
+        fs::read_dir(outside.path()).unwrap().count(),
+        1,
+        "nothing written outside"
+    );
+    assert_eq!(
+        fs::read(outside.path().join("target.txt")).unwrap(),
+        b"outside"
+    );
+    assert!(f.home("bob").join("b.txt").exists());
+    // Links that stay inside work; those leading out are not listed.
+    let names: Vec<_> = c.call(json!({"cmd": "ls"}))["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["docs", "in_dir"]);
+    assert_eq!(c.get("in_dir/in.txt", 0).1, b"inside");
+    assert_eq!(
+        c.call(json!({"cmd": "cd", "path": "in_dir"}))["cwd"],
+        "/in_dir"
+    );
+    // The server's own hidden names can be neither named nor seen.
+    assert_refused(&c.put(".ftp-part.5.x", b"x"), "reserved");
+    assert_refused(
+        &c.call(json!({"cmd": "stat", "filename": ".ftp-sum.in.txt"})),
+        "reserved",
+    );
+}
+
+/// Quota: a refused upload leaves the connection usable; concurrent uploads by one user
+/// (four connections, in this process or in forked children) cannot pass it together.
+fn quota_holds_under_concurrent_uploads(mode: &str) {
+    let f = Fixture::new(&[("alice", "pw", "1000")], &["--mode", mode]);
+    let mut c = f.login("alice", "pw");
+    assert_eq!(c.put("six", &data(600, 1))["ok"], true);
+    assert_refused(&c.put("six2", &data(600, 2)), "quota exceeded");
+    assert_refused(&c.put("huge", &data(1001, 2)), "quota exceeded");
+    assert_eq!(
+        c.call(json!({"cmd": "quota"})),
+        json!({"ok": true, "used": 600, "limit": 1000})
+    );
+    assert_eq!(c.call(json!({"cmd": "rm", "path": "six"}))["ok"], true);
+
+    let mut clients: Vec<Client> = (0..4).map(|_| f.login("alice", "pw")).collect();
+    let bodies: Vec<Vec<u8>> = (0..4).map(|i| data(300, i as u8)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let header = json!({"cmd": "put", "filename": format!("f{i}"), "filesize": 300, "sha256": sha256(&bodies[i])});
+        c.send(&header, &bodies[i][..150]);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.s.write_all(&bodies[i][150..]).unwrap();
+    }
+    let answers: Vec<Value> = clients.iter_mut().map(|c| c.recv()).collect();
+    let stored = answers.iter().filter(|a| a["ok"] == true).count();
+    assert_eq!(stored, 3, "three of four fit in the quota: {answers:?}");
+    let refused = answers.iter().find(|a| a["ok"] == false).unwrap();
+    assert_refused(refused, "quota exceeded");
+    let a = clients[0].call(json!({"cmd": "quota"}));
+    assert_eq!(a, json!({"ok": true, "used": 900, "limit": 1000}));
+}
+
+#[test]
+fn quota_holds_under_concurrent_uploads_pool() {
+    quota_holds_under_concurrent_uploads("pool");
+}
+
+#[test]
+fn quota_holds_under_concurrent_uploads_fork() {
+    quota_holds_under_concurrent_uploads("fork");
+}
+
+/// An upload cut off half way stays a partial upload (reported by stat, counted in the
+/// quota, not listed, not gettable) and is resumed from where it stopped.
+fn cut_upload_is_resumed(mode: &str) {
+    let f = Fixture::new(&[("alice", "pw", "1M")], &["--mode", mode]);
+    let whole = data(300_000, 9);
+    let header =
+        json!({"cmd": "put", "filename": "big", "filesize": 300_000, "sha256": sha256(&whole)});
+    let mut cut = f.login("alice", "pw");
+    cut.send(&header, &whole[..100_000]);
+    let mut c = f.login("alice", "pw");
+    wait_for("the partial upload to hold 100000 bytes", || {
+        let a = c.call(json!({"cmd": "stat", "filename": "big"}));
+        (a["size"] == 100_000).then_some(())
+    });
+    let a = c.call(json!({"cmd": "stat", "filename": "big"}));
+    assert_eq!(
+        a,
+        json!({"ok": true, "type": "partial", "size": 100_000, "filesize": 300_000})
+    );
+    // While the upload is in progress, its whole size is reserved, and nobody else may
+    // write it.
+    assert_eq!(c.call(json!({"cmd": "quota"}))["used"], 300_000);
+    let a = c.put("big", &whole);
+    assert_refused(&a, "another connection");
+    cut.s.shutdown(Shutdown::Both).unwrap();
+    wait_for("the cut upload to be released", || {
+        (c.call(json!({"cmd": "quota"}))["used"] == 100_000).then_some(())
+    });
+    assert_eq!(
+        c.call(json!({"cmd": "ls"})),
+        json!({"ok": true, "entries": []})
+    );
+    assert_refused(&c.get("big", 0).0, "not found");
+    // A wrong offset is refused after the body is discarded.
+    let bad = json!({"cmd": "put", "filename": "big", "filesize": 300_000, "offset": 5});
+    c.send(&bad, &whole[5..]);
+    assert_refused(&c.recv(), "holds 100000 bytes");
+    let other_size =
+        json!({"cmd": "put", "filename": "big", "filesize": 200_000, "offset": 100_000});
+    c.send(&other_size, &whole[100_000..200_000]);
+    assert_refused(&c.recv(), "300000 bytes");
+    let resume = json!({"cmd": "put", "filename": "big", "filesize": 300_000, "offset": 100_000, "sha256": sha256(&whole)});
+    c.send(&resume, &whole[100_000..]);
+    assert_eq!(
+        c.recv(),
+        json!({"ok": true, "size": 300_000, "sha256": sha256(&whole)})
+    );
+    assert_eq!(c.get("big", 0).1, whole);
+    assert_eq!(c.call(json!({"cmd": "quota"}))["used"], 300_000);
+    let leftovers: Vec<_> = fs::read_dir(f.home("alice"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".ftp-part"))
+        .collect();
+    assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
+    // A partial upload nobody resumes can be removed by name.
+    let mut cut = f.login("alice", "pw");
+    cut.send(
+        &json!({"cmd": "put", "filename": "p", "filesize": 10}),
+        b"12345",
+    );
+    drop(cut);
+    wait_for("the second cut upload to be released", || {
+        (c.call(json!({"cmd": "quota"}))["used"] == 300_005).then_some(())
+    });
+    assert_eq!(
+        c.call(json!({"cmd": "rm", "path": "p"})),
+        json!({"ok": true})
+    );
+    assert_refused(
+        &c.call(json!({"cmd": "stat", "filename": "p"})),
+        "not found",
+    );
+}
+
+#[test]
+fn cut_upload_is_resumed_pool() {
+    cut_upload_is_resumed("pool");
+}
+
+#[test]
+fn cut_upload_is_resumed_fork() {
+    cut_upload_is_resumed("fork");
+}
+
+#[test]
+fn checksum_mismatch_is_refused_and_not_kept() {
+    let f = Fixture::new(&[("alice", "pw", "1M")], &[]);
+    let mut c = f.login("alice", "pw");
+    let body = data(50_000, 4);
+    let header =
+        json!({"cmd": "put", "filename": "f", "filesize": 50_000, "sha256": sha256(b"other")});
+    c.send(&header, &body);
+    assert_refused(&c.recv(), "checksum mismatch");
+    assert_refused(
+        &c.call(json!({"cmd": "stat", "filename": "f"})),
+        "not found",
+    );
+    assert_eq!(c.call(json!({"cmd": "quota"}))["used"], 0);
+    assert_eq!(
+        fs::read_dir(f.home("alice")).unwrap().count(),
+        0,
+        "nothing kept"
+    );
+    let header = json!({"cmd": "put", "filename": "f", "filesize": 3, "sha256": "xyz"});
+    c.send(&header, b"abc");
+    assert_refused(&c.recv(), "sha256");
+    assert_eq!(c.put("f", &body)["ok"], true);
+}
+
+#[test]
+fn bad_frames_are_answered_then_closed_and_the_server_goes_on() {
+    let f = Fixture::new(&[("alice", "pw", "1M")], &[]);
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("length 0", 0i32.to_le_bytes().to_vec()),
+        ("length -1", (-1i32).to_le_bytes().to_vec()),
+        ("length 65537", 65537i32.to_le_bytes().to_vec()),
+        ("length 2^31-1", i32::MAX.to_le_bytes().to_vec()),
+    ];
+    for json in [&b"[1,2]"[..], b"\"put\"", b"42", b"{nope", b"\xff\xfe{}"] {
+        let mut wire = (json.len() as i32).to_le_bytes().to_vec();
+        wire.extend_from_slice(json);
+        cases.push(("not a JSON object", wire));
+    }
+    // A put whose size is unusable: its body cannot be found, so the stream is given up.
+    let mut wire = Vec::new();
+    CODEC
+        .write_json_header(
+            &mut wire,
+            &json!({"cmd": "put", "filename": "x", "filesize": -4}),
+        )
+        .unwrap();
+    cases.push(("negative filesize", wire));
+    for (what, wire) in cases {
+        let mut c = Client::connect(f.addr());
+        c.s.write_all(&wire).unwrap();
+        let a = c.recv();
+        assert_eq!(a["ok"], false, "{what}: {a}");
+        c.expect_eof();
+    }
+    // The largest header allowed (65536 bytes) is read.
+    let mut c = Client::connect(f.addr());
+    let mut header = json!({"cmd": "pwd", "pad": ""}).to_string();
+    let pad = "x".repeat(65536 - header.len());
+    header = json!({"cmd": "pwd", "pad": pad}).to_string();
+    assert_eq!(header.len(), 65536);
+    let mut wire = 65536i32.to_le_bytes().to_vec();
+    wire.extend_from_slice(header.as_bytes());
+    c.s.write_all(&wire).unwrap();
+    assert_refused(&c.recv(), "not logged in");
+    // And a new client is served.
+    let mut c = f.login("alice", "pw");
+    assert_eq!(c.call(json!({"cmd": "pwd"}))["cwd"], "/");
+}
+
+#[test]
+fn failed_logins_are_slow_and_the_third_closes() {
+    let f = Fixture::new(&[("alice", "right", "1M")], &[]);
+    let addr = f.addr();
+    let unknown = thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        let start = Instant::now();
+        let a = c.call(json!({"cmd": "login", "username": "mallory", "password": "x"}));
+        assert_refused(&a, "login incorrect");
+        assert!(
+            start.elapsed() >= Duration::from_millis(400),
+            "unknown user answered too soon"
+        );
+        let a = c.call(json!({"cmd": "login", "username": "alice", "password": "right"}));
+        assert_eq!(a["ok"], true, "a good login after a failure works");
+    });
+    let mut c = Client::connect(addr);
+    for i in 1..=3 {
+        let start = Instant::now();
+        let a =
+            c.call(json!({"cmd": "login", "username": "alice", "password": format!("guess{i}")}));
+        assert_refused(&a, "login incorrect");
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(400),
+            "failure {i} answered after {took:?}"
+        );
+    }
+    c.expect_eof();
+    unknown.join().unwrap();
+}
+
+#[test]
+fn three_users_upload_at_once() {
+    let users = [
+        ("alice", "pa", "64M"),
+        ("bob", "pb", "64M"),
+        ("carol", "pc", "64M"),
+    ];
+    let f = Fixture::new(&users, &[]);
+    let barrier = Arc::new(Barrier::new(3));
+    let threads: Vec<_> = users
+        .iter()
+        .enumerate()
+        .map(|(i, (user, pw, _))| {
+            let mut c = f.login(user, pw);
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                let body = data(4 << 20, i as u8);
+                barrier.wait();
+                let a = c.put("upload.bin", &body);
+                assert_eq!(a["sha256"], sha256(&body), "{a}");
+                let (_, got) = c.get("upload.bin", 0);
+                assert!(got == body, "contents round-trip");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for (i, (user, _, _)) in users.iter().enumerate() {
+        assert_eq!(
+            fs::read(f.home(user).join("upload.bin")).unwrap(),
+            data(4 << 20, i as u8)
+        );
+    }
+}
+
+/// The tutorials' upload clients, unchanged but for the port and the file: they send
+/// `struct.pack('i', len)`, the JSON head and the file line by line, then close without
+/// reading any reply.
+const TUTORIAL_NEW: &str = r#"
+import json, os, struct, sys
+from socket import *
+client = socket(AF_INET, SOCK_STREAM)
+client.connect(('127.0.0.1', int(sys.argv[1])))
+filepath = sys.argv[2]
+head_dict = {'cmd': 'put', 'filesize': os.path.getsize(filepath), 'filename': os.path.basename(filepath)}
+head_bytes = json.dumps(head_dict).encode('utf-8')
+client.send(struct.pack('i', len(head_bytes)))
+client.send(head_bytes)
+with open(filepath, 'rb') as f:
+    for line in f:
+        client.send(line)
+"#;
+
+const TUTORIAL_OLD: &str = r#"
+import json, os, socket, struct, sys
+client = socket.socket()
+client.connect(('127.0.0.1', int(sys.argv[1])))
+file_path = sys.argv[2]
+data_dic = {'file_name': '视频课.mp4', 'file_size': os.path.getsize(file_path)}
+header_bytes = json.dumps(data_dic).encode('utf-8')
+client.send(struct.pack('i', len(header_bytes)))
+client.send(header_bytes)
+with open(file_path, 'rb') as f:
+    for line in f:
+        client.send(line)
+"#;
+
+#[test]
+fn tutorial_upload_clients_work_with_anonymous() {
+    let f = Fixture::new(&[], &["--anonymous", "--anonymous-quota", "1M"]);
+    let port = f.addr().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<u8> = (0..20_000)
+        .flat_map(|i| format!("line {i}\n").into_bytes())
+        .collect();
+    let src = dir.path().join("notes.txt");
+    fs::write(&src, &lines).unwrap();
+    python(TUTORIAL_NEW, &[&port, src.to_str().unwrap()]);
+    python(TUTORIAL_OLD, &[&port, src.to_str().unwrap()]);
+    for name in ["notes.txt", "视频课.mp4"] {
+        let path = f.home("anonymous").join(name);
+        wait_for(&format!("{name} to be stored"), || {
+            fs::read(&path).ok().filter(|got| *got == lines).map(|_| ())
+        });
+    }
+    // Anonymous clients may only upload, within their quota.
+    let mut c = Client::connect(f.addr());
+    assert_refused(&c.call(json!({"cmd": "ls"})), "not logged in");
+    assert_refused(&c.put("big", &data(1 << 20, 1)), "quota exceeded");
+    let a = c.put("small", b"hi");
+    assert_eq!(a["ok"], true);
+    assert_eq!(fs::read(f.home("anonymous").join("small")).unwrap(), b"hi");
+}
+
+#[test]
+fn without_anonymous_uploads_need_a_login() {
+    let f = Fixture::new(&[], &[]);
+    let mut c = Client::connect(f.addr());
+    let header = json!({"file_name": "x.txt", "file_size": 3});
+    c.send(&header, b"abc");
+    assert_refused(&c.recv(), "not logged in");
+    assert!(!f.home("anonymous").exists());
+}
+
+/// Runs the Rust client with `-c`.
+#[track_caller]
+fn client(f: &Fixture, cwd: &Path, user: &str, password: &str, commands: &str) -> Output {
+    let addr = f.addr().to_string();
+    run_in(
+        cwd,
+        &["--addr", &addr, "--user", user, "-c", commands],
+        &[("FTP_PASSWORD", password)],
+    )
+}
+
+#[track_caller]
+fn run_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let path = example_path("ftp_client");
+    let mut cmd = Command::new(&path);
+    cmd.current_dir(cwd)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("FTP_PASSWORD");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("spawn ftp_client");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.expect("output"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("ftp_client did not finish within {TIMEOUT:?}");
+        }
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn rust_client_runs_commands_and_reports_failures() {
+    let f = Fixture::new(&[("alice", "pw", "32M")], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let body = data(3 << 20, 5);
+    fs::write(dir.path().join("local.bin"), &body).unwrap();
+    let out = client(
+        &f,
+        dir.path(),
+        "alice",
+        "pw",
+        "mkdir docs; cd docs; put local.bin remote.bin; ls; stat remote.bin; get remote.bin copy.bin; pwd; quota",
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("put local.bin -> remote.bin: 3145728 bytes"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("sha256 {} verified", &sha256(&body)[..16])),
+        "{stdout}"
+    );
+    assert!(stdout.contains("file      3145728  remote.bin"), "{stdout}");
+    assert!(
+        stdout.contains("remote.bin: file, 3145728 bytes"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\n/docs\n"), "{stdout}");
+    assert!(stdout.contains("used 3.0 MiB of 32.0 MiB (9%)"), "{stdout}");
+    assert!(
+        stdout.contains("get remote.bin -> copy.bin: 3145728 bytes"),
+        "{stdout}"
+    );
+    assert_eq!(fs::read(dir.path().join("copy.bin")).unwrap(), body);
+    assert!(
+        out.stderr.is_empty(),
+        "no progress bar off a terminal: {}",
+        text(&out.stderr)
+    );
+
+    // A failed get exits non-zero, says why on stderr, and the other commands still run.
+    let out = client(
+        &f,
+        dir.path(),
+        "alice",
+        "pw",
+        "get nothere; pwd; cd nowhere",
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("get nothere: /nothere: not found"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cd nowhere: /nowhere: not found"),
+        "{stderr}"
+    );
+    assert_eq!(text(&out.stdout), "/\n");
+    assert!(!dir.path().join("nothere").exists() && !dir.path().join("nothere.part").exists());
+    // put into a remote directory.
+    let out = client(
+        &f,
+        dir.path(),
+        "alice",
+        "pw",
+        "put local.bin docs; put local.bin /",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        fs::read(f.home("alice").join("docs/local.bin")).unwrap(),
+        body
+    );
+    assert_eq!(fs::read(f.home("alice").join("local.bin")).unwrap(), body);
+    let out = client(&f, dir.path(), "alice", "pw", "frobnicate; put missing.txt");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // A wrong password or no server: exit status 2.
+    let out = client(&f, dir.path(), "alice", "wrong", "ls");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("login incorrect"));
+
+    // get continues a local partial file; one that does not match the remote file is
+    // detected by the checksum and downloaded again.
+    fs::write(dir.path().join("resumed.bin.part"), &body[..1_000_000]).unwrap();
+    let out = client(
+        &f,
+        dir.path(),
+        "alice",
+        "pw",
+        "get docs/remote.bin resumed.bin",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("resumed at 1000000"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(fs::read(dir.path().join("resumed.bin")).unwrap(), body);
+    assert!(!dir.path().join("resumed.bin.part").exists());
+    fs::write(dir.path().join("wrong.bin.part"), vec![0u8; 1000]).unwrap();
+    let out = client(
+        &f,
+        dir.path(),
+        "alice",
+        "pw",
+        "get docs/remote.bin wrong.bin",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("checksum mismatch"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(fs::read(dir.path().join("wrong.bin")).unwrap(), body);
+
+    // put continues the server's partial upload.
+    let mut cut = f.login("alice", "pw");
+    let header = json!({"cmd": "put", "filename": "docs/again.bin", "filesize": body.len()});
+    cut.send(&header, &body[..2_000_000]);
+    cut.s.shutdown(Shutdown::Both).unwrap();
+    let mut c = f.login("alice", "pw");
+    wait_for("the cut upload to be released", || {
+        (c.call(json!({"cmd": "quota"}))["used"] == 3 * 3_145_728 + 2_000_000).then_some(())
+    });
+    let out = client(
+        &f,
+        dir.path(),
+        "alice",
+        "pw",
+        "put local.bin docs/again.bin",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("resumed at 2000000"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        fs::read(f.home("alice").join("docs/again.bin")).unwrap(),
+        body
+    );
+}
+
+/// The start of the client's prompt for user alice.
+const PROMPT: &str = "alice@ftp:";
+
+/// A download cut off half way (here by a stand-in server that sends half the bytes and
+/// closes) leaves what arrived in `LOCAL.part`; the next `get` continues from there.
+#[test]
+fn rust_client_keeps_a_cut_download_and_resumes_it() {
+    let f = Fixture::new(&[("alice", "pw", "8M")], &[]);
+    let body = data(1_500_000, 11);
+    fs::write(f.home("alice").join("movie.bin"), &body).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_addr = listener.local_addr().unwrap().to_string();
+    let expected = sha256(&body);
+    let half = body[..700_000].to_vec();
+    let fake = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let login: Value = CODEC.read_json_header(&mut s).unwrap().unwrap();
+        assert_eq!(login["cmd"], "login");
+        s.write_all(&CODEC.encode_header(&json!({"ok": true, "cwd": "/"})))
+            .unwrap();
+        let get: Value = CODEC.read_json_header(&mut s).unwrap().unwrap();
+        assert_eq!(
+            get,
+            json!({"cmd": "get", "filename": "movie.bin", "offset": 0})
+        );
+        let answer = json!({"ok": true, "filesize": 1_500_000, "offset": 0, "sha256": expected});
+        s.write_all(&CODEC.encode_header(&answer)).unwrap();
+        s.write_all(&half).unwrap();
+    });
+    let out = run_in(
+        dir.path(),
+        &[
+            "--addr",
+            &fake_addr,
+            "--user",
+            "alice",
+            "-c",
+            "get movie.bin",
+        ],
+        &[("FTP_PASSWORD", "pw")],
+    );
+    fake.join().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a lost connection: {out:?}");
+    assert!(
+        text(&out.stderr).contains("connection lost"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        fs::read(dir.path().join("movie.bin.part")).unwrap(),
+        &body[..700_000]
+    );
+
+    let out = client(&f, dir.path(), "alice", "pw", "get movie.bin");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("resumed at 700000"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(fs::read(dir.path().join("movie.bin")).unwrap(), body);
+}
+
+/// A tmux server of this test's own (its own socket), killed at the end.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(name: &str) -> Tmux {
+        let ok = Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            ok,
+            "tmux is needed for the interactive test (.ci/run installs it)"
+        );
+        Tmux {
+            socket: format!("ftp-{name}-{}", std::process::id()),
+        }
+    }
+
+    #[track_caller]
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("tmux");
+        assert!(out.status.success(), "tmux {args:?}: {out:?}");
+        text(&out.stdout)
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-J", "-S", "-200", "-t", "ftp"])
+    }
+
+    #[track_caller]
+    fn wait_screen(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let screen = self.screen();
+            if pred(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; screen:\n{screen}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Types `keys` and Enter at the shell's prompt, and waits for the next prompt (keys
+    /// typed while a command runs are not for the prompt); returns the screen then.
+    #[track_caller]
+    fn command(&self, keys: &[&str]) -> String {
+        let prompts = self.screen().matches(PROMPT).count();
+        self.keys(keys);
+        self.keys(&["Enter"]);
+        self.wait_screen("the next prompt", |s| s.matches(PROMPT).count() > prompts)
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "ftp"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+#[test]
+fn interactive_shell_through_a_terminal() {
+    let f = Fixture::new(&[("alice", "open sesame", "64M")], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let body = data(8 << 20, 6);
+    fs::write(dir.path().join("big.bin"), &body).unwrap();
+    let tmux = Tmux::new("shell");
+    let client = example_path("ftp_client");
+    let command = format!(
+        "cd {} && {} --addr {} --user alice",
+        dir.path().display(),
+        client.display(),
+        f.addr()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "ftp",
+        "-x",
+        "160",
+        "-y",
+        "50",
+        &command,
+    ]);
+    // The password prompt does not echo what is typed.
+    tmux.wait_screen("the password prompt", |s| s.contains("password for alice:"));
+    tmux.keys(&["-l", "open sesame"]);
+    tmux.keys(&["Enter"]);
+    tmux.wait_screen("the shell prompt", |s| s.contains("alice@ftp:/>"));
+    assert!(
+        !tmux.screen().contains("open sesame"),
+        "the password was echoed"
+    );
+
+    let screen = tmux.command(&["-l", "put big.bin"]);
+    assert!(
+        screen.contains("put big.bin -> big.bin: 8388608 bytes"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("put big.bin [")
+            && screen.contains("8.00 MiB/8.00 MiB")
+            && screen.contains("ETA"),
+        "progress bar of put: {screen}"
+    );
+    let screen = tmux.command(&["-l", "get big.bin copy.bin"]);
+    assert!(
+        screen.contains("get big.bin -> copy.bin: 8388608 bytes"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("get big.bin ["),
+        "progress bar of get: {screen}"
+    );
+    assert_eq!(fs::read(dir.path().join("copy.bin")).unwrap(), body);
+
+    // Line editing and history: the up arrow brings back the last command.
+    let screen = tmux.command(&["-l", "stat big.bin"]);
+    assert_eq!(
+        screen.matches("big.bin: file, 8388608 bytes").count(),
+        1,
+        "{screen}"
+    );
+    let screen = tmux.command(&["Up"]);
+    assert_eq!(
+        screen.matches("big.bin: file, 8388608 bytes").count(),
+        2,
+        "{screen}"
+    );
+    tmux.keys(&["-l", "mkdir docx"]);
+    tmux.keys(&["BSpace"]);
+    tmux.command(&["-l", "s"]);
+    let screen = tmux.command(&["-l", "cd docs"]);
+    assert!(screen.contains("alice@ftp:/docs>"), "{screen}");
+    let screen = tmux.command(&["-l", "cd nowhere"]);
+    assert!(
+        screen.contains("error: /docs/nowhere: not found"),
+        "{screen}"
+    );
+    tmux.keys(&["-l", "quit"]);
+    tmux.keys(&["Enter"]);
+    wait_for("the client to exit", || {
+        let out = Command::new("tmux")
+            .args(["-L", &tmux.socket, "has-session", "-t", "ftp"])
+            .output()
+            .ok()?;
+        (!out.status.success()).then_some(())
+    });
+    assert!(f.home("alice").join("docs").is_dir());
+}

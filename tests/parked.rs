@@ -1,0 +1,303 @@
+//! Request-at-a-time handlers (`serve_requests`, issue 12): connections waiting for their
+//! next request are parked in the server's event set and hold no thread. Real sockets on
+//! loopback; every client read has a timeout.
+
+mod util;
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use socketserver::{Flavor, Next, ShutdownHandle, StreamRequest, TcpServer};
+use util::TIMEOUT;
+
+/// Echoes what one read returns; closes at EOF; `panic` panics, `fail` errs.
+fn echo_request(req: &mut StreamRequest) -> io::Result<Next> {
+    let mut buf = [0u8; 4096];
+    let n = req.read(&mut buf)?;
+    match &buf[..n] {
+        [] => Ok(Next::Close),
+        b"panic\n" => panic!("asked to panic"),
+        b"fail\n" => Err(io::Error::other("asked to fail")),
+        b"bye\n" => {
+            req.write_all(b"bye\n")?;
+            Ok(Next::Close)
+        }
+        data => {
+            req.write_all(data)?;
+            Ok(Next::Continue)
+        }
+    }
+}
+
+struct Srv {
+    addr: SocketAddr,
+    handle: ShutdownHandle,
+    join: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Srv {
+    fn start(b: &mut socketserver::Builder<std::net::TcpListener>) -> Srv {
+        let s = b.bind("127.0.0.1:0").unwrap();
+        let addr = s.local_addr().unwrap();
+        let handle = s.shutdown_handle();
+        let join = Some(thread::spawn(move || s.serve_requests(echo_request)));
+        Srv { addr, handle, join }
+    }
+
+    #[track_caller]
+    fn stop(&mut self) {
+        self.handle.shutdown();
+        let join = self.join.take().unwrap();
+        util::within(TIMEOUT, move || join.join())
+            .expect("serve panicked")
+            .expect("serve failed");
+    }
+}
+
+#[track_caller]
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn exchange(c: &mut TcpStream, data: &[u8]) {
+    c.write_all(data).unwrap();
+    assert_eq!(util::read_until(c, |g| g.len() >= data.len()), data);
+}
+
+/// Many silent connections hold no thread: with 2 workers and 1 000 idle clients, an
+/// active client is served, and the server runs 2 worker threads.
+#[test]
+fn idle_connections_hold_no_thread() {
+    let mut srv = Srv::start(TcpServer::builder().flavor(Flavor::pool().workers(2)));
+    let mut idle = Vec::new();
+    for i in 0..1000 {
+        let mut c = util::tcp_client(srv.addr);
+        if i % 100 == 0 {
+            // Some of them served once, then idle.
+            exchange(&mut c, b"once");
+        }
+        idle.push(c);
+    }
+    wait_for("every connection accepted", || {
+        srv.handle.stats().accepted == 1000
+    });
+    let mut active = util::tcp_client(srv.addr);
+    for i in 0..100 {
+        exchange(&mut active, format!("request {i}").as_bytes());
+    }
+    assert_eq!(srv.handle.stats().threads, 2, "workers only");
+    // Shutdown closes the parked connections at once.
+    srv.handle.shutdown();
+    for c in idle.iter_mut().step_by(97) {
+        assert_eq!(util::read_to_end(c), b"");
+    }
+    srv.stop();
+}
+
+/// Pipelined requests are served from the buffer without waiting for the network, and a
+/// request split across segments is read whole.
+#[test]
+fn pipelined_and_split_requests() {
+    let received = Arc::new(AtomicUsize::new(0));
+    let s = TcpServer::builder()
+        .flavor(Flavor::pool().workers(1))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = s.local_addr().unwrap();
+    let h = s.shutdown_handle();
+    let r2 = received.clone();
+    let join = thread::spawn(move || {
+        s.serve_requests(move |req: &mut StreamRequest| {
+            let mut line = Vec::new();
+            if io::BufRead::read_until(req, b'\n', &mut line)? == 0 {
+                return Ok(Next::Close);
+            }
+            r2.fetch_add(1, SeqCst);
+            req.write_all(&line)?;
+            Ok(Next::Continue)
+        })
+    });
+    let mut c = util::tcp_client(addr);
+    c.write_all(b"one\ntwo\nthree\nfo").unwrap();
+    assert_eq!(
+        util::read_until(&mut c, |g| g.len() >= 14),
+        b"one\ntwo\nthree\n"
+    );
+    c.write_all(b"ur\n").unwrap();
+    assert_eq!(util::read_until(&mut c, |g| g.len() >= 5), b"four\n");
+    assert_eq!(received.load(SeqCst), 4);
+    drop(c);
+    h.shutdown();
+    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+}
+
+/// Errors and panics close that connection only, counted; the workers keep serving.
+#[test]
+fn faults_close_one_connection() {
+    let mut srv = Srv::start(TcpServer::builder().flavor(Flavor::pool().workers(1)));
+    for bad in [&b"panic\n"[..], b"fail\n", b"panic\n"] {
+        let mut c = util::tcp_client(srv.addr);
+        exchange(&mut c, b"first");
+        c.write_all(bad).unwrap();
+        assert_eq!(util::read_to_end(&mut c), b"");
+    }
+    let mut c = util::tcp_client(srv.addr);
+    exchange(&mut c, b"still served");
+    c.write_all(b"bye\n").unwrap();
+    assert_eq!(util::read_to_end(&mut c), b"bye\n");
+    let s = srv.handle.stats();
+    assert_eq!((s.panics, s.handler_errors), (2, 1));
+    srv.stop();
+}
+
+/// The idle timeout closes parked connections (counted apart), not busy ones.
+#[test]
+fn idle_timeout_closes_parked_connections() {
+    let mut srv = Srv::start(
+        TcpServer::builder()
+            .flavor(Flavor::pool().workers(2))
+            .idle_timeout(Some(Duration::from_millis(100))),
+    );
+    let mut quiet = util::tcp_client(srv.addr);
+    exchange(&mut quiet, b"hello");
+    assert_eq!(util::read_to_end(&mut quiet), b"");
+    wait_for("the idle timeout count", || {
+        srv.handle.stats().idle_timeouts >= 1
+    });
+    assert_eq!(srv.handle.stats().handler_errors, 0);
+    srv.stop();
+}
+
+/// `max_connections`: at the limit the server stops accepting; a closed connection makes
+/// room and the waiting client is served.
+#[test]
+fn max_connections_bounds_open_connections() {
+    let mut srv = Srv::start(
+        TcpServer::builder()
+            .flavor(Flavor::pool().workers(2))
+            .max_connections(3),
+    );
+    let mut open: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut c = util::tcp_client(srv.addr);
+            exchange(&mut c, b"x");
+            c
+        })
+        .collect();
+    let mut fourth = util::tcp_client(srv.addr);
+    fourth.write_all(b"waiting").unwrap();
+    fourth
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(fourth.read(&mut buf).is_err(), "served beyond the limit");
+    assert_eq!(srv.handle.stats().accepted, 3);
+    drop(open.remove(0));
+    fourth.set_read_timeout(Some(TIMEOUT)).unwrap();
+    assert_eq!(util::read_until(&mut fourth, |g| g.len() >= 7), b"waiting");
+    srv.stop();
+}
+
+/// The other flavours run a connection's requests in a loop on its thread.
+#[test]
+fn other_flavours_loop_on_a_thread() {
+    for flavor in [Flavor::single(), Flavor::threading()] {
+        let mut srv = Srv::start(TcpServer::builder().flavor(flavor.clone()));
+        let mut c = util::tcp_client(srv.addr);
+        exchange(&mut c, b"a");
+        exchange(&mut c, b"b");
+        c.write_all(b"bye\n").unwrap();
+        assert_eq!(util::read_to_end(&mut c), b"bye\n", "{flavor:?}");
+        srv.stop();
+    }
+}
+
+/// Threads of process `pid`, from /proc.
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Threads:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The attack of issue 12 on the default echo example: 4 300 clients connect and stay
+/// silent (they used to take every thread of the pool up to its 4 096 limit); a new client
+/// is still answered at once, and the server runs its 8 workers plus the accept-free serve
+/// thread, the signal thread and the SIGHUP restart thread, whatever the number of
+/// connections.
+#[test]
+fn silent_clients_do_not_starve_the_default_echo() {
+    util::build_examples();
+    let srv = util::ExampleServer::start("echo", &["--addr", "127.0.0.1:0"]);
+    let addr = srv.socket_addr();
+    let mut silent = Vec::with_capacity(4300);
+    for _ in 0..4300 {
+        silent.push(TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect"));
+    }
+    let started = Instant::now();
+    let mut c = util::tcp_client(addr);
+    exchange(&mut c, b"am I served?");
+    let took = started.elapsed();
+    eprintln!("a new client beside 4300 silent ones answered in {took:?}");
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    assert!(
+        threads_of(srv.pid()) <= 8 + 3,
+        "{} threads",
+        threads_of(srv.pid())
+    );
+    drop(silent);
+}
+
+/// `framing::per_frame`: one frame per request, a frame split across segments read whole,
+/// two frames in one segment both answered, an oversize frame closing that connection only.
+#[test]
+fn frames_as_requests() {
+    use socketserver::framing::{self, Codec};
+    let codec = Codec::new().max_frame_len(1024);
+    let s = TcpServer::builder()
+        .flavor(Flavor::pool().workers(2))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = s.local_addr().unwrap();
+    let h = s.shutdown_handle();
+    let join = thread::spawn(move || {
+        s.serve_requests(framing::per_frame(
+            codec,
+            move |frame: Vec<u8>, req: &mut StreamRequest| codec.write_frame(req, &frame),
+        ))
+    });
+    let frame = |p: &[u8]| codec.encode(p).unwrap();
+    let mut c = util::tcp_client(addr);
+    let mut two = frame(b"one");
+    two.extend(frame(b"two"));
+    c.write_all(&two).unwrap();
+    assert_eq!(util::read_until(&mut c, |g| g.len() >= two.len()), two);
+    let split = frame(b"split across writes");
+    c.write_all(&split[..3]).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    c.write_all(&split[3..]).unwrap();
+    assert_eq!(util::read_until(&mut c, |g| g.len() >= split.len()), split);
+    let mut big = util::tcp_client(addr);
+    big.write_all(&(1u32 << 20).to_be_bytes()).unwrap();
+    assert_eq!(util::read_to_end(&mut big), b"");
+    c.write_all(&frame(b"still")).unwrap();
+    assert_eq!(util::read_until(&mut c, |g| g.len() >= 9), frame(b"still"));
+    drop(c);
+    h.shutdown();
+    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+}

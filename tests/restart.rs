@@ -1,0 +1,289 @@
+//! Zero-downtime restart: `whoami` replaced 5 times by SIGHUP while short connections run
+//! in a loop and long-lived ones stay open across each restart. Zero refused, zero reset,
+//! every long-lived connection finishes (its answer, then a clean EOF) on the old process,
+//! each restart brings a new pid, and no process is left behind.
+
+mod deploy;
+mod util;
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use deploy::{alive, signal, wait_gone, PidGuard, Proc};
+use util::TIMEOUT;
+
+const RESTARTS: usize = 5;
+/// How long whoami keeps each connection open after answering (until the client closes).
+const HOLD_MS: u64 = 600;
+
+/// Reads one whoami line; returns the pid in it. The connection stays open.
+fn answer(c: &mut BufReader<TcpStream>) -> io::Result<u32> {
+    let mut line = String::new();
+    c.read_line(&mut line)?;
+    let v: serde_json::Value = serde_json::from_str(line.trim_end())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{line:?}: {e}")))?;
+    v["pid"]
+        .as_u64()
+        .map(|p| p as u32)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, line))
+}
+
+fn connect(addr: SocketAddr) -> io::Result<BufReader<TcpStream>> {
+    let c = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+    c.set_read_timeout(Some(TIMEOUT))?;
+    Ok(BufReader::new(c))
+}
+
+/// A short connection: the answer, then close (the server's hold ends at our close).
+fn short(addr: SocketAddr) -> io::Result<u32> {
+    answer(&mut connect(addr)?)
+}
+
+/// A long-lived connection, opened: its pid, and the stream to finish later.
+struct Long {
+    pid: u32,
+    conn: BufReader<TcpStream>,
+}
+
+impl Long {
+    fn open(addr: SocketAddr) -> Long {
+        let mut conn = connect(addr).expect("long-lived connect");
+        let pid = answer(&mut conn).expect("long-lived answer");
+        Long { pid, conn }
+    }
+
+    /// Waits for the server to end the connection: a clean EOF, no reset, no extra bytes.
+    fn finish(mut self) -> Result<u32, String> {
+        let mut rest = Vec::new();
+        match self.conn.read_to_end(&mut rest) {
+            Ok(_) if rest.is_empty() => Ok(self.pid),
+            Ok(_) => Err(format!("unexpected bytes {rest:?}")),
+            Err(e) => Err(format!("long-lived connection failed: {e}")),
+        }
+    }
+}
+
+/// Asks until an answer comes from a process other than `old` (bounded): the new one.
+fn new_pid(addr: SocketAddr, old: u32) -> u32 {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let pid = short(addr).expect("served during the restart");
+        if pid != old {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no answer from a new process");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn five_sighup_restarts_under_load() {
+    util::build_examples();
+    let hold = HOLD_MS.to_string();
+    let (mut first, addr) = Proc::example(
+        "whoami",
+        &["--addr", "127.0.0.1:0", "--hold-ms", &hold, "--grace", "10"],
+        &[],
+    );
+    let mut pids = vec![first.pid()];
+
+    // The load: 4 threads of short connections until told to stop; every outcome kept.
+    let stop = Arc::new(AtomicBool::new(false));
+    let results: Arc<Mutex<Vec<io::Result<u32>>>> = Arc::default();
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, results) = (Arc::clone(&stop), Arc::clone(&results));
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let r = short(addr);
+                    results.lock().unwrap().push(r);
+                    // A steady load, not a flood: each closed connection leaves a client
+                    // port in TIME_WAIT for a minute, and the suite runs on after this test.
+                    thread::sleep(Duration::from_millis(4));
+                }
+            })
+        })
+        .collect();
+
+    let mut long_results = Vec::new();
+    // Every new process is stopped by its pid if the test fails half-way.
+    let mut guards = Vec::new();
+    for gen in 0..RESTARTS {
+        let old = *pids.last().unwrap();
+        // Long-lived connections open across the restart.
+        let longs: Vec<Long> = (0..3).map(|_| Long::open(addr)).collect();
+        assert!(longs.iter().all(|l| l.pid == old), "generation {gen}");
+        assert!(signal(old, "HUP"));
+        // The new process announces itself on the same stdout.
+        assert_eq!(first.listening(), addr, "generation {}", gen + 1);
+        let new = new_pid(addr, old);
+        guards.push(PidGuard(new));
+        assert_ne!(new, old);
+        for l in longs {
+            long_results.push((old, l.finish()));
+        }
+        assert!(
+            wait_gone(old, Duration::from_secs(10)),
+            "process {old} did not exit after draining"
+        );
+        pids.push(new);
+    }
+    // The first process was our child: it exited 0.
+    assert_eq!(first.wait_exit(Duration::from_secs(1)), Some(0));
+
+    stop.store(true, Ordering::SeqCst);
+    for t in load {
+        t.join().unwrap();
+    }
+    let results = std::mem::take(&mut *results.lock().unwrap());
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| format!("{:?}: {e}", e.kind())))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} short connections failed (refused/reset): {:?}",
+        failures.len(),
+        results.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(
+        results.len() >= 50,
+        "the load ran: {} connections",
+        results.len()
+    );
+    let served: std::collections::HashSet<u32> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    assert!(
+        served.len() >= RESTARTS,
+        "answers came from the successive processes"
+    );
+    for (old, r) in &long_results {
+        assert_eq!(r.as_ref().ok(), Some(old), "a long-lived connection: {r:?}");
+    }
+    eprintln!(
+        "{} short connections during {RESTARTS} restarts, 0 failed; {} long-lived finished",
+        results.len(),
+        long_results.len()
+    );
+
+    // The last generation stops on SIGTERM; nothing is left behind.
+    let last = *pids.last().unwrap();
+    assert!(signal(last, "TERM"));
+    for pid in &pids {
+        assert!(
+            wait_gone(*pid, Duration::from_secs(10)),
+            "process {pid} left behind"
+        );
+    }
+    assert!(pids.iter().all(|p| !alive(*p)));
+    guards.into_iter().for_each(PidGuard::defuse);
+}
+
+/// Regression (found by the restart bench): a connection the accept loop had accepted while
+/// the pool's queue was full was closed unanswered when shutdown began. It must be served
+/// like a queued one within the grace period, since in a restart the new process would
+/// otherwise have served it.
+#[test]
+fn shutdown_serves_a_connection_waiting_for_queue_room() {
+    use socketserver::{Flavor, StreamRequest, TcpServer};
+    use std::io::Write;
+    use std::sync::{Condvar, Mutex};
+
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let server = TcpServer::builder()
+        .flavor(Flavor::fixed_pool(1).queue(1))
+        .grace_period(Duration::from_secs(10))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let handle = server.shutdown_handle();
+    let g = Arc::clone(&gate);
+    let serving = thread::spawn(move || {
+        server.serve(move |req: &mut StreamRequest| {
+            // Every handler waits at the gate, then answers.
+            let (open, cv) = &*g;
+            let mut o = open.lock().unwrap();
+            while !*o {
+                o = cv.wait(o).unwrap();
+            }
+            drop(o);
+            req.write_all(b"served\n")
+        })
+    });
+    // A: the one worker (blocked at the gate); B: the one queue slot; C: accepted, its
+    // job waiting for room.
+    let mut clients: Vec<TcpStream> = Vec::new();
+    for n in 1..=3u64 {
+        clients.push(TcpStream::connect(addr).unwrap());
+        let deadline = Instant::now() + TIMEOUT;
+        while handle.stats().accepted < n {
+            assert!(Instant::now() < deadline, "connection {n} not accepted");
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+    handle.shutdown();
+    thread::sleep(Duration::from_millis(50)); // let the accept loop see the shutdown first
+    {
+        let (open, cv) = &*gate;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut got = String::new();
+        c.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "served\n", "client {i} was not served");
+    }
+    serving.join().unwrap().unwrap();
+    assert_eq!(handle.stats().rejected, 0);
+}
+
+/// The examples served one request at a time (echo: idle connections parked, no thread
+/// each) restart the same way, on the same socket.
+#[test]
+fn echo_restarts_on_sighup() {
+    use std::io::Write;
+    util::build_examples();
+    let mark = format!("{}-{:?}", std::process::id(), Instant::now());
+    let (mut first, addr) = Proc::example(
+        "echo",
+        &["--addr", "127.0.0.1:0"],
+        &[("DEPLOY_TEST_MARK", &mark)],
+    );
+    let echo = |addr: SocketAddr, msg: &[u8]| -> io::Result<Vec<u8>> {
+        let mut c = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+        c.set_read_timeout(Some(TIMEOUT))?;
+        c.write_all(msg)?;
+        c.shutdown(std::net::Shutdown::Write)?;
+        let mut got = Vec::new();
+        c.read_to_end(&mut got)?;
+        Ok(got)
+    };
+    assert_eq!(echo(addr, b"before").unwrap(), b"before");
+    let old = first.pid();
+    assert!(signal(old, "HUP"));
+    assert_eq!(first.listening(), addr);
+    // The new process inherited the environment, marker included.
+    let new: Vec<u32> = deploy::pids_with_env("DEPLOY_TEST_MARK", &mark)
+        .into_iter()
+        .filter(|&p| p != old)
+        .collect();
+    assert_eq!(new.len(), 1, "one new process: {new:?}");
+    let guard = PidGuard(new[0]);
+    assert_eq!(first.wait_exit(Duration::from_secs(10)), Some(0));
+    // The old process is gone; the socket it shared was not shut down: the new one serves.
+    for i in 0..20 {
+        let msg = format!("after {i}");
+        assert_eq!(echo(addr, msg.as_bytes()).unwrap(), msg.as_bytes());
+    }
+    assert!(signal(guard.0, "TERM"));
+    assert!(wait_gone(guard.0, Duration::from_secs(10)));
+    guard.defuse();
+}
