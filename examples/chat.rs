@@ -456,6 +456,14 @@ fn main() -> io::Result<()> {
             "chat shares one room between all clients: use --mode pool or --mode threading",
         ));
     }
+    if cli.server.tls_enabled() {
+        // Each client's lines are written by a thread of its own through a clone of the
+        // socket; a TLS session has one owner (the handler), so chat cannot encrypt them.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "chat writes from a thread per client, which TLS does not allow: run it without --tls-cert",
+        ));
+    }
     if !(cli.stall_timeout > 0.0 && cli.stall_timeout <= 86_400.0) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

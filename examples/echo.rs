@@ -4,7 +4,9 @@
 //! cargo run --release --example echo            # listening on 127.0.0.1:8001
 //! python3 -c "import socket; s=socket.create_connection(('127.0.0.1',8001)); s.sendall(b'hi'); print(s.recv(1024))"
 //! ```
-//! Options: `--addr HOST:PORT`, `--mode single|threading|pool|fork`, `--workers N`.
+//! Options: `--addr HOST:PORT`, `--mode single|threading|pool|fork`, `--workers N`;
+//! TLS (build with `--features tls`): `--tls-cert FILE --tls-key FILE`, and
+//! `--tls-client-ca FILE` for client certificates (a SIGHUP restart reloads them).
 
 mod common;
 

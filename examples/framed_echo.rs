@@ -7,7 +7,9 @@
 //! cargo run --example framed_echo               # listening on 127.0.0.1:8007
 //! python3 -c "import socket,struct; s=socket.create_connection(('127.0.0.1',8007)); s.sendall(struct.pack('!I',2)+b'hi'); print(s.recv(1024))"
 //! ```
-//! Options: `--addr HOST:PORT`, `--mode single|threading|pool|fork`, `--workers N`.
+//! Options: `--addr HOST:PORT`, `--mode single|threading|pool|fork`, `--workers N`;
+//! TLS (build with `--features tls`): `--tls-cert FILE --tls-key FILE`, and
+//! `--tls-client-ca FILE` for client certificates (a SIGHUP restart reloads them).
 
 mod common;
 

@@ -7,7 +7,9 @@
 //! cargo run --example hello                     # listening on 127.0.0.1:9999
 //! python3 -c "import socket; s=socket.create_connection(('127.0.0.1',9999)); print(s.recv(1024)); s.send(b'michael'); print(s.recv(1024)); s.send(b'exit')"
 //! ```
-//! Options: `--addr HOST:PORT`, `--mode single|threading|pool|fork`, `--workers N`.
+//! Options: `--addr HOST:PORT`, `--mode single|threading|pool|fork`, `--workers N`;
+//! TLS (build with `--features tls`): `--tls-cert FILE --tls-key FILE`, and
+//! `--tls-client-ca FILE` for client certificates (a SIGHUP restart reloads them).
 
 mod common;
 

@@ -29,7 +29,9 @@
 //! cargo run --example remote_cmd -- --allow ls,echo,uname     # listening on 127.0.0.1:8005
 //! cargo run --example remote_cmd_client -- ls -l
 //! ```
-//! Options: `--addr HOST:PORT`, `--mode single|threading|pool|fork`, `--workers N`.
+//! Options: `--addr HOST:PORT`, `--mode single|threading|pool|fork`, `--workers N`;
+//! TLS (build with `--features tls`): `--tls-cert FILE --tls-key FILE`, and
+//! `--tls-client-ca FILE` for client certificates (a SIGHUP restart reloads them).
 
 mod common;
 

@@ -13,10 +13,14 @@
 //! cargo run --example remote_cmd_client -- ls -l         # in another
 //! cargo run --example remote_cmd_client                  # interactive
 //! ```
-//! Options: `--addr HOST:PORT` (default 127.0.0.1:8005), `--timeout SECONDS` (default 60).
+//! Options: `--addr HOST:PORT` (default 127.0.0.1:8005), `--timeout SECONDS` (default 60);
+//! `--tls-ca FILE` talks TLS to a server started with `--tls-cert`, trusting the CAs of that
+//! PEM file, and checks the server's name (the host of `--addr`, or `--tls-name NAME`);
+//! both need `--features tls`.
 
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -33,6 +37,12 @@ struct Cli {
     /// Seconds to wait for the server at each read.
     #[arg(long, default_value_t = 60.0)]
     timeout: f64,
+    /// Talk TLS, trusting the CA certificates of this PEM file.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must carry. Default: the host of --addr.
+    #[arg(long, requires = "tls_ca")]
+    tls_name: Option<String>,
     /// The command; without one, command lines are read from stdin.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -46,9 +56,14 @@ struct Header {
     error: Option<String>,
 }
 
+/// The connection: plain TCP, or TLS over it.
+trait Conn: Read + Write {}
+impl<T: Read + Write> Conn for T {}
+
 /// Sends one command line and prints its result; returns the exit status to report.
-fn run(conn: &mut BufReader<TcpStream>, line: &str) -> io::Result<u8> {
+fn run(conn: &mut BufReader<Box<dyn Conn>>, line: &str) -> io::Result<u8> {
     framing::write_frame(conn.get_mut(), line.as_bytes())?;
+    conn.get_mut().flush()?;
     let header: Header = framing::read_json_header(conn)?
         .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "server closed"))?;
     copy_exact(conn, header.stdout_size, &mut io::stdout().lock())?;
@@ -67,7 +82,7 @@ fn main() -> io::Result<ExitCode> {
     let cli = Cli::parse();
     let stream = TcpStream::connect(&cli.addr)?;
     stream.set_read_timeout(Some(Duration::from_secs_f64(cli.timeout.max(0.001))))?;
-    let mut conn = BufReader::new(stream);
+    let mut conn = BufReader::new(connect(&cli, stream)?);
     let code = match cli.command.as_slice() {
         [] => interactive(&mut conn)?,
         [line] => run(&mut conn, line)?,
@@ -80,8 +95,56 @@ fn main() -> io::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
+/// The connection, with TLS when `--tls-ca` is given.
+#[cfg(feature = "tls")]
+fn connect(cli: &Cli, stream: TcpStream) -> io::Result<Box<dyn Conn>> {
+    use socketserver::tls::{self, rustls};
+    use std::sync::Arc;
+
+    let Some(ca) = &cli.tls_ca else {
+        return Ok(Box::new(stream));
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in tls::load_certs(ca)? {
+        roots
+            .add(cert)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = match &cli.tls_name {
+        Some(name) => name.clone(),
+        None => match cli.addr.rsplit_once(':') {
+            Some((host, _)) => host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            None => cli.addr.clone(),
+        },
+    };
+    let name = rustls::pki_types::ServerName::try_from(host)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), name)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    Ok(Box::new(rustls::StreamOwned::new(conn, stream)))
+}
+
+#[cfg(not(feature = "tls"))]
+fn connect(cli: &Cli, stream: TcpStream) -> io::Result<Box<dyn Conn>> {
+    if cli.tls_ca.is_some() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "--tls-ca needs TLS support: build with `--features tls`",
+        ));
+    }
+    Ok(Box::new(stream))
+}
+
 /// Reads command lines from stdin until EOF; empty lines are skipped.
-fn interactive(conn: &mut BufReader<TcpStream>) -> io::Result<u8> {
+fn interactive(conn: &mut BufReader<Box<dyn Conn>>) -> io::Result<u8> {
     let mut code = 0;
     let mut line = String::new();
     let prompt = io::stdin().is_terminal();

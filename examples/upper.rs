@@ -5,6 +5,9 @@
 //! cargo run --release --example upper           # listening on 127.0.0.1:8002
 //! python3 -c "import socket; s=socket.create_connection(('127.0.0.1',8002)); s.sendall(b'hello'); print(s.recv(1024))"
 //! ```
+//! Options: `--addr HOST:PORT`, `--mode single|threading|pool|fork`, `--workers N`;
+//! TLS (build with `--features tls`): `--tls-cert FILE --tls-key FILE`, and
+//! `--tls-client-ca FILE` for client certificates (a SIGHUP restart reloads them).
 
 mod common;
 

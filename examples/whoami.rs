@@ -4,10 +4,12 @@
 //!
 //! ```text
 //! cargo run --release --example whoami          # listening on 127.0.0.1:8009
-//! nc 127.0.0.1 8009                              # {"peer":"127.0.0.1:51234","local":"127.0.0.1:8009","pid":4242}
+//! nc 127.0.0.1 8009                              # {"peer":"127.0.0.1:51234","local":"127.0.0.1:8009","pid":4242,"tls":null}
 //! ```
 //! Options: the shared ones (`--addr`, `--mode`, `--workers`, `--grace`, `--proxy-protocol`,
-//! `--trusted-proxy CIDR`, `--reuseport`), and `--hold-ms N`: after answering, keep the
+//! `--trusted-proxy CIDR`, `--reuseport`; with `--features tls`, `--tls-cert FILE
+//! --tls-key FILE`, and then `"tls":{"version":..,"sni":..,"alpn":..}` in the line), and
+//! `--hold-ms N`: after answering, keep the
 //! connection open up to N ms until the client closes it (a long-lived connection, to watch
 //! a restart drain). Default 0.
 
@@ -31,6 +33,24 @@ struct Cli {
     hold_ms: u64,
 }
 
+/// `{"version":..,"sni":..,"alpn":..}` of the TLS session, or null without TLS.
+#[cfg(feature = "tls")]
+fn tls_facts(req: &StreamRequest) -> serde_json::Value {
+    match req.tls_info() {
+        Some(i) => serde_json::json!({
+            "version": i.version(),
+            "sni": i.sni(),
+            "alpn": i.alpn().map(|a| String::from_utf8_lossy(a).into_owned()),
+        }),
+        None => serde_json::Value::Null,
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_facts(_: &StreamRequest) -> serde_json::Value {
+    serde_json::Value::Null
+}
+
 fn main() -> io::Result<()> {
     common::init_logging();
     let cli = Cli::parse();
@@ -40,6 +60,7 @@ fn main() -> io::Result<()> {
             "peer": req.peer_addr().to_string(),
             "local": req.local_addr()?.to_string(),
             "pid": std::process::id(),
+            "tls": tls_facts(req),
         });
         req.write_all(format!("{line}\n").as_bytes())?;
         req.flush()?;

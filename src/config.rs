@@ -38,6 +38,10 @@ pub(crate) struct Config {
     pub(crate) on_error: Option<ErrorHook>,
     /// PROXY protocol (stream servers): `Builder::proxy_protocol`, in proxy.rs.
     pub(crate) proxy: ProxyConfig,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls_handshake_timeout: Duration,
 }
 
 impl Config {
@@ -63,6 +67,10 @@ impl Config {
             verify: None,
             on_error: None,
             proxy: ProxyConfig::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -127,8 +135,8 @@ impl Config {
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("flavor", &self.flavor)
+        let mut f = f.debug_struct("Config");
+        f.field("flavor", &self.flavor)
             .field("reuse_address", &self.reuse_address)
             .field("reuse_port", &self.reuse_port)
             .field("backlog", &self.backlog)
@@ -146,8 +154,11 @@ impl fmt::Debug for Config {
             .field("end_idle_on_shutdown", &self.end_idle_on_shutdown)
             .field("verify", &self.verify.is_some())
             .field("on_error", &self.on_error.is_some())
-            .field("proxy", &self.proxy)
-            .finish()
+            .field("proxy", &self.proxy);
+        #[cfg(feature = "tls")]
+        f.field("tls", &self.tls.is_some())
+            .field("tls_handshake_timeout", &self.tls_handshake_timeout);
+        f.finish()
     }
 }
 
@@ -295,6 +306,65 @@ impl<T> Builder<T> {
     }
     pub(crate) fn set_request_timeout(&mut self, t: Option<Duration>) -> &mut Self {
         self.cfg.request_timeout = t;
+        self
+    }
+}
+
+/// TLS, for TCP and Unix stream servers (cargo feature `tls`); see [`crate::tls`].
+#[cfg(feature = "tls")]
+impl<L: crate::transport::Listener> Builder<L> {
+    /// Serves every connection over TLS with `config`: the handshake runs on the worker
+    /// under [`tls_handshake_timeout`](Self::tls_handshake_timeout), then the handler reads
+    /// and writes plaintext. By default, no TLS.
+    ///
+    /// Any `ServerConfig` works; [`tls::server_config`](crate::tls::server_config) builds
+    /// one from PEM files (with client certificates, and a certificate that can be
+    /// reloaded), with the `ring` provider chosen explicitly (see [`crate::tls`] for why).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    /// # let key = rcgen::KeyPair::generate().unwrap();
+    /// # let cert = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap()
+    /// #     .self_signed(&key).unwrap();
+    /// # std::fs::write(&cert_pem, cert.pem())?;
+    /// # std::fs::write(&key_pem, key.serialize_pem())?;
+    /// use socketserver::{tls, TcpServer};
+    /// use std::sync::Arc;
+    ///
+    /// let cert = tls::ReloadableCert::from_pem_files(&cert_pem, &key_pem)?;
+    /// let config = tls::server_config(cert, None)?;
+    /// let server = TcpServer::builder().tls(Arc::new(config)).bind("127.0.0.1:0")?;
+    /// # drop(server);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn tls(&mut self, config: Arc<rustls::ServerConfig>) -> &mut Self {
+        self.cfg.tls = Some(config);
+        self
+    }
+
+    /// Serves every connection over TLS with the certificate chain and private key of two
+    /// PEM files (no client certificates): a shortcut for [`tls`](Self::tls) with
+    /// [`tls::server_config`](crate::tls::server_config). A file that cannot be read, holds
+    /// no certificate or key, or a key that does not match the certificate, is an error
+    /// naming the file.
+    pub fn tls_pem(
+        &mut self,
+        cert: impl AsRef<std::path::Path>,
+        key: impl AsRef<std::path::Path>,
+    ) -> std::io::Result<&mut Self> {
+        let cert = crate::tls::ReloadableCert::from_pem_files(cert, key)?;
+        let config = crate::tls::server_config(cert, None)?;
+        Ok(self.tls(Arc::new(config)))
+    }
+
+    /// Sets how long a client has to complete the TLS handshake, for the whole handshake
+    /// (not per read: a client sending one byte a second is cut at this deadline). A
+    /// client that misses it is disconnected and counted in
+    /// [`Stats::tls_handshake_failures`](crate::Stats::tls_handshake_failures). By
+    /// default, 10 s.
+    pub fn tls_handshake_timeout(&mut self, limit: Duration) -> &mut Self {
+        self.cfg.tls_handshake_timeout = limit.max(Duration::from_millis(1));
         self
     }
 }

@@ -142,7 +142,7 @@ pub(crate) struct Looping<R>(pub(crate) R);
 impl<R: RequestHandler> StreamHandler for Looping<R> {
     fn handle(&mut self, req: &mut StreamRequest) -> io::Result<()> {
         while self.0.handle_request(req)? == Next::Continue {
-            if req.is_shutting_down() && req.buffer().is_empty() {
+            if req.is_shutting_down() && req.nothing_buffered() {
                 break;
             }
         }
@@ -276,6 +276,8 @@ pub(crate) enum Outcome {
     IdleTimeout,
     /// A request or deadline timed out.
     RequestTimeout,
+    /// The TLS handshake failed: no handler ran.
+    TlsFailed,
 }
 
 impl Outcome {
@@ -285,6 +287,7 @@ impl Outcome {
             Outcome::Error => 1,
             Outcome::IdleTimeout => 2,
             Outcome::RequestTimeout => 3,
+            Outcome::TlsFailed => 4,
             Outcome::Panic => 101,
         }
     }
@@ -295,6 +298,7 @@ impl Outcome {
             1 => Outcome::Error,
             2 => Outcome::IdleTimeout,
             3 => Outcome::RequestTimeout,
+            4 => Outcome::TlsFailed,
             _ => Outcome::Panic,
         }
     }

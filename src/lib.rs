@@ -52,6 +52,9 @@
 //!   on close.
 //! * TCP is a byte stream: the [`framing`] module sends and receives whole messages
 //!   (length-prefixed frames, JSON header + body) so no handler loops over `recv(1024)`.
+//! * TLS (cargo feature `tls`, rustls) is one builder call, `Builder::tls`; the handshake
+//!   runs on the worker under a deadline, never on the accept loop (Python's `wrap_socket`
+//!   on the listening socket lets one silent client stop everyone); see the `tls` module.
 //!
 //! # Platforms
 //!
@@ -89,6 +92,8 @@ mod stream;
 mod sys;
 mod systemd;
 mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transport;
 
 /// The README's examples, compiled as doctests so that they stay true.

@@ -113,6 +113,9 @@ struct SocketReader {
     /// Bytes written by the handler and not yet sent.
     out: Vec<u8>,
     timed_out: Option<TimedOut>,
+    /// The TLS session every read and write goes through, if the server has TLS.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<crate::tls::TlsSession>>,
 }
 
 impl StreamRequest {
@@ -144,12 +147,27 @@ impl StreamRequest {
             current_write: cfg.write_timeout,
             out: Vec::new(),
             timed_out: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         };
         StreamRequest {
             reader: BufReader::with_capacity(cfg.read_buffer, inner),
             peer,
             proxy: None,
         }
+    }
+
+    /// Routes this connection's reads and writes through `tls` (its handshake is done).
+    #[cfg(feature = "tls")]
+    pub(crate) fn set_tls(&mut self, tls: crate::tls::TlsSession) {
+        self.reader.get_mut().tls = Some(Box::new(tls));
+    }
+
+    /// The facts of the TLS session (protocol version, SNI, ALPN, client certificates), or
+    /// `None` when the server does not use TLS. Cargo feature `tls`.
+    #[cfg(feature = "tls")]
+    pub fn tls_info(&self) -> Option<&crate::tls::TlsInfo> {
+        self.reader.get_ref().tls.as_ref().map(|t| t.info())
     }
 
     /// The client's address. Behind a load balancer speaking the PROXY protocol (see
@@ -267,6 +285,9 @@ impl StreamRequest {
     /// The raw connection. Bytes already buffered for reading are not visible through it
     /// (use [`buffer`](StreamRequest::buffer) first if you switch), and bytes written to the
     /// request go out before it only after a [`flush`](Write::flush).
+    ///
+    /// With TLS it carries the encrypted records: reading or writing it directly breaks
+    /// the session (socket options and `shutdown` are fine).
     pub fn stream(&self) -> &Stream {
         &self.reader.get_ref().slot.stream
     }
@@ -297,6 +318,12 @@ impl StreamRequest {
         }
     }
 
+    /// Whether nothing of a next request is buffered: neither in the read buffer nor, with
+    /// TLS, decrypted in the session.
+    pub(crate) fn nothing_buffered(&mut self) -> bool {
+        self.reader.buffer().is_empty() && !self.reader.get_mut().tls_buffered()
+    }
+
     /// Whether the client closed its side (a read returned 0).
     pub(crate) fn at_eof(&self) -> bool {
         self.reader.get_ref().eof
@@ -311,6 +338,12 @@ impl StreamRequest {
     pub(crate) fn close(&mut self) {
         let inner = self.reader.get_mut();
         let _ = inner.flush_out();
+        // With TLS, close_notify goes out first, even to a client that closed its side
+        // (TLS 1.3 allows the half-close).
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut inner.tls {
+            tls.close(&inner.slot.stream);
+        }
         if inner.eof {
             // The client closed its side: our close sends the FIN; a shutdown first would
             // be one more system call (failing when the client is already gone).
@@ -473,6 +506,9 @@ impl SocketReader {
     /// `read`) is what lets shutdown end an idle connection without ever cutting a request
     /// that is arriving: if bytes are there, the request is read and answered first.
     fn wait_request(&mut self) -> io::Result<bool> {
+        if self.tls_buffered() {
+            return Ok(true);
+        }
         let fds = [
             (self.slot.stream.as_raw_fd(), Interest::Read),
             (self.shared.wake_fd(), Interest::Read),
@@ -481,7 +517,7 @@ impl SocketReader {
         let end = time::earliest(time::after_opt(limit), self.deadline);
         loop {
             let ready = sys::poll(&fds, time::left(end))?;
-            if ready.is(0) {
+            if ready.is(0) && self.tls_pump()? {
                 return Ok(true);
             }
             if ready.is(1) {
@@ -498,11 +534,14 @@ impl SocketReader {
     }
 
     /// Sends bytes now, under the write timeout and the deadline; `EINTR` is retried.
-    fn send_with(&mut self, send: impl Fn(&Stream) -> io::Result<usize>) -> io::Result<usize> {
+    fn send_with(
+        &mut self,
+        send: impl Fn(&mut Sink<'_>) -> io::Result<usize>,
+    ) -> io::Result<usize> {
         let (t, by_deadline) = self.limit(self.write_timeout)?;
         self.apply_write_timeout(t)?;
         loop {
-            match send(&self.slot.stream) {
+            match send(&mut self.sink()) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_timeout(&e) && by_deadline => return Err(self.deadline_error()),
                 Err(e) if is_timeout(&e) => {
@@ -527,7 +566,7 @@ impl SocketReader {
             if sent == out.len() {
                 break Ok(());
             }
-            match self.send_with(|mut s| s.write(&out[sent..])) {
+            match self.send_with(|s| s.write(&out[sent..])) {
                 Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => sent += n,
                 Err(e) => break Err(e),
@@ -543,7 +582,7 @@ impl SocketReader {
             self.flush_out()?;
         }
         if buf.len() >= WRITE_BUFFER {
-            return self.send_with(|mut s| s.write(buf));
+            return self.send_with(|s| s.write(buf));
         }
         if self.out.capacity() == 0 {
             self.out.reserve_exact(WRITE_BUFFER);
@@ -561,12 +600,106 @@ impl SocketReader {
             self.flush_out()?;
         }
         if total >= WRITE_BUFFER {
-            return self.send_with(|mut s| s.write_vectored(bufs));
+            return self.send_with(|s| s.write_vectored(bufs));
         }
         for b in bufs {
             self.write_out(b)?;
         }
         Ok(total)
+    }
+}
+
+/// The TLS hooks: without a TLS session (or without the `tls` feature) they are the plain
+/// socket's behaviour.
+impl SocketReader {
+    /// Whether reads and writes go through a TLS session (then the socket's bytes are
+    /// records, never read directly).
+    fn has_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return true;
+        }
+        false
+    }
+
+    /// Plaintext that rustls already decrypted counts as readable: poll(2) on the socket
+    /// would not see it.
+    fn tls_buffered(&mut self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls.has_plaintext_buffered();
+        }
+        false
+    }
+
+    /// After poll(2) found the socket readable: whether a request has begun arriving (with
+    /// TLS, a whole record without data, such as a key update, is not one: wait again).
+    fn tls_pump(&mut self) -> io::Result<bool> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls.pump(&self.slot.stream);
+        }
+        Ok(true)
+    }
+
+    fn read_socket(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(mut tls) = self.tls.take() {
+            let slot = Arc::clone(&self.slot);
+            let result = tls.read(&slot.stream, buf, &mut || self.request_arriving());
+            self.tls = Some(tls);
+            return result;
+        }
+        (&self.slot.stream).read(buf)
+    }
+
+    /// With TLS: bytes of a request have arrived, not yet a whole record. The request's
+    /// deadline starts now (as it does at the first byte of a plaintext request), and the
+    /// next socket read waits at most the read timeout, within the deadline.
+    #[cfg(feature = "tls")]
+    fn request_arriving(&mut self) -> io::Result<()> {
+        if self.idle {
+            self.idle = false;
+            self.begin_request_deadline();
+        }
+        let (t, _) = self.limit(self.read_timeout)?;
+        self.apply_read_timeout(t)
+    }
+
+    /// Where sends go: the socket, or the TLS session over it.
+    fn sink(&mut self) -> Sink<'_> {
+        Sink {
+            stream: &self.slot.stream,
+            #[cfg(feature = "tls")]
+            tls: self.tls.as_deref_mut(),
+        }
+    }
+}
+
+/// The socket as the write path sees it: plain, or through the TLS session.
+struct Sink<'a> {
+    stream: &'a Stream,
+    #[cfg(feature = "tls")]
+    tls: Option<&'a mut crate::tls::TlsSession>,
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls.write(self.stream, buf);
+        }
+        { self.stream }.write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls.write_vectored(self.stream, bufs);
+        }
+        { self.stream }.write_vectored(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -596,11 +729,11 @@ impl Read for SocketReader {
             return Ok(0);
         }
         let idle = self.idle;
-        if std::mem::take(&mut self.ready) {
+        if std::mem::take(&mut self.ready) && !self.has_tls() {
             // Readable now: this read returns at once, whatever the socket's timeout.
             return self.read_now(buf);
         }
-        if std::mem::take(&mut self.fresh) && idle && self.wake_idle {
+        if std::mem::take(&mut self.fresh) && idle && self.wake_idle && !self.has_tls() {
             // Saves the poll when the first request came with the connection.
             match sys::recv_now(self.slot.stream.as_raw_fd(), buf) {
                 Ok(0) if !buf.is_empty() => {
@@ -631,7 +764,10 @@ impl Read for SocketReader {
         } else if idle {
             // Shutdown has begun and no request is waiting: end now rather than block until
             // the grace period runs out.
-            if self.stopping() && !sys::readable_now(self.slot.stream.as_raw_fd()) {
+            if self.stopping()
+                && !sys::readable_now(self.slot.stream.as_raw_fd())
+                && !self.tls_buffered()
+            {
                 self.eof = true;
                 return Ok(0);
             }
@@ -642,7 +778,7 @@ impl Read for SocketReader {
         let (t, by_deadline) = self.limit(configured)?;
         self.apply_read_timeout(t)?;
         let result = loop {
-            match (&self.slot.stream).read(buf) {
+            match self.read_socket(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => break r,
             }
@@ -653,16 +789,17 @@ impl Read for SocketReader {
                 Ok(0)
             }
             Ok(n) => {
-                if idle {
+                // (With TLS, the first bytes of a record may have started it already.)
+                if self.idle {
                     // The first bytes of a request: its deadline starts now.
                     self.idle = false;
                     self.begin_request_deadline();
                 }
                 Ok(n)
             }
-            Err(e) if is_timeout(&e) => Err(if by_deadline {
+            Err(e) if is_timeout(&e) => Err(if by_deadline || time::passed(self.deadline) {
                 self.deadline_error()
-            } else if idle && !self.wake_idle {
+            } else if idle && self.idle && !self.wake_idle {
                 self.idle_or_read_error(t)
             } else {
                 read_timeout_error(t)

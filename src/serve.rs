@@ -408,6 +408,19 @@ pub(crate) fn configure(stream: &Stream, cfg: &Config) -> io::Result<()> {
     Ok(())
 }
 
+/// Runs the TLS handshake, on the worker, if the server has TLS.
+#[cfg(feature = "tls")]
+fn tls_handshake(stream: &Stream, cfg: &Config) -> io::Result<Option<crate::tls::TlsSession>> {
+    let Some(config) = &cfg.tls else {
+        return Ok(None);
+    };
+    let after = crate::tls::Timeouts {
+        read: cfg.read_timeout,
+        write: cfg.write_timeout,
+    };
+    crate::tls::TlsSession::accept(stream, config, cfg.tls_handshake_timeout, after).map(Some)
+}
+
 /// The runner of stream connections: handler lifecycle, registry, polite close, report.
 pub(crate) fn stream_runner<F, H>(
     factory: F,
@@ -436,8 +449,22 @@ where
                 if let Some(header) = &header {
                     peer = proxy::client_addr(header);
                 }
+                #[cfg(feature = "tls")]
+                let tls = match tls_handshake(&slot.stream, &cfg) {
+                    Ok(tls) => tls,
+                    Err(e) => {
+                        log::debug!("{peer}: TLS handshake failed: {e}");
+                        Counters::bump(&shared.counters.tls_handshake_failures);
+                        let _ = slot.stream.shutdown(std::net::Shutdown::Both);
+                        return Outcome::TlsFailed;
+                    }
+                };
                 let mut req =
                     StreamRequest::new(slot, peer.clone(), Arc::clone(&shared), &cfg, forked);
+                #[cfg(feature = "tls")]
+                if let Some(tls) = tls {
+                    req.set_tls(tls);
+                }
                 if let Some(header) = header {
                     req.set_proxy_header(header);
                 }

@@ -280,7 +280,8 @@ impl<L: Listener> StreamServer<L> {
     /// pool's workers (`Flavor::workers`, 16 by default; they do not grow) serve requests as
     /// they arrive. Thousands of mostly idle clients then cost memory (a few KiB each), not
     /// threads; `max_connections` bounds them. In the other flavours each connection runs
-    /// its requests in a loop on its own thread or process.
+    /// its requests in a loop on its own thread or process, and so does every flavour of a
+    /// TLS server (cargo feature `tls`; idle TLS connections are not parked yet).
     ///
     /// ```no_run
     /// use socketserver::{Next, StreamRequest, TcpServer};
@@ -307,7 +308,14 @@ impl<L: Listener> StreamServer<L> {
         F: Fn() -> H + Send + Sync + 'static,
         H: RequestHandler,
     {
-        if self.core.cfg.flavor.kind != Kind::Pool {
+        // The parked pool does not run the TLS handshake (it would block one of its fixed
+        // workers per slow client): with TLS, each connection runs its requests on a
+        // thread of the growing pool, handshake included.
+        #[cfg(feature = "tls")]
+        let tls = self.core.cfg.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let tls = false;
+        if self.core.cfg.flavor.kind != Kind::Pool || tls {
             return self.serve_with(move || Looping(factory()));
         }
         let StreamServer { listener, core } = self;

@@ -38,6 +38,10 @@ pub struct Stats {
     /// trusted (see `Builder::proxy_protocol`). A connection closed before sending any byte
     /// (a TCP health check) is not counted. In a forking server, counted in the child only.
     pub proxy_rejected: u64,
+    /// TLS handshakes that failed or timed out (plain text on a TLS port, an unknown CA, no
+    /// common ALPN protocol, a client too slow): the connection was closed and no handler
+    /// ran. Always 0 without the `tls` feature.
+    pub tls_handshake_failures: u64,
     /// Worker threads running, or child processes not yet reaped, right now (bounded by the
     /// flavour's limit: finished ones are joined or reaped, never kept).
     pub threads: u64,
@@ -56,6 +60,7 @@ pub(crate) struct Counters {
     pub(crate) idle_timeouts: AtomicU64,
     pub(crate) request_timeouts: AtomicU64,
     pub(crate) proxy_rejected: AtomicU64,
+    pub(crate) tls_handshake_failures: AtomicU64,
     pub(crate) threads: AtomicU64,
 }
 
@@ -77,6 +82,7 @@ impl Counters {
             idle_timeouts: self.idle_timeouts.load(Relaxed),
             request_timeouts: self.request_timeouts.load(Relaxed),
             proxy_rejected: self.proxy_rejected.load(Relaxed),
+            tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
             threads: self.threads.load(Relaxed),
         }
     }

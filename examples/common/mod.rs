@@ -4,10 +4,16 @@
 //! from systemd or a restart when `LISTEN_FDS` is set, else bound), the `listening on ADDR`
 //! line, a graceful exit on SIGINT/SIGTERM and, for stream servers, a restart on SIGHUP.
 //! Not an example itself.
+//!
+//! TLS (`--tls-cert FILE --tls-key FILE`, and `--tls-client-ca FILE` for client
+//! certificates) needs the crate's `tls` feature:
+//! `cargo run --features tls --example echo -- --tls-cert cert.pem --tls-key key.pem`.
+//! The SIGHUP restart reads the certificate files again (the new process loads them).
 #![allow(dead_code)] // each example uses the part it needs
 
 use std::io::{self, Write};
 use std::net::{IpAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
@@ -47,6 +53,15 @@ pub struct ServerArgs {
     /// Set SO_REUSEPORT: several processes serve one port, the kernel spreads clients.
     #[arg(long)]
     pub reuseport: bool,
+    /// Serve TLS with this PEM certificate chain (with --tls-key; the `tls` feature).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates issued by the CAs of this PEM file (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// An address or a CIDR block.
@@ -87,8 +102,14 @@ impl ServerArgs {
             .flatten()
     }
 
-    /// A TCP builder with the shared options applied.
-    pub fn tcp(&self) -> Builder<TcpListener> {
+    /// Whether `--tls-cert` was given.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    /// A TCP builder with the shared options applied, TLS included (the certificate files
+    /// are read now: an unreadable file is an error naming it).
+    pub fn tcp(&self) -> io::Result<Builder<TcpListener>> {
         let mut b = TcpServer::builder();
         self.apply(&mut b);
         b.request_timeout(self.request_timeout());
@@ -96,7 +117,33 @@ impl ServerArgs {
         if self.proxy_protocol {
             b.proxy_protocol(self.trusted());
         }
-        b
+        self.apply_tls(&mut b)?;
+        Ok(b)
+    }
+
+    #[cfg(feature = "tls")]
+    fn apply_tls<L: socketserver::Listener>(&self, b: &mut Builder<L>) -> io::Result<()> {
+        use socketserver::tls;
+        use std::sync::Arc;
+
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(());
+        };
+        let resolver = tls::ReloadableCert::from_pem_files(cert, key)?;
+        let config = tls::server_config(resolver, self.tls_client_ca.as_deref())?;
+        b.tls(Arc::new(config));
+        Ok(())
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn apply_tls<L: socketserver::Listener>(&self, _: &mut Builder<L>) -> io::Result<()> {
+        if self.tls_enabled() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "--tls-cert needs TLS support: build with `--features tls`",
+            ));
+        }
+        Ok(())
     }
 
     /// The balancers trusted to send PROXY headers: `--trusted-proxy`, or loopback.
@@ -123,7 +170,7 @@ impl ServerArgs {
     /// previous process of a SIGHUP restart) when `LISTEN_FDS` is set, `--addr` ignored;
     /// else bound on `--addr`.
     pub fn tcp_server(&self, port: u16) -> io::Result<TcpServer> {
-        let b = self.tcp();
+        let b = self.tcp()?;
         match b.from_systemd()? {
             Some(server) => Ok(server),
             None => b.bind(self.addr(port)),
@@ -132,6 +179,13 @@ impl ServerArgs {
 
     /// The UDP server of the options, inherited from systemd or bound (see `tcp_server`).
     pub fn udp_server(&self, port: u16) -> io::Result<UdpServer> {
+        if self.tls_enabled() {
+            // Serving plain datagrams when TLS was asked for would be a quiet surprise.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--tls-cert: TLS is for stream servers, and this one serves UDP",
+            ));
+        }
         let b = self.udp();
         match b.from_systemd()? {
             Some(server) => Ok(server),

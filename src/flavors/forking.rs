@@ -85,17 +85,24 @@ impl<J: Job> Forking<J> {
     fn account(&mut self, pid: libc::pid_t, exit: ChildExit) {
         self.children.remove(&pid);
         let c = &self.shared.counters;
-        Counters::bump(&c.completed);
         match exit {
             ChildExit::Code(code) => match Outcome::from_exit_code(code) {
-                Outcome::Ok => {}
-                Outcome::Error => Counters::bump(&c.handler_errors),
-                Outcome::IdleTimeout => Counters::bump(&c.idle_timeouts),
-                Outcome::RequestTimeout => Counters::bump(&c.request_timeouts),
-                Outcome::Panic => Counters::bump(&c.panics),
+                // No handler ran: not a completed request.
+                Outcome::TlsFailed => Counters::bump(&c.tls_handshake_failures),
+                outcome => {
+                    Counters::bump(&c.completed);
+                    match outcome {
+                        Outcome::Error => Counters::bump(&c.handler_errors),
+                        Outcome::IdleTimeout => Counters::bump(&c.idle_timeouts),
+                        Outcome::RequestTimeout => Counters::bump(&c.request_timeouts),
+                        Outcome::Panic => Counters::bump(&c.panics),
+                        Outcome::Ok | Outcome::TlsFailed => {}
+                    }
+                }
             },
             ChildExit::Signal(sig) => {
                 log::warn!("child {pid} killed by signal {sig}");
+                Counters::bump(&c.completed);
                 Counters::bump(&c.panics);
             }
         }

@@ -336,8 +336,20 @@ pub fn build_examples() {
     let built = BUILT.get_or_init(|| {
         let cargo = option_env!("CARGO").unwrap_or("cargo");
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--examples"])
+        cmd.args(["build", "--examples", "--no-default-features"])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // The same features as this test binary, so that the examples cargo test built
+        // are not rebuilt differently (and TLS options exist when the tests use them).
+        let features: Vec<&str> = [
+            ("json", cfg!(feature = "json")),
+            ("tls", cfg!(feature = "tls")),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        if !features.is_empty() {
+            cmd.args(["--features", &features.join(",")]);
+        }
         let profile = example_path("x");
         if profile
             .parent()
