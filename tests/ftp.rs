@@ -1382,3 +1382,99 @@ fn interactive_shell_through_a_terminal() {
     });
     assert!(f.home("alice").join("docs").is_dir());
 }
+
+/// Every file under `dir` (recursively), with its size: what a test compares before and
+/// after an attack.
+fn tree(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let meta = fs::symlink_metadata(e.path()).unwrap();
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path(), meta.len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Suite 8 of issue 11: an upload cut at every stage (after its header, after one byte,
+/// half way, one byte short) never leaves anything under its final name but the complete
+/// earlier version; a download cut at every stage leaves the server serving; afterwards
+/// the quota and the files are consistent and the upload completes.
+#[test]
+fn transfers_cut_at_every_stage_leave_nothing_corrupt() {
+    let f = Fixture::new(&[("alice", "pw", "10M")], &[]);
+    let old = data(2000, 1);
+    let new = data(100_000, 2);
+    let mut c = f.login("alice", "pw");
+    assert_eq!(c.put("doc.bin", &old)["ok"], true);
+    for cut in [0, 1, new.len() / 2, new.len() - 1] {
+        let mut cutter = f.login("alice", "pw");
+        let header = json!({"cmd": "put", "filename": "doc.bin", "filesize": new.len(), "sha256": sha256(&new)});
+        cutter.send(&header, &new[..cut]);
+        cutter.s.shutdown(Shutdown::Both).unwrap();
+        drop(cutter);
+        // The final name holds the old version, whole, until a complete upload replaces it
+        // (whatever the server has done with the cut one yet).
+        let (a, got) = c.get("doc.bin", 0);
+        assert_eq!(a["ok"], true, "{a}");
+        assert_eq!(got, old, "cut at {cut}: the old version, whole");
+        let q = c.call(json!({"cmd": "quota"}));
+        assert!(q["used"].as_u64().unwrap() >= old.len() as u64, "{q}");
+    }
+    for cut in [0, 1, 1000] {
+        let mut reader = f.login("alice", "pw");
+        reader.send(&json!({"cmd": "get", "filename": "doc.bin"}), b"");
+        let mut some = vec![0u8; cut];
+        reader.s.read_exact(&mut some).unwrap();
+        reader.s.shutdown(Shutdown::Both).unwrap();
+    }
+    assert_eq!(c.put("doc.bin", &new)["ok"], true);
+    assert_eq!(c.get("doc.bin", 0).1, new);
+}
+
+/// Suite 8: names in odd spellings (percent-encoded, look-alike slashes, zero-width
+/// characters, very long) are taken literally or refused, and never reach outside the
+/// home; a thousand idle connections do not stop a user from being served.
+#[test]
+fn odd_names_and_many_connections() {
+    let f = Fixture::new(&[("alice", "pw", "1M"), ("bob", "pw", "1M")], &[]);
+    fs::write(f.home("bob").join("secret.txt"), b"bob's").unwrap();
+    let before_bob = tree(&f.home("bob"));
+    let root_entries = fs::read_dir(f.root.path()).unwrap().count();
+    let mut c = f.login("alice", "pw");
+    let long = "x".repeat(4096);
+    for name in [
+        "%2e%2e%2fbob%2fsecret.txt",
+        "..%2fbob%2fsecret.txt",
+        "\u{2215}bob\u{2215}secret.txt",
+        "\u{ff0f}..\u{ff0f}bob",
+        "..\u{200b}/bob/secret.txt",
+        "\u{202e}txt.terces",
+        long.as_str(),
+    ] {
+        let put = c.put(name, b"data");
+        let got = c.get(name, 0);
+        if put["ok"] == true {
+            assert_eq!(got.1, b"data", "{name:?} stored and read back as itself");
+        } else {
+            assert_eq!(got.0["ok"], false, "{name:?}");
+        }
+    }
+    // Nothing outside alice's home changed.
+    assert_eq!(tree(&f.home("bob")), before_bob);
+    assert_eq!(fs::read_dir(f.root.path()).unwrap().count(), root_entries);
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(TcpStream::connect_timeout(&f.addr(), TIMEOUT).expect("connect"));
+    }
+    let mut late = f.login("alice", "pw");
+    assert_eq!(late.put("late.txt", b"served")["ok"], true);
+    assert_eq!(late.get("late.txt", 0).1, b"served");
+    drop(idle);
+}
