@@ -11,7 +11,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use crate::report::{self, Results, Summary};
 use crate::servers::Kind;
 
-const WIDTH: u32 = 1400;
+const WIDTH: u32 = 1900;
 const ROW_HEIGHT: u32 = 250;
 const HEADER: u32 = 60;
 
@@ -33,7 +33,7 @@ fn draw(
     root.fill(&WHITE)?;
     let (header, body) = root.split_vertically(HEADER);
     header.draw(&Text::new(
-        "socketserver flavours against a std thread-per-connection baseline (median of runs)",
+        "socketserver flavours beside the anchors: std thread-per-connection, std pool, tokio (median of runs)",
         (20, 10),
         ("sans-serif", 22).into_font(),
     ))?;
@@ -55,6 +55,9 @@ fn draw(
 fn colour(kind: Kind) -> RGBColor {
     match kind {
         Kind::Std => RGBColor(120, 120, 120),
+        Kind::StdPool => RGBColor(70, 70, 70),
+        Kind::Tokio => RGBColor(170, 170, 170),
+        Kind::PoolQueued => RGBColor(140, 200, 170),
         Kind::Single => RGBColor(230, 159, 0),
         Kind::Threading => RGBColor(0, 114, 178),
         Kind::FixedPool => RGBColor(204, 121, 167),

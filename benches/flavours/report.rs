@@ -16,22 +16,12 @@ pub enum Family {
     Udp,
 }
 
-/// The numbers measured before the crate existed, on this machine (requests or connections
-/// per second): the std baseline's, and the best column's of the same row.
-#[derive(Clone, Copy, Debug)]
-pub struct Reference {
-    pub std: f64,
-    pub best: f64,
-    pub best_name: &'static str,
-}
-
 /// A scenario, as the report names it.
 #[derive(Clone, Copy, Debug)]
 pub struct Meta {
     pub id: &'static str,
     pub title: &'static str,
     pub family: Family,
-    pub reference: Reference,
 }
 
 /// One run of one server in one scenario.
@@ -137,6 +127,23 @@ impl Results {
         let base = self.baseline()?.rate;
         (base > 0.0).then(|| s.rate / base)
     }
+
+    /// The best anchor of the row: the fastest (by median rate) of the servers written
+    /// without the crate (std thread-per-connection, std pool, tokio; for UDP the plain std
+    /// loop) among those that served every client (no errors). A std pool that serves 16 of
+    /// 256 clients at full speed is no anchor for that row.
+    pub fn best_anchor(&self) -> Option<(Kind, Summary)> {
+        self.summaries()
+            .into_iter()
+            .filter(|(k, s)| k.is_anchor() && s.errors == 0 && s.rate > 0.0)
+            .max_by(|a, b| a.1.rate.total_cmp(&b.1.rate))
+    }
+
+    /// A server's rate over the best anchor's.
+    pub fn ratio_to_best(&self, s: &Summary) -> Option<f64> {
+        let (_, best) = self.best_anchor()?;
+        Some(s.rate / best.rate)
+    }
 }
 
 /// Formats a rate: 95.2k, 812, 1.02M.
@@ -163,13 +170,15 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.digits$}"))
 }
 
-/// The table: one row per scenario x server. "other" is the median number of CPUs other
-/// processes kept busy during the runs: the noise of a shared machine.
+/// The table: one row per scenario x server. "x std" is the rate over the std
+/// thread-per-connection server's, "x best" over the row's best anchor's (marked `*`);
+/// "other" is the median number of CPUs other processes kept busy during the runs: the
+/// noise of a shared machine.
 pub fn table(all: &[Results]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:<10} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>6} {:>6}",
+        "{:<24} {:<12} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>6} {:>6} {:>6}",
         "scenario",
         "server",
         "rate/s",
@@ -180,15 +189,22 @@ pub fn table(all: &[Results]) -> String {
         "CPU us",
         "RSS MiB",
         "x std",
+        "x best",
         "other"
     );
     for r in all {
+        let best = r.best_anchor().map(|(k, _)| k);
         for (kind, s) in r.summaries() {
+            let name = if Some(kind) == best {
+                format!("{}*", kind.name())
+            } else {
+                kind.name().to_string()
+            };
             let _ = writeln!(
                 out,
-                "{:<24} {:<10} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8.1} {:>6} {:>6.2}",
+                "{:<24} {:<12} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8.1} {:>6} {:>6} {:>6.2}",
                 r.meta.title,
-                kind.name(),
+                name,
                 rate(s.rate),
                 latency(s.p50),
                 latency(s.p99),
@@ -197,6 +213,7 @@ pub fn table(all: &[Results]) -> String {
                 opt(s.cpu_us, 1),
                 s.rss_mib,
                 opt(r.ratio(&s), 2),
+                opt(r.ratio_to_best(&s), 2),
                 s.other_cores,
             );
         }
@@ -207,13 +224,14 @@ pub fn table(all: &[Results]) -> String {
 /// The medians as CSV, one row per scenario x server.
 pub fn write_csv(all: &[Results], path: &Path) -> io::Result<()> {
     let mut out = String::from(
-        "scenario,title,server,runs,rate,p50_us,p99_us,p999_us,errors,mismatches,cpu_us_per_req,peak_rss_mib,threads,setup_ms,other_load_cores,ratio_to_std\n",
+        "scenario,title,server,runs,rate,p50_us,p99_us,p999_us,errors,mismatches,cpu_us_per_req,peak_rss_mib,threads,setup_ms,other_load_cores,ratio_to_std,best_anchor,ratio_to_best_anchor\n",
     );
     for r in all {
+        let best = r.best_anchor().map_or("", |(k, _)| k.name());
         for (kind, s) in r.summaries() {
             let _ = writeln!(
                 out,
-                "{},\"{}\",{},{},{:.0},{},{},{},{},{},{},{:.1},{},{:.1},{:.2},{}",
+                "{},\"{}\",{},{},{:.0},{},{},{},{},{},{},{:.1},{},{:.1},{:.2},{},{},{}",
                 r.meta.id,
                 r.meta.title,
                 kind.name(),
@@ -230,6 +248,8 @@ pub fn write_csv(all: &[Results], path: &Path) -> io::Result<()> {
                 s.setup_ms,
                 s.other_cores,
                 opt(r.ratio(&s), 3),
+                best,
+                opt(r.ratio_to_best(&s), 3),
             );
         }
     }
@@ -281,142 +301,144 @@ impl Check {
     }
 }
 
-/// Checks the targets, as ratios within this run.
+/// Checks the targets, as ratios within this run (medians).
 pub fn targets(all: &[Results]) -> Vec<Check> {
     let mut checks = Vec::new();
     for r in all {
-        let Some(base) = r.baseline() else { continue };
+        pool_vs_best(r, &mut checks);
         if r.meta.family == Family::PingPong {
             flavours_vs_baseline(r, &mut checks);
         }
-        match r.meta.family {
-            Family::Udp => udp_targets(r, &base, &mut checks),
-            _ => pool_vs_best(r, &base, &mut checks),
+        if r.meta.family == Family::Udp {
+            udp_vs_python(r, &mut checks);
         }
-        cpu_targets(r, &base, &mut checks);
     }
     checks
 }
 
-/// Every flavour's ping-pong >= 0.95x the std baseline, every client served (a fixed pool
-/// that serves 16 of 256 clients at full speed does not meet it).
+/// The default pool >= 0.95x the row's best anchor with zero errors (zero lost datagrams
+/// for UDP), and its server CPU per request (connection, datagram) <= 1.1x that anchor's.
+fn pool_vs_best(r: &Results, checks: &mut Vec<Check>) {
+    let Some(pool) = r.get(Kind::Pool) else {
+        return;
+    };
+    let errors = if r.meta.family == Family::Udp {
+        "lost datagrams"
+    } else {
+        "errors"
+    };
+    let Some((anchor, best)) = r.best_anchor() else {
+        checks.push(Check::new(
+            false,
+            format!(
+                "{}: no anchor served every client: the pool cannot be compared",
+                r.meta.title
+            ),
+        ));
+        return;
+    };
+    let ratio = pool.rate / best.rate;
+    checks.push(Check::new(
+        ratio >= 0.95 && pool.errors == 0,
+        format!(
+            "{}: pool at {:.2}x the best anchor, {} ({} vs {}), {} {errors}; target >= 0.95x, 0 {errors}",
+            r.meta.title,
+            ratio,
+            anchor.name(),
+            rate(pool.rate),
+            rate(best.rate),
+            pool.errors
+        ),
+    ));
+    if let (Some(cpu), Some(anchor_cpu)) = (pool.cpu_us, best.cpu_us.filter(|c| *c > 0.0)) {
+        let ratio = cpu / anchor_cpu;
+        checks.push(Check::new(
+            ratio <= 1.1,
+            format!(
+                "{}: pool server CPU {:.1} us per {}, {:.2}x the best anchor's ({}, {:.1} us); target <= 1.1x",
+                r.meta.title,
+                cpu,
+                unit(r.meta.family),
+                ratio,
+                anchor.name(),
+                anchor_cpu
+            ),
+        ));
+    }
+}
+
+/// What one "request" of a row is.
+fn unit(family: Family) -> &'static str {
+    match family {
+        Family::Churn => "connection",
+        Family::Udp => "datagram",
+        Family::PingPong | Family::Idle => "request",
+    }
+}
+
+/// Every other flavour's ping-pong >= 0.95x the std thread-per-connection server, every
+/// client served (a fixed pool that serves 16 of 256 clients at full speed does not meet
+/// it), and its server CPU per request <= 1.1x the std server's.
 fn flavours_vs_baseline(r: &Results, checks: &mut Vec<Check>) {
+    let Some(base) = r.baseline() else { return };
     for (kind, s) in r.summaries() {
-        if kind.flavor().is_none() {
+        if kind.flavor().is_none() || kind == Kind::Pool {
             continue;
         }
         let ratio = r.ratio(&s).unwrap_or(0.0);
         checks.push(Check::new(
             ratio >= 0.95 && s.errors == 0,
             format!(
-                "{}: {} at {:.2}x the std baseline ({} vs {}, {} errors; target >= 0.95x, serving every client)",
+                "{}: {} at {:.2}x the std thread-per-connection server ({} vs {}, {} errors; target >= 0.95x, serving every client)",
                 r.meta.title,
                 kind.name(),
                 ratio,
                 rate(s.rate),
-                rate(r.baseline().map_or(0.0, |b| b.rate)),
+                rate(base.rate),
                 s.errors
             ),
         ));
+        if let (Some(cpu), Some(base_cpu)) = (s.cpu_us, base.cpu_us.filter(|c| *c > 0.0)) {
+            let ratio = cpu / base_cpu;
+            checks.push(Check::new(
+                ratio <= 1.1,
+                format!(
+                    "{}: {} server CPU {:.1} us/request, {:.2}x the std server's {:.1} us (target <= 1.1x)",
+                    r.meta.title,
+                    kind.name(),
+                    cpu,
+                    ratio,
+                    base_cpu
+                ),
+            ));
+        }
     }
 }
 
-/// The growing pool >= 0.95x the best of the row, with zero errors. "Best" is the larger of
-/// the best server measured in this run and the reference's best column scaled by this run's
-/// baseline (tokio cannot run here: the ratio tokio/std of the reference stands in for it).
-fn pool_vs_best(r: &Results, base: &Summary, checks: &mut Vec<Check>) {
+/// The UDP pool >= 10x Python's ThreadingUDPServer, measured in the same run (skipped,
+/// and said so, where `python3` does not run).
+fn udp_vs_python(r: &Results, checks: &mut Vec<Check>) {
     let Some(pool) = r.get(Kind::Pool) else {
         return;
     };
-    let reference = &r.meta.reference;
-    let scaled = base.rate * reference.best / reference.std;
-    let (in_run_kind, in_run) = r
-        .summaries()
-        .into_iter()
-        .filter(|(k, s)| *k != Kind::Pool && s.errors == 0)
-        .max_by(|a, b| a.1.rate.total_cmp(&b.1.rate))
-        .map_or(("none", 0.0), |(k, s)| (k.name(), s.rate));
-    let best = scaled.max(in_run);
-    let ratio = if best > 0.0 { pool.rate / best } else { 0.0 };
-    checks.push(Check::new(
-        ratio >= 0.95 && pool.errors == 0,
-        format!(
-            "{}: pool at {:.2}x the best ({}: best in this run {} = {}, reference {} scaled by the baseline = {}), {} errors; target >= 0.95x, 0 errors",
-            r.meta.title,
-            ratio,
-            rate(pool.rate),
-            in_run_kind,
-            rate(in_run),
-            reference.best_name,
-            rate(scaled),
-            pool.errors
-        ),
-    ));
-}
-
-/// The UDP pool >= 0.9x the plain std loop and >= 10x Python's ThreadingUDPServer.
-fn udp_targets(r: &Results, base: &Summary, checks: &mut Vec<Check>) {
-    let Some(pool) = r.get(Kind::Pool) else {
+    let Some(python) = r.get(Kind::Python).filter(|p| p.rate > 0.0) else {
+        eprintln!(
+            "{}: the pool against Python's ThreadingUDPServer is not checked: python3 did not run here",
+            r.meta.title
+        );
         return;
     };
-    let ratio = r.ratio(&pool).unwrap_or(0.0);
-    checks.push(Check::new(
-        ratio >= 0.9,
-        format!(
-            "{}: pool at {:.2}x the plain std loop ({} vs {}; target >= 0.9x)",
-            r.meta.title,
-            ratio,
-            rate(pool.rate),
-            rate(base.rate)
-        ),
-    ));
-    let (python, how) = match r.get(Kind::Python) {
-        Some(p) => (p.rate, "measured in this run"),
-        None => (
-            base.rate * 7.7e3 / r.meta.reference.std,
-            "reference scaled by the baseline",
-        ),
-    };
-    let times = if python > 0.0 {
-        pool.rate / python
-    } else {
-        f64::INFINITY
-    };
+    let times = pool.rate / python.rate;
     checks.push(Check::new(
         times >= 10.0,
         format!(
-            "{}: pool at {:.1}x Python's ThreadingUDPServer ({} vs {}, {how}; target >= 10x)",
+            "{}: pool at {:.1}x Python's ThreadingUDPServer ({} vs {}, same run; target >= 10x)",
             r.meta.title,
             times,
             rate(pool.rate),
-            rate(python)
+            rate(python.rate)
         ),
     ));
-}
-
-/// No flavour's server CPU per request above 1.1x the baseline's (rows that served nothing
-/// have no CPU per request).
-fn cpu_targets(r: &Results, base: &Summary, checks: &mut Vec<Check>) {
-    let Some(base_cpu) = base.cpu_us.filter(|c| *c > 0.0) else {
-        return;
-    };
-    for (kind, s) in r.summaries() {
-        let (Some(_), Some(cpu)) = (kind.flavor(), s.cpu_us) else {
-            continue;
-        };
-        let ratio = cpu / base_cpu;
-        checks.push(Check::new(
-            ratio <= 1.1,
-            format!(
-                "{}: {} server CPU {:.1} us/request, {:.2}x the baseline's {:.1} us (target <= 1.1x)",
-                r.meta.title,
-                kind.name(),
-                cpu,
-                ratio,
-                base_cpu
-            ),
-        ));
-    }
 }
 
 /// The checks as text, missed ones first.

@@ -3,13 +3,15 @@
 //!
 //! The bench binary re-executes itself as `__server <tcp|udp> <kind>`: the child binds
 //! `127.0.0.1:0`, prints `listening on ADDR` (the examples' contract) and echoes until
-//! SIGTERM. Kinds are the crate's flavours, a plain `std::net` baseline written without the
-//! crate, and (UDP only) Python's `ThreadingUDPServer`, run by `python3`.
+//! SIGTERM. Kinds are the crate's flavours and the anchors written without the crate: a
+//! plain `std::net` thread-per-connection server (one blocking loop for UDP), a std pool of
+//! 16 threads that each accept on the shared listener, a tokio server, and (UDP only)
+//! Python's `ThreadingUDPServer`, run by `python3`.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 /// The grace period of the crate's servers: clients are gone when they are stopped.
 const GRACE: Duration = Duration::from_millis(500);
+/// Threads of the std pool anchor, as many as the crate pool's warm workers.
+const STD_POOL_THREADS: usize = 16;
+/// The std pool's `listen(2)` backlog: the crate's default, so that both hold the same
+/// number of waiting clients.
+const STD_POOL_BACKLOG: i32 = 1024;
 
 /// Stream or datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,12 +63,20 @@ impl Proto {
 pub enum Kind {
     /// `std::net` without the crate: a thread per connection (TCP), one blocking loop (UDP).
     Std,
+    /// `std::net` without the crate: 16 threads, each blocking in `accept` on the shared
+    /// listener and serving the connection it takes to its end (TCP only).
+    StdPool,
+    /// A tokio echo server: multi-threaded runtime, a task per connection (TCP only).
+    Tokio,
     Single,
     Threading,
     /// `Flavor::fixed_pool(16)`.
     FixedPool,
     /// `Flavor::pool()`, the crate's default: 16 warm workers growing to 4096.
     Pool,
+    /// `Flavor::pool().queue(16)`: the hand-off pool (a receiving thread queues accepted
+    /// connections or datagrams for the workers), the default before issue 7.
+    PoolQueued,
     /// The default pool with `end_idle_on_shutdown(false)`: idle reads wait in read(2),
     /// not poll(2) (what the default's prompt, race-free idle shutdown costs).
     PoolRead,
@@ -72,12 +87,15 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in table order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Std,
+        Kind::StdPool,
+        Kind::Tokio,
         Kind::Single,
         Kind::Threading,
         Kind::FixedPool,
         Kind::Pool,
+        Kind::PoolQueued,
         Kind::PoolRead,
         Kind::Forking,
         Kind::Python,
@@ -86,14 +104,23 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Std => "std",
+            Kind::StdPool => "std-pool",
+            Kind::Tokio => "tokio",
             Kind::Single => "single",
             Kind::Threading => "threading",
             Kind::FixedPool => "fixed-pool",
             Kind::Pool => "pool",
+            Kind::PoolQueued => "pool-queued",
             Kind::PoolRead => "pool-read",
             Kind::Forking => "fork",
             Kind::Python => "python",
         }
+    }
+
+    /// Whether this is a server a user could pick instead of the crate, written without it
+    /// in Rust: the rows' anchors (Python is slower than all of them: it is no anchor).
+    pub fn is_anchor(self) -> bool {
+        matches!(self, Kind::Std | Kind::StdPool | Kind::Tokio)
     }
 
     fn parse(s: &str) -> Option<Kind> {
@@ -107,8 +134,9 @@ impl Kind {
             Kind::Threading => Some(Flavor::threading()),
             Kind::FixedPool => Some(Flavor::fixed_pool(16)),
             Kind::Pool | Kind::PoolRead => Some(Flavor::pool()),
+            Kind::PoolQueued => Some(Flavor::pool().queue(16)),
             Kind::Forking => Some(Flavor::forking()),
-            Kind::Std | Kind::Python => None,
+            Kind::Std | Kind::StdPool | Kind::Tokio | Kind::Python => None,
         }
     }
 }
@@ -133,6 +161,8 @@ pub fn child_main(args: &[String]) -> io::Result<()> {
         (Proto::Tcp, Some(flavor)) => crate_tcp(flavor, kind != Kind::PoolRead),
         (Proto::Udp, Some(flavor)) => crate_udp(flavor),
         (Proto::Tcp, None) if kind == Kind::Std => std_tcp(),
+        (Proto::Tcp, None) if kind == Kind::StdPool => std_pool_tcp(),
+        (Proto::Tcp, None) if kind == Kind::Tokio => tokio_tcp(),
         (Proto::Udp, None) if kind == Kind::Std => std_udp(),
         _ => Err(bad()),
     }
@@ -224,6 +254,80 @@ fn std_echo(mut stream: TcpStream) -> io::Result<()> {
         }
         stream.write_all(&buf[..n])?;
     }
+}
+
+/// The std pool anchor: 16 threads, each blocking in `accept` on the shared listener (the
+/// kernel hands each connection to one of them) and echoing on the connection it took until
+/// the client closes, as `std_echo` does. Like the crate's fixed pool, it cannot serve more
+/// than 16 long-lived clients at once. The listener is made with socket2 only to give it
+/// the crate's backlog (1024; std's `TcpListener::bind` asks for 128), so that clients
+/// beyond the 16 wait in the backlog as they would with the crate, instead of seeing
+/// their SYNs dropped. SIGTERM ends it.
+fn std_pool_tcp() -> io::Result<()> {
+    use socket2::{Domain, Socket, Type};
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(STD_POOL_BACKLOG)?;
+    let listener = Arc::new(TcpListener::from(socket));
+    announce(listener.local_addr()?)?;
+    let mut workers = Vec::with_capacity(STD_POOL_THREADS);
+    for _ in 0..STD_POOL_THREADS {
+        let listener = Arc::clone(&listener);
+        workers.push(thread::Builder::new().spawn(move || loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let _ = std_echo(stream);
+                }
+                Err(e) => {
+                    eprintln!("std pool: accept: {e}");
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }
+        })?);
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    Ok(())
+}
+
+/// The tokio anchor: a multi-threaded runtime (a worker per CPU, tokio's default), a task
+/// per connection, echoing through a 16 KiB buffer with `TCP_NODELAY`, as a tokio user
+/// writes it. SIGTERM ends it.
+fn tokio_tcp() -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_io()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        announce(listener.local_addr()?)?;
+        loop {
+            let (mut stream, _) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // The accept loop runs on this (block_on) thread, not on a worker: a
+                    // blocking pause here delays only accepting, as the std servers' does.
+                    eprintln!("tokio server: accept: {e}");
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            };
+            tokio::spawn(async move {
+                stream.set_nodelay(true)?;
+                let mut buf = vec![0; 16 * 1024];
+                loop {
+                    let n = stream.read(&mut buf).await?;
+                    if n == 0 {
+                        return Ok::<(), io::Error>(());
+                    }
+                    stream.write_all(&buf[..n]).await?;
+                }
+            });
+        }
+    })
 }
 
 /// The UDP baseline: one thread, blocking `recv_from` / `send_to`.
