@@ -307,11 +307,15 @@ impl<L: Listen> Source for AcceptSource<L> {
 
     fn take(&self, _scratch: &mut Vec<u8>) -> io::Result<Option<Accepted>> {
         let (stream, peer) = self.listener.accept_stream()?;
+        // Linux gives an accepted socket the listener's receive timeout (the pool's wait
+        // timeout): set the connection's own. (Should it fail, the connection keeps the
+        // pool's timeout; nothing for the pool to stop over.)
+        let _ = stream.set_read_timeout(self.cfg.read_timeout);
         Ok(verified(&self.cfg, &self.shared, &peer).then_some(Accepted { stream, peer }))
     }
 
-    fn fd(&self) -> RawFd {
-        self.listener.as_raw_fd()
+    fn set_wait_timeout(&self, d: Duration) -> io::Result<()> {
+        SockRef::from(&self.listener).set_read_timeout(Some(d))
     }
 
     fn interrupt(&self) {
@@ -367,8 +371,8 @@ impl Source for RecvSource {
         }))
     }
 
-    fn fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+    fn set_wait_timeout(&self, d: Duration) -> io::Result<()> {
+        SockRef::from(&*self.socket).set_read_timeout(Some(d))
     }
 
     fn interrupt(&self) {

@@ -5,8 +5,9 @@
 //! no queue, no hand-off between threads, one system call to get a connection or a
 //! datagram. Linux wakes one waiter per connection or datagram (an exclusive wait), so idle
 //! workers do not stampede. The pool grows when the worker that just took a job was the
-//! last idle one (someone must be waiting when the next client comes), up to the limit;
-//! extra workers leave after `worker_idle_timeout` without work.
+//! last idle one (someone must be waiting when the next client comes), up to the limit.
+//! Every worker's wait ends after `worker_idle_timeout` (at least 1 s: the socket's
+//! receive timeout) without work: workers above the warm count then leave.
 //!
 //! Shutdown wakes every blocked worker at once with `shutdown(SHUT_RD)` on the socket:
 //! Linux then fails a blocked `accept` with `EINVAL` and returns 0 from a blocked
@@ -14,7 +15,6 @@
 //! behaviour is Linux's, which is why the hand-off pool (`queued.rs`) serves elsewhere.
 
 use std::io;
-use std::os::unix::io::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -30,9 +30,10 @@ use crate::sys::{self, Interest};
 /// Whether workers can take their own work on this system (see the module's doc).
 pub(crate) const SUPPORTED: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
-/// The shortest wait of an extra worker for work: a zero `worker_idle_timeout` must not
-/// become a busy loop.
-const MIN_IDLE: Duration = Duration::from_millis(1);
+/// The shortest wait of a worker for work before it looks whether it should leave: every
+/// worker's wait ends at it (it is the socket's receive timeout), so a zero
+/// `worker_idle_timeout` must not become a busy loop of the warm workers.
+const MIN_IDLE: Duration = Duration::from_secs(1);
 
 /// Where workers take their jobs from: a listener or a datagram socket, blocking.
 pub(crate) trait Source: Send + Sync + 'static {
@@ -45,8 +46,9 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// receive buffer.
     fn take(&self, scratch: &mut Vec<u8>) -> io::Result<Option<Self::Job>>;
 
-    /// The socket, for the timed wait of extra workers.
-    fn fd(&self) -> RawFd;
+    /// Sets how long a blocked `take` waits before it fails with `WouldBlock`
+    /// (`SO_RCVTIMEO`, which bounds `accept` and `recvfrom` alike).
+    fn set_wait_timeout(&self, d: Duration) -> io::Result<()>;
 
     /// Wakes every worker blocked in `take`, for good: the socket stops taking work.
     fn interrupt(&self);
@@ -82,7 +84,6 @@ struct Inner<S: Source> {
     threads: Mutex<ThreadSet>,
     warm: usize,
     limit: usize,
-    idle_timeout: Duration,
     /// The error that made taking work impossible (it ends `serve`).
     fatal: Mutex<Option<io::Error>>,
 }
@@ -106,6 +107,7 @@ impl<S: Source> Pool<S> {
         classify: impl Fn() -> C + Send + Sync + 'static,
     ) -> io::Result<Pool<S>> {
         let warm = flavor.workers.max(1);
+        source.set_wait_timeout(flavor.worker_idle_timeout.max(MIN_IDLE))?;
         let inner = Arc::new(Inner {
             source,
             runner,
@@ -114,7 +116,6 @@ impl<S: Source> Pool<S> {
             threads: Mutex::new(ThreadSet::new(Arc::clone(shared))),
             warm,
             limit: flavor.limit.max(warm),
-            idle_timeout: flavor.worker_idle_timeout.max(MIN_IDLE),
             fatal: Mutex::new(None),
         });
         let classify: Arc<dyn Fn() -> C + Send + Sync> = Arc::new(classify);
@@ -124,7 +125,7 @@ impl<S: Source> Pool<S> {
         pool.inner.counts.workers.store(warm, SeqCst);
         pool.inner.counts.idle.store(warm, SeqCst);
         for _ in 0..warm {
-            if let Err(e) = spawn(&pool.inner, &classify, false) {
+            if let Err(e) = spawn(&pool.inner, &classify) {
                 // The workers already started leave and are joined, not detached.
                 shared.stop();
                 pool.inner.source.interrupt();
@@ -175,7 +176,6 @@ impl<S: Source> Pool<S> {
 fn spawn<S: Source, C: Classify + Send + 'static>(
     inner: &Arc<Inner<S>>,
     classify: &Arc<dyn Fn() -> C + Send + Sync>,
-    extra: bool,
 ) -> io::Result<()> {
     let worker = Worker {
         inner: Arc::clone(inner),
@@ -186,7 +186,7 @@ fn spawn<S: Source, C: Classify + Send + 'static>(
     let spawned = if closed {
         Ok(())
     } else {
-        threads.spawn("socketserver-worker", move || worker.run(extra))
+        threads.spawn("socketserver-worker", move || worker.run())
     };
     if closed || spawned.is_err() {
         inner.counts.workers.fetch_sub(1, SeqCst);
@@ -201,8 +201,7 @@ struct Worker<S: Source, C> {
 }
 
 impl<S: Source, C: Classify + Send + 'static> Worker<S, C> {
-    /// `extra`: started to grow the pool (it leaves when idle too long).
-    fn run(self, mut extra: bool) {
+    fn run(self) {
         let p = &*self.inner;
         let mut errors = (self.classify)();
         let mut scratch = vec![0u8; p.source.scratch_len()];
@@ -210,21 +209,26 @@ impl<S: Source, C: Classify + Send + 'static> Worker<S, C> {
             if p.shared.is_stopping() {
                 break;
             }
-            if extra && !self.wait_or_retire(&mut extra) {
-                return;
-            }
+            // Every worker, warm or extra, waits in the blocking call itself: the kernel wakes
+            // one waiter per connection or datagram. The socket's receive timeout (the
+            // worker idle timeout, at least a second) ends the wait of a worker with nothing
+            // to do: an extra one then leaves, a warm one waits again.
             match p.source.take(&mut scratch) {
                 Ok(Some(job)) => {
                     errors.reset();
                     self.serve(job);
                     p.counts.idle.fetch_add(1, SeqCst);
-                    extra = p.counts.workers.load(SeqCst) > p.warm;
                 }
                 Ok(None) => {}
                 Err(e) if p.shared.is_stopping() => {
                     // The socket was shut down under us: that is the stop.
                     log::trace!("worker leaving at shutdown: {e}");
                     break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.retire() {
+                        return;
+                    }
                 }
                 Err(e) => match errors.on_error(e) {
                     Ok(None) => {}
@@ -244,35 +248,23 @@ impl<S: Source, C: Classify + Send + 'static> Worker<S, C> {
         p.counts.idle.fetch_sub(1, SeqCst);
     }
 
-    /// An extra worker waits for work up to the idle timeout: `true` when work (or
-    /// shutdown) is there, `false` when it left the pool. It stays, as a warm worker, if
-    /// leaving would leave no one waiting.
-    fn wait_or_retire(&self, extra: &mut bool) -> bool {
+    /// A worker found no work for the idle timeout: it leaves if it is above the warm
+    /// count and another worker still waits (`true`); it takes itself off the idle count by
+    /// a compare-and-swap, so two leaving at once cannot both take the last two.
+    fn retire(&self) -> bool {
         let p = &*self.inner;
-        let fds = [
-            (p.source.fd(), Interest::Read),
-            (p.shared.wake_fd(), Interest::Read),
-        ];
-        if let Ok(ready) = sys::poll(&fds, Some(p.idle_timeout)) {
-            if ready != sys::Ready::default() {
-                return true;
-            }
-        }
-        // Leave only if another worker still waits: take this one off the idle count by a
-        // compare-and-swap, so two leaving at once cannot both take the last two.
         let c = &p.counts;
         loop {
             let idle = c.idle.load(SeqCst);
             if idle <= 1 || c.workers.load(SeqCst) <= p.warm {
-                *extra = c.workers.load(SeqCst) > p.warm;
-                return true;
+                return false;
             }
             if c.idle
                 .compare_exchange(idle, idle - 1, SeqCst, SeqCst)
                 .is_ok()
             {
                 c.workers.fetch_sub(1, SeqCst);
-                return false;
+                return true;
             }
         }
     }
@@ -291,7 +283,7 @@ impl<S: Source, C: Classify + Send + 'static> Worker<S, C> {
                 .is_ok()
         {
             p.counts.idle.fetch_add(1, SeqCst);
-            if let Err(e) = spawn(&self.inner, &self.classify, true) {
+            if let Err(e) = spawn(&self.inner, &self.classify) {
                 log::warn!("cannot grow the pool: {e}");
             }
         }
