@@ -51,15 +51,6 @@ impl Srv {
     }
 }
 
-#[track_caller]
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
 fn frame_echo(req: &mut StreamRequest) -> io::Result<()> {
     while let Some(frame) = framing::read_frame(req)? {
         framing::write_frame(req, &frame)?;
@@ -148,7 +139,7 @@ fn half_arrived_request_is_not_cut_by_the_idle_timeout() {
     assert_eq!(util::read_until(&mut c, |g| g.len() >= next.len()), next);
     // Then idle: the idle timeout ends the connection, counted as such.
     assert_eq!(util::read_to_end(&mut c), b"");
-    wait_for("the idle timeout count", || {
+    util::wait_until("the idle timeout count", || {
         srv.handle.stats().idle_timeouts == 1
     });
     assert_eq!(srv.handle.stats().handler_errors, 0);
@@ -374,7 +365,7 @@ fn a_connection_registered_after_the_grace_period_is_closed_at_once() {
     // Queued behind it, mid-request (no newline): not an idle connection.
     let mut queued = util::tcp_client(srv.addr);
     queued.write_all(b"half a line").unwrap();
-    wait_for("the second connection queued", || {
+    util::wait_until("the second connection queued", || {
         srv.handle.stats().accepted == 2
     });
     srv.handle.shutdown();
@@ -459,7 +450,7 @@ fn request_timeout_cuts_a_trickling_request() {
     }
     assert!(cut, "a trickling request was never cut");
     assert!(started.elapsed() < TIMEOUT);
-    wait_for("the request timeout count", || {
+    util::wait_until("the request timeout count", || {
         srv.handle.stats().request_timeouts == 1
     });
     assert_eq!(srv.handle.stats().handler_errors, 0);
@@ -491,7 +482,7 @@ fn a_handler_deadline_bounds_its_reads() {
     let mut c = util::tcp_client(srv.addr);
     c.write_all(b"no newline").unwrap();
     assert_eq!(rx.recv_timeout(TIMEOUT).unwrap(), io::ErrorKind::TimedOut);
-    wait_for("the count", || srv.handle.stats().request_timeouts == 1);
+    util::wait_until("the count", || srv.handle.stats().request_timeouts == 1);
     drop(c);
     srv.stop();
 }

@@ -58,15 +58,6 @@ impl Srv {
     }
 }
 
-#[track_caller]
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
 fn exchange(c: &mut TcpStream, data: &[u8]) {
     c.write_all(data).unwrap();
     assert_eq!(util::read_until(c, |g| g.len() >= data.len()), data);
@@ -86,7 +77,7 @@ fn idle_connections_hold_no_thread() {
         }
         idle.push(c);
     }
-    wait_for("every connection accepted", || {
+    util::wait_until("every connection accepted", || {
         srv.handle.stats().accepted == 1000
     });
     let mut active = util::tcp_client(srv.addr);
@@ -169,7 +160,7 @@ fn idle_timeout_closes_parked_connections() {
     let mut quiet = util::tcp_client(srv.addr);
     exchange(&mut quiet, b"hello");
     assert_eq!(util::read_to_end(&mut quiet), b"");
-    wait_for("the idle timeout count", || {
+    util::wait_until("the idle timeout count", || {
         srv.handle.stats().idle_timeouts >= 1
     });
     assert_eq!(srv.handle.stats().handler_errors, 0);

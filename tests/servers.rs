@@ -244,15 +244,6 @@ fn exchange(r: &Running, t: T, line: &[u8]) -> Vec<u8> {
 }
 
 /// Waits (bounded) until `cond` holds, checking every millisecond.
-#[track_caller]
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// After shutdown, nothing listens any more (and a Unix socket file is gone).
 #[track_caller]
 fn assert_closed(t: T, target: &Target) {
@@ -320,7 +311,7 @@ fn handler_error_reaches_hook(t: T, flavor: Flavor) {
     } else {
         fire_and_forget(&r, t, b"fail\n");
     }
-    wait_for("the error hook", || !errors.lock().unwrap().is_empty());
+    util::wait_until("the error hook", || !errors.lock().unwrap().is_empty());
     assert!(errors.lock().unwrap()[0].contains("asked to fail"));
     assert_eq!(exchange(&r, t, b"still here\n"), b"still here\n");
     r.stop();
@@ -342,7 +333,7 @@ fn panic_does_not_stop_server(t: T, flavor: Flavor) {
             fire_and_forget(&r, t, b"panic\n");
         }
     }
-    wait_for("three panics", || r.handle.stats().panics == 3);
+    util::wait_until("three panics", || r.handle.stats().panics == 3);
     assert!(errors.lock().unwrap()[0].contains("panicked: asked to panic"));
     assert_eq!(exchange(&r, t, b"alive\n"), b"alive\n");
     r.stop();
@@ -367,7 +358,7 @@ fn refused_peer_never_handled(t: T, flavor: Flavor) {
     } else {
         fire_and_forget(&r, t, b"hello\n");
     }
-    wait_for("the rejection", || r.handle.stats().rejected == 1);
+    util::wait_until("the rejection", || r.handle.stats().rejected == 1);
     r.stop();
     assert_eq!(r.calls.load(SeqCst), 0, "handler ran for a refused peer");
     assert_eq!(r.handle.stats().completed, 0);
@@ -553,7 +544,7 @@ fn inflight_request_finishes(t: T, flavor: Flavor) {
     );
     let mut c = Client::connect(&r.target);
     c.io().write_all(b"first\n").unwrap();
-    wait_for("the request to be in flight", || {
+    util::wait_until("the request to be in flight", || {
         r.handle.stats().active == 1
     });
     r.handle.shutdown();
@@ -579,7 +570,7 @@ fn stuck_handler_cut_after_grace(t: T, flavor: Flavor) {
     );
     let mut c = Client::connect(&r.target);
     c.io().write_all(b"half a request\n").unwrap();
-    wait_for("the request to be in flight", || {
+    util::wait_until("the request to be in flight", || {
         r.handle.stats().active == 1
     });
     r.stop();
@@ -690,7 +681,7 @@ fn threading_limit_holds() {
     assert_eq!(util::read_until(&mut a, |g| g.ends_with(b"\n")), b"hi\n");
     assert_eq!(util::read_until(&mut b, |g| g.ends_with(b"\n")), b"hi\n");
     let mut c = util::tcp_client(addr);
-    wait_for("two active", || r.handle.stats().active == 2);
+    util::wait_until("two active", || r.handle.stats().active == 2);
     // The third is connected (kernel backlog) but not accepted while two threads run.
     c.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
@@ -816,7 +807,7 @@ fn check_idle_timeout(end_idle_on_shutdown: bool) {
     assert_eq!(util::read_until(&mut c, |g| g.ends_with(b"\n")), b"a\n");
     assert_eq!(util::read_to_end(&mut c), b"");
     // An idle timeout is a normal end: counted on its own, not a handler error.
-    wait_for("the idle timeout count", || {
+    util::wait_until("the idle timeout count", || {
         handle.stats().idle_timeouts == 1
     });
     assert_eq!(handle.stats().handler_errors, 0);
@@ -875,7 +866,7 @@ fn datagrams_arrive_whole_or_are_reported() {
     let join = thread::spawn(move || s.serve(dgram_handler(c2)));
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.send_to(&[7u8; 1001], addr).unwrap();
-    wait_for("the truncation report", || {
+    util::wait_until("the truncation report", || {
         handle.stats().oversize_dropped == 1
     });
     assert_eq!(calls.load(SeqCst), 0);
@@ -901,7 +892,7 @@ fn unix_datagram_unbound_client_gets_clear_error() {
         },
     );
     fire_and_forget(&r, T::UnixDgram, b"who am i\n");
-    wait_for("the error", || !errors.lock().unwrap().is_empty());
+    util::wait_until("the error", || !errors.lock().unwrap().is_empty());
     assert!(errors.lock().unwrap()[0].contains("no address to reply to"));
     assert_eq!(exchange(&r, T::UnixDgram, b"bound\n"), b"bound\n");
     r.stop();
@@ -979,7 +970,7 @@ fn peer_address_and_stats() {
     let reply = util::read_to_end(&mut c);
     assert_eq!(String::from_utf8(reply).unwrap(), format!("{addr}\n"));
     assert_eq!(seen.lock().unwrap()[0], me.to_string());
-    wait_for("completion", || r.handle.stats().completed == 1);
+    util::wait_until("completion", || r.handle.stats().completed == 1);
     let stats = r.handle.stats();
     assert_eq!(
         (stats.accepted, stats.active, stats.handler_errors),
