@@ -247,7 +247,8 @@ fn silent_clients_do_not_starve_the_default_echo() {
     let addr = srv.socket_addr();
     let mut silent = Vec::with_capacity(4300);
     for _ in 0..4300 {
-        silent.push(TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect"));
+        // A connect that finds the backlog full waits for SYN retransmissions (1, 2, 4, 8 s).
+        silent.push(TcpStream::connect_timeout(&addr, 3 * TIMEOUT).expect("connect"));
     }
     let started = Instant::now();
     let mut c = util::tcp_client(addr);
