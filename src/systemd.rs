@@ -210,20 +210,18 @@ impl Builder<TcpListener> {
     /// ```
     #[doc(alias = "sd_listen_fds")]
     pub fn from_systemd(&self) -> io::Result<Option<TcpServer>> {
-        let taken = inherited().take_first(|f, i| f.take_tcp_listener(i));
-        match taken {
-            Some((l, name)) => {
-                must_listen(SockRef::from(&l), "TCP")?;
-                log::info!(
-                    "serving the inherited socket {:?} ({name})",
-                    l.local_addr()?
-                );
-                self.from_listener(l)
-                    .inspect(|server| server.share_socket())
-                    .map(Some)
-            }
-            None => Ok(None),
-        }
+        let Some((l, name)) = inherited().take_first(|f, i| f.take_tcp_listener(i)) else {
+            return Ok(None);
+        };
+        must_listen(SockRef::from(&l), "TCP")?;
+        log::info!(
+            "serving the inherited socket {:?} ({name})",
+            l.local_addr()?
+        );
+        // Shared with systemd: stopping must not shut it down for the next activation.
+        self.from_listener(l)
+            .inspect(|server| server.share_socket())
+            .map(Some)
     }
 }
 
@@ -234,20 +232,18 @@ impl Builder<UnixListener> {
     ///
     #[doc = doc_from_systemd!()]
     pub fn from_systemd(&self) -> io::Result<Option<UnixStreamServer>> {
-        let taken = inherited().take_first(|f, i| f.take_unix_listener(i));
-        match taken {
-            Some((l, name)) => {
-                must_listen(SockRef::from(&l), "Unix stream")?;
-                log::info!(
-                    "serving the inherited socket {:?} ({name})",
-                    l.local_addr()?
-                );
-                self.from_listener(l)
-                    .inspect(|server| server.share_socket())
-                    .map(Some)
-            }
-            None => Ok(None),
-        }
+        let Some((l, name)) = inherited().take_first(|f, i| f.take_unix_listener(i)) else {
+            return Ok(None);
+        };
+        must_listen(SockRef::from(&l), "Unix stream")?;
+        log::info!(
+            "serving the inherited socket {:?} ({name})",
+            l.local_addr()?
+        );
+        // Shared with systemd: stopping must not shut it down for the next activation.
+        self.from_listener(l)
+            .inspect(|server| server.share_socket())
+            .map(Some)
     }
 }
 
@@ -257,19 +253,17 @@ impl Builder<UdpSocket> {
     ///
     #[doc = doc_from_systemd!()]
     pub fn from_systemd(&self) -> io::Result<Option<UdpServer>> {
-        let taken = inherited().take_first(|f, i| f.take_udp_socket(i));
-        match taken {
-            Some((s, name)) => {
-                log::info!(
-                    "serving the inherited socket {:?} ({name})",
-                    s.local_addr()?
-                );
-                self.from_socket(s)
-                    .inspect(|server| server.share_socket())
-                    .map(Some)
-            }
-            None => Ok(None),
-        }
+        let Some((s, name)) = inherited().take_first(|f, i| f.take_udp_socket(i)) else {
+            return Ok(None);
+        };
+        log::info!(
+            "serving the inherited socket {:?} ({name})",
+            s.local_addr()?
+        );
+        // Shared with systemd: stopping must not shut it down for the next activation.
+        self.from_socket(s)
+            .inspect(|server| server.share_socket())
+            .map(Some)
     }
 }
 
@@ -279,19 +273,17 @@ impl Builder<UnixDatagram> {
     ///
     #[doc = doc_from_systemd!()]
     pub fn from_systemd(&self) -> io::Result<Option<UnixDatagramServer>> {
-        let taken = inherited().take_first(|f, i| f.take_unix_datagram(i));
-        match taken {
-            Some((s, name)) => {
-                log::info!(
-                    "serving the inherited socket {:?} ({name})",
-                    s.local_addr()?
-                );
-                self.from_socket(s)
-                    .inspect(|server| server.share_socket())
-                    .map(Some)
-            }
-            None => Ok(None),
-        }
+        let Some((s, name)) = inherited().take_first(|f, i| f.take_unix_datagram(i)) else {
+            return Ok(None);
+        };
+        log::info!(
+            "serving the inherited socket {:?} ({name})",
+            s.local_addr()?
+        );
+        // Shared with systemd: stopping must not shut it down for the next activation.
+        self.from_socket(s)
+            .inspect(|server| server.share_socket())
+            .map(Some)
     }
 }
 
