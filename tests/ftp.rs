@@ -80,7 +80,12 @@ fn run_with(path: &Path, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> O
     let mut child = cmd.spawn().expect("spawn");
     let pid = child.id();
     let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin).expect("write stdin");
+    // A program that rejects its arguments exits without reading its input:
+    // a broken pipe here is that, and its status and stderr tell the rest.
+    match input.write_all(stdin) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("write stdin: {e}"),
+        _ => {}
+    }
     drop(input);
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
