@@ -277,8 +277,9 @@ impl<L: Listener> StreamServer<L> {
     ///
     /// In the pool flavour (the default), a connection waiting for its client's next
     /// request holds no thread: it waits in the server's event set (epoll, kqueue), and the
-    /// pool's workers (`Flavor::workers`, 16 by default; they do not grow) serve requests as
-    /// they arrive. Thousands of mostly idle clients then cost memory (a few KiB each), not
+    /// pool's workers (`Flavor::workers`, 16 by default) serve requests as they arrive. The
+    /// pool grows when every worker is inside a request (a long upload, a slow client), up
+    /// to `Flavor::limit`, and shrinks after `Flavor::worker_idle_timeout`. Thousands of mostly idle clients then cost memory (a few KiB each), not
     /// threads; `max_connections` bounds them. In the other flavours each connection runs
     /// its requests in a loop on its own thread or process, and so does every flavour of a
     /// TLS server (cargo feature `tls`; idle TLS connections are not parked yet).
@@ -325,8 +326,7 @@ impl<L: Listener> StreamServer<L> {
             file,
             shared_socket,
         } = core;
-        let workers = cfg.flavor.workers;
-        let parked = Parked::start(listener, Box::new(factory), &shared, &cfg, workers)?;
+        let parked = Parked::start(listener, Box::new(factory), &shared, &cfg)?;
         crate::systemd::serving();
         let result = parked.wait();
         crate::systemd::stopping();

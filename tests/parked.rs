@@ -4,7 +4,7 @@
 
 mod util;
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
@@ -71,11 +71,12 @@ fn exchange(c: &mut TcpStream, data: &[u8]) {
 }
 
 /// Many silent connections hold no thread: with 2 workers and 1 000 idle clients, an
-/// active client is served, and the server runs 2 worker threads.
+/// active client is served, and the server runs 2 worker threads (the limit is 2 too, so
+/// that two requests overlapping cannot grow it: growth is tested below).
 #[test]
 fn idle_connections_hold_no_thread() {
     let _heavy = heavy();
-    let mut srv = Srv::start(TcpServer::builder().flavor(Flavor::pool().workers(2)));
+    let mut srv = Srv::start(TcpServer::builder().flavor(Flavor::pool().workers(2).limit(2)));
     let mut idle = Vec::new();
     for i in 0..1000 {
         let mut c = util::tcp_client(srv.addr);
@@ -99,6 +100,54 @@ fn idle_connections_hold_no_thread() {
         assert_eq!(util::read_to_end(c), b"");
     }
     srv.stop();
+}
+
+/// A request that holds its worker (a long upload, a client that trickles) does not stop
+/// the others: the pool grows past its one warm worker while the request lasts, and the
+/// extra worker leaves after its idle timeout.
+#[test]
+fn a_long_request_grows_the_pool_and_it_shrinks_back() {
+    fn hold_or_echo(req: &mut StreamRequest) -> io::Result<Next> {
+        let mut line = String::new();
+        if req.read_line(&mut line)? == 0 {
+            return Ok(Next::Close);
+        }
+        if line == "hold\n" {
+            // The request goes on until the client sends its next line.
+            line.clear();
+            req.read_line(&mut line)?;
+        }
+        req.write_all(line.as_bytes())?;
+        Ok(Next::Continue)
+    }
+    let s = TcpServer::builder()
+        .flavor(
+            Flavor::pool()
+                .workers(1)
+                .worker_idle_timeout(Duration::from_millis(200)),
+        )
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = s.local_addr().unwrap();
+    let handle = s.shutdown_handle();
+    let join = thread::spawn(move || s.serve_requests(hold_or_echo));
+    let mut holder = util::tcp_client(addr);
+    holder.write_all(b"hold\n").unwrap();
+    util::wait_until("the held request began", || handle.stats().active == 1);
+    // The one warm worker is inside the held request: another serves this client.
+    let mut other = util::tcp_client(addr);
+    exchange(&mut other, b"still served\n");
+    assert!(handle.stats().threads >= 2, "{:?}", handle.stats());
+    exchange(&mut holder, b"released\n");
+    exchange(&mut other, b"again\n");
+    util::wait_until("the extra workers left", || handle.stats().threads == 1);
+    // The one left still serves both.
+    exchange(&mut holder, b"after\n");
+    exchange(&mut other, b"after\n");
+    handle.shutdown();
+    util::within(TIMEOUT, move || join.join())
+        .expect("serve panicked")
+        .expect("serve failed");
 }
 
 /// Pipelined requests are served from the buffer without waiting for the network, and a

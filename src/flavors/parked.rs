@@ -9,6 +9,15 @@
 //! the next request at once if the client pipelined it). Oneshot registration means a
 //! connection being served is disarmed: no other worker can take it.
 //!
+//! The pool grows when its workers are stuck: when the last waiting worker takes an event,
+//! it tells the serving thread, which looks again `GROW_DELAY` later: if no worker is
+//! waiting and none has finished anything meanwhile, every worker is inside a long request
+//! (an upload, a slow client, a TLS handshake), and another starts (up to `Flavor::limit`),
+//! so that such requests never stop the others from being served. Short requests that keep
+//! every worker busy (a saturated CPU) do not grow it: more threads would not help them.
+//! Workers above the warm count leave after `worker_idle_timeout` without an event (the
+//! waiting worker's poll times out; the ones queued behind it have waited as long).
+//!
 //! Shutdown: the server's wake socket is registered level-triggered, so every worker's
 //! wait returns once it is readable; parked connections are closed at once (nothing of
 //! theirs is in flight), requests in flight get the grace period.
@@ -16,10 +25,14 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::unix::io::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{
+    AtomicBool, AtomicUsize,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 
@@ -42,6 +55,13 @@ use crate::transport::sealed::Listen;
 const LISTENER: usize = 0;
 const WAKE: usize = 1;
 const FIRST_CONN: usize = 2;
+
+/// The shortest wait without an event after which a worker above the warm count leaves
+/// (a zero `worker_idle_timeout` must not make the last waiting extra worker spin).
+const MIN_IDLE: Duration = Duration::from_millis(100);
+
+/// How long every worker must have been inside the same requests before the pool grows.
+const GROW_DELAY: Duration = Duration::from_millis(10);
 
 /// A kept connection and its handler's state.
 struct Conn<H> {
@@ -157,6 +177,23 @@ pub(crate) struct Inner<L, H> {
     /// The poll, and the turn to wait on it: one worker waits (the leader), the others
     /// sleep on this lock until it returns with its one event.
     poll: Mutex<Poll>,
+    /// Workers running, and those of them not serving (waiting for the poll or in it).
+    workers: AtomicUsize,
+    idle: AtomicUsize,
+    /// Workers kept however idle, the most there may be, and how long an extra one waits
+    /// for an event before it leaves.
+    warm: usize,
+    limit: usize,
+    worker_idle: Duration,
+    /// Set when `finish` has taken the thread set: no worker starts after it.
+    closed: AtomicBool,
+    threads: Mutex<ThreadSet>,
+    /// Events served to their end, by every worker: progress, for the growth check.
+    finished: AtomicUsize,
+    /// Set (and a message sent on `saturated`) when the last waiting worker takes an
+    /// event; cleared by the serving thread once a worker waits again.
+    watching: AtomicBool,
+    saturated: (Sender<()>, Receiver<()>),
 }
 
 /// The accept back-off, shared by the workers (5 ms doubling to 1 s).
@@ -170,18 +207,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A running parked-connection pool.
 pub(crate) struct Parked<L: Listen, H: RequestHandler> {
     inner: Arc<Inner<L, H>>,
-    threads: ThreadSet,
 }
 
 impl<L: Listen, H: RequestHandler> Parked<L, H> {
-    /// Registers the listener and the wake socket and starts `workers` workers.
+    /// Registers the listener and the wake socket and starts the flavour's warm workers.
     pub(crate) fn start(
         listener: L,
         factory: Box<dyn Fn() -> H + Send + Sync>,
         shared: &Arc<Shared>,
         cfg: &Arc<Config>,
-        workers: usize,
     ) -> io::Result<Parked<L, H>> {
+        let warm = cfg.flavor.workers.max(1);
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         registry.register(
@@ -206,17 +242,22 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
             paused: AtomicBool::new(false),
             fatal: Mutex::new(None),
             backoff: Mutex::new(Backoff::default()),
+            // All the warm workers are counted before any starts: one that takes an event
+            // at once must not see itself as the last waiting worker and grow the pool.
+            workers: AtomicUsize::new(warm),
+            idle: AtomicUsize::new(warm),
+            warm,
+            limit: cfg.flavor.limit.max(warm),
+            worker_idle: cfg.flavor.worker_idle_timeout.max(MIN_IDLE),
+            closed: AtomicBool::new(false),
+            threads: Mutex::new(ThreadSet::new(Arc::clone(shared))),
+            finished: AtomicUsize::new(0),
+            watching: AtomicBool::new(false),
+            saturated: crossbeam_channel::bounded(1),
         });
-        let mut parked = Parked {
-            inner,
-            threads: ThreadSet::new(Arc::clone(shared)),
-        };
-        for _ in 0..workers.max(1) {
-            let inner = Arc::clone(&parked.inner);
-            if let Err(e) = parked
-                .threads
-                .spawn("socketserver-worker", move || inner.work())
-            {
+        let parked = Parked { inner };
+        for _ in 0..warm {
+            if let Err(e) = spawn(&parked.inner) {
                 shared.stop();
                 // Not shut down: it may be shared; it closes as the workers let go of it.
                 parked.finish(Duration::ZERO, true);
@@ -227,28 +268,40 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
     }
 
     /// Blocks until shutdown begins, closing the connections idle for longer than the idle
-    /// timeout meanwhile; returns the error that forced the stop, if any.
+    /// timeout and joining the workers that left meanwhile; returns the error that forced
+    /// the stop, if any.
     pub(crate) fn wait(&self) -> io::Result<()> {
         let sweep = self
             .inner
             .cfg
             .idle_timeout
             .map(|t| (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+        let inner = &self.inner;
+        let done = lock(&inner.threads).done_receiver();
+        let stop = &inner.shared.stop_rx;
+        // Without an idle timeout, no sweep: an hour is as good as never.
+        let every = sweep.unwrap_or(Duration::from_secs(3600));
+        let mut next_sweep = Instant::now() + every;
         loop {
-            let stopped = match sweep {
-                Some(every) => !matches!(
-                    self.inner.shared.stop_rx.recv_timeout(every),
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout)
-                ),
-                None => {
-                    let _ = self.inner.shared.stop_rx.recv();
-                    true
+            let left = next_sweep.saturating_duration_since(Instant::now());
+            crossbeam_channel::select! {
+                recv(stop) -> _ => break,
+                recv(done) -> id => {
+                    if let Ok(id) = id {
+                        lock(&inner.threads).join(id);
+                    }
                 }
-            };
-            if stopped {
-                break;
+                recv(inner.saturated.1) -> _ => {
+                    if inner.watch_saturation() {
+                        break;
+                    }
+                }
+                default(left) => {}
             }
-            self.inner.sweep_idle();
+            if Instant::now() >= next_sweep {
+                inner.sweep_idle();
+                next_sweep = Instant::now() + every;
+            }
         }
         match lock(&self.inner.fatal).take() {
             Some(e) => Err(e),
@@ -261,7 +314,7 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
     /// meanwhile.
     /// `shared_socket`: the listener is another process's too (systemd, a restart), and is
     /// not shut down: that would stop it for them.
-    pub(crate) fn finish(mut self, grace: Duration, shared_socket: bool) {
+    pub(crate) fn finish(self, grace: Duration, shared_socket: bool) {
         let inner = &self.inner;
         let _ = inner
             .registry
@@ -272,7 +325,13 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
             let _ = socket2::SockRef::from(&inner.listener).shutdown(std::net::Shutdown::Read);
         }
         inner.close_all_parked();
-        finish_threads(&inner.shared, &mut self.threads, grace);
+        // No worker starts after this (see `spawn`).
+        inner.closed.store(true, SeqCst);
+        let mut threads = std::mem::replace(
+            &mut *lock(&inner.threads),
+            ThreadSet::new(Arc::clone(&inner.shared)),
+        );
+        finish_threads(&inner.shared, &mut threads, grace);
         inner.close_all_parked();
         let _ = inner
             .registry
@@ -280,16 +339,46 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
     }
 }
 
+/// Starts a worker already counted in `workers` and `idle` (by the caller, before: a
+/// worker must never see itself missing), under the threads' lock, unless `finish` has
+/// begun (it takes the thread set under the same lock after closing: it never misses a
+/// worker). The count is given back if the worker does not start.
+fn spawn<L: Listen, H: RequestHandler>(inner: &Arc<Inner<L, H>>) -> io::Result<()> {
+    let worker = Arc::clone(inner);
+    let mut threads = lock(&inner.threads);
+    let closed = inner.closed.load(SeqCst);
+    let spawned = if closed {
+        Ok(())
+    } else {
+        threads.spawn("socketserver-worker", move || worker.work())
+    };
+    if closed || spawned.is_err() {
+        inner.workers.fetch_sub(1, SeqCst);
+        inner.idle.fetch_sub(1, SeqCst);
+    }
+    spawned
+}
+
 impl<L: Listen, H: RequestHandler> Inner<L, H> {
-    /// A worker: one event at a time, until shutdown.
-    fn work(&self) {
+    /// A worker: one event at a time, until shutdown (or, above the warm count, until it
+    /// waited `worker_idle` for nothing).
+    fn work(self: &Arc<Self>) {
         let mut events = Events::with_capacity(1);
+        let mut idle_since = Instant::now();
         loop {
             if self.shared.is_stopping() {
-                return;
+                break;
             }
             events.clear();
-            let waited = lock(&self.poll).poll(&mut events, None);
+            let waited = {
+                let mut poll = lock(&self.poll);
+                // An extra worker waits no longer than its idle time left (none, if it
+                // queued for the poll that long already).
+                let timeout = (self.workers.load(SeqCst) > self.warm).then(|| {
+                    (idle_since + self.worker_idle).saturating_duration_since(Instant::now())
+                });
+                poll.poll(&mut events, timeout)
+            };
             match waited {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -297,10 +386,16 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                     log::error!("waiting for events failed, stopping the server: {e}");
                     lock(&self.fatal).get_or_insert(e);
                     self.shared.stop();
-                    return;
+                    break;
                 }
             }
             let Some(event) = events.iter().next() else {
+                if idle_since.elapsed() >= self.worker_idle {
+                    if self.retire() {
+                        return;
+                    }
+                    idle_since = Instant::now();
+                }
                 continue;
             };
             match event.token().0 {
@@ -311,15 +406,86 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                         Token(WAKE),
                         Interest::READABLE,
                     );
-                    return;
+                    break;
                 }
-                LISTENER => self.accept_one(),
+                LISTENER => {
+                    self.busy();
+                    self.accept_one();
+                }
                 key => {
                     let conn = lock(&self.parking).take(key);
-                    if let Some(conn) = conn {
-                        self.serve(conn);
-                    }
+                    let Some(conn) = conn else { continue };
+                    self.busy();
+                    self.serve(conn);
                 }
+            }
+            self.finished.fetch_add(1, Relaxed);
+            self.idle.fetch_add(1, SeqCst);
+            idle_since = Instant::now();
+        }
+        self.workers.fetch_sub(1, SeqCst);
+        self.idle.fetch_sub(1, SeqCst);
+    }
+
+    /// This worker goes to serve: if it was the last one waiting, the serving thread is
+    /// told to watch whether the pool must grow (`watch_saturation`).
+    fn busy(&self) {
+        if self.idle.fetch_sub(1, SeqCst) == 1 && !self.watching.swap(true, SeqCst) {
+            let _ = self.saturated.0.try_send(());
+        }
+    }
+
+    /// On the serving thread, while no worker waits: every `GROW_DELAY`, if none has
+    /// finished anything meanwhile, starts one more (up to the limit). Returns once a
+    /// worker waits again (`false`), or at shutdown (`true`).
+    fn watch_saturation(self: &Arc<Self>) -> bool {
+        loop {
+            let finished = self.finished.load(Relaxed);
+            if self.shared.stop_rx.recv_timeout(GROW_DELAY).is_ok() || self.shared.is_stopping() {
+                return true;
+            }
+            if self.idle.load(SeqCst) > 0 {
+                self.watching.store(false, SeqCst);
+                // A worker may have taken the last place between the look and the flag.
+                if self.idle.load(SeqCst) > 0 || self.watching.swap(true, SeqCst) {
+                    return false;
+                }
+                continue;
+            }
+            if self.finished.load(Relaxed) != finished {
+                continue; // busy with short requests: more threads would not serve them faster
+            }
+            // Every worker has been inside the same requests for GROW_DELAY: one more. The
+            // place is reserved atomically: never past the limit.
+            if self
+                .workers
+                .fetch_update(SeqCst, SeqCst, |w| (w < self.limit).then_some(w + 1))
+                .is_ok()
+            {
+                self.idle.fetch_add(1, SeqCst);
+                if let Err(e) = spawn(self) {
+                    log::warn!("cannot grow the pool: {e}");
+                }
+            }
+        }
+    }
+
+    /// A worker waited `worker_idle` for nothing: it leaves if it is above the warm count
+    /// and another worker still waits (`true`); it takes itself off the idle count by a
+    /// compare-and-swap, so two leaving at once cannot both take the last two.
+    fn retire(&self) -> bool {
+        loop {
+            let idle = self.idle.load(SeqCst);
+            if idle <= 1 || self.workers.load(SeqCst) <= self.warm {
+                return false;
+            }
+            if self
+                .idle
+                .compare_exchange(idle, idle - 1, SeqCst, SeqCst)
+                .is_ok()
+            {
+                self.workers.fetch_sub(1, SeqCst);
+                return true;
             }
         }
     }
