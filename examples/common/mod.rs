@@ -222,10 +222,7 @@ pub fn serve_tcp<H: StreamHandler + Clone>(
     port: u16,
     handler: H,
 ) -> io::Result<()> {
-    let server = args.tcp_server(port)?;
-    server.restart_on_sighup()?;
-    announce(server.local_addr()?, &server.shutdown_handle())?;
-    server.serve(handler)
+    armed_tcp_server(args, port)?.serve(handler)
 }
 
 /// Makes a TCP server from the shared options (see `ServerArgs::tcp_server`), arms the
@@ -236,10 +233,25 @@ pub fn serve_tcp_requests<H: RequestHandler + Clone>(
     port: u16,
     handler: H,
 ) -> io::Result<()> {
+    armed_tcp_server(args, port)?.serve_requests(handler)
+}
+
+/// Like [`serve_tcp_requests`], each connection's handler made by `factory` (for a
+/// per-connection state that is not `Clone`).
+pub fn serve_tcp_requests_with<F, H>(args: &ServerArgs, port: u16, factory: F) -> io::Result<()>
+where
+    F: Fn() -> H + Send + Sync + 'static,
+    H: RequestHandler,
+{
+    armed_tcp_server(args, port)?.serve_requests_with(factory)
+}
+
+/// A TCP server from the shared options, its SIGHUP restart armed, its address announced.
+fn armed_tcp_server(args: &ServerArgs, port: u16) -> io::Result<TcpServer> {
     let server = args.tcp_server(port)?;
     server.restart_on_sighup()?;
     announce(server.local_addr()?, &server.shutdown_handle())?;
-    server.serve_requests(handler)
+    Ok(server)
 }
 
 /// Makes a UDP server from the shared options (see `ServerArgs::udp_server`), announces

@@ -73,9 +73,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use socketserver::StreamRequest;
 
-use crate::session::Context;
+use crate::session::{Context, Session};
 use crate::users::{parse_size, Users};
 
 #[derive(Parser)]
@@ -142,7 +141,5 @@ fn serve(cli: &Cli) -> io::Result<()> {
         root,
         anonymous_quota: cli.anonymous.then_some(cli.anonymous_quota),
     });
-    common::serve_tcp(&cli.server, 8080, move |req: &mut StreamRequest| {
-        session::serve(req, &ctx)
-    })
+    common::serve_tcp_requests_with(&cli.server, 8080, move || Session::new(Arc::clone(&ctx)))
 }

@@ -3,12 +3,13 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 use socketserver::framing::Body;
-use socketserver::StreamRequest;
+use socketserver::{Next, RequestHandler, StreamRequest};
 
 use crate::hashpipe::CHUNK;
 use crate::paths::VPath;
@@ -34,14 +35,11 @@ pub struct Context {
     pub anonymous_quota: Option<u64>,
 }
 
-/// Whether the connection goes on after an answer.
-enum Flow {
-    Next,
-    Close,
-}
-
-struct Session<'a> {
-    ctx: &'a Context,
+/// One connection's state, kept between its requests: the login, the current directory.
+/// Served one request at a time (`serve_requests`): between requests the connection waits
+/// in the server's event set and holds no thread.
+pub struct Session {
+    ctx: Arc<Context>,
     /// The logged-in user's home.
     home: Option<Home>,
     cwd: VPath,
@@ -50,55 +48,58 @@ struct Session<'a> {
     anonymous: Option<Home>,
 }
 
-/// Serves one connection until the client quits or closes, or sends a bad frame.
-pub fn serve(req: &mut StreamRequest, ctx: &Context) -> io::Result<()> {
-    let mut session = Session {
-        ctx,
-        home: None,
-        cwd: VPath::default(),
-        failures: 0,
-        anonymous: None,
-    };
-    loop {
-        let header = match CODEC.read_json_header::<Map<String, Value>, _>(req) {
-            Ok(Some(h)) => h,
-            Ok(None) => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::InvalidData => {
-                log::info!("{}: bad message, closing: {e}", req.peer_addr());
-                let _ = send(req, &error(format!("bad message: {e}")));
-                return Ok(());
-            }
-            Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
-                log::info!("{}: closed inside a message", req.peer_addr());
-                return Ok(());
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
-                log::info!("{}: request not complete in time, closing", req.peer_addr());
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        let received = Instant::now();
-        match session.handle(req, Request::parse(&header), received)? {
-            Flow::Next => {}
-            Flow::Close => return Ok(()),
+impl Session {
+    /// A new connection's session: not logged in, at `/`.
+    pub fn new(ctx: Arc<Context>) -> Session {
+        Session {
+            ctx,
+            home: None,
+            cwd: VPath::default(),
+            failures: 0,
+            anonymous: None,
         }
     }
 }
 
-impl Session<'_> {
-    fn handle(&mut self, req: &mut StreamRequest, r: Request, at: Instant) -> io::Result<Flow> {
+impl RequestHandler for Session {
+    /// Serves one request: the client quits or closes, or a bad frame, ends the connection.
+    fn handle_request(&mut self, req: &mut StreamRequest) -> io::Result<Next> {
+        let header = match CODEC.read_json_header::<Map<String, Value>, _>(req) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Ok(Next::Close),
+            Err(e) if e.kind() == ErrorKind::InvalidData => {
+                log::info!("{}: bad message, closing: {e}", req.peer_addr());
+                let _ = send(req, &error(format!("bad message: {e}")));
+                return Ok(Next::Close);
+            }
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                log::info!("{}: closed inside a message", req.peer_addr());
+                return Ok(Next::Close);
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                log::info!("{}: request not complete in time, closing", req.peer_addr());
+                return Ok(Next::Close);
+            }
+            Err(e) => return Err(e),
+        };
+        let received = Instant::now();
+        self.handle(req, Request::parse(&header), received)
+    }
+}
+
+impl Session {
+    fn handle(&mut self, req: &mut StreamRequest, r: Request, at: Instant) -> io::Result<Next> {
         let answer = match r {
             Request::Login { username, password } => {
                 return self.login(req, &username, &password, at)
             }
             Request::Quit => {
                 send(req, &ok(json!({})))?;
-                return Ok(Flow::Close);
+                return Ok(Next::Close);
             }
             Request::Unframed(msg) => {
                 send(req, &error(format!("{msg}; closing")))?;
-                return Ok(Flow::Close);
+                return Ok(Next::Close);
             }
             Request::Put(put) => return self.put(req, put),
             Request::Get { filename, offset } => return self.get(req, &filename, offset),
@@ -109,7 +110,7 @@ impl Session<'_> {
             other => self.command(other).unwrap_or_else(error),
         };
         send(req, &answer)?;
-        Ok(Flow::Next)
+        Ok(Next::Continue)
     }
 
     /// The commands that only look at or change the home, logged in.
@@ -155,7 +156,7 @@ impl Session<'_> {
         name: &str,
         password: &str,
         at: Instant,
-    ) -> io::Result<Flow> {
+    ) -> io::Result<Next> {
         let user = match self.ctx.users.check(name, password) {
             Ok(user) => user,
             Err(e) => {
@@ -170,7 +171,7 @@ impl Session<'_> {
                     self.home = Some(home);
                     self.cwd = VPath::default();
                     send(req, &ok(json!({"cwd": "/"})))?;
-                    return Ok(Flow::Next);
+                    return Ok(Next::Continue);
                 }
                 Err(e) => log::error!("home of {name:?}: {e}"),
             }
@@ -184,9 +185,9 @@ impl Session<'_> {
         thread::sleep(LOGIN_DELAY.saturating_sub(at.elapsed()));
         send(req, &error("login incorrect"))?;
         Ok(if self.failures >= MAX_LOGIN_FAILURES {
-            Flow::Close
+            Next::Close
         } else {
-            Flow::Next
+            Next::Continue
         })
     }
 
@@ -204,7 +205,7 @@ impl Session<'_> {
         Ok(self.anonymous.as_ref().map(|h| (h, VPath::default())))
     }
 
-    fn put(&mut self, req: &mut StreamRequest, put: Put) -> io::Result<Flow> {
+    fn put(&mut self, req: &mut StreamRequest, put: Put) -> io::Result<Next> {
         let peer = req.peer_addr().clone();
         let target = match self.upload_home()? {
             None => Err("not logged in".to_string()),
@@ -232,7 +233,7 @@ impl Session<'_> {
                         body.remaining(),
                         put.body_len()
                     );
-                    return Ok(Flow::Close);
+                    return Ok(Next::Close);
                 }
                 Err(ReceiveError::Disk(e)) => {
                     log::error!("{peer}: storing {}: {e}", up.vpath());
@@ -244,13 +245,13 @@ impl Session<'_> {
         };
         req.set_read_timeout(None)?;
         send(req, &answer)?;
-        Ok(Flow::Next)
+        Ok(Next::Continue)
     }
 
-    fn get(&mut self, req: &mut StreamRequest, filename: &str, offset: u64) -> io::Result<Flow> {
+    fn get(&mut self, req: &mut StreamRequest, filename: &str, offset: u64) -> io::Result<Next> {
         let Some(home) = &self.home else {
             send(req, &error("not logged in"))?;
-            return Ok(Flow::Next);
+            return Ok(Next::Continue);
         };
         let opened = self
             .cwd
@@ -260,7 +261,7 @@ impl Session<'_> {
             Ok(o) => o,
             Err(msg) => {
                 send(req, &error(msg))?;
-                return Ok(Flow::Next);
+                return Ok(Next::Continue);
             }
         };
         let header = ok(json!({"filesize": size, "offset": offset, "sha256": sum}));
@@ -275,13 +276,13 @@ impl Session<'_> {
             if n == 0 {
                 // The file shrank under us: the promised length cannot be kept.
                 log::error!("{filename}: changed while being sent; closing");
-                return Ok(Flow::Close);
+                return Ok(Next::Close);
             }
             req.write_all(&buf[..n])?;
             sent += n as u64;
         }
         req.flush()?;
         req.set_write_timeout(None)?;
-        Ok(Flow::Next)
+        Ok(Next::Continue)
     }
 }
