@@ -73,7 +73,11 @@ const fn meta(id: &'static str, title: &'static str, family: Family) -> Meta {
 /// flavour serves one connection at a time, so it runs only where clients take turns (C=1,
 /// churn, UDP); forking runs where 40 children are enough; nothing forks for 1 000 idle
 /// connections. The hand-off pool (`pool-queued`) runs beside the default pool in the
-/// ping-pong, churn and UDP rows; `pool-read` (no idle poll) at C=16 only.
+/// ping-pong, churn and UDP rows; `pool-read` (no idle poll) at C=16 only. `parked`
+/// (`serve_requests`) runs in every TCP row, so that its busy path is measured beside the
+/// default pool's, and alone with tokio and the std server behind 15 000 idle connections
+/// (where the default pool's 4 096 threads, the std pool's 16 and the fixed pool's 16
+/// would starve by design).
 fn scenarios(python: bool) -> Vec<Scenario> {
     use Kind::*;
     let pp = |conns, size| Load::PingPong { conns, size };
@@ -86,33 +90,38 @@ fn scenarios(python: bool) -> Vec<Scenario> {
             meta("pp64-c1", "ping-pong 64 B, C=1", Family::PingPong),
             pp(1, 64),
             &[
-                Std, StdPool, Tokio, Single, Threading, FixedPool, Pool, PoolQueued, Forking,
+                Std, StdPool, Tokio, Single, Threading, FixedPool, Pool, PoolQueued, Parked,
+                Forking,
             ],
         ),
         scenario(
             meta("pp64-c16", "ping-pong 64 B, C=16", Family::PingPong),
             pp(16, 64),
             &[
-                Std, StdPool, Tokio, Threading, FixedPool, Pool, PoolQueued, PoolRead, Forking,
+                Std, StdPool, Tokio, Threading, FixedPool, Pool, PoolQueued, PoolRead, Parked,
+                Forking,
             ],
         ),
         scenario(
             meta("pp64-c256", "ping-pong 64 B, C=256", Family::PingPong),
             pp(256, 64),
-            &[Std, StdPool, Tokio, Threading, FixedPool, Pool, PoolQueued],
+            &[
+                Std, StdPool, Tokio, Threading, FixedPool, Pool, PoolQueued, Parked,
+            ],
         ),
         scenario(
             meta("pp16k-c16", "ping-pong 16 KiB, C=16", Family::PingPong),
             pp(16, 16 * 1024),
             &[
-                Std, StdPool, Tokio, Threading, FixedPool, Pool, PoolQueued, Forking,
+                Std, StdPool, Tokio, Threading, FixedPool, Pool, PoolQueued, Parked, Forking,
             ],
         ),
         scenario(
             meta("churn-c16", "churn, C=16 (conn/s)", Family::Churn),
             Load::Churn { conns: 16 },
             &[
-                Std, StdPool, Tokio, Single, Threading, FixedPool, Pool, PoolQueued, Forking,
+                Std, StdPool, Tokio, Single, Threading, FixedPool, Pool, PoolQueued, Parked,
+                Forking,
             ],
         ),
         scenario(
@@ -122,7 +131,16 @@ fn scenarios(python: bool) -> Vec<Scenario> {
                 conns: 16,
                 size: 64,
             },
-            &[Std, StdPool, Tokio, Threading, FixedPool, Pool],
+            &[Std, StdPool, Tokio, Threading, FixedPool, Pool, Parked],
+        ),
+        scenario(
+            meta("idle15000", "15 000 idle + 16 active", Family::ManyIdle),
+            Load::IdleActive {
+                idle: MANY_IDLE,
+                conns: 16,
+                size: 64,
+            },
+            &[Std, Tokio, Parked],
         ),
         scenario(
             meta("udp64-c16", "UDP 64 B, 16 clients", Family::Udp),
@@ -134,6 +152,9 @@ fn scenarios(python: bool) -> Vec<Scenario> {
         ),
     ]
 }
+
+/// The silent connections of the `idle15000` row (issue 12).
+const MANY_IDLE: usize = 15_000;
 
 /// How this invocation runs.
 #[derive(Debug)]
@@ -193,6 +214,20 @@ impl Settings {
     }
 }
 
+/// Raises this process's descriptor limit to its hard limit (the servers, started later,
+/// inherit it) and returns the limit now in force: the `idle15000` row needs over 15 000
+/// descriptors on each side.
+fn raise_nofile() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}
+
 fn env_number(name: &str) -> Option<f64> {
     env::var(name)
         .ok()?
@@ -213,7 +248,8 @@ fn main() -> ExitCode {
         };
     }
     let settings = Settings::from_env(&args);
-    match bench(&settings) {
+    let nofile = raise_nofile();
+    match bench(&settings, nofile) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -224,12 +260,27 @@ fn main() -> ExitCode {
 }
 
 /// Runs the selected scenarios, prints and writes the report; false if a check failed.
-fn bench(settings: &Settings) -> io::Result<bool> {
+fn bench(settings: &Settings, nofile: u64) -> io::Result<bool> {
     let began = Instant::now();
     let mut chosen: Vec<Scenario> = scenarios(servers::python_available())
         .into_iter()
         .filter(|sc| settings.wants(sc))
         .collect();
+    // Each side holds every connection: a limit too low for a row is said, not hit.
+    chosen.retain(|sc| {
+        let needed = match sc.load {
+            Load::IdleActive { idle, conns, .. } => (idle + conns + 256) as u64,
+            _ => 0,
+        };
+        let fits = needed <= nofile;
+        if !fits {
+            eprintln!(
+                "{}: skipped: it needs {needed} descriptors per process and the hard limit here is {nofile} (raise it: ulimit -Hn, LimitNOFILE=)",
+                sc.meta.id
+            );
+        }
+        fits
+    });
     if settings.smoke {
         chosen.truncate(1);
         for sc in &mut chosen {
@@ -350,7 +401,7 @@ fn quiet_run(
 
 fn progress(sc: &Scenario, kind: Kind, s: &Sample) {
     eprintln!(
-        "  {:<10} {:<11} {:>8}/s  p99 {:>8}  errors {:<5} CPU {} us/req  RSS {:.1} MiB  setup {:.0} ms  other load {:.2} cores",
+        "  {:<10} {:<11} {:>8}/s  p99 {:>8}  errors {:<5} CPU {} us/req  RSS {:.1} MiB{}  threads {}  setup {:.0} ms  other load {:.2} cores",
         sc.meta.id,
         kind.name(),
         report::rate(s.rate),
@@ -358,6 +409,9 @@ fn progress(sc: &Scenario, kind: Kind, s: &Sample) {
         s.errors,
         s.cpu_us.map_or("-".into(), |c| format!("{c:.1}")),
         s.rss_mib,
+        s.rss_per_idle_kib
+            .map_or(String::new(), |k| format!(" ({k:.1} KiB/idle)")),
+        s.threads,
         s.setup_ms,
         s.other_cores,
     );
@@ -383,6 +437,8 @@ impl Edge {
 /// One run: start the server, load it, read `/proc` at the window's edges, stop it.
 fn measure(sc: &Scenario, kind: Kind, settings: &Settings) -> io::Result<Sample> {
     let server = Server::start(sc.proto, kind)?;
+    // Memory before any connection: what the idle connections add is told apart from it.
+    let fresh = server.stat()?;
     let (outcome, edges) = loadgen::run(sc.load, server.addr(), settings.plan, |w| {
         Window::sleep_until(w.start);
         let before = Edge::read(&server);
@@ -412,6 +468,12 @@ fn measure(sc: &Scenario, kind: Kind, settings: &Settings) -> io::Result<Sample>
         mismatches: outcome.mismatches,
         cpu_us: (outcome.requests > 0).then(|| cpu_secs * 1e6 / outcome.requests as f64),
         rss_mib: after.server.peak_rss_kib as f64 / 1024.0,
+        rss_per_idle_kib: match sc.load {
+            Load::IdleActive { idle, .. } if idle > 0 => Some(
+                after.server.peak_rss_kib.saturating_sub(fresh.peak_rss_kib) as f64 / idle as f64,
+            ),
+            _ => None,
+        },
         threads: after.server.threads,
         setup_ms: outcome.setup.as_secs_f64() * 1e3,
         other_cores: secs(others) / outcome.secs,

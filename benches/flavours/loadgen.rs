@@ -184,10 +184,10 @@ fn wait_ready(ready: &mpsc::Receiver<()>, n: usize) {
     }
 }
 
-/// Opens `n` silent connections, one after another, within SETUP_TIMEOUT; the ones that
-/// cannot be opened count as errors.
+/// Opens `n` silent connections, one after another, within SETUP_TIMEOUT and a millisecond
+/// more per connection; the ones that cannot be opened count as errors.
 fn open_idle(addr: SocketAddr, n: usize, errors: &mut u64) -> Vec<TcpStream> {
-    let deadline = Instant::now() + SETUP_TIMEOUT;
+    let deadline = Instant::now() + SETUP_TIMEOUT + Duration::from_millis(n as u64);
     let mut conns = Vec::with_capacity(n);
     for _ in 0..n {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -197,7 +197,12 @@ fn open_idle(addr: SocketAddr, n: usize, errors: &mut u64) -> Vec<TcpStream> {
         };
         match res {
             Ok(s) => conns.push(s),
-            Err(_) => *errors += 1,
+            Err(e) => {
+                if *errors == 0 {
+                    eprintln!("    idle connection {} of {n} failed: {e}", conns.len() + 1);
+                }
+                *errors += 1
+            }
         }
     }
     // Let the server accept them before the active clients arrive.

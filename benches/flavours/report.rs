@@ -13,6 +13,9 @@ pub enum Family {
     PingPong,
     Churn,
     Idle,
+    /// Thousands of idle connections: only servers that do not hold a thread per
+    /// connection, and the std thread-per-connection server to show that cost.
+    ManyIdle,
     Udp,
 }
 
@@ -36,6 +39,9 @@ pub struct Sample {
     /// Server CPU time per request, microseconds (`None` without requests).
     pub cpu_us: Option<f64>,
     pub rss_mib: f64,
+    /// Rows with idle connections: peak RSS grown since the server started, per idle
+    /// connection, KiB (the 16 active connections are counted in it too).
+    pub rss_per_idle_kib: Option<f64>,
     pub threads: u64,
     /// The slowest client's connect and first echo, milliseconds.
     pub setup_ms: f64,
@@ -55,6 +61,7 @@ pub struct Summary {
     pub mismatches: u64,
     pub cpu_us: Option<f64>,
     pub rss_mib: f64,
+    pub rss_per_idle_kib: Option<f64>,
     pub threads: u64,
     pub setup_ms: f64,
     pub other_cores: f64,
@@ -75,6 +82,7 @@ impl Summary {
             mismatches: samples.iter().map(|s| s.mismatches).sum(),
             cpu_us: opt(|s| s.cpu_us),
             rss_mib: f(|s| s.rss_mib),
+            rss_per_idle_kib: opt(|s| s.rss_per_idle_kib),
             threads: f(|s| s.threads as f64).round() as u64,
             setup_ms: f(|s| s.setup_ms),
             other_cores: f(|s| s.other_cores),
@@ -178,7 +186,7 @@ pub fn table(all: &[Results]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:<12} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>6} {:>6} {:>6}",
+        "{:<24} {:<12} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8} {:>7} {:>6} {:>6} {:>6}",
         "scenario",
         "server",
         "rate/s",
@@ -188,6 +196,8 @@ pub fn table(all: &[Results]) -> String {
         "errors",
         "CPU us",
         "RSS MiB",
+        "KiB/idle",
+        "threads",
         "x std",
         "x best",
         "other"
@@ -202,7 +212,7 @@ pub fn table(all: &[Results]) -> String {
             };
             let _ = writeln!(
                 out,
-                "{:<24} {:<12} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8.1} {:>6} {:>6} {:>6.2}",
+                "{:<24} {:<12} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8.1} {:>8} {:>7} {:>6} {:>6} {:>6.2}",
                 r.meta.title,
                 name,
                 rate(s.rate),
@@ -212,6 +222,8 @@ pub fn table(all: &[Results]) -> String {
                 s.errors,
                 opt(s.cpu_us, 1),
                 s.rss_mib,
+                opt(s.rss_per_idle_kib, 1),
+                s.threads,
                 opt(r.ratio(&s), 2),
                 opt(r.ratio_to_best(&s), 2),
                 s.other_cores,
@@ -224,14 +236,14 @@ pub fn table(all: &[Results]) -> String {
 /// The medians as CSV, one row per scenario x server.
 pub fn write_csv(all: &[Results], path: &Path) -> io::Result<()> {
     let mut out = String::from(
-        "scenario,title,server,runs,rate,p50_us,p99_us,p999_us,errors,mismatches,cpu_us_per_req,peak_rss_mib,threads,setup_ms,other_load_cores,ratio_to_std,best_anchor,ratio_to_best_anchor\n",
+        "scenario,title,server,runs,rate,p50_us,p99_us,p999_us,errors,mismatches,cpu_us_per_req,peak_rss_mib,rss_per_idle_kib,threads,setup_ms,other_load_cores,ratio_to_std,best_anchor,ratio_to_best_anchor\n",
     );
     for r in all {
         let best = r.best_anchor().map_or("", |(k, _)| k.name());
         for (kind, s) in r.summaries() {
             let _ = writeln!(
                 out,
-                "{},\"{}\",{},{},{:.0},{},{},{},{},{},{},{:.1},{},{:.1},{:.2},{},{},{}",
+                "{},\"{}\",{},{},{:.0},{},{},{},{},{},{},{:.1},{},{},{:.1},{:.2},{},{},{}",
                 r.meta.id,
                 r.meta.title,
                 kind.name(),
@@ -244,6 +256,7 @@ pub fn write_csv(all: &[Results], path: &Path) -> io::Result<()> {
                 s.mismatches,
                 opt(s.cpu_us, 2),
                 s.rss_mib,
+                opt(s.rss_per_idle_kib, 2),
                 s.threads,
                 s.setup_ms,
                 s.other_cores,
@@ -259,14 +272,14 @@ pub fn write_csv(all: &[Results], path: &Path) -> io::Result<()> {
 /// Every run as CSV, for anyone who distrusts medians.
 pub fn write_runs_csv(all: &[Results], path: &Path) -> io::Result<()> {
     let mut out = String::from(
-        "scenario,server,run,rate,p50_us,p99_us,p999_us,errors,mismatches,cpu_us_per_req,peak_rss_mib,threads,setup_ms,other_load_cores\n",
+        "scenario,server,run,rate,p50_us,p99_us,p999_us,errors,mismatches,cpu_us_per_req,peak_rss_mib,rss_per_idle_kib,threads,setup_ms,other_load_cores\n",
     );
     for r in all {
         for (kind, samples) in &r.servers {
             for (i, s) in samples.iter().enumerate() {
                 let _ = writeln!(
                     out,
-                    "{},{},{},{:.0},{},{},{},{},{},{},{:.1},{},{:.1},{:.2}",
+                    "{},{},{},{:.0},{},{},{},{},{},{},{:.1},{},{},{:.1},{:.2}",
                     r.meta.id,
                     kind.name(),
                     i + 1,
@@ -278,6 +291,7 @@ pub fn write_runs_csv(all: &[Results], path: &Path) -> io::Result<()> {
                     s.mismatches,
                     opt(s.cpu_us, 2),
                     s.rss_mib,
+                    opt(s.rss_per_idle_kib, 2),
                     s.threads,
                     s.setup_ms,
                     s.other_cores,
@@ -312,8 +326,103 @@ pub fn targets(all: &[Results]) -> Vec<Check> {
         if r.meta.family == Family::Udp {
             udp_vs_python(r, &mut checks);
         }
+        parked_busy_path(r, &mut checks);
+        if r.meta.family == Family::ManyIdle {
+            many_idle(r, all, &mut checks);
+        }
     }
     checks
+}
+
+/// Threads of the default request pool: its workers, the accepting main thread and the
+/// signal thread; the bench server adds its own parent-watch thread, not counted.
+const PARKED_THREAD_LIMIT: u64 = 16 + 2;
+/// What an idle connection may cost the request pool (issue 12).
+const IDLE_KIB_LIMIT: f64 = 16.0;
+
+/// Issue 12: parking connections between requests must not slow the busy path: in the
+/// ping-pong and churn rows `parked` >= 0.95x the default pool (connection-at-a-time).
+fn parked_busy_path(r: &Results, checks: &mut Vec<Check>) {
+    if !matches!(r.meta.family, Family::PingPong | Family::Churn) {
+        return;
+    }
+    let (Some(parked), Some(pool)) = (r.get(Kind::Parked), r.get(Kind::Pool)) else {
+        return;
+    };
+    let ratio = parked.rate / pool.rate;
+    checks.push(Check::new(
+        ratio >= 0.95 && parked.errors == 0,
+        format!(
+            "{}: parked (serve_requests) at {:.2}x the default pool's serve ({} vs {}, {} errors); target >= 0.95x",
+            r.meta.title,
+            ratio,
+            rate(parked.rate),
+            rate(pool.rate),
+            parked.errors
+        ),
+    ));
+}
+
+/// Issue 12 behind 15 000 idle connections: `parked` >= 0.95x tokio in the same row and
+/// >= 0.95x itself with no idle connection (the `pp64-c16` row of this run), zero errors,
+/// at most `PARKED_THREAD_LIMIT` threads, under `IDLE_KIB_LIMIT` per idle connection.
+fn many_idle(r: &Results, all: &[Results], checks: &mut Vec<Check>) {
+    let Some(parked) = r.get(Kind::Parked) else {
+        return;
+    };
+    let title = r.meta.title;
+    if let Some(tokio) = r.get(Kind::Tokio).filter(|t| t.rate > 0.0) {
+        let ratio = parked.rate / tokio.rate;
+        checks.push(Check::new(
+            ratio >= 0.95 && parked.errors == 0,
+            format!(
+                "{title}: parked at {:.2}x tokio ({} vs {}), {} errors; target >= 0.95x, 0 errors",
+                ratio,
+                rate(parked.rate),
+                rate(tokio.rate),
+                parked.errors
+            ),
+        ));
+    }
+    let alone = all
+        .iter()
+        .find(|o| o.meta.id == "pp64-c16")
+        .and_then(|o| o.get(Kind::Parked))
+        .filter(|s| s.rate > 0.0);
+    if let Some(alone) = alone {
+        let ratio = parked.rate / alone.rate;
+        checks.push(Check::new(
+            ratio >= 0.95,
+            format!(
+                "{title}: parked at {:.2}x itself with no idle connection (ping-pong 64 B, C=16: {} vs {}); target >= 0.95x",
+                ratio,
+                rate(parked.rate),
+                rate(alone.rate)
+            ),
+        ));
+    }
+    let threads = parked.threads.saturating_sub(1);
+    checks.push(Check::new(
+        threads <= PARKED_THREAD_LIMIT,
+        format!(
+            "{title}: parked ran {threads} threads with every connection open (16 workers + 2 allowed)"
+        ),
+    ));
+    if let Some(kib) = parked.rss_per_idle_kib {
+        let others: Vec<String> = r
+            .summaries()
+            .into_iter()
+            .filter(|(k, _)| *k != Kind::Parked)
+            .filter_map(|(k, s)| Some(format!("{} {:.1}", k.name(), s.rss_per_idle_kib?)))
+            .collect();
+        checks.push(Check::new(
+            kib < IDLE_KIB_LIMIT,
+            format!(
+                "{title}: parked RSS {kib:.1} KiB per idle connection ({}); target < {IDLE_KIB_LIMIT} KiB",
+                others.join(", ")
+            ),
+        ));
+    }
 }
 
 /// The default pool >= 0.95x the row's best anchor with zero errors (zero lost datagrams
@@ -372,7 +481,7 @@ fn unit(family: Family) -> &'static str {
     match family {
         Family::Churn => "connection",
         Family::Udp => "datagram",
-        Family::PingPong | Family::Idle => "request",
+        Family::PingPong | Family::Idle | Family::ManyIdle => "request",
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use socketserver::{DatagramRequest, Flavor, StreamRequest, TcpServer, UdpServer};
+use socketserver::{DatagramRequest, Flavor, Next, StreamRequest, TcpServer, UdpServer};
 
 use crate::procfs::{self, ProcStat};
 
@@ -30,9 +30,11 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 const GRACE: Duration = Duration::from_millis(500);
 /// Threads of the std pool anchor, as many as the crate pool's warm workers.
 const STD_POOL_THREADS: usize = 16;
-/// The std pool's `listen(2)` backlog: the crate's default, so that both hold the same
-/// number of waiting clients.
-const STD_POOL_BACKLOG: i32 = 1024;
+/// The anchors' `listen(2)` backlog: the crate's default, so that all hold the same number
+/// of waiting clients (std's `TcpListener::bind` and tokio's ask for 128: a burst of 15 000
+/// connects overflows that and waits for SYN retransmissions, which measures the backlog,
+/// not the server).
+const ANCHOR_BACKLOG: i32 = 1024;
 
 /// Stream or datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +82,9 @@ pub enum Kind {
     /// The default pool with `end_idle_on_shutdown(false)`: idle reads wait in read(2),
     /// not poll(2) (what the default's prompt, race-free idle shutdown costs).
     PoolRead,
+    /// The default pool serving one request at a time (`serve_requests`): connections
+    /// waiting for their next request are parked in the event set and hold no thread.
+    Parked,
     Forking,
     /// Python's `socketserver.ThreadingUDPServer` (UDP only).
     Python,
@@ -87,7 +92,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in table order.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Std,
         Kind::StdPool,
         Kind::Tokio,
@@ -97,6 +102,7 @@ impl Kind {
         Kind::Pool,
         Kind::PoolQueued,
         Kind::PoolRead,
+        Kind::Parked,
         Kind::Forking,
         Kind::Python,
     ];
@@ -112,6 +118,7 @@ impl Kind {
             Kind::Pool => "pool",
             Kind::PoolQueued => "pool-queued",
             Kind::PoolRead => "pool-read",
+            Kind::Parked => "parked",
             Kind::Forking => "fork",
             Kind::Python => "python",
         }
@@ -133,7 +140,7 @@ impl Kind {
             Kind::Single => Some(Flavor::single()),
             Kind::Threading => Some(Flavor::threading()),
             Kind::FixedPool => Some(Flavor::fixed_pool(16)),
-            Kind::Pool | Kind::PoolRead => Some(Flavor::pool()),
+            Kind::Pool | Kind::PoolRead | Kind::Parked => Some(Flavor::pool()),
             Kind::PoolQueued => Some(Flavor::pool().queue(16)),
             Kind::Forking => Some(Flavor::forking()),
             Kind::Std | Kind::StdPool | Kind::Tokio | Kind::Python => None,
@@ -158,6 +165,7 @@ pub fn child_main(args: &[String]) -> io::Result<()> {
     let proto = args.first().and_then(|s| Proto::parse(s)).ok_or_else(bad)?;
     let kind = args.get(1).and_then(|s| Kind::parse(s)).ok_or_else(bad)?;
     match (proto, kind.flavor()) {
+        (Proto::Tcp, Some(flavor)) if kind == Kind::Parked => crate_tcp_requests(flavor),
         (Proto::Tcp, Some(flavor)) => crate_tcp(flavor, kind != Kind::PoolRead),
         (Proto::Udp, Some(flavor)) => crate_udp(flavor),
         (Proto::Tcp, None) if kind == Kind::Std => std_tcp(),
@@ -209,6 +217,26 @@ fn crate_tcp(flavor: Flavor, end_idle_on_shutdown: bool) -> io::Result<()> {
     server.serve(echo)
 }
 
+/// The echo of the examples written one request at a time, as `examples/echo.rs` is: what
+/// has arrived is written back, then the connection is parked until its next bytes.
+fn crate_tcp_requests(flavor: Flavor) -> io::Result<()> {
+    let server = TcpServer::builder()
+        .flavor(flavor)
+        .grace_period(GRACE)
+        .bind("127.0.0.1:0")?;
+    socketserver::shutdown_on_signals(&server.shutdown_handle())?;
+    announce(server.local_addr()?)?;
+    server.serve_requests(|req: &mut StreamRequest| {
+        let mut buf = [0; 16 * 1024];
+        let n = req.read(&mut buf)?;
+        if n == 0 {
+            return Ok(Next::Close);
+        }
+        req.write_all(&buf[..n])?;
+        Ok(Next::Continue)
+    })
+}
+
 fn crate_udp(flavor: Flavor) -> io::Result<()> {
     let server = UdpServer::builder()
         .flavor(flavor)
@@ -225,7 +253,7 @@ fn crate_udp(flavor: Flavor) -> io::Result<()> {
 /// The baseline: a plain accept loop spawning one thread per connection, each echoing with
 /// a 16 KiB buffer and `TCP_NODELAY` (as the crate sets by default). SIGTERM ends it.
 fn std_tcp() -> io::Result<()> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let listener = anchor_listener()?;
     announce(listener.local_addr()?)?;
     for conn in listener.incoming() {
         match conn {
@@ -264,13 +292,7 @@ fn std_echo(mut stream: TcpStream) -> io::Result<()> {
 /// beyond the 16 wait in the backlog as they would with the crate, instead of seeing
 /// their SYNs dropped. SIGTERM ends it.
 fn std_pool_tcp() -> io::Result<()> {
-    use socket2::{Domain, Socket, Type};
-    let addr: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(STD_POOL_BACKLOG)?;
-    let listener = Arc::new(TcpListener::from(socket));
+    let listener = Arc::new(anchor_listener()?);
     announce(listener.local_addr()?)?;
     let mut workers = Vec::with_capacity(STD_POOL_THREADS);
     for _ in 0..STD_POOL_THREADS {
@@ -293,6 +315,18 @@ fn std_pool_tcp() -> io::Result<()> {
     Ok(())
 }
 
+/// A listener on 127.0.0.1 with the crate's backlog (`ANCHOR_BACKLOG`), made with socket2
+/// only for that.
+fn anchor_listener() -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(ANCHOR_BACKLOG)?;
+    Ok(TcpListener::from(socket))
+}
+
 /// The tokio anchor: a multi-threaded runtime (a worker per CPU, tokio's default), a task
 /// per connection, echoing through a 16 KiB buffer with `TCP_NODELAY`, as a tokio user
 /// writes it. SIGTERM ends it.
@@ -302,7 +336,9 @@ fn tokio_tcp() -> io::Result<()> {
         .enable_io()
         .build()?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let std_listener = anchor_listener()?;
+        std_listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
         announce(listener.local_addr()?)?;
         loop {
             let (mut stream, _) = match listener.accept().await {
