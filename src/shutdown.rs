@@ -4,7 +4,7 @@ use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,7 +36,10 @@ pub(crate) struct Shared {
     /// Live connections, and whether the grace period is over (then a connection registered
     /// late, by a worker that took its job after `force_close`, is shut down at once).
     registry: Mutex<Registry>,
-    inflight: Mutex<u64>,
+    /// Requests in flight: an atomic count, so that a request costs no lock; the mutex and
+    /// condition variable serve only the drain at shutdown (`wait_drained`).
+    inflight: AtomicU64,
+    drain_lock: Mutex<()>,
     drained: Condvar,
     grace: Duration,
     /// For the single flavour, whose serving thread is inside the handler at shutdown: a
@@ -64,7 +67,8 @@ impl Shared {
             wake_rx,
             counters: Counters::default(),
             registry: Mutex::new(Registry::default()),
-            inflight: Mutex::new(0),
+            inflight: AtomicU64::new(0),
+            drain_lock: Mutex::new(()),
             drained: Condvar::new(),
             grace,
             watchdog: Mutex::new(Watchdog::default()),
@@ -168,19 +172,24 @@ impl Shared {
 
     /// A request entered the server (accepted, queued or handed to a worker).
     pub(crate) fn begin_request(&self) {
-        *self.inflight.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.inflight.fetch_add(1, SeqCst);
         Counters::bump(&self.counters.active);
     }
 
     /// A request left the server.
     pub(crate) fn end_request(&self) {
-        let mut n = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        *n = n.saturating_sub(1);
+        let before = self
+            .inflight
+            .fetch_update(SeqCst, SeqCst, |n| Some(n.saturating_sub(1)))
+            .unwrap_or(0);
         self.counters.active.fetch_sub(1, SeqCst);
-        // Only shutdown waits for the drain (`wait_drained` runs after `stop`): no wake-up
-        // system call per request before that. Checked under the lock `wait_drained` holds
-        // while it looks at the count, so a waiter cannot miss it.
-        if *n == 0 && self.is_stopping() {
+        // Only shutdown waits for the drain (`wait_drained` runs after `stop`): no lock and
+        // no wake-up per request before that. If this reads "not stopping", the decrement
+        // came before the stop, and so before the waiter's first look at the count. Else
+        // the notification is sent under the lock the waiter holds from its look at the
+        // count until it sleeps: it cannot be missed.
+        if before <= 1 && self.is_stopping() {
+            let _guard = self.drain_lock.lock().unwrap_or_else(|e| e.into_inner());
             self.drained.notify_all();
         }
     }
@@ -188,8 +197,8 @@ impl Shared {
     /// Waits until no request is in flight or `deadline` passes; true when drained.
     /// `deadline` `None` waits for ever (a grace period too large to represent).
     pub(crate) fn wait_drained(&self, deadline: Option<Instant>) -> bool {
-        let mut n = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        while *n > 0 {
+        let mut n = self.drain_lock.lock().unwrap_or_else(|e| e.into_inner());
+        while self.inflight.load(SeqCst) > 0 {
             n = match time::left(deadline) {
                 Some(Duration::ZERO) => return false,
                 Some(left) => {

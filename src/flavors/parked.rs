@@ -60,8 +60,9 @@ const FIRST_CONN: usize = 2;
 /// (a zero `worker_idle_timeout` must not make the last waiting extra worker spin).
 const MIN_IDLE: Duration = Duration::from_millis(100);
 
-/// How long every worker must have been inside the same requests before the pool grows.
-const GROW_DELAY: Duration = Duration::from_millis(10);
+/// How long every worker must have been inside the same requests before the pool grows (long
+/// enough that a CPU-starved moment of a saturated server is not taken for stuck workers).
+const GROW_DELAY: Duration = Duration::from_millis(50);
 
 /// A kept connection and its handler's state.
 struct Conn<H> {
@@ -78,6 +79,8 @@ struct Conn<H> {
 /// The parked connections: a slab whose keys carry a generation, so that an event for a
 /// connection that a sweep closed never reaches the connection that reused its slot.
 struct Parking<H> {
+    /// Which shard this is (see `SHARDS`).
+    shard: usize,
     slots: Vec<Slot<H>>,
     free: Vec<usize>,
 }
@@ -87,24 +90,39 @@ struct Slot<H> {
     conn: Option<Box<Conn<H>>>,
 }
 
-/// Slot index bits in a key (16 M slots); the generation takes the next `GEN_BITS`.
+/// The slab is split in `SHARDS` parts, each under its own lock, so that workers parking
+/// and taking different connections rarely wait for each other (one lock for all made
+/// about a third of the lock waits of a busy server). A key's low bits name its shard.
+const SHARD_BITS: u32 = 4;
+const SHARDS: usize = 1 << SHARD_BITS;
+/// Slot index bits in a key (16 M slots per shard); the generation takes the rest.
 const INDEX_BITS: u32 = 24;
-const GEN_BITS: u32 = usize::BITS - INDEX_BITS - 2;
+const GEN_BITS: u32 = usize::BITS - SHARD_BITS - INDEX_BITS - 2;
 
-fn key(index: usize, generation: usize) -> usize {
+fn key(shard: usize, index: usize, generation: usize) -> usize {
     let generation = generation & ((1 << GEN_BITS) - 1);
-    FIRST_CONN + (index | (generation << INDEX_BITS))
+    FIRST_CONN + (shard | (index << SHARD_BITS) | (generation << (SHARD_BITS + INDEX_BITS)))
 }
 
-/// The slot index and the (truncated) generation a key names.
-fn unkey(key: usize) -> (usize, usize) {
+/// The shard, the slot index and the (truncated) generation a key names.
+fn unkey(key: usize) -> (usize, usize, usize) {
     let k = key - FIRST_CONN;
-    (k & ((1 << INDEX_BITS) - 1), k >> INDEX_BITS)
+    (
+        k & (SHARDS - 1),
+        (k >> SHARD_BITS) & ((1 << INDEX_BITS) - 1),
+        k >> (SHARD_BITS + INDEX_BITS),
+    )
+}
+
+/// The shard a key names.
+fn shard_of(key: usize) -> usize {
+    unkey(key).0
 }
 
 impl<H> Parking<H> {
-    fn new() -> Parking<H> {
+    fn new(shard: usize) -> Parking<H> {
         Parking {
+            shard,
             slots: Vec::new(),
             free: Vec::new(),
         }
@@ -123,18 +141,12 @@ impl<H> Parking<H> {
         };
         let slot = &mut self.slots[index];
         slot.conn = Some(conn);
-        key(index, slot.generation)
-    }
-
-    /// The connection just inserted under `key`.
-    fn get(&self, key: usize) -> &Conn<H> {
-        let (index, _) = unkey(key);
-        self.slots[index].conn.as_deref().expect("just parked")
+        key(self.shard, index, slot.generation)
     }
 
     /// Takes the connection `key` names, if it is still the one parked there.
     fn take(&mut self, key: usize) -> Option<Box<Conn<H>>> {
-        let (index, generation) = unkey(key);
+        let (_, index, generation) = unkey(key);
         let slot = self.slots.get_mut(index)?;
         if slot.generation & ((1 << GEN_BITS) - 1) != generation {
             return None;
@@ -163,7 +175,7 @@ impl<H> Parking<H> {
 pub(crate) struct Inner<L, H> {
     listener: L,
     registry: Registry,
-    parking: Mutex<Parking<H>>,
+    parking: Box<[Mutex<Parking<H>>]>,
     factory: Box<dyn Fn() -> H + Send + Sync>,
     shared: Arc<Shared>,
     cfg: Arc<Config>,
@@ -234,7 +246,7 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
             listener,
             registry,
             poll: Mutex::new(poll),
-            parking: Mutex::new(Parking::new()),
+            parking: (0..SHARDS).map(|i| Mutex::new(Parking::new(i))).collect(),
             factory,
             shared: Arc::clone(shared),
             cfg: Arc::clone(cfg),
@@ -413,7 +425,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                     self.accept_one();
                 }
                 key => {
-                    let conn = lock(&self.parking).take(key);
+                    let conn = lock(&self.parking[shard_of(key)]).take(key);
                     let Some(conn) = conn else { continue };
                     self.busy();
                     self.serve(conn);
@@ -463,8 +475,12 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 .is_ok()
             {
                 self.idle.fetch_add(1, SeqCst);
-                if let Err(e) = spawn(self) {
-                    log::warn!("cannot grow the pool: {e}");
+                match spawn(self) {
+                    Ok(()) => log::debug!(
+                        "every worker busy in the same requests for {GROW_DELAY:?}: {} workers now",
+                        self.workers.load(SeqCst)
+                    ),
+                    Err(e) => log::warn!("cannot grow the pool: {e}"),
                 }
             }
         }
@@ -685,6 +701,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     fn serve(&self, mut conn: Box<Conn<H>>) {
         loop {
             conn.req.request_arrived();
+            // Progress, for the growth check: a worker serving one client's requests in a
+            // row is not stuck.
+            self.finished.fetch_add(1, Relaxed);
             self.shared.begin_request();
             let result = run_request(&mut conn.handler, &mut conn.req);
             // The reply's last buffered bytes: failing to send them fails the request.
@@ -728,10 +747,11 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         conn.parked_at = Instant::now();
         let first = !conn.registered;
         conn.registered = true;
-        let mut parking = lock(&self.parking);
+        // The shard by descriptor: stable for the connection, spread across connections.
+        let fd = conn.req.stream().as_raw_fd();
+        let mut parking = lock(&self.parking[fd as usize % SHARDS]);
         // In the slab before it is armed: its event can come at once.
         let key = parking.insert(conn);
-        let fd = parking.get(key).req.stream().as_raw_fd();
         // Registering (or re-registering) reports at once if bytes are already there: none
         // that came while the connection was being served waits for the next ones.
         let armed = if first {
@@ -770,7 +790,11 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             return;
         };
         let now = Instant::now();
-        let expired = lock(&self.parking).take_where(|c| now.duration_since(c.parked_at) >= limit);
+        let expired: Vec<_> = self
+            .parking
+            .iter()
+            .flat_map(|shard| lock(shard).take_where(|c| now.duration_since(c.parked_at) >= limit))
+            .collect();
         for conn in expired {
             Counters::bump(&self.shared.counters.idle_timeouts);
             log::debug!(
@@ -782,7 +806,11 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     }
 
     fn close_all_parked(&self) {
-        let all: VecDeque<_> = lock(&self.parking).take_where(|_| true).into();
+        let all: VecDeque<_> = self
+            .parking
+            .iter()
+            .flat_map(|shard| lock(shard).take_where(|_| true))
+            .collect();
         for conn in all {
             self.close(conn);
         }
