@@ -363,8 +363,8 @@ fn parked_busy_path(r: &Results, checks: &mut Vec<Check>) {
     ));
 }
 
-/// Issue 12 behind 15 000 idle connections: `parked` >= 0.95x tokio in the same row and
-/// >= 0.95x itself with no idle connection (the `pp64-c16` row of this run), zero errors,
+/// Issue 12 behind 15 000 idle connections: `parked` at least 0.95x tokio in the same row
+/// and 0.95x itself with no idle connection (the `pp64-c16` row of this run), zero errors,
 /// at most `PARKED_THREAD_LIMIT` threads, under `IDLE_KIB_LIMIT` per idle connection.
 fn many_idle(r: &Results, all: &[Results], checks: &mut Vec<Check>) {
     let Some(parked) = r.get(Kind::Parked) else {
