@@ -318,6 +318,13 @@ impl StreamRequest {
         }
     }
 
+    /// After the event set found the socket readable: whether the next request has begun
+    /// arriving. Always, without TLS; with it, a record without data (a key update) is not
+    /// a request: the connection waits again (see `TlsSession::pump`).
+    pub(crate) fn request_begun(&mut self) -> io::Result<bool> {
+        self.reader.get_mut().tls_pump()
+    }
+
     /// Whether nothing of a next request is buffered: neither in the read buffer nor, with
     /// TLS, decrypted in the session.
     pub(crate) fn nothing_buffered(&mut self) -> bool {

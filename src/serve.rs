@@ -414,7 +414,10 @@ pub(crate) fn configure(stream: &Stream, cfg: &Config) -> io::Result<()> {
 
 /// Runs the TLS handshake, on the worker, if the server has TLS.
 #[cfg(feature = "tls")]
-fn tls_handshake(stream: &Stream, cfg: &Config) -> io::Result<Option<crate::tls::TlsSession>> {
+pub(crate) fn tls_handshake(
+    stream: &Stream,
+    cfg: &Config,
+) -> io::Result<Option<crate::tls::TlsSession>> {
     let Some(config) = &cfg.tls else {
         return Ok(None);
     };

@@ -279,10 +279,12 @@ impl<L: Listener> StreamServer<L> {
     /// request holds no thread: it waits in the server's event set (epoll, kqueue), and the
     /// pool's workers (`Flavor::workers`, 16 by default) serve requests as they arrive. The
     /// pool grows when every worker is inside a request (a long upload, a slow client), up
-    /// to `Flavor::limit`, and shrinks after `Flavor::worker_idle_timeout`. Thousands of mostly idle clients then cost memory (a few KiB each), not
-    /// threads; `max_connections` bounds them. In the other flavours each connection runs
-    /// its requests in a loop on its own thread or process, and so does every flavour of a
-    /// TLS server (cargo feature `tls`; idle TLS connections are not parked yet).
+    /// to `Flavor::limit`, and shrinks after `Flavor::worker_idle_timeout`. Thousands of
+    /// mostly idle clients then cost memory (a few KiB each), not threads;
+    /// `max_connections` bounds them. TLS connections are parked too (the
+    /// handshake runs on a worker, under `tls_handshake_timeout`; plaintext already
+    /// decrypted counts as a request that has arrived). In the other flavours each
+    /// connection runs its requests in a loop on its own thread or process.
     ///
     /// ```no_run
     /// use socketserver::{Next, StreamRequest, TcpServer};
@@ -309,14 +311,7 @@ impl<L: Listener> StreamServer<L> {
         F: Fn() -> H + Send + Sync + 'static,
         H: RequestHandler,
     {
-        // The parked pool does not run the TLS handshake (it would block one of its fixed
-        // workers per slow client): with TLS, each connection runs its requests on a
-        // thread of the growing pool, handshake included.
-        #[cfg(feature = "tls")]
-        let tls = self.core.cfg.tls.is_some();
-        #[cfg(not(feature = "tls"))]
-        let tls = false;
-        if self.core.cfg.flavor.kind != Kind::Pool || tls {
+        if self.core.cfg.flavor.kind != Kind::Pool {
             return self.serve_with(move || Looping(factory()));
         }
         let StreamServer { listener, core } = self;

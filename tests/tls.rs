@@ -264,6 +264,74 @@ say(got.decode().replace('\n', ' ').strip())
     }
 }
 
+/// `serve_requests` over TLS in the pool flavour parks idle TLS connections: with one
+/// worker and a limit of one thread, 20 clients that finished their handshake and a request
+/// and stay connected do not stop the next one; a client's key update (a record without
+/// data) re-parks its connection instead of holding the worker until a request comes, and
+/// its next request is answered under the new keys.
+#[test]
+fn idle_tls_connections_are_parked_and_a_key_update_is_not_a_request() {
+    let pki = Pki::new();
+    let server = b_serve_requests(&mut tls_builder(&pki, Flavor::pool().workers(1).limit(1)));
+    let mut clients: Vec<_> = (0..20)
+        .map(|i| {
+            let (mut conn, mut sock) = rustls_client(&pki, server.0);
+            assert_eq!(
+                tls_call(&mut conn, &mut sock, &format!("c{i}\n")),
+                format!("C{i}\n")
+            );
+            (conn, sock)
+        })
+        .collect();
+    let (conn, sock) = &mut clients[0];
+    conn.refresh_traffic_keys().unwrap();
+    while conn.wants_write() {
+        conn.write_tls(sock).unwrap();
+    }
+    // The key update reached the server's one worker; another client is still served.
+    let (conn, sock) = &mut clients[1];
+    assert_eq!(tls_call(conn, sock, "second\n"), "SECOND\n");
+    let (conn, sock) = &mut clients[0];
+    assert_eq!(
+        tls_call(conn, sock, "after key update\n"),
+        "AFTER KEY UPDATE\n"
+    );
+    let (mut conn, mut sock) = rustls_client(&pki, server.0);
+    assert_eq!(tls_call(&mut conn, &mut sock, "new\n"), "NEW\n");
+    assert_eq!(server.1.stats().threads, 1, "{:?}", server.1.stats());
+    server.1.shutdown();
+    let t = server.2;
+    util::within(TIMEOUT, move || t.join().unwrap().unwrap());
+}
+
+/// Sends `line` on a TLS client and reads one line back (each socket read under the
+/// client socket's timeout).
+fn tls_call(conn: &mut tls::rustls::ClientConnection, sock: &mut TcpStream, line: &str) -> String {
+    conn.writer().write_all(line.as_bytes()).unwrap();
+    while conn.wants_write() {
+        conn.write_tls(sock).unwrap();
+    }
+    let mut got = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while !got.ends_with(b"\n") {
+        assert!(
+            Instant::now() < deadline,
+            "no answer to {line:?} within {TIMEOUT:?}"
+        );
+        if conn.read_tls(sock).expect("read within the timeout") == 0 {
+            break;
+        }
+        conn.process_new_packets().unwrap();
+        let mut buf = [0u8; 256];
+        match conn.reader().read(&mut buf) {
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("reading the answer to {line:?}: {e}"),
+        }
+    }
+    String::from_utf8(got).unwrap()
+}
+
 /// Starts `serve_requests` with a one-line-per-request handler (`info` answers the TLS
 /// version and SNI, anything else comes back upper-cased).
 fn b_serve_requests(

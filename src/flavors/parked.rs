@@ -428,7 +428,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                     let conn = lock(&self.parking[shard_of(key)]).take(key);
                     let Some(conn) = conn else { continue };
                     self.busy();
-                    self.serve(conn);
+                    self.readable(conn);
                 }
             }
             self.finished.fetch_add(1, Relaxed);
@@ -658,6 +658,19 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             },
             false => None,
         };
+        // Then the TLS handshake, on this worker, within its timeout (a slow one holds this
+        // worker only: the pool grows past stuck workers).
+        #[cfg(feature = "tls")]
+        let tls = match crate::serve::tls_handshake(&stream, &self.cfg) {
+            Ok(tls) => tls,
+            Err(e) => {
+                log::debug!("{peer}: TLS handshake failed: {e}");
+                Counters::bump(&self.shared.counters.tls_handshake_failures);
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                self.closed_one();
+                return;
+            }
+        };
         let handler =
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.factory)())) {
                 Ok(h) => h,
@@ -682,6 +695,15 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         if let Some(header) = header {
             req.set_proxy_header(header);
         }
+        #[cfg(feature = "tls")]
+        let readable = match tls {
+            Some(tls) => {
+                req.set_tls(tls);
+                // The client's first request may have come with its last handshake flight.
+                !req.nothing_buffered() || sys::readable_now(req.stream().as_raw_fd())
+            }
+            None => readable,
+        };
         let conn = Box::new(Conn {
             req,
             handler,
@@ -691,9 +713,26 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             _registration: registration,
         });
         if readable {
-            self.serve(conn);
+            self.readable(conn);
         } else {
             self.park(conn);
+        }
+    }
+
+    /// The connection's socket is readable (or plaintext is buffered): serves its request,
+    /// or, with TLS, parks it again if what came was a record without data (a key update),
+    /// or closes it if the record was bad.
+    fn readable(&self, mut conn: Box<Conn<H>>) {
+        if !conn.req.nothing_buffered() {
+            return self.serve(conn);
+        }
+        match conn.req.request_begun() {
+            Ok(true) => self.serve(conn),
+            Ok(false) => self.park(conn),
+            Err(e) => {
+                log::debug!("{}: closing: {e}", conn.peer);
+                self.close(conn);
+            }
         }
     }
 
@@ -729,8 +768,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 self.close(conn);
                 return;
             }
-            // A pipelined request already buffered is served now, not after the network.
-            if conn.req.buffer().is_empty() {
+            // A pipelined request already buffered (or decrypted) is served now, not after
+            // the network.
+            if conn.req.nothing_buffered() {
                 self.park(conn);
                 return;
             }
