@@ -14,11 +14,11 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use signal_hook::consts::SIGHUP;
-use signal_hook::iterator::Signals;
 
 use crate::server::StreamServer;
 use crate::shutdown::ShutdownHandle;
@@ -80,27 +80,45 @@ impl<L: Listener + AsFd> StreamServer<L> {
             listener: self.listener().as_fd().try_clone_to_owned()?,
         };
         let handle = self.shutdown_handle();
-        let mut signals = Signals::new([SIGHUP])?;
         // The socket will be the new process's too: this server must never shut it down.
         self.share_socket();
-        thread::Builder::new()
-            .name("socketserver-restart".into())
-            .spawn(move || {
-                // The thread keeps the handler for the life of the process: a SIGHUP that
-                // comes late (to a server already replaced, or shutting down) is ignored
-                // rather than left to its default action, which would kill the process and
-                // the requests it is still finishing.
-                let mut replaced = false;
-                for _ in signals.forever() {
-                    if replaced || handle.is_shutting_down() {
-                        log::info!("SIGHUP ignored: this server is already shutting down");
-                        continue;
-                    }
-                    replaced = next.replace(&handle);
+        // One restart at a time: a SIGHUP during one waits for it, then finds it done.
+        let state = Arc::new(Mutex::new(Restart {
+            next,
+            handle,
+            replaced: false,
+        }));
+        // The process's signal thread keeps the handler for the life of the process: a
+        // SIGHUP that comes late (to a server already replaced, or shutting down) is ignored
+        // rather than left to its default action, which would kill the process and the
+        // requests it is still finishing. A restart waits up to 30 s for the new process:
+        // it runs on a thread of its own, so that SIGTERM is taken meanwhile.
+        crate::signal::on_signals(&[SIGHUP], move |a| {
+            a.hangup.push(Box::new(move || {
+                let state = Arc::clone(&state);
+                let spawned = thread::Builder::new()
+                    .name("socketserver-restart".into())
+                    .spawn(move || {
+                        let mut r = state.lock().unwrap_or_else(|e| e.into_inner());
+                        if r.replaced || r.handle.is_shutting_down() {
+                            log::info!("SIGHUP ignored: this server is already shutting down");
+                            return;
+                        }
+                        r.replaced = r.next.replace(&r.handle);
+                    });
+                if let Err(e) = spawned {
+                    log::error!("SIGHUP: cannot start the restart: {e}");
                 }
-            })?;
-        Ok(())
+            }))
+        })
     }
+}
+
+/// A server's restart: what it starts, the server it stops, whether it was replaced.
+struct Restart {
+    next: NextProcess,
+    handle: ShutdownHandle,
+    replaced: bool,
 }
 
 /// What a restart starts: this program again, with a duplicate of the listening socket
