@@ -482,7 +482,8 @@ fn measure(sc: &Scenario, kind: Kind, settings: &Settings) -> io::Result<Sample>
 
 /// What CI can rely on without timing: every server started, every anchor answered in every
 /// scenario (but the std pool behind 1 000 idle clients, which hold its 16 threads by
-/// design), and no echo ever came back wrong.
+/// design, and the std server behind 15 000, which needs as many threads), and no echo
+/// ever came back wrong.
 fn harness_checks(all: &[Results], failures: &[String]) -> bool {
     let mut checks: Vec<(bool, String)> = failures
         .iter()
@@ -490,7 +491,11 @@ fn harness_checks(all: &[Results], failures: &[String]) -> bool {
         .collect();
     for r in all {
         for (kind, s) in r.summaries() {
-            let starves = kind == Kind::StdPool && r.meta.family == Family::Idle;
+            // The std pool starves behind 1 000 idle clients by design; the std server's
+            // 15 000 threads may meet the system's thread or pid limit (`pid_max` is 32 768
+            // here), which is that design's cost, not a broken harness.
+            let starves = (kind == Kind::StdPool && r.meta.family == Family::Idle)
+                || (kind == Kind::Std && r.meta.family == Family::ManyIdle);
             if kind.is_anchor() && !starves {
                 checks.push((
                     s.rate > 0.0,
