@@ -814,11 +814,10 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
 
     /// Closes a connection (out of the poller first), politely.
     fn close(&self, mut conn: Box<Conn<H>>) {
-        if conn.registered {
-            let _ = self
-                .registry
-                .deregister(&mut SourceFd(&conn.req.stream().as_raw_fd()));
-        }
+        // No `epoll_ctl(DEL)`: closing the socket takes it out of the event set (one system
+        // call less per connection). Should the handler keep a clone of the socket open,
+        // its registration lingers under this connection's key, whose generation no
+        // longer matches any parked connection: its events are ignored.
         conn.req.close();
         drop(conn);
         self.closed_one();
