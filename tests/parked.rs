@@ -356,3 +356,71 @@ fn frames_as_requests() {
     h.shutdown();
     util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
 }
+
+/// `framing::per_message`: one "JSON header + body" message per request; the body the
+/// handler leaves unread is dropped so the next message is read where it starts; two
+/// messages in one write are both answered; a malformed header closes that connection only.
+#[cfg(feature = "json")]
+#[test]
+fn messages_as_requests() {
+    use serde_json::{json, Value};
+    use socketserver::framing::{self, Body, MessageCodec};
+    let codec = MessageCodec::new();
+    let s = TcpServer::builder()
+        .flavor(Flavor::pool().workers(2))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = s.local_addr().unwrap();
+    let h = s.shutdown_handle();
+    let join = thread::spawn(move || {
+        s.serve_requests(framing::per_message(
+            codec,
+            move |header: Value, body: &mut Body<'_, StreamRequest>| {
+                // "peek" reads 2 bytes of its body and leaves the rest; others read it all.
+                let mut got = Vec::new();
+                if header["cmd"] == "peek" {
+                    let mut two = [0u8; 2];
+                    body.read_exact(&mut two)?;
+                    got.extend_from_slice(&two);
+                } else {
+                    body.copy_to(&mut got)?;
+                }
+                let reply = json!({"cmd": header["cmd"], "got": String::from_utf8_lossy(&got)});
+                codec.write_json_header(body.get_mut(), &reply)
+            },
+        ))
+    });
+    let message = |cmd: &str, body: &[u8]| {
+        let mut wire = Vec::new();
+        codec
+            .write_message(
+                &mut wire,
+                &json!({"cmd": cmd}),
+                body.len() as u64,
+                &mut &body[..],
+            )
+            .unwrap();
+        wire
+    };
+    let answer = |c: &mut TcpStream| -> Value {
+        let mut len = [0u8; 4];
+        c.read_exact(&mut len).unwrap();
+        let mut json = vec![0u8; u32::from_be_bytes(len) as usize];
+        c.read_exact(&mut json).unwrap();
+        serde_json::from_slice(&json).unwrap()
+    };
+    let mut c = util::tcp_client(addr);
+    let mut two = message("peek", b"abcdef");
+    two.extend(message("all", b"xyz"));
+    c.write_all(&two).unwrap();
+    assert_eq!(answer(&mut c), json!({"cmd": "peek", "got": "ab"}));
+    assert_eq!(answer(&mut c), json!({"cmd": "all", "got": "xyz"}));
+    let mut bad = util::tcp_client(addr);
+    bad.write_all(&[0, 0, 0, 3, b'n', b'o', b'!']).unwrap();
+    assert_eq!(util::read_to_end(&mut bad), b"");
+    c.write_all(&message("empty", b"")).unwrap();
+    assert_eq!(answer(&mut c), json!({"cmd": "empty", "got": ""}));
+    drop(c);
+    h.shutdown();
+    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+}

@@ -51,6 +51,7 @@ enum Kind {
     /// A line longer than the limit (see `framing::read_line`).
     LineTooLong { limit: u64 },
     /// A frame read whole whose payload is not valid for its use (bad JSON).
+    #[cfg_attr(not(feature = "json"), allow(dead_code))]
     BadPayload { reason: String },
 }
 
@@ -75,6 +76,8 @@ impl FrameError {
         }
     }
 
+    // Made by the JSON readers only (cargo feature `json`).
+    #[cfg_attr(not(feature = "json"), allow(dead_code))]
     pub(crate) fn bad_payload(reason: String) -> FrameError {
         FrameError {
             kind: Kind::BadPayload { reason },

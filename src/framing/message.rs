@@ -630,6 +630,14 @@ impl<'a, R: Read + ?Sized> Body<'a, R> {
     pub fn skip(&mut self) -> io::Result<u64> {
         self.copy_to(&mut io::sink())
     }
+
+    /// The stream the body is read from, to answer through it while the body is read
+    /// (a handler of [`per_message`](super::per_message) replies this way). Reading from it
+    /// directly would take the body's bytes without counting them: read the body through
+    /// `self`.
+    pub fn get_mut(&mut self) -> &mut R {
+        self.inner
+    }
 }
 
 impl<R: Read + ?Sized> Read for Body<'_, R> {

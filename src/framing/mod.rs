@@ -102,6 +102,8 @@ pub use self::message::{
     DEFAULT_BODY_SIZE_KEY, DEFAULT_MAX_HEADER_LEN,
 };
 pub use self::serve::{per_frame, PerFrame};
+#[cfg(feature = "json")]
+pub use self::serve::{per_message, PerMessage};
 pub use self::wrappers::{FrameReader, FrameWriter};
 
 /// Reads one frame with the default [`Codec`] (u32 big-endian prefix, at most 8 MiB):

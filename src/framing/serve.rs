@@ -1,7 +1,9 @@
-//! Frames as requests: the bridge from framing to `serve_requests`.
+//! Frames and messages as requests: the bridge from framing to `serve_requests`.
 
 use std::fmt;
 use std::io;
+#[cfg(feature = "json")]
+use std::marker::PhantomData;
 
 use super::Codec;
 use crate::handler::{Next, RequestHandler};
@@ -59,6 +61,96 @@ where
         match self.codec.read_frame(req)? {
             Some(frame) => {
                 (self.handle)(frame, req)?;
+                Ok(Next::Continue)
+            }
+            None => Ok(Next::Close),
+        }
+    }
+}
+
+/// A [`RequestHandler`] that serves one "JSON header + body" message per request: it reads
+/// the header with its [`MessageCodec`](super::MessageCodec) and calls `handle` with the
+/// header and the [`Body`](super::Body), which the handler reads (or not) and answers
+/// through ([`Body::get_mut`](super::Body::get_mut)); whatever it leaves of the body is
+/// read and dropped after it returns, so the next message starts where it should. A clean
+/// end of stream between messages closes the connection. Made by [`per_message`]. Cargo
+/// feature `json`.
+///
+/// As with [`PerFrame`], an idle connection waits for its next message in the event set
+/// (pool flavour); a header that has begun arriving is read whole within the request
+/// timeout; a malformed or oversize header ends the connection with the error.
+#[cfg(feature = "json")]
+pub struct PerMessage<T, F> {
+    codec: super::MessageCodec,
+    handle: F,
+    header: PhantomData<fn() -> T>,
+}
+
+#[cfg(feature = "json")]
+impl<T, F: Clone> Clone for PerMessage<T, F> {
+    fn clone(&self) -> Self {
+        PerMessage {
+            codec: self.codec,
+            handle: self.handle.clone(),
+            header: PhantomData,
+        }
+    }
+}
+
+#[cfg(feature = "json")]
+impl<T, F> fmt::Debug for PerMessage<T, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PerMessage")
+            .field("codec", &self.codec)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves one message per request with `handle` (see [`PerMessage`]). Cargo feature
+/// `json`.
+///
+/// ```no_run
+/// use serde_json::{json, Value};
+/// use socketserver::framing::{self, Body, MessageCodec};
+/// use socketserver::{StreamRequest, TcpServer};
+/// use std::io;
+///
+/// // Answers each message with the size of its body; idle clients hold no thread.
+/// let codec = MessageCodec::new();
+/// TcpServer::bind("127.0.0.1:8013")?.serve_requests(framing::per_message(
+///     codec,
+///     move |header: Value, body: &mut Body<'_, StreamRequest>| {
+///         let size = body.skip()?;
+///         let reply = json!({"cmd": header["cmd"], "received": size});
+///         codec.write_json_header(body.get_mut(), &reply)
+///     },
+/// ))
+/// # ; Ok::<(), io::Error>(())
+/// ```
+#[cfg(feature = "json")]
+pub fn per_message<T, F>(codec: super::MessageCodec, handle: F) -> PerMessage<T, F>
+where
+    T: serde::de::DeserializeOwned + 'static,
+    F: FnMut(T, &mut super::Body<'_, StreamRequest>) -> io::Result<()> + Send + 'static,
+{
+    PerMessage {
+        codec,
+        handle,
+        header: PhantomData,
+    }
+}
+
+#[cfg(feature = "json")]
+impl<T, F> RequestHandler for PerMessage<T, F>
+where
+    T: serde::de::DeserializeOwned + 'static,
+    F: FnMut(T, &mut super::Body<'_, StreamRequest>) -> io::Result<()> + Send + 'static,
+{
+    fn handle_request(&mut self, req: &mut StreamRequest) -> io::Result<Next> {
+        match self.codec.read_message::<T, _>(req)? {
+            Some((header, mut body)) => {
+                (self.handle)(header, &mut body)?;
+                body.skip()?;
                 Ok(Next::Continue)
             }
             None => Ok(Next::Close),
