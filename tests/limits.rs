@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::sync::Mutex;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use socketserver::{Flavor, StreamRequest, TcpServer, UdpServer, UnixStreamServer};
 use util::TIMEOUT;
@@ -122,14 +122,9 @@ fn out_of_descriptors(flavor: Flavor) {
             Err(_) => break,
         }
     }
-    let deadline = Instant::now() + TIMEOUT;
-    while handle.stats().accept_errors == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "accept never ran out of descriptors"
-        );
-        thread::sleep(Duration::from_millis(1));
-    }
+    util::wait_until("accept to run out of descriptors", || {
+        handle.stats().accept_errors > 0
+    });
     let first = handle.stats().accept_errors;
     // Over this 300 ms window, backing off allows at most ~7 attempts (5+10+...+160 ms); a
     // spinning loop would fail thousands of times.
@@ -145,15 +140,11 @@ fn out_of_descriptors(flavor: Flavor) {
     let freed: Vec<TcpStream> = clients.drain(..clients.len() / 2).collect();
     drop(freed);
     set_nofile_soft(soft_before);
-    let deadline = Instant::now() + TIMEOUT;
-    while handle.stats().accepted < connected {
-        assert!(
-            Instant::now() < deadline,
-            "accepted {} of {connected}",
-            handle.stats().accepted
-        );
-        thread::sleep(Duration::from_millis(1));
-    }
+    util::wait_for(
+        &format!("all {connected} clients accepted"),
+        || handle.stats().accepted,
+        |n| *n >= connected,
+    );
     for c in &mut clients {
         c.set_read_timeout(Some(TIMEOUT)).unwrap();
         let mut hi = [0u8; 2];

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use socketserver::{Flavor, IpNet, ShutdownHandle, Stats, StreamRequest, TcpServer};
-use util::{tcp_client, TIMEOUT};
+use util::tcp_client;
 
 const V2_SIG: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 
@@ -152,16 +152,10 @@ fn text(b: Vec<u8>) -> String {
     String::from_utf8(b).unwrap()
 }
 
-/// Waits (bounded) until the server's counters satisfy `pred`.
+/// Waits (bounded) until the server's counters satisfy `pred`; fails the test otherwise.
+#[track_caller]
 fn stats_until(handle: &ShutdownHandle, pred: impl Fn(&Stats) -> bool) -> Stats {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let s = handle.stats();
-        if pred(&s) || Instant::now() > deadline {
-            return s;
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
+    util::wait_for("the server's counters", || handle.stats(), pred)
 }
 
 #[test]
@@ -367,11 +361,7 @@ fn on_error_names_the_client_behind_the_balancer() {
     let mut h = v1("198.51.100.20:4000");
     h.extend_from_slice(b"x\n");
     assert_eq!(exchange(addr, &[&h]), b"");
-    let deadline = Instant::now() + TIMEOUT;
-    while seen.lock().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "on_error was not called");
-        thread::sleep(Duration::from_millis(5));
-    }
+    util::wait_until("on_error to be called", || !seen.lock().unwrap().is_empty());
     assert_eq!(
         *seen.lock().unwrap(),
         vec!["198.51.100.20:4000".to_string()]
@@ -438,11 +428,7 @@ fn shutdown_ends_a_pending_header_at_once() {
     let serving = thread::spawn(move || server.serve(|_req: &mut StreamRequest| Ok(())));
     let mut c = tcp_client(addr);
     c.write_all(b"PROXY TCP4 ").unwrap();
-    let deadline = Instant::now() + TIMEOUT;
-    while handle.stats().active < 1 {
-        assert!(Instant::now() < deadline, "the connection was not taken");
-        thread::sleep(Duration::from_millis(2));
-    }
+    util::wait_until("the connection to be taken", || handle.stats().active >= 1);
     handle.shutdown();
     util::within(Duration::from_secs(5), move || {
         serving.join().unwrap().unwrap()

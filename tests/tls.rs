@@ -59,18 +59,7 @@ impl Running {
     /// Waits (bounded) until the counters satisfy `pred`; returns them.
     #[track_caller]
     fn wait_stats(&self, what: &str, pred: impl Fn(&Stats) -> bool) -> Stats {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let s = self.stats();
-            if pred(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: stats never got there: {s:?}"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        util::wait_for(what, || self.stats(), pred)
     }
 
     /// Shuts down and waits for `serve` to return.

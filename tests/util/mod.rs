@@ -446,6 +446,28 @@ pub fn wait_until_within(limit: Duration, what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// Polls `get` (every 5 ms, at most `TIMEOUT`) until `done` holds for what it returns, and
+/// returns that; fails the test with `what` and the last value otherwise.
+#[track_caller]
+pub fn wait_for<T: std::fmt::Debug>(
+    what: &str,
+    get: impl Fn() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let v = get();
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last: {v:?}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Whether the long, opt-in versions of the reliability suites run
 /// (`SOCKETSERVER_LONG=1`).
 pub fn long_run() -> bool {
