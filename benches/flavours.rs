@@ -475,6 +475,7 @@ fn measure(sc: &Scenario, kind: Kind, settings: &Settings) -> io::Result<Sample>
             _ => None,
         },
         threads: after.server.threads,
+        workers: after.server.workers,
         setup_ms: outcome.setup.as_secs_f64() * 1e3,
         other_cores: secs(others) / outcome.secs,
     })

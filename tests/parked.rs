@@ -150,6 +150,58 @@ fn a_long_request_grows_the_pool_and_it_shrinks_back() {
         .expect("serve failed");
 }
 
+/// Busy clients keep a worker each while they are quick (it waits on their connection for
+/// the next request, another watches the event set): the pool grows for that, but never
+/// past twice its warm workers, and every request is answered.
+#[test]
+fn busy_clients_grow_the_pool_to_twice_its_warm_workers_at_most() {
+    let mut srv = Srv::start(TcpServer::builder().flavor(Flavor::pool().workers(2)));
+    let addr = srv.addr;
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            thread::spawn(move || {
+                let mut c = util::tcp_client(addr);
+                for j in 0..200 {
+                    exchange(&mut c, format!("client {i} request {j}").as_bytes());
+                }
+            })
+        })
+        .collect();
+    // Sampled until every client is done (each exchange has the read timeout): bounded.
+    let mut most = 0;
+    while clients.iter().any(|c| !c.is_finished()) {
+        most = most.max(srv.handle.stats().threads);
+        thread::sleep(Duration::from_millis(1));
+    }
+    for c in clients {
+        c.join().expect("a client failed");
+    }
+    most = most.max(srv.handle.stats().threads);
+    assert!(most <= 4, "{most} workers for 2 warm ones");
+    assert_eq!(srv.handle.stats().handler_errors, 0);
+    srv.stop();
+}
+
+/// A client that was quick (a worker waited on its connection) and then goes quiet is
+/// parked like any other: the idle timeout still closes it.
+#[test]
+fn a_busy_client_that_goes_quiet_is_parked_and_times_out() {
+    let mut srv = Srv::start(
+        TcpServer::builder()
+            .flavor(Flavor::pool().workers(2))
+            .idle_timeout(Some(Duration::from_millis(100))),
+    );
+    let mut c = util::tcp_client(srv.addr);
+    for i in 0..50 {
+        exchange(&mut c, format!("request {i}").as_bytes());
+    }
+    assert_eq!(util::read_to_end(&mut c), b"");
+    util::wait_until("the idle timeout count", || {
+        srv.handle.stats().idle_timeouts >= 1
+    });
+    srv.stop();
+}
+
 /// Pipelined requests are served from the buffer without waiting for the network, and a
 /// request split across segments is read whole.
 #[test]

@@ -15,6 +15,8 @@ pub struct ProcStat {
     pub peak_rss_kib: u64,
     /// Threads now.
     pub threads: u64,
+    /// Of them, the crate's pool workers (threads named `socketserver-worker`).
+    pub workers: u64,
 }
 
 /// Reads process `pid`'s CPU time (children included), peak RSS and thread count.
@@ -26,7 +28,21 @@ pub fn process(pid: u32) -> io::Result<ProcStat> {
         cpu_ticks: own.cpu_ticks() + live_children_ticks(pid),
         peak_rss_kib: status_field(&status, "VmHWM:").ok_or_else(|| parse_error("VmHWM"))?,
         threads: status_field(&status, "Threads:").unwrap_or(0),
+        workers: worker_threads(pid),
     })
+}
+
+/// How many of process `pid`'s threads are the crate's pool workers (the kernel keeps the
+/// first 15 bytes of a thread's name).
+fn worker_threads(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| fs::read_to_string(t.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with("socketserver-wo"))
+        .count() as u64
 }
 
 /// CPU time of this process (the bench and its client threads, not its children), in clock

@@ -6,8 +6,18 @@
 //! waiting worker is the leader, the others queue behind it), one event per wait: the
 //! listener (accept one connection, re-arm), or a parked connection whose request arrived
 //! (take it out of the slab, serve its request on this thread, then park it again, or serve
-//! the next request at once if the client pipelined it). Oneshot registration means a
-//! connection being served is disarmed: no other worker can take it.
+//! the next request at once if the client pipelined it). The registration is
+//! edge-triggered and stays while the connection is served, so an event can come for a
+//! connection that is out of the slab: it finds no connection under its key and is
+//! dropped (a key carries a generation, so it never reaches a connection parked later).
+//!
+//! A busy client (one that sends each request within `HOT` of the reply before) keeps its
+//! worker: after the reply the worker waits on that connection alone, out of the event
+//! set, for up to `LINGER`, as the connection-per-thread pool would, while another worker
+//! watches the event set (one more starts for that if none is waiting, up to twice the
+//! warm count). Quick exchanges then cost what they cost in the connection-per-thread pool
+//! (poll, read, reply) instead of an event round trip and a hand-over of the poll per
+//! request; a client that goes quiet is parked after `LINGER` and holds no thread.
 //!
 //! The pool grows when its workers are stuck: when the last waiting worker takes an event,
 //! it tells the serving thread, which looks again `GROW_DELAY` later: if no worker is
@@ -64,6 +74,17 @@ const MIN_IDLE: Duration = Duration::from_millis(100);
 /// enough that a CPU-starved moment of a saturated server is not taken for stuck workers).
 const GROW_DELAY: Duration = Duration::from_millis(50);
 
+/// A connection is busy (`Conn::hot`) while its client sends each request within this of
+/// the reply before: a worker that answered it then waits on it for the next (see
+/// `Inner::linger`).
+const HOT: Duration = Duration::from_millis(1);
+
+/// How long such a worker waits before parking the connection. Much longer than `HOT`, so
+/// that the wait's timer rarely is the CPU's next timer event (reprogramming the timer
+/// device on every wait cost a fifth of the CPU per request in a virtual machine); a busy
+/// client that goes quiet holds the worker this long once, and is then parked.
+const LINGER: Duration = Duration::from_millis(10);
+
 /// A kept connection and its handler's state.
 struct Conn<H> {
     req: StreamRequest,
@@ -73,6 +94,11 @@ struct Conn<H> {
     registered: bool,
     /// When it was last parked, for the idle timeout.
     parked_at: Instant,
+    /// When its last request ended.
+    served_at: Instant,
+    /// Its client sent its last request within `HOT` of the reply before (or it is new):
+    /// worth waiting for on the worker that served it.
+    hot: bool,
     _registration: Option<Registration>,
 }
 
@@ -426,7 +452,8 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 }
                 key => {
                     let conn = lock(&self.parking[shard_of(key)]).take(key);
-                    let Some(conn) = conn else { continue };
+                    let Some(mut conn) = conn else { continue };
+                    conn.hot = conn.served_at.elapsed() < HOT;
                     self.busy();
                     self.readable(conn);
                 }
@@ -508,7 +535,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
 
     /// Accepts one connection, re-arms the listener (unless at the connection limit) and
     /// serves or parks the new connection.
-    fn accept_one(&self) {
+    fn accept_one(self: &Arc<Self>) {
         // A place under `max_connections` is reserved before accepting: with edge-triggered
         // events two workers may be accepting at once, and neither may pass the limit.
         let max = self.cfg.max_connections;
@@ -638,7 +665,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
 
     /// A new connection: configured and given its handler, then served if its first request
     /// is there already, else parked.
-    fn open(&self, stream: Stream, mut peer: Addr) {
+    fn open(self: &Arc<Self>, stream: Stream, mut peer: Addr) {
         if let Err(e) = configure(&stream, &self.cfg) {
             log::debug!("{peer}: cannot configure the connection: {e}");
             self.closed_one();
@@ -710,6 +737,8 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             peer,
             registered: false,
             parked_at: Instant::now(),
+            served_at: Instant::now(),
+            hot: true,
             _registration: registration,
         });
         if readable {
@@ -722,7 +751,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// The connection's socket is readable (or plaintext is buffered): serves its request,
     /// or, with TLS, parks it again if what came was a record without data (a key update),
     /// or closes it if the record was bad.
-    fn readable(&self, mut conn: Box<Conn<H>>) {
+    fn readable(self: &Arc<Self>, mut conn: Box<Conn<H>>) {
         if !conn.req.nothing_buffered() {
             return self.serve(conn);
         }
@@ -737,7 +766,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     }
 
     /// Serves the connection's requests while they are there, then parks or closes it.
-    fn serve(&self, mut conn: Box<Conn<H>>) {
+    fn serve(self: &Arc<Self>, mut conn: Box<Conn<H>>) {
         loop {
             conn.req.request_arrived();
             // Progress, for the growth check: a worker serving one client's requests in a
@@ -768,13 +797,78 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 self.close(conn);
                 return;
             }
+            conn.served_at = Instant::now();
             // A pipelined request already buffered (or decrypted) is served now, not after
             // the network.
-            if conn.req.nothing_buffered() {
-                self.park(conn);
-                return;
+            if !conn.req.nothing_buffered() {
+                continue;
+            }
+            match self.linger(&mut conn) {
+                Ok(true) => continue,
+                Ok(false) => return self.park(conn),
+                Err(e) => {
+                    log::debug!("{}: closing: {e}", conn.peer);
+                    return self.close(conn);
+                }
             }
         }
+    }
+
+    /// After a reply to a busy client (one whose last request came within `HOT` of the
+    /// reply before it): waits up to `LINGER` on this connection (and the wake socket) for
+    /// its next request, and says whether it came. A client in a quick exchange is then
+    /// served the way the connection-per-thread pool serves it (poll, read, reply), without
+    /// the event set's round trip (re-arm, event, the hand-over of the poll between
+    /// workers), which costs a third more CPU per request and moves connections between
+    /// threads. A client that misses the window is not waited for again until it is quick
+    /// again.
+    ///
+    /// Another worker must be watching the event set meanwhile: if none is, one more starts
+    /// (up to twice the warm count, within the flavour's limit; extra workers leave after
+    /// `worker_idle_timeout` without work); past that cap the connection is parked.
+    fn linger(self: &Arc<Self>, conn: &mut Conn<H>) -> io::Result<bool> {
+        if !conn.hot || (self.idle.load(SeqCst) == 0 && !self.add_watcher()) {
+            return Ok(false);
+        }
+        let fd = conn.req.stream().as_raw_fd();
+        if conn.registered {
+            // Out of the event set while it lingers: its edge-triggered registration would
+            // otherwise wake the waiting worker for every request that arrives here.
+            let _ = self.registry.deregister(&mut SourceFd(&fd));
+            conn.registered = false;
+        }
+        let fds = [
+            (fd, sys::Interest::Read),
+            (self.shared.wake_fd(), sys::Interest::Read),
+        ];
+        let ready = loop {
+            let ready = sys::poll(&fds, Some(LINGER))?;
+            // EINTR reports nothing ready: wait out the rest (rarely: it is short).
+            if ready.is(0) || ready.is(1) || conn.served_at.elapsed() >= LINGER {
+                break ready;
+            }
+        };
+        if ready.is(1) || !ready.is(0) {
+            conn.hot = false;
+            return Ok(false);
+        }
+        conn.hot = conn.served_at.elapsed() < HOT;
+        conn.req.request_begun()
+    }
+
+    /// Starts one more worker to wait on the event set while this one lingers, unless the
+    /// pool is at twice its warm count (or its limit); says whether one started.
+    fn add_watcher(self: &Arc<Self>) -> bool {
+        let cap = self.limit.min(self.warm.saturating_mul(2));
+        if self
+            .workers
+            .fetch_update(SeqCst, SeqCst, |w| (w < cap).then_some(w + 1))
+            .is_err()
+        {
+            return false;
+        }
+        self.idle.fetch_add(1, SeqCst);
+        spawn(self).is_ok() && !self.closed.load(SeqCst)
     }
 
     /// Parks the connection: into the slab and armed in the poller, under the slab's lock
