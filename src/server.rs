@@ -279,8 +279,12 @@ impl<L: Listener> StreamServer<L> {
     /// request holds no thread: it waits in the server's event set (epoll, kqueue), and the
     /// pool's workers (`Flavor::workers`, 16 by default) serve requests as they arrive. The
     /// pool grows when every worker is inside a request (a long upload, a slow client), up
-    /// to `Flavor::limit`, and shrinks after `Flavor::worker_idle_timeout`. Thousands of
-    /// mostly idle clients then cost memory (a few KiB each), not threads;
+    /// to `Flavor::limit`, and shrinks after `Flavor::worker_idle_timeout`. A busy client
+    /// (each request within 1 ms of the reply before) keeps the worker that served it,
+    /// which waits on that connection for up to 10 ms before parking it, while another
+    /// worker watches the event set (the pool grows to twice `Flavor::workers` for that at
+    /// most): quick exchanges cost about what they cost under [`serve`](Self::serve).
+    /// Thousands of mostly idle clients cost memory (a few KiB each), not threads;
     /// `max_connections` bounds them. TLS connections are parked too (the
     /// handshake runs on a worker, under `tls_handshake_timeout`; plaintext already
     /// decrypted counts as a request that has arrived). In the other flavours each
