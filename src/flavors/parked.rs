@@ -92,9 +92,8 @@ struct Conn<H> {
     peer: Addr,
     /// Registered in the poller (the first parking adds, later ones modify).
     registered: bool,
-    /// When it was last parked, for the idle timeout.
-    parked_at: Instant,
-    /// When its last request ended.
+    /// When its last request ended (or it opened): idle since then, for the idle timeout
+    /// (a record without data, a TLS key update, is no request and does not reset it).
     served_at: Instant,
     /// Its client sent its last request within `HOT` of the reply before (or it is new):
     /// worth waiting for on the worker that served it.
@@ -736,7 +735,6 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             handler,
             peer,
             registered: false,
-            parked_at: Instant::now(),
             served_at: Instant::now(),
             hot: true,
             _registration: registration,
@@ -848,7 +846,8 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 break ready;
             }
         };
-        if ready.is(1) || !ready.is(0) {
+        let came = ready.is(0) && !ready.is(1); // not at shutdown
+        if !came {
             conn.hot = false;
             return Ok(false);
         }
@@ -878,7 +877,6 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             self.close(conn);
             return;
         }
-        conn.parked_at = Instant::now();
         let first = !conn.registered;
         conn.registered = true;
         // The shard by descriptor: stable for the connection, spread across connections.
@@ -926,7 +924,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         let expired: Vec<_> = self
             .parking
             .iter()
-            .flat_map(|shard| lock(shard).take_where(|c| now.duration_since(c.parked_at) >= limit))
+            .flat_map(|shard| lock(shard).take_where(|c| now.duration_since(c.served_at) >= limit))
             .collect();
         for conn in expired {
             Counters::bump(&self.shared.counters.idle_timeouts);
