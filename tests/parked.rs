@@ -219,6 +219,57 @@ fn pipelined_and_split_requests() {
     util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
 }
 
+/// A request that arrives while the one before is being served is not lost: the
+/// connection's registration stays armed while it is served (parking costs no system
+/// call), so the event finds it busy, and the worker that parks it reads again instead.
+/// The client is slow enough (20 ms before its first request) that its worker does not
+/// wait on it after the reply: the connection goes straight back to the event set.
+#[test]
+fn a_request_that_arrives_while_one_is_served_is_not_lost() {
+    let (entered_tx, entered_rx) = crossbeam_channel::bounded::<()>(1);
+    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
+    let s = TcpServer::builder()
+        .flavor(Flavor::pool().workers(2))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = s.local_addr().unwrap();
+    let h = s.shutdown_handle();
+    let join = thread::spawn(move || {
+        s.serve_requests(move |req: &mut StreamRequest| {
+            let mut line = Vec::new();
+            if io::BufRead::read_until(req, b'\n', &mut line)? == 0 {
+                return Ok(Next::Close);
+            }
+            if line == b"first\n" {
+                // Inside the request until the client has sent its next one.
+                let _ = entered_tx.send(());
+                let _ = go_rx.recv_timeout(TIMEOUT);
+            }
+            req.write_all(&line)?;
+            Ok(Next::Continue)
+        })
+    });
+    for round in 0..3 {
+        let mut c = util::tcp_client(addr);
+        // Parked, and not a quick client, before its first request.
+        thread::sleep(Duration::from_millis(20));
+        c.write_all(b"first\n").unwrap();
+        entered_rx
+            .recv_timeout(TIMEOUT)
+            .expect("the handler never ran");
+        // On loopback the bytes are in the server's socket when the write returns.
+        c.write_all(b"second\n").unwrap();
+        go_tx.send(()).unwrap();
+        assert_eq!(
+            util::read_until(&mut c, |g| g.len() >= 13),
+            b"first\nsecond\n",
+            "round {round}"
+        );
+    }
+    h.shutdown();
+    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+}
+
 /// Errors and panics close that connection only, counted; the workers keep serving.
 #[test]
 fn faults_close_one_connection() {

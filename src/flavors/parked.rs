@@ -3,13 +3,18 @@
 //! A connection waiting for its client's next request is not on any thread: it sits in a
 //! slab, registered in a `mio::Poll` (epoll on Linux, kqueue on the BSDs).
 //! Workers take turns waiting on the poll (one thread waits at a time, under a lock: the
-//! waiting worker is the leader, the others queue behind it), one event per wait: the
-//! listener (accept one connection, re-arm), or a parked connection whose request arrived
-//! (take it out of the slab, serve its request on this thread, then park it again, or serve
-//! the next request at once if the client pipelined it). The registration is
-//! edge-triggered and stays while the connection is served, so an event can come for a
-//! connection that is out of the slab: it finds no connection under its key and is
-//! dropped (a key carries a generation, so it never reaches a connection parked later).
+//! waiting worker is the leader, the others queue behind it). One wait takes up to `BATCH`
+//! events from the kernel; the leader keeps one and leaves the rest under the lock, where
+//! the workers after it take theirs without a system call (under load one `epoll_wait`
+//! serves many requests). An event is the listener (accept one connection, re-arm), or a
+//! parked connection whose request arrived (take it out of the slab, serve its request on
+//! this thread, then park it again, or serve the next request at once if the client
+//! pipelined it). The registration is edge-triggered and stays while the connection is
+//! served, so an event can come for a connection that is out of the slab: it finds no
+//! connection under its key and is dropped (a key carries a generation, so it never
+//! reaches a connection parked later, and an event left in the batch from before the
+//! connection was served and parked again is dropped too: parking re-arms the
+//! registration under a new key, which reports at once if bytes are there).
 //!
 //! A busy client (one that sends each request within `HOT` of the reply before) keeps its
 //! worker: after the reply the worker waits on that connection alone, out of the event
@@ -212,8 +217,9 @@ pub(crate) struct Inner<L, H> {
     fatal: Mutex<Option<io::Error>>,
     backoff: Mutex<Backoff>,
     /// The poll, and the turn to wait on it: one worker waits (the leader), the others
-    /// sleep on this lock until it returns with its one event.
-    poll: Mutex<Poll>,
+    /// sleep on this lock; the leader takes one of the events it got and leaves the rest
+    /// to the workers after it, which take them without a system call.
+    poll: Mutex<Waiter>,
     /// Workers running, and those of them not serving (waiting for the poll or in it).
     workers: AtomicUsize,
     idle: AtomicUsize,
@@ -231,6 +237,16 @@ pub(crate) struct Inner<L, H> {
     /// event; cleared by the serving thread once a worker waits again.
     watching: AtomicBool,
     saturated: (Sender<()>, Receiver<()>),
+}
+
+/// The most events one wait takes from the kernel (the rest stay there for the next).
+const BATCH: usize = 64;
+
+/// The poll, with the events its last wait returned that no worker has taken yet.
+struct Waiter {
+    poll: Poll,
+    events: Events,
+    ready: VecDeque<Token>,
 }
 
 /// The accept back-off, shared by the workers (5 ms doubling to 1 s).
@@ -270,7 +286,11 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         let inner = Arc::new(Inner {
             listener,
             registry,
-            poll: Mutex::new(poll),
+            poll: Mutex::new(Waiter {
+                poll,
+                events: Events::with_capacity(BATCH),
+                ready: VecDeque::with_capacity(BATCH),
+            }),
             parking: (0..SHARDS).map(|i| Mutex::new(Parking::new(i))).collect(),
             factory,
             shared: Arc::clone(shared),
@@ -400,24 +420,36 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// A worker: one event at a time, until shutdown (or, above the warm count, until it
     /// waited `worker_idle` for nothing).
     fn work(self: &Arc<Self>) {
-        let mut events = Events::with_capacity(1);
         let mut idle_since = Instant::now();
         loop {
             if self.shared.is_stopping() {
                 break;
             }
-            events.clear();
             let waited = {
-                let mut poll = lock(&self.poll);
-                // An extra worker waits no longer than its idle time left (none, if it
-                // queued for the poll that long already).
-                let timeout = (self.workers.load(SeqCst) > self.warm).then(|| {
-                    (idle_since + self.worker_idle).saturating_duration_since(Instant::now())
-                });
-                poll.poll(&mut events, timeout)
+                let mut waiter = lock(&self.poll);
+                match waiter.ready.pop_front() {
+                    Some(token) => Ok(Some(token)),
+                    None => {
+                        // An extra worker waits no longer than its idle time left (none,
+                        // if it queued for the poll that long already).
+                        let timeout = (self.workers.load(SeqCst) > self.warm).then(|| {
+                            (idle_since + self.worker_idle)
+                                .saturating_duration_since(Instant::now())
+                        });
+                        let Waiter {
+                            poll,
+                            events,
+                            ready,
+                        } = &mut *waiter;
+                        poll.poll(events, timeout).map(|()| {
+                            ready.extend(events.iter().map(|e| e.token()));
+                            ready.pop_front()
+                        })
+                    }
+                }
             };
-            match waited {
-                Ok(_) => {}
+            let token = match waited {
+                Ok(token) => token,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     log::error!("waiting for events failed, stopping the server: {e}");
@@ -425,8 +457,8 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                     self.shared.stop();
                     break;
                 }
-            }
-            let Some(event) = events.iter().next() else {
+            };
+            let Some(token) = token else {
                 if idle_since.elapsed() >= self.worker_idle {
                     if self.retire() {
                         return;
@@ -435,7 +467,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 }
                 continue;
             };
-            match event.token().0 {
+            match token.0 {
                 WAKE => {
                     // Edge-triggered: re-arm it, so that the next waiting worker wakes too.
                     let _ = self.registry.reregister(
