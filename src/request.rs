@@ -95,6 +95,9 @@ struct SocketReader {
     /// at once, so it needs no timeout set first.
     ready: bool,
     eof: bool,
+    /// The last socket read returned less than it asked for (plaintext only): the socket
+    /// had nothing more at that moment, so whatever comes later raises a new event.
+    drained: bool,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
@@ -135,6 +138,7 @@ impl StreamRequest {
             fresh: true,
             ready: false,
             eof: false,
+            drained: false,
             read_timeout: cfg.read_timeout,
             write_timeout: cfg.write_timeout,
             idle_timeout: cfg.idle_timeout,
@@ -329,6 +333,11 @@ impl StreamRequest {
     /// TLS, decrypted in the session.
     pub(crate) fn nothing_buffered(&mut self) -> bool {
         self.reader.buffer().is_empty() && !self.reader.get_mut().tls_buffered()
+    }
+
+    /// Whether the last socket read was short (plaintext): nothing more was queued then.
+    pub(crate) fn drained(&self) -> bool {
+        self.reader.get_ref().drained
     }
 
     /// Whether the client closed its side (a read returned 0).
@@ -730,6 +739,16 @@ impl SocketReader {
 
 impl Read for SocketReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let result = self.read_request_bytes(buf);
+        // A short read empties the socket's receive queue (a TCP or Unix stream read
+        // returns early only when nothing more is queued).
+        self.drained = matches!(result, Ok(n) if n < buf.len()) && !self.has_tls();
+        result
+    }
+}
+
+impl SocketReader {
+    fn read_request_bytes(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // Replies leave before the server waits for the client.
         self.flush_out()?;
         if self.eof {

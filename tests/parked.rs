@@ -270,6 +270,56 @@ fn a_request_that_arrives_while_one_is_served_is_not_lost() {
     util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
 }
 
+/// Input that arrived before the event that woke the connection raises no new event (the
+/// registration is edge-triggered): more pipelined requests than one read buffer holds are
+/// still all read. The pool's one worker is held in another client's request while the
+/// input arrives whole, so that a single event announces it all.
+#[test]
+fn input_past_one_read_buffer_is_read() {
+    let (entered_tx, entered_rx) = crossbeam_channel::bounded::<()>(1);
+    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
+    let s = TcpServer::builder()
+        .flavor(Flavor::pool().workers(1).limit(1))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = s.local_addr().unwrap();
+    let h = s.shutdown_handle();
+    let join = thread::spawn(move || {
+        s.serve_requests(move |req: &mut StreamRequest| {
+            let mut line = Vec::new();
+            if io::BufRead::read_until(req, b'\n', &mut line)? == 0 {
+                return Ok(Next::Close);
+            }
+            if line == b"block\n" {
+                let _ = entered_tx.send(());
+                let _ = go_rx.recv_timeout(TIMEOUT);
+            }
+            req.write_all(&line)?;
+            Ok(Next::Continue)
+        })
+    });
+    let mut b = util::tcp_client(addr);
+    exchange(&mut b, b"hello\n"); // accepted and parked
+    let mut a = util::tcp_client(addr);
+    a.write_all(b"block\n").unwrap();
+    entered_rx
+        .recv_timeout(TIMEOUT)
+        .expect("the handler never ran");
+    // 48 lines of 1 KiB (six 8 KiB read buffers), all in b's socket before it is served.
+    let line: Vec<u8> = [vec![b'x'; 1023], vec![b'\n']].concat();
+    let all: Vec<u8> = line.repeat(48);
+    b.write_all(&all).unwrap();
+    go_tx.send(()).unwrap();
+    assert_eq!(util::read_until(&mut a, |g| g.len() >= 6), b"block\n");
+    let mut got = vec![0u8; all.len()];
+    b.read_exact(&mut got)
+        .expect("b's requests were not all answered");
+    assert!(got == all, "the echo differs");
+    drop((a, b));
+    h.shutdown();
+    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+}
+
 /// Errors and panics close that connection only, counted; the workers keep serving.
 #[test]
 fn faults_close_one_connection() {

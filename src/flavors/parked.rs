@@ -7,14 +7,18 @@
 //! events from the kernel; the leader keeps one and leaves the rest under the lock, where
 //! the workers after it take theirs without a system call (under load one `epoll_wait`
 //! serves many requests). An event is the listener (accept one connection, re-arm), or a
-//! parked connection whose request arrived (take it out of the slab, serve its request on
+//! parked connection whose request arrived (take it out of its slot, serve its request on
 //! this thread, then park it again, or serve the next request at once if the client
-//! pipelined it). The registration is edge-triggered and stays while the connection is
-//! served, so an event can come for a connection that is out of the slab: it finds no
-//! connection under its key and is dropped (a key carries a generation, so it never
-//! reaches a connection parked later, and an event left in the batch from before the
-//! connection was served and parked again is dropped too: parking re-arms the
-//! registration under a new key, which reports at once if bytes are there).
+//! pipelined it). A connection keeps its slot and its registration (edge-triggered, under
+//! the slot's key) from its first parking until it closes, so parking it again costs no
+//! system call: an event that comes while it is served finds its slot busy and is
+//! remembered there, and the worker parking it reads again instead (`Parking`). Input that
+//! came before the event that took it raises no new event, so parking first looks for it
+//! when it may be there: bytes past the last read (that read filled its buffer, or TLS made
+//! it) or an EOF the event reported. An event left in a batch from before the
+//! connection's last request was read is checked before it is served (`Conn::parked_after`).
+//! A key carries a generation, so an event for a closed connection never reaches the one
+//! that reused its slot.
 //!
 //! A busy client (one that sends each request within `HOT` of the reply before) keeps its
 //! worker: after the reply the worker waits on that connection alone, out of the event
@@ -41,7 +45,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{
-    AtomicBool, AtomicUsize,
+    AtomicBool, AtomicU64, AtomicUsize,
     Ordering::{Relaxed, SeqCst},
 };
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -95,8 +99,18 @@ struct Conn<H> {
     req: StreamRequest,
     handler: H,
     peer: Addr,
-    /// Registered in the poller (the first parking adds, later ones modify).
+    /// Registered in the poller (added at its first parking, and again after a linger,
+    /// which takes it out; it stays while the connection is served).
     registered: bool,
+    /// Its slot in the slab, once it has been parked: kept until it closes, so that the
+    /// registration's key stays valid while it is served (see `Parking`).
+    key: Option<usize>,
+    /// An event said the client closed its side: its EOF may be unread (it came with the
+    /// last request, in the same edge-triggered event, and raises no other).
+    peer_closed: bool,
+    /// `Inner::waits` when it was last parked: an event from a wait that began no later may
+    /// predate the reads of the request that followed, and is checked before it is served.
+    parked_after: u64,
     /// When its last request ended (or it opened): idle since then, for the idle timeout
     /// (a record without data, a TLS key update, is no request and does not reset it).
     served_at: Instant,
@@ -107,7 +121,14 @@ struct Conn<H> {
 }
 
 /// The parked connections: a slab whose keys carry a generation, so that an event for a
-/// connection that a sweep closed never reaches the connection that reused its slot.
+/// connection that closed never reaches the connection that reused its slot.
+///
+/// A connection keeps its slot from its first parking until it closes; while a worker
+/// serves it the slot is empty and `busy`. Its registration (edge-triggered) stays armed
+/// all that time under the same key, so parking it again costs no system call: an event
+/// that comes while it is served (its client sent more) finds the slot busy and marks it
+/// `pending`, and the worker that parks it sees the mark, under the same lock, and reads
+/// again instead. No event is lost between the worker's last read and the parking.
 struct Parking<H> {
     /// Which shard this is (see `SHARDS`).
     shard: usize,
@@ -118,6 +139,19 @@ struct Parking<H> {
 struct Slot<H> {
     generation: usize,
     conn: Option<Box<Conn<H>>>,
+    /// Taken by a worker (being served or lingering), not closed.
+    busy: bool,
+    /// An event came while it was busy.
+    pending: bool,
+}
+
+/// What an event's key found in the slab.
+enum Found<H> {
+    /// The parked connection: now busy, the caller serves it.
+    Conn(Box<Conn<H>>),
+    /// Nothing to do: the connection is being served (the event is remembered for its
+    /// parking), or it closed (the key's generation is gone).
+    Nothing,
 }
 
 /// The slab is split in `SHARDS` parts, each under its own lock, so that workers parking
@@ -158,41 +192,93 @@ impl<H> Parking<H> {
         }
     }
 
-    fn insert(&mut self, conn: Box<Conn<H>>) -> usize {
+    /// A slot for a connection parked for the first time; its key.
+    fn insert(&mut self, mut conn: Box<Conn<H>>) -> usize {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
                 self.slots.push(Slot {
                     generation: 0,
                     conn: None,
+                    busy: false,
+                    pending: false,
                 });
                 self.slots.len() - 1
             }
         };
         let slot = &mut self.slots[index];
+        let key = key(self.shard, index, slot.generation);
+        conn.key = Some(key);
         slot.conn = Some(conn);
-        key(self.shard, index, slot.generation)
+        slot.busy = false;
+        slot.pending = false;
+        key
     }
 
-    /// Takes the connection `key` names, if it is still the one parked there.
-    fn take(&mut self, key: usize) -> Option<Box<Conn<H>>> {
+    /// The slot `key` names, if it still belongs to the connection the key was made for.
+    fn slot(&mut self, key: usize) -> Option<&mut Slot<H>> {
         let (_, index, generation) = unkey(key);
         let slot = self.slots.get_mut(index)?;
-        if slot.generation & ((1 << GEN_BITS) - 1) != generation {
-            return None;
-        }
-        let conn = slot.conn.take()?;
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(index);
-        Some(conn)
+        (slot.generation & ((1 << GEN_BITS) - 1) == generation).then_some(slot)
     }
 
-    /// Takes every parked connection for which `expired` holds.
+    /// An event for `key`: takes the connection if it is parked there (its slot stays, busy),
+    /// or marks it pending if a worker has it.
+    fn take(&mut self, key: usize) -> Found<H> {
+        let Some(slot) = self.slot(key) else {
+            return Found::Nothing;
+        };
+        match slot.conn.take() {
+            Some(conn) => {
+                slot.busy = true;
+                slot.pending = false;
+                Found::Conn(conn)
+            }
+            None => {
+                slot.pending |= slot.busy;
+                Found::Nothing
+            }
+        }
+    }
+
+    /// Puts a busy connection back in its slot, unless an event came for it meanwhile:
+    /// then it is handed back (still busy) and the caller reads again.
+    fn put_back(&mut self, key: usize, mut conn: Box<Conn<H>>) -> Option<Box<Conn<H>>> {
+        let Some(slot) = self.slot(key) else {
+            // Cannot happen (only its worker frees a busy slot); if it did, the connection
+            // is handed back without a slot, to be given a new one.
+            conn.key = None;
+            return Some(conn);
+        };
+        if std::mem::take(&mut slot.pending) {
+            return Some(conn);
+        }
+        slot.busy = false;
+        slot.conn = Some(conn);
+        None
+    }
+
+    /// Frees a connection's slot (it is closing).
+    fn free(&mut self, key: usize) {
+        let (_, index, _) = unkey(key);
+        if let Some(slot) = self.slot(key) {
+            slot.conn = None;
+            slot.busy = false;
+            slot.pending = false;
+            slot.generation = slot.generation.wrapping_add(1);
+            self.free.push(index);
+        }
+    }
+
+    /// Takes every parked connection for which `expired` holds (their slots freed).
     fn take_where(&mut self, mut expired: impl FnMut(&Conn<H>) -> bool) -> Vec<Box<Conn<H>>> {
         let mut out = Vec::new();
         for (index, slot) in self.slots.iter_mut().enumerate() {
             if slot.conn.as_deref().is_some_and(&mut expired) {
-                out.extend(slot.conn.take());
+                if let Some(mut conn) = slot.conn.take() {
+                    conn.key = None;
+                    out.push(conn);
+                }
                 slot.generation = slot.generation.wrapping_add(1);
                 self.free.push(index);
             }
@@ -220,6 +306,8 @@ pub(crate) struct Inner<L, H> {
     /// sleep on this lock; the leader takes one of the events it got and leaves the rest
     /// to the workers after it, which take them without a system call.
     poll: Mutex<Waiter>,
+    /// Waits begun on the poll (counted before each begins).
+    waits: AtomicU64,
     /// Workers running, and those of them not serving (waiting for the poll or in it).
     workers: AtomicUsize,
     idle: AtomicUsize,
@@ -246,7 +334,16 @@ const BATCH: usize = 64;
 struct Waiter {
     poll: Poll,
     events: Events,
-    ready: VecDeque<Token>,
+    ready: VecDeque<Ready>,
+}
+
+/// An event left for a worker: its key, whether it said the client closed its side, and
+/// the number of the wait that returned it (see `Conn::parked_after`).
+#[derive(Clone, Copy)]
+struct Ready {
+    token: Token,
+    read_closed: bool,
+    wait: u64,
 }
 
 /// The accept back-off, shared by the workers (5 ms doubling to 1 s).
@@ -291,6 +388,7 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
                 events: Events::with_capacity(BATCH),
                 ready: VecDeque::with_capacity(BATCH),
             }),
+            waits: AtomicU64::new(0),
             parking: (0..SHARDS).map(|i| Mutex::new(Parking::new(i))).collect(),
             factory,
             shared: Arc::clone(shared),
@@ -441,8 +539,13 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                             events,
                             ready,
                         } = &mut *waiter;
+                        let wait = self.waits.fetch_add(1, SeqCst) + 1;
                         poll.poll(events, timeout).map(|()| {
-                            ready.extend(events.iter().map(|e| e.token()));
+                            ready.extend(events.iter().map(|e| Ready {
+                                token: e.token(),
+                                read_closed: e.is_read_closed(),
+                                wait,
+                            }));
                             ready.pop_front()
                         })
                     }
@@ -458,7 +561,12 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                     break;
                 }
             };
-            let Some(token) = token else {
+            let Some(Ready {
+                token,
+                read_closed,
+                wait,
+            }) = token
+            else {
                 if idle_since.elapsed() >= self.worker_idle {
                     if self.retire() {
                         return;
@@ -482,11 +590,22 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                     self.accept_one();
                 }
                 key => {
-                    let conn = lock(&self.parking[shard_of(key)]).take(key);
-                    let Some(mut conn) = conn else { continue };
+                    let found = lock(&self.parking[shard_of(key)]).take(key);
+                    let Found::Conn(mut conn) = found else {
+                        continue;
+                    };
                     conn.hot = conn.served_at.elapsed() < HOT;
+                    conn.peer_closed |= read_closed;
                     self.busy();
-                    self.readable(conn);
+                    if wait <= conn.parked_after
+                        && conn.req.nothing_buffered()
+                        && !sys::readable_now(conn.req.stream().as_raw_fd())
+                    {
+                        // An event from before its last request was read: nothing new.
+                        self.park_or_serve(conn);
+                    } else {
+                        self.readable(conn);
+                    }
                 }
             }
             self.finished.fetch_add(1, Relaxed);
@@ -767,6 +886,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             handler,
             peer,
             registered: false,
+            key: None,
+            peer_closed: false,
+            parked_after: 0,
             served_at: Instant::now(),
             hot: true,
             _registration: registration,
@@ -774,7 +896,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         if readable {
             self.readable(conn);
         } else {
-            self.park(conn);
+            self.park_or_serve(conn);
         }
     }
 
@@ -787,11 +909,19 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         }
         match conn.req.request_begun() {
             Ok(true) => self.serve(conn),
-            Ok(false) => self.park(conn),
+            Ok(false) => self.park_or_serve(conn),
             Err(e) => {
                 log::debug!("{}: closing: {e}", conn.peer);
                 self.close(conn);
             }
+        }
+    }
+
+    /// Parks the connection, or serves it if its next request came while it was being
+    /// parked.
+    fn park_or_serve(self: &Arc<Self>, conn: Box<Conn<H>>) {
+        if let Some(conn) = self.park(conn) {
+            self.serve(conn);
         }
     }
 
@@ -835,7 +965,10 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             }
             match self.linger(&mut conn) {
                 Ok(true) => continue,
-                Ok(false) => return self.park(conn),
+                Ok(false) => match self.park(conn) {
+                    Some(back) => conn = back,
+                    None => return,
+                },
                 Err(e) => {
                     log::debug!("{}: closing: {e}", conn.peer);
                     return self.close(conn);
@@ -902,42 +1035,107 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         spawn(self).is_ok() && !self.closed.load(SeqCst)
     }
 
-    /// Parks the connection: into the slab and armed in the poller, under the slab's lock
-    /// (a sweep never sees a connection half parked). At shutdown it is closed instead.
-    fn park(&self, mut conn: Box<Conn<H>>) {
-        if self.shared.is_stopping() {
-            self.close(conn);
-            return;
-        }
-        let first = !conn.registered;
-        conn.registered = true;
-        // The shard by descriptor: stable for the connection, spread across connections.
-        let fd = conn.req.stream().as_raw_fd();
-        let mut parking = lock(&self.parking[fd as usize % SHARDS]);
-        // In the slab before it is armed: its event can come at once.
-        let key = parking.insert(conn);
-        // Registering (or re-registering) reports at once if bytes are already there: none
-        // that came while the connection was being served waits for the next ones.
-        let armed = if first {
-            self.registry
-                .register(&mut SourceFd(&fd), Token(key), Interest::READABLE)
-        } else {
-            self.registry
-                .reregister(&mut SourceFd(&fd), Token(key), Interest::READABLE)
-        };
-        if let Err(e) = armed {
-            let conn = parking.take(key);
-            drop(parking);
-            log::error!("cannot wait for the next request: {e}");
-            if let Some(mut conn) = conn {
-                conn.registered = !first;
+    /// Parks the connection in its slot, under the slab's lock (a sweep never sees a
+    /// connection half parked), or hands it back if its next request has come: an event
+    /// came for it while it was served and its socket is readable (or bytes are buffered).
+    /// At shutdown it is closed instead.
+    ///
+    /// A connection still registered (it was served, not lingering) costs no system call
+    /// here: its registration stayed armed under its key (see `Parking`). One parked for
+    /// the first time, or after a linger, is registered, in its slot first: its event can
+    /// come at once (registering reports bytes already there).
+    fn park(&self, mut conn: Box<Conn<H>>) -> Option<Box<Conn<H>>> {
+        loop {
+            if self.shared.is_stopping() {
                 self.close(conn);
+                return None;
+            }
+            let fd = conn.req.stream().as_raw_fd();
+            let pending = match conn.key {
+                // Armed all along: back in its slot, unless an event came meanwhile. Input
+                // that came before the event that took it raises no new event: unread
+                // bytes (the last read filled its buffer, or TLS holds the socket's
+                // reads) and an EOF the client sent are looked for first.
+                Some(key) if conn.registered => {
+                    if (conn.peer_closed || !conn.req.drained()) && sys::readable_now(fd) {
+                        Some(conn)
+                    } else {
+                        conn.parked_after = self.waits.load(SeqCst);
+                        lock(&self.parking[shard_of(key)]).put_back(key, conn)
+                    }
+                }
+                // Out of the poller (it lingered): back in its slot, then registered.
+                Some(key) => {
+                    conn.parked_after = self.waits.load(SeqCst);
+                    let mut parking = lock(&self.parking[shard_of(key)]);
+                    conn.registered = true;
+                    match parking.put_back(key, conn) {
+                        Some(mut back) => {
+                            back.registered = false;
+                            Some(back)
+                        }
+                        None => return self.register(parking, fd, key, false),
+                    }
+                }
+                // Parked for the first time: a slot (the shard by descriptor: spread
+                // across connections), then registered.
+                None => {
+                    conn.parked_after = self.waits.load(SeqCst);
+                    let mut parking = lock(&self.parking[fd as usize % SHARDS]);
+                    let registered = std::mem::replace(&mut conn.registered, true);
+                    let key = parking.insert(conn);
+                    return self.register(parking, fd, key, registered);
+                }
+            };
+            // None: parked.
+            conn = pending?;
+            // An event came while it was served: its next request, or bytes it read then.
+            if !conn.req.nothing_buffered() || sys::readable_now(fd) {
+                match conn.req.request_begun() {
+                    Ok(true) => return Some(conn),
+                    Ok(false) => {} // a TLS record without data: park it
+                    Err(e) => {
+                        log::debug!("{}: closing: {e}", conn.peer);
+                        self.close(conn);
+                        return None;
+                    }
+                }
             }
         }
     }
 
-    /// Closes a connection (out of the poller first), politely.
+    /// Registers a connection just put in its slot (`key`), under the slab's lock (or
+    /// re-registers it under its new key, if it was registered); if that fails, closes it.
+    /// Returns nothing: the signature is `park`'s, for its tail calls.
+    fn register(
+        &self,
+        mut parking: MutexGuard<'_, Parking<H>>,
+        fd: i32,
+        key: usize,
+        registered: bool,
+    ) -> Option<Box<Conn<H>>> {
+        let (source, token) = (&mut SourceFd(&fd), Token(key));
+        let armed = match registered {
+            false => self.registry.register(source, token, Interest::READABLE),
+            true => self.registry.reregister(source, token, Interest::READABLE),
+        };
+        if let Err(e) = armed {
+            let found = parking.take(key);
+            drop(parking);
+            log::error!("cannot wait for the next request: {e}");
+            if let Found::Conn(mut conn) = found {
+                conn.registered = registered;
+                self.close(conn);
+            }
+        }
+        None
+    }
+
+    /// Closes a connection (its slot freed, out of the poller with its socket), politely.
     fn close(&self, mut conn: Box<Conn<H>>) {
+        if let Some(key) = conn.key.take() {
+            lock(&self.parking[shard_of(key)]).free(key);
+        }
         // No `epoll_ctl(DEL)`: closing the socket takes it out of the event set (one system
         // call less per connection). Should the handler keep a clone of the socket open,
         // its registration lingers under this connection's key, whose generation no
