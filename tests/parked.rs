@@ -219,6 +219,63 @@ fn pipelined_and_split_requests() {
     util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
 }
 
+/// A line-echo `serve_requests` server whose handler, given the line "block", says so on
+/// `entered` and waits for `go` (at most `TIMEOUT`) before it answers.
+struct Gated {
+    addr: SocketAddr,
+    handle: ShutdownHandle,
+    join: Option<JoinHandle<io::Result<()>>>,
+    entered: crossbeam_channel::Receiver<()>,
+    go: crossbeam_channel::Sender<()>,
+}
+
+impl Gated {
+    fn start(flavor: Flavor) -> Gated {
+        let (entered_tx, entered) = crossbeam_channel::bounded::<()>(1);
+        let (go, go_rx) = crossbeam_channel::bounded::<()>(1);
+        let s = TcpServer::builder()
+            .flavor(flavor)
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = s.local_addr().unwrap();
+        let handle = s.shutdown_handle();
+        let join = Some(thread::spawn(move || {
+            s.serve_requests(move |req: &mut StreamRequest| {
+                let mut line = Vec::new();
+                if io::BufRead::read_until(req, b'\n', &mut line)? == 0 {
+                    return Ok(Next::Close);
+                }
+                if line == b"block\n" {
+                    let _ = entered_tx.send(());
+                    let _ = go_rx.recv_timeout(TIMEOUT);
+                }
+                req.write_all(&line)?;
+                Ok(Next::Continue)
+            })
+        }));
+        Gated {
+            addr,
+            handle,
+            join,
+            entered,
+            go,
+        }
+    }
+
+    /// Waits until the handler is inside a "block" request.
+    fn wait_entered(&self) {
+        self.entered
+            .recv_timeout(TIMEOUT)
+            .expect("the handler never ran");
+    }
+
+    fn stop(&mut self) {
+        self.handle.shutdown();
+        let join = self.join.take().unwrap();
+        util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+    }
+}
+
 /// A request that arrives while the one before is being served is not lost: the
 /// connection's registration stays armed while it is served (parking costs no system
 /// call), so the event finds it busy, and the worker that parks it reads again instead.
@@ -226,48 +283,23 @@ fn pipelined_and_split_requests() {
 /// wait on it after the reply: the connection goes straight back to the event set.
 #[test]
 fn a_request_that_arrives_while_one_is_served_is_not_lost() {
-    let (entered_tx, entered_rx) = crossbeam_channel::bounded::<()>(1);
-    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
-    let s = TcpServer::builder()
-        .flavor(Flavor::pool().workers(2))
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = s.local_addr().unwrap();
-    let h = s.shutdown_handle();
-    let join = thread::spawn(move || {
-        s.serve_requests(move |req: &mut StreamRequest| {
-            let mut line = Vec::new();
-            if io::BufRead::read_until(req, b'\n', &mut line)? == 0 {
-                return Ok(Next::Close);
-            }
-            if line == b"first\n" {
-                // Inside the request until the client has sent its next one.
-                let _ = entered_tx.send(());
-                let _ = go_rx.recv_timeout(TIMEOUT);
-            }
-            req.write_all(&line)?;
-            Ok(Next::Continue)
-        })
-    });
+    let mut srv = Gated::start(Flavor::pool().workers(2));
     for round in 0..3 {
-        let mut c = util::tcp_client(addr);
+        let mut c = util::tcp_client(srv.addr);
         // Parked, and not a quick client, before its first request.
         thread::sleep(Duration::from_millis(20));
-        c.write_all(b"first\n").unwrap();
-        entered_rx
-            .recv_timeout(TIMEOUT)
-            .expect("the handler never ran");
+        c.write_all(b"block\n").unwrap();
+        srv.wait_entered();
         // On loopback the bytes are in the server's socket when the write returns.
         c.write_all(b"second\n").unwrap();
-        go_tx.send(()).unwrap();
+        srv.go.send(()).unwrap();
         assert_eq!(
             util::read_until(&mut c, |g| g.len() >= 13),
-            b"first\nsecond\n",
+            b"block\nsecond\n",
             "round {round}"
         );
     }
-    h.shutdown();
-    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+    srv.stop();
 }
 
 /// Input that arrived before the event that woke the connection raises no new event (the
@@ -276,48 +308,24 @@ fn a_request_that_arrives_while_one_is_served_is_not_lost() {
 /// input arrives whole, so that a single event announces it all.
 #[test]
 fn input_past_one_read_buffer_is_read() {
-    let (entered_tx, entered_rx) = crossbeam_channel::bounded::<()>(1);
-    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
-    let s = TcpServer::builder()
-        .flavor(Flavor::pool().workers(1).limit(1))
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = s.local_addr().unwrap();
-    let h = s.shutdown_handle();
-    let join = thread::spawn(move || {
-        s.serve_requests(move |req: &mut StreamRequest| {
-            let mut line = Vec::new();
-            if io::BufRead::read_until(req, b'\n', &mut line)? == 0 {
-                return Ok(Next::Close);
-            }
-            if line == b"block\n" {
-                let _ = entered_tx.send(());
-                let _ = go_rx.recv_timeout(TIMEOUT);
-            }
-            req.write_all(&line)?;
-            Ok(Next::Continue)
-        })
-    });
-    let mut b = util::tcp_client(addr);
+    let mut srv = Gated::start(Flavor::pool().workers(1).limit(1));
+    let mut b = util::tcp_client(srv.addr);
     exchange(&mut b, b"hello\n"); // accepted and parked
-    let mut a = util::tcp_client(addr);
+    let mut a = util::tcp_client(srv.addr);
     a.write_all(b"block\n").unwrap();
-    entered_rx
-        .recv_timeout(TIMEOUT)
-        .expect("the handler never ran");
+    srv.wait_entered();
     // 48 lines of 1 KiB (six 8 KiB read buffers), all in b's socket before it is served.
     let line: Vec<u8> = [vec![b'x'; 1023], vec![b'\n']].concat();
     let all: Vec<u8> = line.repeat(48);
     b.write_all(&all).unwrap();
-    go_tx.send(()).unwrap();
+    srv.go.send(()).unwrap();
     assert_eq!(util::read_until(&mut a, |g| g.len() >= 6), b"block\n");
     let mut got = vec![0u8; all.len()];
     b.read_exact(&mut got)
         .expect("b's requests were not all answered");
     assert!(got == all, "the echo differs");
     drop((a, b));
-    h.shutdown();
-    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+    srv.stop();
 }
 
 /// Errors and panics close that connection only, counted; the workers keep serving.
