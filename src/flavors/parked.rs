@@ -1051,6 +1051,8 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 return None;
             }
             let fd = conn.req.stream().as_raw_fd();
+            // Set when the socket was just seen readable here (no second look below).
+            let mut readable = false;
             let pending = match conn.key {
                 // Armed all along: back in its slot, unless an event came meanwhile. Input
                 // that came before the event that took it raises no new event: unread
@@ -1058,6 +1060,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 // reads) and an EOF the client sent are looked for first.
                 Some(key) if conn.registered => {
                     if (conn.peer_closed || !conn.req.drained()) && sys::readable_now(fd) {
+                        readable = true;
                         Some(conn)
                     } else {
                         conn.parked_after = self.waits.load(SeqCst);
@@ -1089,8 +1092,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             };
             // None: parked.
             conn = pending?;
-            // An event came while it was served: its next request, or bytes it read then.
-            if !conn.req.nothing_buffered() || sys::readable_now(fd) {
+            // Input was seen, or an event came while it was served: its next request, or
+            // bytes it read then.
+            if readable || !conn.req.nothing_buffered() || sys::readable_now(fd) {
                 match conn.req.request_begun() {
                     Ok(true) => return Some(conn),
                     Ok(false) => {} // a TLS record without data: park it
