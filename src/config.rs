@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::addr::Addr;
 use crate::flavor::Flavor;
 use crate::handler::HandlerError;
+use crate::metrics::{Buckets, MetricsConfig};
 use crate::proxy::ProxyConfig;
 
 pub(crate) type VerifyHook = Arc<dyn Fn(&Addr) -> bool + Send + Sync>;
@@ -38,6 +39,9 @@ pub(crate) struct Config {
     pub(crate) on_error: Option<ErrorHook>,
     /// PROXY protocol (stream servers): `Builder::proxy_protocol`, in proxy.rs.
     pub(crate) proxy: ProxyConfig,
+    /// Metrics and the admin listener (`crate::metrics`, `crate::admin`).
+    pub(crate) metrics: MetricsConfig,
+    pub(crate) shutdown_delay: Duration,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     #[cfg(feature = "tls")]
@@ -67,6 +71,8 @@ impl Config {
             verify: None,
             on_error: None,
             proxy: ProxyConfig::default(),
+            metrics: MetricsConfig::default(),
+            shutdown_delay: Duration::ZERO,
             #[cfg(feature = "tls")]
             tls: None,
             #[cfg(feature = "tls")]
@@ -126,6 +132,12 @@ impl Config {
                 ));
             }
         }
+        if let Some(Err(e)) = &self.metrics.admin {
+            return invalid(format!("admin address: {e}"));
+        }
+        if let Some(e) = &self.metrics.invalid {
+            return invalid(e.clone());
+        }
         if self.max_connections == 0 {
             return invalid("max_connections must be at least 1".to_string());
         }
@@ -154,7 +166,9 @@ impl fmt::Debug for Config {
             .field("end_idle_on_shutdown", &self.end_idle_on_shutdown)
             .field("verify", &self.verify.is_some())
             .field("on_error", &self.on_error.is_some())
-            .field("proxy", &self.proxy);
+            .field("proxy", &self.proxy)
+            .field("metrics", &self.metrics)
+            .field("shutdown_delay", &self.shutdown_delay);
         #[cfg(feature = "tls")]
         f.field("tls", &self.tls.is_some())
             .field("tls_handshake_timeout", &self.tls_handshake_timeout);
@@ -365,6 +379,59 @@ impl<L: crate::transport::Listener> Builder<L> {
     /// default, 10 s.
     pub fn tls_handshake_timeout(&mut self, limit: Duration) -> &mut Self {
         self.cfg.tls_handshake_timeout = limit.max(Duration::from_millis(1));
+        self
+    }
+}
+
+/// Metrics, the admin listener and the shutdown delay (see `crate::metrics`, `crate::admin`
+/// and the observability chapter of the guide).
+impl<T> Builder<T> {
+    /// Serves this server's metrics, health and status on a small HTTP listener of its
+    /// own at `addr` ([`AdminServer`](crate::AdminServer)): `/metrics`, `/livez`,
+    /// `/readyz`, `/status` and `/status.json`. Bound with the server (port 0 picks a free
+    /// port: see `admin_addr()` on the server), it answers from then until `serve`
+    /// returns. By default, none.
+    ///
+    /// Bind it to loopback or a private network: it tells anyone who asks what the server
+    /// is doing. For several servers on one admin port, bind an `AdminServer` yourself and
+    /// [`watch`](crate::AdminServer::watch) each server's metrics.
+    pub fn admin(&mut self, addr: impl std::net::ToSocketAddrs) -> &mut Self {
+        self.cfg.metrics.admin = Some(
+            addr.to_socket_addrs()
+                .map(|a| a.collect())
+                .map_err(|e| e.to_string()),
+        );
+        self
+    }
+
+    /// Sets the `listener` label of this server's metrics and its name on the status
+    /// page. By default, the bound address (a Unix socket's path).
+    pub fn listener_name(&mut self, name: impl Into<String>) -> &mut Self {
+        self.cfg.metrics.name = Some(name.into());
+        self
+    }
+
+    /// Sets the upper bounds, in seconds, of the buckets of
+    /// `socketserver_request_duration_seconds`: finite, positive, strictly increasing, at
+    /// most 31 (`+Inf` is added). An invalid list is an `InvalidInput` error from `bind`.
+    /// By default, 0.5 ms to 10 s: 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    /// 0.25, 0.5, 1, 2.5, 5, 10.
+    pub fn request_duration_buckets(&mut self, bounds: &[f64]) -> &mut Self {
+        match Buckets::new(bounds) {
+            Ok(b) => self.cfg.metrics.request_buckets = b,
+            Err(e) => self.cfg.metrics.invalid = Some(format!("request_duration_buckets: {e}")),
+        }
+        self
+    }
+
+    /// Sets how long the server serves on after [`shutdown`](crate::ShutdownHandle::shutdown)
+    /// (SIGTERM, with `shutdown_on_signals`) before shutting down gracefully: readiness
+    /// (`/readyz`, `socketserver_ready`) ends at once, and the server keeps accepting and
+    /// serving for the delay, so that a balancer or Kubernetes, which stop sending to it
+    /// in parallel with the signal, never meet a refused connection. By default, 0 (shut
+    /// down at once).
+    pub fn shutdown_delay(&mut self, d: Duration) -> &mut Self {
+        self.cfg.shutdown_delay = d;
         self
     }
 }

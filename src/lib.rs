@@ -74,11 +74,13 @@
 compile_error!("socketserver supports Unix-like systems (Linux, macOS, BSD) only");
 
 mod addr;
+mod admin;
 mod config;
 mod flavor;
 mod flavors;
 pub mod framing;
 mod handler;
+mod metrics;
 mod proxy;
 mod request;
 mod restart;
@@ -102,9 +104,11 @@ mod transport;
 pub struct ReadmeDoctests;
 
 pub use crate::addr::Addr;
+pub use crate::admin::AdminServer;
 pub use crate::config::Builder;
 pub use crate::flavor::{Flavor, ParseFlavorError};
 pub use crate::handler::{DatagramHandler, HandlerError, Next, RequestHandler, StreamHandler};
+pub use crate::metrics::{Metrics, MetricsFormat};
 pub use crate::proxy::{ProxyHeader, Tlvs};
 pub use crate::request::{DatagramRequest, StreamRequest};
 pub use crate::server::{

@@ -10,6 +10,7 @@ use crate::addr::Addr;
 use crate::config::Config;
 use crate::proxy::ProxyHeader;
 use crate::shutdown::{ConnSlot, Shared};
+use crate::stats::Counters;
 use crate::stream::Stream;
 use crate::sys::{self, Interest};
 use crate::time;
@@ -566,7 +567,12 @@ impl SocketReader {
                         t.unwrap_or_default()
                     )))
                 }
-                r => return r,
+                r => {
+                    if let Ok(n) = r {
+                        Counters::add(&self.shared.counters.sent_bytes, n);
+                    }
+                    return r;
+                }
             }
         }
     }
@@ -740,6 +746,9 @@ impl SocketReader {
 impl Read for SocketReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let result = self.read_request_bytes(buf);
+        if let Ok(n) = result {
+            Counters::add(&self.shared.counters.received_bytes, n);
+        }
         // A short read empties the socket's receive queue (a TCP or Unix stream read
         // returns early only when nothing more is queued).
         self.drained = matches!(result, Ok(n) if n < buf.len()) && !self.has_tls();
@@ -958,7 +967,13 @@ impl DatagramRequest {
     /// # ; Ok::<(), io::Error>(())
     /// ```
     pub fn reply_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<()> {
-        self.socket.send_to(bufs, &self.peer, self.write_timeout)
+        self.socket.send_to(bufs, &self.peer, self.write_timeout)?;
+        self.count_sent(bufs.iter().map(|b| b.len()).sum());
+        Ok(())
+    }
+
+    fn count_sent(&self, n: usize) {
+        Counters::add(&self.shared.counters.sent_bytes, n);
     }
 
     /// Sends `data` as one datagram to `to`, any peer, from the server's socket (so the
@@ -984,6 +999,8 @@ impl DatagramRequest {
     /// ```
     pub fn send_to(&mut self, data: &[u8], to: &Addr) -> io::Result<()> {
         self.socket
-            .send_to(&[IoSlice::new(data)], to, self.write_timeout)
+            .send_to(&[IoSlice::new(data)], to, self.write_timeout)?;
+        self.count_sent(data.len());
+        Ok(())
     }
 }

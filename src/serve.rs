@@ -6,7 +6,7 @@ use std::os::unix::io::{AsRawFd, RawFd};
 use socket2::SockRef;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::addr::Addr;
 use crate::config::Config;
@@ -161,6 +161,7 @@ pub(crate) fn verified(cfg: &Config, shared: &Shared, peer: &Addr) -> bool {
     match &cfg.verify {
         Some(verify) if !catch_unwind(AssertUnwindSafe(|| verify(peer))).unwrap_or(false) => {
             log::debug!("{peer}: refused by the verify hook");
+            Counters::bump(&shared.counters.rejected_verify);
             Counters::bump(&shared.counters.rejected);
             false
         }
@@ -220,6 +221,7 @@ pub(crate) fn recv_loop(
                 if n > cfg.max_datagram {
                     dropped_oversize(shared, cfg, &peer);
                 } else if verified(cfg, shared, &peer) {
+                    Counters::add(&shared.counters.received_bytes, n);
                     let data = buf[..n].to_vec();
                     exec.execute(Datagram { data, peer }, None);
                 }
@@ -365,9 +367,12 @@ impl Source for RecvSource {
             dropped_oversize(&self.shared, &self.cfg, &peer);
             return Ok(None);
         }
-        Ok(verified(&self.cfg, &self.shared, &peer).then(|| Datagram {
-            data: scratch[..n].to_vec(),
-            peer,
+        Ok(verified(&self.cfg, &self.shared, &peer).then(|| {
+            Counters::add(&self.shared.counters.received_bytes, n);
+            Datagram {
+                data: scratch[..n].to_vec(),
+                peer,
+            }
         }))
     }
 
@@ -417,6 +422,7 @@ pub(crate) fn configure(stream: &Stream, cfg: &Config) -> io::Result<()> {
 pub(crate) fn tls_handshake(
     stream: &Stream,
     cfg: &Config,
+    shared: &Shared,
 ) -> io::Result<Option<crate::tls::TlsSession>> {
     let Some(config) = &cfg.tls else {
         return Ok(None);
@@ -425,7 +431,12 @@ pub(crate) fn tls_handshake(
         read: cfg.read_timeout,
         write: cfg.write_timeout,
     };
-    crate::tls::TlsSession::accept(stream, config, cfg.tls_handshake_timeout, after).map(Some)
+    let started = Instant::now();
+    let session =
+        crate::tls::TlsSession::accept(stream, config, cfg.tls_handshake_timeout, after);
+    let h = &shared.counters.tls_handshake;
+    h.observe(crate::metrics::Buckets::handshakes(), started.elapsed());
+    session.map(Some)
 }
 
 /// The runner of stream connections: handler lifecycle, registry, polite close, report.
@@ -440,6 +451,11 @@ where
 {
     Arc::new(move |job: Accepted, forked: bool| {
         let Accepted { stream, mut peer } = job;
+        let opened = Instant::now();
+        let _timed = ConnectionTimer {
+            shared: &shared,
+            opened,
+        };
         let result = match configure(&stream, &cfg) {
             Ok(()) => {
                 let slot = Arc::new(ConnSlot { stream });
@@ -457,7 +473,7 @@ where
                     peer = proxy::client_addr(header);
                 }
                 #[cfg(feature = "tls")]
-                let tls = match tls_handshake(&slot.stream, &cfg) {
+                let tls = match tls_handshake(&slot.stream, &cfg, &shared) {
                     Ok(tls) => tls,
                     Err(e) => {
                         log::debug!("{peer}: TLS handshake failed: {e}");
@@ -475,19 +491,20 @@ where
                 if let Some(header) = header {
                     req.set_proxy_header(header);
                 }
+                let started = Instant::now();
                 let result = run_phases(&factory, &mut req, H::setup, H::handle, H::finish);
                 // The reply's last buffered bytes: failing to send them fails the request.
                 let flushed = req.flush();
                 let timed_out = req.timed_out();
                 req.close();
                 match (result, flushed) {
-                    (Ok(()), Err(e)) => (Err(HandlerError::Io(e)), timed_out),
-                    (result, _) => (result, timed_out),
+                    (Ok(()), Err(e)) => (Err(HandlerError::Io(e)), timed_out, started),
+                    (result, _) => (result, timed_out, started),
                 }
             }
-            Err(e) => (Err(HandlerError::Io(e)), None),
+            Err(e) => (Err(HandlerError::Io(e)), None, opened),
         };
-        report(&shared, &cfg, &peer, result.0, result.1)
+        report(&shared, &cfg, &peer, result.0, result.1, result.2)
     })
 }
 
@@ -504,6 +521,7 @@ where
 {
     Arc::new(move |job: Datagram, forked: bool| {
         let Datagram { data, peer } = job;
+        let started = Instant::now();
         let mut req = DatagramRequest::new(
             data,
             peer.clone(),
@@ -513,11 +531,26 @@ where
             forked,
         );
         let result = run_phases(&factory, &mut req, H::setup, H::handle, H::finish);
-        report(&shared, &cfg, &peer, result, None)
+        report(&shared, &cfg, &peer, result, None, started)
     })
 }
 
-/// Counts, logs and hands a request's result to the `on_error` hook.
+/// Times a connection from its accept (on the worker) to its close, whatever way the
+/// runner leaves.
+struct ConnectionTimer<'a> {
+    shared: &'a Shared,
+    opened: Instant,
+}
+
+impl Drop for ConnectionTimer<'_> {
+    fn drop(&mut self) {
+        let h = &self.shared.counters.connection_duration;
+        h.observe(crate::metrics::Buckets::connections(), self.opened.elapsed());
+    }
+}
+
+/// Counts (and times, from `started`), logs and hands a request's result to the
+/// `on_error` hook.
 ///
 /// Log levels say whose fault it is: ERROR for the server's own (a panic, an I/O error the
 /// client did not cause), INFO for what a client caused (invalid data, an oversize frame,
@@ -528,8 +561,12 @@ pub(crate) fn report(
     peer: &Addr,
     result: Result<(), HandlerError>,
     timed_out: Option<TimedOut>,
+    started: Instant,
 ) -> Outcome {
     let c = &shared.counters;
+    // Counted and timed together: the histogram's count is the request count.
+    c.request_duration
+        .observe(&cfg.metrics.request_buckets, started.elapsed());
     Counters::bump(&c.completed);
     let err = match result {
         Ok(()) => return Outcome::Ok,

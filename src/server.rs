@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use socket2::Type;
 
+use crate::admin::AdminServer;
 use crate::config::{Builder, Config};
+use crate::metrics::Metrics;
 use crate::flavor::Flavor;
 use crate::flavor::Kind;
 use crate::flavors::parked::Parked;
@@ -44,17 +46,25 @@ struct Core {
     /// The socket is shared with another process (inherited from systemd, or handed on by a
     /// SIGHUP restart): it must never be shut down, which would stop it for them too.
     shared_socket: AtomicBool,
+    /// The server's metrics, and its own admin listener (`Builder::admin`), which serves
+    /// until `serve` returns (it is dropped with the rest of the core).
+    metrics: Metrics,
+    admin: Option<AdminServer>,
 }
 
 impl Core {
-    fn new(cfg: Config, file: Option<SocketFile>) -> io::Result<Core> {
+    fn new(cfg: Config, file: Option<SocketFile>, address: String, stream: bool) -> io::Result<Core> {
         cfg.validate()?;
-        let shared = Shared::new(cfg.grace_period)?;
+        let shared = Shared::new(cfg.grace_period, cfg.shutdown_delay)?;
+        let metrics = crate::metrics::view(&cfg, &shared, address, stream);
+        let admin = crate::admin::for_server(&cfg, &metrics)?;
         Ok(Core {
             cfg: Arc::new(cfg),
             shared,
             file,
             shared_socket: AtomicBool::new(false),
+            metrics,
+            admin,
         })
     }
 
@@ -97,12 +107,14 @@ impl Core {
             move || errors.clone(),
         )?;
         crate::systemd::serving();
+        shared.status.serving();
         let result = pool.wait();
         crate::systemd::stopping();
         shared.stop();
         source.interrupt();
         drop(file);
         pool.finish(cfg.grace_period);
+        shared.status.stopped();
         result
     }
 
@@ -126,12 +138,14 @@ impl Core {
             }
         };
         crate::systemd::serving();
+        shared.status.serving();
         let result = serve_loop(&socket, &mut exec, &shared, &cfg);
         crate::systemd::stopping();
         drop(socket);
         drop(file);
         shared.stop();
         exec.finish(cfg.grace_period);
+        shared.status.stopped();
         result
     }
 }
@@ -190,10 +204,23 @@ pub type UnixStreamServer = StreamServer<UnixListener>;
 impl<L: Listener> StreamServer<L> {
     fn new(listener: L, cfg: Config, file: Option<SocketFile>) -> io::Result<Self> {
         listener.prepare()?;
+        let address = crate::metrics::address_of(socket2::SockRef::from(&listener));
         Ok(StreamServer {
             listener,
-            core: Core::new(cfg, file)?,
+            core: Core::new(cfg, file, address, true)?,
         })
+    }
+
+    /// This server's metrics (see [`Metrics`]): for an [`AdminServer`] that watches
+    /// several servers, or a program that serves them itself.
+    pub fn metrics(&self) -> Metrics {
+        self.core.metrics.clone()
+    }
+
+    /// The address of this server's own admin listener ([`Builder::admin`]), if it has
+    /// one (with the real port when bound to port 0).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.core.admin.as_ref().map(AdminServer::local_addr)
     }
 
     /// A handle that stops this server from any thread; see [`ShutdownHandle`].
@@ -324,14 +351,18 @@ impl<L: Listener> StreamServer<L> {
             shared,
             file,
             shared_socket,
+            admin: _admin,
+            ..
         } = core;
         let parked = Parked::start(listener, Box::new(factory), &shared, &cfg)?;
         crate::systemd::serving();
+        shared.status.serving();
         let result = parked.wait();
         crate::systemd::stopping();
         shared.stop();
         drop(file);
         parked.finish(cfg.grace_period, shared_socket.into_inner());
+        shared.status.stopped();
         result
     }
 }
@@ -464,11 +495,23 @@ pub type UnixDatagramServer = DatagramServer<UnixDatagram>;
 
 impl<S: Datagram> DatagramServer<S> {
     fn new(socket: S, cfg: Config, file: Option<SocketFile>) -> io::Result<Self> {
+        let socket = socket.into_dgram()?;
+        let address = crate::metrics::address_of(socket2::SockRef::from(&socket));
         Ok(DatagramServer {
-            socket: socket.into_dgram()?,
-            core: Core::new(cfg, file)?,
+            socket,
+            core: Core::new(cfg, file, address, false)?,
             _transport: PhantomData,
         })
+    }
+
+    /// This server's metrics (see [`Metrics`]).
+    pub fn metrics(&self) -> Metrics {
+        self.core.metrics.clone()
+    }
+
+    /// The address of this server's own admin listener ([`Builder::admin`]), if it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.core.admin.as_ref().map(AdminServer::local_addr)
     }
 
     /// Marks the socket as shared with another process (see `Core`).

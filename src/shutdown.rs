@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::metrics::Status;
 use crate::stats::{Counters, Stats};
+use crate::sys::SharedMem;
 use crate::stream::Stream;
 use crate::time;
 
@@ -32,7 +34,12 @@ pub(crate) struct Shared {
     /// every `poll` on it (accept loop, forked children) wakes at once.
     wake_tx: UnixStream,
     wake_rx: UnixStream,
-    pub(crate) counters: Counters,
+    /// In memory shared with forked children (see `sys::SharedMem`).
+    pub(crate) counters: SharedMem<Counters>,
+    /// Readiness and the engine's view, for the metrics and the admin listener.
+    pub(crate) status: Status,
+    /// How long the server serves on after `ShutdownHandle::shutdown`, not ready.
+    delay: Duration,
     /// Live connections, and whether the grace period is over (then a connection registered
     /// late, by a worker that took its job after `force_close`, is shut down at once).
     registry: Mutex<Registry>,
@@ -54,7 +61,7 @@ struct Watchdog {
 }
 
 impl Shared {
-    pub(crate) fn new(grace: Duration) -> io::Result<Arc<Shared>> {
+    pub(crate) fn new(grace: Duration, delay: Duration) -> io::Result<Arc<Shared>> {
         let (wake_tx, wake_rx) = UnixStream::pair()?;
         wake_tx.set_nonblocking(true)?;
         wake_rx.set_nonblocking(true)?;
@@ -65,7 +72,9 @@ impl Shared {
             stop_rx,
             wake_tx,
             wake_rx,
-            counters: Counters::default(),
+            counters: SharedMem::new()?,
+            status: Status::default(),
+            delay,
             registry: Mutex::new(Registry::default()),
             inflight: AtomicU64::new(0),
             drain_lock: Mutex::new(()),
@@ -89,8 +98,34 @@ impl Shared {
         self.wake_rx.as_raw_fd()
     }
 
-    /// Begins shutdown: idempotent, non-blocking, callable from any thread or handler.
+    /// Begins shutdown after the shutdown delay: readiness ends now, the server serves on
+    /// for the delay (so that a balancer that stops sending to it in parallel loses no
+    /// client), then stops. With no delay, stops at once. Idempotent, non-blocking.
+    pub(crate) fn shutdown(self: &Arc<Self>) {
+        if self.delay.is_zero() || self.is_stopping() {
+            return self.stop();
+        }
+        if self.status.begin_drain() {
+            return; // a delay already runs
+        }
+        log::info!("not ready; shutting down in {:?}", self.delay);
+        let shared = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("socketserver-delay".into())
+            .spawn(move || {
+                // Ends early if something else stops the server meanwhile.
+                let _ = shared.stop_rx.recv_timeout(shared.delay);
+                shared.stop();
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start the shutdown delay's thread, stopping now: {e}");
+            self.stop();
+        }
+    }
+
+    /// Begins shutdown now: idempotent, non-blocking, callable from any thread or handler.
     pub(crate) fn stop(self: &Arc<Self>) {
+        self.status.drain();
         if self.stopping.swap(true, SeqCst) {
             return;
         }
@@ -316,8 +351,18 @@ pub struct ShutdownHandle {
 
 impl ShutdownHandle {
     /// Begins a graceful shutdown; see the type's documentation. Returns at once.
+    ///
+    /// With a [shutdown delay](crate::Builder::shutdown_delay), the server first stops
+    /// being ready (`/readyz` answers 503, `socketserver_ready` is 0) and serves on,
+    /// accepting, for the delay; shutdown proper begins when it ends.
     pub fn shutdown(&self) {
-        self.shared.stop();
+        self.shared.shutdown();
+    }
+
+    /// Whether the server is ready: serving, and not shutting down (a shutdown delay
+    /// included) nor draining for a restart.
+    pub fn is_ready(&self) -> bool {
+        self.shared.status.is_ready()
     }
 
     /// Whether shutdown has begun.
@@ -350,7 +395,7 @@ mod tests {
 
     #[test]
     fn stop_is_idempotent_and_wakes_once() {
-        let shared = Shared::new(Duration::from_secs(1)).unwrap();
+        let shared = Shared::new(Duration::from_secs(1), Duration::ZERO).unwrap();
         shared.stop();
         shared.stop();
         assert!(shared.is_stopping());

@@ -119,6 +119,8 @@ impl<S: Source> Pool<S> {
             fatal: Mutex::new(None),
         });
         let classify: Arc<dyn Fn() -> C + Send + Sync> = Arc::new(classify);
+        let view: Arc<dyn crate::metrics::EngineView> = inner.clone();
+        shared.status.set_engine(Arc::downgrade(&view));
         let pool = Pool { inner };
         // All the warm workers are counted before any starts: one that takes a client at
         // once must not see itself as the last idle worker and grow the pool past its limit.
@@ -290,5 +292,16 @@ impl<S: Source, C: Classify + Send + 'static> Worker<S, C> {
         p.shared.begin_request();
         run_contained(&p.runner, &p.shared, job);
         p.shared.end_request();
+    }
+}
+
+/// What the metrics read of the pool at scrape time (never on the request path).
+impl<S: Source> crate::metrics::EngineView for Inner<S> {
+    fn workers(&self) -> crate::metrics::Workers {
+        let (workers, idle) = (self.counts.workers.load(SeqCst), self.counts.idle.load(SeqCst));
+        crate::metrics::Workers {
+            busy: workers.saturating_sub(idle) as u64,
+            idle: idle.min(workers) as u64,
+        }
     }
 }
