@@ -432,8 +432,7 @@ pub(crate) fn tls_handshake(
         write: cfg.write_timeout,
     };
     let started = Instant::now();
-    let session =
-        crate::tls::TlsSession::accept(stream, config, cfg.tls_handshake_timeout, after);
+    let session = crate::tls::TlsSession::accept(stream, config, cfg.tls_handshake_timeout, after);
     let h = &shared.counters.tls_handshake;
     h.observe(crate::metrics::Buckets::handshakes(), started.elapsed());
     session.map(Some)
@@ -545,7 +544,10 @@ struct ConnectionTimer<'a> {
 impl Drop for ConnectionTimer<'_> {
     fn drop(&mut self) {
         let h = &self.shared.counters.connection_duration;
-        h.observe(crate::metrics::Buckets::connections(), self.opened.elapsed());
+        h.observe(
+            crate::metrics::Buckets::connections(),
+            self.opened.elapsed(),
+        );
     }
 }
 

@@ -13,13 +13,13 @@ use socket2::Type;
 
 use crate::admin::AdminServer;
 use crate::config::{Builder, Config};
-use crate::metrics::Metrics;
 use crate::flavor::Flavor;
 use crate::flavor::Kind;
 use crate::flavors::parked::Parked;
 use crate::flavors::pool::{self, Pool, Source};
 use crate::flavors::{Exec, Job, Runner};
 use crate::handler::{DatagramHandler, Looping, RequestHandler, StreamHandler};
+use crate::metrics::Metrics;
 use crate::serve::{
     accept_loop, datagram_runner, recv_loop, stream_runner, AcceptSource, PoolErrors, RecvSource,
 };
@@ -53,7 +53,12 @@ struct Core {
 }
 
 impl Core {
-    fn new(cfg: Config, file: Option<SocketFile>, address: String, stream: bool) -> io::Result<Core> {
+    fn new(
+        cfg: Config,
+        file: Option<SocketFile>,
+        address: String,
+        stream: bool,
+    ) -> io::Result<Core> {
         cfg.validate()?;
         let shared = Shared::new(cfg.grace_period, cfg.shutdown_delay)?;
         let metrics = crate::metrics::view(&cfg, &shared, address, stream);

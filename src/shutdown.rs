@@ -13,8 +13,8 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::metrics::Status;
 use crate::stats::{Counters, Stats};
-use crate::sys::SharedMem;
 use crate::stream::Stream;
+use crate::sys::SharedMem;
 use crate::time;
 
 /// A connection as the registry sees it, to shut it down when the grace period is over.

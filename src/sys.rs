@@ -330,7 +330,10 @@ impl<T: ZeroShareable> SharedMem<T> {
     /// Maps a zeroed `T` shared with the children this process will fork.
     pub(crate) fn new() -> io::Result<SharedMem<T>> {
         let len = std::mem::size_of::<T>().max(1);
-        assert!(std::mem::align_of::<T>() <= 4096, "a page aligns anything smaller");
+        assert!(
+            std::mem::align_of::<T>() <= 4096,
+            "a page aligns anything smaller"
+        );
         // SAFETY: a new anonymous mapping: no address hint, no descriptor; the kernel
         // returns page-aligned, zero-filled memory of `len` bytes or MAP_FAILED.
         let ptr = unsafe {

@@ -171,7 +171,10 @@ mod tests {
     #[test]
     fn partial_malformed_and_oversize_requests() {
         assert_eq!(parse(b"GET /metrics HTTP/1.1\r\nHost"), Parsed::Partial);
-        assert!(matches!(parse(b"\x00\x01garbage\r\n\r\n"), Parsed::Reject(400, _)));
+        assert!(matches!(
+            parse(b"\x00\x01garbage\r\n\r\n"),
+            Parsed::Reject(400, _)
+        ));
         assert!(matches!(
             parse(b"GET /metrics HTTP/1.1\r\n\r\n"),
             Parsed::Reject(400, _)

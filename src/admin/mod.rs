@@ -117,7 +117,10 @@ impl AdminServer {
             }
         }
         Err(last.unwrap_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "no address to bind the admin listener")
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no address to bind the admin listener",
+            )
         }))
     }
 
@@ -259,9 +262,9 @@ impl Loop {
             if let Some(mut c) = self.conns.remove(&key) {
                 if let State::Reading { buf, .. } = &c.state {
                     if !buf.is_empty() {
-                        let _ = c
-                            .stream
-                            .write(&Response::text(408, "request not received within 5 s").encode(false));
+                        let _ = c.stream.write(
+                            &Response::text(408, "request not received within 5 s").encode(false),
+                        );
                     }
                 }
             }
@@ -279,7 +282,9 @@ impl Loop {
 
     fn accept(&mut self) {
         loop {
-            let Some(listener) = &self.listener else { return };
+            let Some(listener) = &self.listener else {
+                return;
+            };
             let (stream, _) = match listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -365,11 +370,10 @@ impl Loop {
                 sent: 0,
                 deadline,
             };
-            let _ = self.poll.registry().reregister(
-                &mut conn.stream,
-                Token(key),
-                Interest::WRITABLE,
-            );
+            let _ =
+                self.poll
+                    .registry()
+                    .reregister(&mut conn.stream, Token(key), Interest::WRITABLE);
         }
         if let State::Writing { out, sent, .. } = &mut conn.state {
             while *sent < out.len() {
@@ -444,11 +448,9 @@ impl Loop {
                     rates,
                 };
                 match json_or_html {
-                    "/status.json" => Response::new(
-                        200,
-                        "application/json",
-                        pages::status_json(&overview),
-                    ),
+                    "/status.json" => {
+                        Response::new(200, "application/json", pages::status_json(&overview))
+                    }
                     _ => Response::new(
                         200,
                         "text/html; charset=utf-8",

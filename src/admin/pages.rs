@@ -38,10 +38,9 @@ impl Rates {
     /// sample within each window (a shorter window while the server is younger).
     pub(crate) fn of(&self, i: usize, now: Instant, l: &ListenerSnapshot) -> Rate {
         let over = |window: Duration| -> (f64, f64) {
-            let base = self
-                .samples
-                .iter()
-                .find(|(t, c)| now.duration_since(*t) <= window + Duration::from_millis(500) && c.len() > i);
+            let base = self.samples.iter().find(|(t, c)| {
+                now.duration_since(*t) <= window + Duration::from_millis(500) && c.len() > i
+            });
             match base {
                 Some((t, c)) => {
                     let secs = now.duration_since(*t).as_secs_f64();

@@ -955,7 +955,14 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                     next
                 }
                 Err(e) => {
-                    report(&self.shared, &self.cfg, &conn.peer, Err(e), timed_out, started);
+                    report(
+                        &self.shared,
+                        &self.cfg,
+                        &conn.peer,
+                        Err(e),
+                        timed_out,
+                        started,
+                    );
                     Next::Close
                 }
             };
@@ -1152,7 +1159,10 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         // longer matches any parked connection: its events are ignored.
         conn.req.close();
         let h = &self.shared.counters.connection_duration;
-        h.observe(crate::metrics::Buckets::connections(), conn.opened.elapsed());
+        h.observe(
+            crate::metrics::Buckets::connections(),
+            conn.opened.elapsed(),
+        );
         drop(conn);
         self.closed_one();
     }

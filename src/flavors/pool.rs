@@ -298,7 +298,10 @@ impl<S: Source, C: Classify + Send + 'static> Worker<S, C> {
 /// What the metrics read of the pool at scrape time (never on the request path).
 impl<S: Source> crate::metrics::EngineView for Inner<S> {
     fn workers(&self) -> crate::metrics::Workers {
-        let (workers, idle) = (self.counts.workers.load(SeqCst), self.counts.idle.load(SeqCst));
+        let (workers, idle) = (
+            self.counts.workers.load(SeqCst),
+            self.counts.idle.load(SeqCst),
+        );
         crate::metrics::Workers {
             busy: workers.saturating_sub(idle) as u64,
             idle: idle.min(workers) as u64,

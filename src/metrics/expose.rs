@@ -186,11 +186,9 @@ impl Out {
         for l in all {
             for (v, n) in values(l) {
                 match label {
-                    Some(key) => self.sample(
-                        &sample,
-                        &[("listener", &l.name), (key, v)],
-                        Value::Int(n),
-                    ),
+                    Some(key) => {
+                        self.sample(&sample, &[("listener", &l.name), (key, v)], Value::Int(n))
+                    }
                     None => self.sample(&sample, &[("listener", &l.name)], Value::Int(n)),
                 }
             }
@@ -238,7 +236,11 @@ impl Out {
             for (i, &c) in h.cumulative.iter().enumerate() {
                 le.clear();
                 float(h.bounds.get(i).copied().unwrap_or(f64::INFINITY), &mut le);
-                self.sample(&bucket, &[("listener", &l.name), ("le", &le)], Value::Int(c));
+                self.sample(
+                    &bucket,
+                    &[("listener", &l.name), ("le", &le)],
+                    Value::Int(c),
+                );
             }
             self.sample(&count, &[("listener", &l.name)], Value::Int(h.count()));
             self.sample(&sum, &[("listener", &l.name)], Value::Float(h.sum));
@@ -268,7 +270,11 @@ pub(crate) fn render(listeners: &[ListenerSnapshot], format: MetricsFormat) -> S
         for l in &all {
             o.sample(
                 "socketserver_build_info",
-                &[("listener", &l.name), ("version", version), ("flavor", l.flavor)],
+                &[
+                    ("listener", &l.name),
+                    ("version", version),
+                    ("flavor", l.flavor),
+                ],
                 Value::Int(1),
             );
         }
@@ -467,7 +473,10 @@ mod tests {
     #[test]
     fn accept_header_chooses_by_quality() {
         use MetricsFormat::*;
-        assert_eq!(MetricsFormat::from_accept("application/openmetrics-text"), OpenMetrics);
+        assert_eq!(
+            MetricsFormat::from_accept("application/openmetrics-text"),
+            OpenMetrics
+        );
         assert_eq!(
             MetricsFormat::from_accept("application/openmetrics-text;q=0.2, text/plain;q=0.5"),
             Prometheus

@@ -215,7 +215,6 @@ impl Metrics {
     }
 }
 
-
 /// The address a socket is bound to, as the `listener` label and the status page show it.
 pub(crate) fn address_of(socket: socket2::SockRef<'_>) -> String {
     match socket.local_addr() {

@@ -91,7 +91,10 @@ impl ListenerSnapshot {
             accepted: s.accepted,
             connections_active,
             connections_idle,
-            limit: engine.as_ref().and_then(|e| e.limit()).unwrap_or(view.limit),
+            limit: engine
+                .as_ref()
+                .and_then(|e| e.limit())
+                .unwrap_or(view.limit),
             rejected_verify,
             rejected_fork,
             rejected_shutdown: s
