@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram, UnixListener};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,12 +51,15 @@ struct Core {
     /// until `serve` returns (it is dropped with the rest of the core).
     metrics: Metrics,
     admin: Option<AdminServer>,
+    /// The socket's descriptor (for the watchdog's look at its backlog while it serves).
+    fd: RawFd,
 }
 
 impl Core {
     fn new(
         cfg: Config,
         file: Option<SocketFile>,
+        fd: RawFd,
         address: String,
         stream: bool,
     ) -> io::Result<Core> {
@@ -70,6 +74,7 @@ impl Core {
             shared_socket: AtomicBool::new(false),
             metrics,
             admin,
+            fd,
         })
     }
 
@@ -100,7 +105,11 @@ impl Core {
         what: &'static str,
     ) -> io::Result<()> {
         let Core {
-            cfg, shared, file, ..
+            cfg,
+            shared,
+            file,
+            fd,
+            ..
         } = self;
         let source = Arc::new(source);
         let errors = PoolErrors::new(&shared, what);
@@ -112,7 +121,7 @@ impl Core {
             move || errors.clone(),
         )?;
         crate::systemd::serving();
-        shared.status.serving();
+        crate::admin::serving(&shared, fd);
         let result = pool.wait();
         crate::systemd::stopping();
         shared.stop();
@@ -132,7 +141,11 @@ impl Core {
         serve_loop: impl FnOnce(&S, &mut Exec<J>, &Arc<Shared>, &Config) -> io::Result<()>,
     ) -> io::Result<()> {
         let Core {
-            cfg, shared, file, ..
+            cfg,
+            shared,
+            file,
+            fd,
+            ..
         } = self;
         let mut exec = match Exec::new(&cfg.flavor, runner, &shared) {
             Ok(exec) => exec,
@@ -143,7 +156,7 @@ impl Core {
             }
         };
         crate::systemd::serving();
-        shared.status.serving();
+        crate::admin::serving(&shared, fd);
         let result = serve_loop(&socket, &mut exec, &shared, &cfg);
         crate::systemd::stopping();
         drop(socket);
@@ -210,10 +223,8 @@ impl<L: Listener> StreamServer<L> {
     fn new(listener: L, cfg: Config, file: Option<SocketFile>) -> io::Result<Self> {
         listener.prepare()?;
         let address = crate::metrics::address_of(socket2::SockRef::from(&listener));
-        Ok(StreamServer {
-            listener,
-            core: Core::new(cfg, file, address, true)?,
-        })
+        let core = Core::new(cfg, file, listener.as_raw_fd(), address, true)?;
+        Ok(StreamServer { listener, core })
     }
 
     /// This server's metrics (see [`Metrics`]): for an [`AdminServer`] that watches
@@ -357,11 +368,12 @@ impl<L: Listener> StreamServer<L> {
             file,
             shared_socket,
             admin: _admin,
+            fd,
             ..
         } = core;
         let parked = Parked::start(listener, Box::new(factory), &shared, &cfg)?;
         crate::systemd::serving();
-        shared.status.serving();
+        crate::admin::serving(&shared, fd);
         let result = parked.wait();
         crate::systemd::stopping();
         shared.stop();
@@ -502,9 +514,10 @@ impl<S: Datagram> DatagramServer<S> {
     fn new(socket: S, cfg: Config, file: Option<SocketFile>) -> io::Result<Self> {
         let socket = socket.into_dgram()?;
         let address = crate::metrics::address_of(socket2::SockRef::from(&socket));
+        let core = Core::new(cfg, file, socket.as_raw_fd(), address, false)?;
         Ok(DatagramServer {
             socket,
-            core: Core::new(cfg, file, address, false)?,
+            core,
             _transport: PhantomData,
         })
     }

@@ -86,8 +86,6 @@ pub(crate) struct Counters {
     pub(crate) connection_duration: Histogram,
     /// Each TLS handshake, successful or not.
     pub(crate) tls_handshake: Histogram,
-    /// Turns of the accept loop (or its workers' waits): progress, for the watchdog.
-    pub(crate) loop_turns: AtomicU64,
 }
 
 impl Counters {

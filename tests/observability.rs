@@ -10,6 +10,7 @@ mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -488,4 +489,68 @@ fn every_example_server_announces_its_metrics_address() {
         );
         drop(server);
     }
+}
+
+/// Reads the notifications sent to `sock` for `limit`.
+fn notifications(sock: &UnixDatagram, limit: Duration) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    got
+}
+
+fn pings(messages: &[String]) -> usize {
+    messages.iter().filter(|m| m.contains("WATCHDOG=1")).count()
+}
+
+#[test]
+fn watchdog_pings_only_while_the_accept_loop_takes_its_work() {
+    util::build_examples();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    // The single flavour serves on the accept loop's thread: a client that holds its
+    // request unfinished stops the loop, and a second client then waits in the backlog.
+    let server = ExampleServer::start_with_env(
+        "echo",
+        &["--addr", "127.0.0.1:0", "--mode", "single"],
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "300000"),
+        ],
+    );
+    let idle = notifications(&sock, Duration::from_millis(1200));
+    assert!(idle.iter().any(|m| m.contains("READY=1")), "{idle:?}");
+    assert!(
+        pings(&idle) >= 4,
+        "about 8 pings in 1.2 s at half of 300 ms: {idle:?}"
+    );
+
+    let mut stall = TcpStream::connect_timeout(&server.socket_addr(), util::TIMEOUT).unwrap();
+    stall.write_all(b"no newline yet").unwrap();
+    let waiting = TcpStream::connect_timeout(&server.socket_addr(), util::TIMEOUT).unwrap();
+    // Two looks (300 ms) to call it stuck, and a ping already on its way: then none.
+    let _ = notifications(&sock, Duration::from_millis(500));
+    let stuck = notifications(&sock, Duration::from_millis(1000));
+    assert_eq!(
+        pings(&stuck),
+        0,
+        "pinged while the loop was stuck: {stuck:?}"
+    );
+
+    // Freed (the first request ends, its client leaves, the waiting one is taken), the
+    // pings come back.
+    stall.write_all(b"\n").unwrap();
+    drop(stall);
+    let back = notifications(&sock, Duration::from_millis(1000));
+    assert!(pings(&back) >= 2, "{back:?}");
+    drop(waiting);
+    drop(server);
 }

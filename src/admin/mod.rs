@@ -10,6 +10,7 @@
 
 mod http;
 mod pages;
+mod watchdog;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -477,4 +478,11 @@ pub(crate) fn for_server(
     let admin = AdminServer::bind(&addrs[..])?;
     admin.watch(metrics.clone());
     Ok(Some(admin))
+}
+
+/// A server's serve loop runs on socket `fd`: ready (unless shutdown began), and watched
+/// by the systemd watchdog if there is one.
+pub(crate) fn serving(shared: &Arc<crate::shutdown::Shared>, fd: std::os::unix::io::RawFd) {
+    shared.status.serving();
+    watchdog::watch(shared, fd);
 }
