@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use crate::addr::Addr;
 use crate::config::Config;
+use crate::net::stream::Stream;
+use crate::net::DgramSocket;
 use crate::proxy::ProxyHeader;
-use crate::shutdown::{ConnSlot, Shared};
-use crate::stream::Stream;
+use crate::shared::{ConnSlot, Shared};
 use crate::sys::{self, Interest};
 use crate::time;
-use crate::transport::DgramSocket;
 
 /// How long, at most, closing a connection waits for the client's unread bytes to drain.
 const LINGER_TIME: Duration = Duration::from_secs(1);

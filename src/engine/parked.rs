@@ -59,15 +59,16 @@ use super::finish_threads;
 use super::threads::ThreadSet;
 use crate::addr::Addr;
 use crate::config::Config;
-use crate::handler::{run_request, HandlerError, Next, RequestHandler};
+use crate::conn::{configure, report, verified};
+use crate::error::HandlerError;
+use crate::handler::{run_request, Next, RequestHandler};
+use crate::net::sealed::Listen;
+use crate::net::stream::Stream;
 use crate::proxy;
 use crate::request::StreamRequest;
-use crate::serve::{configure, report, verified};
-use crate::shutdown::{ConnSlot, Registration, Shared};
+use crate::shared::{ConnSlot, Registration, Shared};
 use crate::stats::Counters;
-use crate::stream::Stream;
 use crate::sys;
-use crate::transport::sealed::Listen;
 
 /// The poller keys of the listener and of the wake socket; connections use `FIRST_CONN`
 /// and up.
@@ -838,7 +839,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         // Then the TLS handshake, on this worker, within its timeout (a slow one holds this
         // worker only: the pool grows past stuck workers).
         #[cfg(feature = "tls")]
-        let tls = match crate::serve::tls_handshake(&stream, &self.cfg) {
+        let tls = match crate::conn::tls_handshake(&stream, &self.cfg) {
             Ok(tls) => tls,
             Err(e) => {
                 log::debug!("{peer}: TLS handshake failed: {e}");

@@ -24,7 +24,7 @@ use crossbeam_channel::select;
 use super::threads::ThreadSet;
 use super::{finish_threads, run_contained, Runner};
 use crate::flavor::Flavor;
-use crate::shutdown::Shared;
+use crate::shared::Shared;
 use crate::sys::{self, Interest};
 
 /// Whether workers can take their own work on this system (see the module's doc).
