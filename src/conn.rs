@@ -2,13 +2,12 @@
 //! and one way to report how a request ended.
 
 use std::io::{self, Write};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::addr::Addr;
 use crate::config::Config;
 use crate::error::HandlerError;
-use crate::handler::{run_phases, DatagramHandler, Outcome, StreamHandler};
+use crate::handler::{contained, run_phases, DatagramHandler, Outcome, StreamHandler};
 use crate::net::stream::Stream;
 use crate::net::DgramSocket;
 use crate::proxy;
@@ -52,7 +51,7 @@ impl Job for Datagram {
 pub(crate) fn verified(cfg: &Config, shared: &Shared, peer: &Addr) -> bool {
     Counters::bump(&shared.counters.accepted);
     match &cfg.verify {
-        Some(verify) if !catch_unwind(AssertUnwindSafe(|| verify(peer))).unwrap_or(false) => {
+        Some(verify) if !contained(|| verify(peer)).unwrap_or(false) => {
             log::debug!("{peer}: refused by the verify hook");
             Counters::bump(&shared.counters.rejected);
             false
@@ -94,7 +93,73 @@ pub(crate) fn tls_handshake(
     crate::tls::TlsSession::accept(stream, config, cfg.tls_handshake_timeout, after).map(Some)
 }
 
-/// The runner of stream connections: handler lifecycle, registry, polite close, report.
+/// Opens an accepted connection for its handler, the one way every engine does it:
+/// socket options; registration with the server (so that the grace period's end can cut
+/// whatever follows); behind a balancer, the PROXY header; then the TLS handshake; each on
+/// the calling thread within its own deadline. A failure is logged and counted here, and
+/// is the outcome the caller reports (the socket closes on drop).
+pub(crate) fn open(
+    stream: Stream,
+    mut peer: Addr,
+    shared: &Arc<Shared>,
+    cfg: &Config,
+    forked: bool,
+) -> Result<StreamRequest, Outcome> {
+    if let Err(e) = configure(&stream, cfg) {
+        // Almost always a client already gone (the options of a reset socket fail).
+        log::debug!("{peer}: cannot configure the connection: {e}");
+        return Err(Outcome::Error);
+    }
+    let slot = Arc::new(ConnSlot { stream });
+    let registration = (!forked).then(|| shared.register(Arc::clone(&slot)));
+    // Behind a balancer: the PROXY header comes first, before TLS or the handler.
+    let header = match cfg.proxy.enabled() {
+        true => match proxy::accept(&slot.stream, &peer, &cfg.proxy, shared) {
+            Some(header) => Some(header),
+            None => return Err(Outcome::Ok), // logged and counted; closed on drop
+        },
+        false => None,
+    };
+    // Logs and `on_error` name the client, as `peer_addr` does.
+    if let Some(header) = &header {
+        peer = proxy::client_addr(header);
+    }
+    #[cfg(feature = "tls")]
+    let tls = match tls_handshake(&slot.stream, cfg) {
+        Ok(tls) => tls,
+        Err(e) => {
+            log::debug!("{peer}: TLS handshake failed: {e}");
+            Counters::bump(&shared.counters.tls_handshake_failures);
+            let _ = slot.stream.shutdown(std::net::Shutdown::Both);
+            return Err(Outcome::TlsFailed);
+        }
+    };
+    let mut req = StreamRequest::new(slot, peer, Arc::clone(shared), cfg, forked);
+    req.keep_registration(registration);
+    #[cfg(feature = "tls")]
+    if let Some(tls) = tls {
+        req.set_tls(tls);
+    }
+    if let Some(header) = header {
+        req.set_proxy_header(header);
+    }
+    Ok(req)
+}
+
+/// A handler's result once its reply's last buffered bytes are sent: failing to send them
+/// fails the request.
+pub(crate) fn flushed<T>(
+    req: &mut StreamRequest,
+    result: Result<T, HandlerError>,
+) -> Result<T, HandlerError> {
+    let flushed = req.flush();
+    match (result, flushed) {
+        (Ok(_), Err(e)) => Err(HandlerError::Io(e)),
+        (result, _) => result,
+    }
+}
+
+/// The runner of stream connections: open, the handler's lifecycle, polite close, report.
 pub(crate) fn stream_runner<F, H>(
     factory: F,
     shared: Arc<Shared>,
@@ -105,55 +170,16 @@ where
     H: StreamHandler,
 {
     Arc::new(move |job: Accepted, forked: bool| {
-        let Accepted { stream, mut peer } = job;
-        let result = match configure(&stream, &cfg) {
-            Ok(()) => {
-                let slot = Arc::new(ConnSlot { stream });
-                let _registration = (!forked).then(|| shared.register(Arc::clone(&slot)));
-                // Behind a balancer: the PROXY header comes first, before TLS or the handler.
-                let header = match cfg.proxy.enabled() {
-                    true => match proxy::accept(&slot.stream, &peer, &cfg.proxy, &shared) {
-                        Some(header) => Some(header),
-                        None => return Outcome::Ok, // logged and counted; closed on drop
-                    },
-                    false => None,
-                };
-                // Logs and `on_error` name the client, as `peer_addr` does.
-                if let Some(header) = &header {
-                    peer = proxy::client_addr(header);
-                }
-                #[cfg(feature = "tls")]
-                let tls = match tls_handshake(&slot.stream, &cfg) {
-                    Ok(tls) => tls,
-                    Err(e) => {
-                        log::debug!("{peer}: TLS handshake failed: {e}");
-                        Counters::bump(&shared.counters.tls_handshake_failures);
-                        let _ = slot.stream.shutdown(std::net::Shutdown::Both);
-                        return Outcome::TlsFailed;
-                    }
-                };
-                let mut req =
-                    StreamRequest::new(slot, peer.clone(), Arc::clone(&shared), &cfg, forked);
-                #[cfg(feature = "tls")]
-                if let Some(tls) = tls {
-                    req.set_tls(tls);
-                }
-                if let Some(header) = header {
-                    req.set_proxy_header(header);
-                }
-                let result = run_phases(&factory, &mut req, H::setup, H::handle, H::finish);
-                // The reply's last buffered bytes: failing to send them fails the request.
-                let flushed = req.flush();
-                let timed_out = req.timed_out();
-                req.close();
-                match (result, flushed) {
-                    (Ok(()), Err(e)) => (Err(HandlerError::Io(e)), timed_out),
-                    (result, _) => (result, timed_out),
-                }
-            }
-            Err(e) => (Err(HandlerError::Io(e)), None),
+        let Accepted { stream, peer } = job;
+        let mut req = match open(stream, peer, &shared, &cfg, forked) {
+            Ok(req) => req,
+            Err(outcome) => return outcome,
         };
-        report(&shared, &cfg, &peer, result.0, result.1)
+        let result = run_phases(&factory, &mut req, H::setup, H::handle, H::finish);
+        let result = flushed(&mut req, result);
+        let timed_out = req.timed_out();
+        req.close();
+        report(&shared, &cfg, req.peer_addr(), result, timed_out)
     })
 }
 
@@ -235,7 +261,7 @@ pub(crate) fn report(
         }
     };
     if let Some(hook) = &cfg.on_error {
-        if catch_unwind(AssertUnwindSafe(|| hook(peer, &err))).is_err() {
+        if contained(|| hook(peer, &err)).is_err() {
             log::error!("{peer}: the on_error hook panicked");
         }
     }

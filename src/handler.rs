@@ -150,21 +150,15 @@ impl<R: RequestHandler> StreamHandler for Looping<R> {
     }
 }
 
-/// Runs one request of a request handler, catching a panic (see `run_phases`).
+/// Runs one request of a request handler, catching a panic (see `contained`).
 pub(crate) fn run_request<R: RequestHandler>(
     handler: &mut R,
     req: &mut StreamRequest,
 ) -> Result<Next, HandlerError> {
-    match catch_unwind(AssertUnwindSafe(|| handler.handle_request(req))) {
+    match contained(|| handler.handle_request(req)) {
         Ok(Ok(next)) => Ok(next),
         Ok(Err(e)) => Err(HandlerError::Io(e)),
-        Err(payload) => {
-            let msg = panic_message(&*payload);
-            if let Err(again) = catch_unwind(AssertUnwindSafe(|| drop(payload))) {
-                std::mem::forget(again);
-            }
-            Err(HandlerError::Panic(msg))
-        }
+        Err(msg) => Err(HandlerError::Panic(msg)),
     }
 }
 
@@ -257,25 +251,32 @@ pub(crate) fn run_phases<H, R>(
     handle: fn(&mut H, &mut R) -> io::Result<()>,
     finish: fn(&mut H, &mut R) -> io::Result<()>,
 ) -> Result<(), HandlerError> {
-    let run = AssertUnwindSafe(|| {
+    let run = || {
         let mut h = make();
         setup(&mut h, req)?;
         let handled = handle(&mut h, req);
         let finished = finish(&mut h, req);
         handled.and(finished)
-    });
-    match catch_unwind(run) {
+    };
+    match contained(run) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(HandlerError::Io(e)),
-        Err(payload) => {
-            let msg = panic_message(&*payload);
-            // A payload whose destructor panics must not unwind out of here.
-            if let Err(again) = catch_unwind(AssertUnwindSafe(|| drop(payload))) {
-                std::mem::forget(again);
-            }
-            Err(HandlerError::Panic(msg))
-        }
+        Err(msg) => Err(HandlerError::Panic(msg)),
     }
+}
+
+/// The crate's one way to run user code (a handler, its factory, a hook): a panic becomes
+/// `Err` with its message, and never unwinds into the server's bookkeeping. A panic payload
+/// whose destructor panics too is forgotten rather than dropped: nothing unwinds out of
+/// here.
+pub(crate) fn contained<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let msg = panic_message(&*payload);
+        if let Err(again) = catch_unwind(AssertUnwindSafe(|| drop(payload))) {
+            std::mem::forget(again);
+        }
+        msg
+    })
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {

@@ -14,9 +14,9 @@ use socket2::Type;
 use crate::builder::Builder;
 use crate::config::Config;
 use crate::conn::{datagram_runner, stream_runner, Job, Runner};
-use crate::engine::accept::{accept_loop, recv_loop, AcceptSource, PoolErrors, RecvSource};
+use crate::engine::accept::{accept_loop, recv_loop};
 use crate::engine::parked::Parked;
-use crate::engine::pool::{self, Pool, Source};
+use crate::engine::pool::{self, AcceptSource, Pool, RecvSource, Source};
 use crate::engine::Exec;
 use crate::flavor::{Flavor, Kind};
 use crate::handler::{DatagramHandler, Looping, RequestHandler, StreamHandler};
@@ -87,14 +87,7 @@ impl Core {
             cfg, shared, file, ..
         } = self;
         let source = Arc::new(source);
-        let errors = PoolErrors::new(&shared, what);
-        let pool = Pool::start(
-            Arc::clone(&source),
-            runner,
-            &shared,
-            &cfg.flavor,
-            move || errors.clone(),
-        )?;
+        let pool = Pool::start(Arc::clone(&source), runner, &shared, &cfg.flavor, what)?;
         crate::deploy::notify::serving();
         let result = pool.wait();
         crate::deploy::notify::stopping();

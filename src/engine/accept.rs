@@ -3,12 +3,10 @@
 
 use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use socket2::SockRef;
-
-use super::pool::{Classify, Source};
 use super::Exec;
 use crate::addr::Addr;
 use crate::config::Config;
@@ -76,32 +74,149 @@ impl Backoff {
     }
 }
 
-/// The loop state shared by both loops: the descriptors to wait on and error handling.
-struct Waiter<'a> {
-    shared: &'a Arc<Shared>,
-    fds: Vec<(RawFd, Interest)>,
-    backoff: Backoff,
+/// What the caller of `accept`/`recvfrom` does about an error (see `AcceptErrors`).
+#[derive(Debug)]
+pub(crate) enum OnError {
+    /// Nothing pending: wait for readiness.
+    Wait,
+    /// Try again at once (a connection died in the queue, a signal).
+    Retry,
+    /// Out of descriptors or memory: take no work for this long. One place backs off: the
+    /// accept loop, a worker of the self-serving pool (whose wait for work is the same
+    /// wait), or the event set's serving thread, never a worker of the parked pool.
+    Backoff(Duration),
+    /// Give up: `serve` ends with this error.
+    Fatal(io::Error),
 }
 
-impl<'a> Waiter<'a> {
-    fn new(shared: &'a Arc<Shared>, socket: RawFd, extra: Option<RawFd>) -> Waiter<'a> {
-        let mut fds = vec![(socket, Interest::Read), (shared.wake_fd(), Interest::Read)];
-        fds.extend(extra.map(|fd| (fd, Interest::Read)));
-        Waiter {
-            shared,
-            fds,
-            backoff: Backoff::default(),
+/// The one classification of accept and receive errors, with the server's one back-off
+/// (shared by every thread that accepts: each that meets EMFILE doubles it, so the server
+/// as a whole retries about as often as one accept loop would), its counter and its log.
+#[derive(Debug)]
+pub(crate) struct AcceptErrors {
+    shared: Arc<Shared>,
+    what: &'static str,
+    backoff: Mutex<Backoff>,
+    /// The warning of the last back-off: at most one a second is logged.
+    warned: Throttle,
+}
+
+impl AcceptErrors {
+    pub(crate) fn new(shared: &Arc<Shared>, what: &'static str) -> AcceptErrors {
+        AcceptErrors {
+            shared: Arc::clone(shared),
+            what,
+            backoff: Mutex::new(Backoff::default()),
+            warned: Throttle::new(),
         }
     }
 
-    /// Handles a failed `accept`/`recvfrom`: waits, retries, backs off, or gives up.
-    fn on_error(&mut self, e: io::Error, what: &str) -> io::Result<()> {
+    /// Classifies `e`, counts it (a `WouldBlock` is no error), logs it, and says what to do.
+    pub(crate) fn on_error(&self, e: io::Error) -> OnError {
+        let what = self.what;
         let class = classify(&e);
         if class != Class::WouldBlock {
             Counters::bump(&self.shared.counters.accept_errors);
         }
         match class {
-            Class::WouldBlock => {
+            Class::WouldBlock => OnError::Wait,
+            Class::Retry => {
+                log::debug!("{what} failed, retrying: {e}");
+                OnError::Retry
+            }
+            Class::Backoff => {
+                let d = lock(&self.backoff).next();
+                if self.warned.allow() {
+                    log::warn!("{what} failed: {e}; taking no new work for {d:?}");
+                }
+                OnError::Backoff(d)
+            }
+            Class::Fatal if self.shared.is_stopping() => {
+                // The socket was shut down under us: that is the stop, not a failure.
+                log::trace!("{what} ended at shutdown: {e}");
+                OnError::Retry
+            }
+            Class::Fatal => {
+                log::error!("{what} failed, stopping the server: {e}");
+                OnError::Fatal(e)
+            }
+        }
+    }
+
+    /// A connection or datagram was taken: the back-off starts over.
+    pub(crate) fn success(&self) {
+        // Taken without a lock when there is nothing to reset (the usual case).
+        let mut b = lock(&self.backoff);
+        if b.0.is_some() {
+            b.reset();
+        }
+    }
+}
+
+/// Lets one event through per `Throttle::EVERY`: a warning that could come once per
+/// accept attempt (descriptors exhausted, the connection limit reached) is logged at most
+/// once a second instead of thousands of times.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    start: Instant,
+    /// Milliseconds after `start` of the last event let through, plus one (0: none yet).
+    last: AtomicU64,
+}
+
+impl Throttle {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    pub(crate) fn new() -> Throttle {
+        Throttle {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether this event is let through.
+    pub(crate) fn allow(&self) -> bool {
+        let now = self.start.elapsed().as_millis() as u64 + 1;
+        let last = self.last.load(Relaxed);
+        let every = Self::EVERY.as_millis() as u64;
+        (last == 0 || now >= last + every)
+            && self
+                .last
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The loop state shared by both loops: the descriptors to wait on and error handling.
+struct Waiter<'a> {
+    shared: &'a Arc<Shared>,
+    fds: Vec<(RawFd, Interest)>,
+    errors: AcceptErrors,
+}
+
+impl<'a> Waiter<'a> {
+    fn new(
+        shared: &'a Arc<Shared>,
+        socket: RawFd,
+        extra: Option<RawFd>,
+        what: &'static str,
+    ) -> Waiter<'a> {
+        let mut fds = vec![(socket, Interest::Read), (shared.wake_fd(), Interest::Read)];
+        fds.extend(extra.map(|fd| (fd, Interest::Read)));
+        Waiter {
+            shared,
+            fds,
+            errors: AcceptErrors::new(shared, what),
+        }
+    }
+
+    /// Handles a failed `accept`/`recvfrom`: waits, retries, backs off, or gives up.
+    fn on_error(&mut self, e: io::Error) -> io::Result<()> {
+        match self.errors.on_error(e) {
+            OnError::Wait => {
                 let ready = sys::poll(&self.fds, None)?;
                 // The wake socket is readable: shutdown was asked, perhaps from a forked
                 // child, whose flag this process cannot see. Take it as ours.
@@ -109,10 +224,8 @@ impl<'a> Waiter<'a> {
                     self.shared.stop();
                 }
             }
-            Class::Retry => log::debug!("{what} failed, retrying: {e}"),
-            Class::Backoff => {
-                let d = self.backoff.next();
-                log::warn!("{what} failed: {e}; retrying in {d:?}");
+            OnError::Retry => {}
+            OnError::Backoff(d) => {
                 // The wake socket turning readable is a stop request, perhaps from a forked
                 // child whose flag this process cannot see: take it as ours. (Ignoring it
                 // would also make every later back-off return at once, a spin.)
@@ -120,10 +233,7 @@ impl<'a> Waiter<'a> {
                     self.shared.stop();
                 }
             }
-            Class::Fatal => {
-                log::error!("{what} failed, stopping the server: {e}");
-                return Err(e);
-            }
+            OnError::Fatal(e) => return Err(e),
         }
         Ok(())
     }
@@ -136,7 +246,7 @@ pub(crate) fn accept_loop<L: Listen>(
     shared: &Arc<Shared>,
     cfg: &Config,
 ) -> io::Result<()> {
-    let mut waiter = Waiter::new(shared, listener.as_raw_fd(), exec.extra_fd());
+    let mut waiter = Waiter::new(shared, listener.as_raw_fd(), exec.extra_fd(), "accept");
     loop {
         if shared.is_stopping() {
             return Ok(());
@@ -147,12 +257,12 @@ pub(crate) fn accept_loop<L: Listen>(
         }
         match listener.accept_stream() {
             Ok((stream, peer)) => {
-                waiter.backoff.reset();
+                waiter.errors.success();
                 if verified(cfg, shared, &peer) {
                     exec.execute(Accepted { stream, peer }, Some(listener.as_raw_fd()));
                 }
             }
-            Err(e) => waiter.on_error(e, "accept")?,
+            Err(e) => waiter.on_error(e)?,
         }
     }
 }
@@ -164,7 +274,7 @@ pub(crate) fn recv_loop(
     shared: &Arc<Shared>,
     cfg: &Config,
 ) -> io::Result<()> {
-    let mut waiter = Waiter::new(shared, socket.as_raw_fd(), exec.extra_fd());
+    let mut waiter = Waiter::new(shared, socket.as_raw_fd(), exec.extra_fd(), "recvfrom");
     // One byte more than the largest datagram served: a datagram that fills it was cut.
     let mut buf = vec![0u8; cfg.max_datagram + 1];
     loop {
@@ -177,7 +287,7 @@ pub(crate) fn recv_loop(
         }
         match socket.recv_from(&mut buf) {
             Ok((n, peer)) => {
-                waiter.backoff.reset();
+                waiter.errors.success();
                 if n > cfg.max_datagram {
                     dropped_oversize(shared, cfg, &peer);
                 } else if verified(cfg, shared, &peer) {
@@ -185,170 +295,12 @@ pub(crate) fn recv_loop(
                     exec.execute(Datagram { data, peer }, None);
                 }
             }
-            Err(e) => waiter.on_error(e, "recvfrom")?,
+            Err(e) => waiter.on_error(e)?,
         }
     }
 }
 
-/// How a pool worker treats a failed `accept`/`recvfrom`: the accept loop's classes, with
-/// one back-off for the whole pool (each worker that meets EMFILE doubles it, so the pool
-/// as a whole retries about as often as one accept loop would).
-#[derive(Clone)]
-pub(crate) struct PoolErrors {
-    shared: Arc<Shared>,
-    what: &'static str,
-    backoff: Arc<std::sync::Mutex<Backoff>>,
-}
-
-impl PoolErrors {
-    pub(crate) fn new(shared: &Arc<Shared>, what: &'static str) -> PoolErrors {
-        PoolErrors {
-            shared: Arc::clone(shared),
-            what,
-            backoff: Arc::default(),
-        }
-    }
-
-    fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
-        self.backoff.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Classify for PoolErrors {
-    fn on_error(&mut self, e: io::Error) -> io::Result<Option<Duration>> {
-        let what = self.what;
-        let class = classify(&e);
-        if class != Class::WouldBlock {
-            Counters::bump(&self.shared.counters.accept_errors);
-        }
-        match class {
-            Class::WouldBlock => Ok(None),
-            Class::Retry => {
-                log::debug!("{what} failed, retrying: {e}");
-                Ok(None)
-            }
-            Class::Backoff => {
-                let d = self.backoff().next();
-                log::warn!("{what} failed: {e}; retrying in {d:?}");
-                Ok(Some(d))
-            }
-            Class::Fatal => {
-                log::error!("{what} failed, stopping the server: {e}");
-                Err(e)
-            }
-        }
-    }
-
-    fn reset(&mut self) {
-        self.backoff().reset();
-    }
-}
-
-/// A listener whose pool workers accept for themselves (blocking `accept`).
-pub(crate) struct AcceptSource<L> {
-    listener: L,
-    shared: Arc<Shared>,
-    cfg: Arc<Config>,
-}
-
-impl<L: Listen> AcceptSource<L> {
-    /// Makes the listener blocking: idle workers wait in `accept` itself.
-    pub(crate) fn new(listener: L, shared: &Arc<Shared>, cfg: &Arc<Config>) -> io::Result<Self> {
-        SockRef::from(&listener).set_nonblocking(false)?;
-        Ok(AcceptSource {
-            listener,
-            shared: Arc::clone(shared),
-            cfg: Arc::clone(cfg),
-        })
-    }
-}
-
-impl<L: Listen> Source for AcceptSource<L> {
-    type Job = Accepted;
-
-    fn take(&self, _scratch: &mut Vec<u8>) -> io::Result<Option<Accepted>> {
-        let (stream, peer) = self.listener.accept_stream()?;
-        // Linux gives an accepted socket the listener's receive timeout (the pool's wait
-        // timeout): set the connection's own. (Should it fail, the connection keeps the
-        // pool's timeout; nothing for the pool to stop over.)
-        let _ = stream.set_read_timeout(self.cfg.read_timeout);
-        Ok(verified(&self.cfg, &self.shared, &peer).then_some(Accepted { stream, peer }))
-    }
-
-    fn set_wait_timeout(&self, d: Duration) -> io::Result<()> {
-        SockRef::from(&self.listener).set_read_timeout(Some(d))
-    }
-
-    fn interrupt(&self) {
-        // Linux: blocked accepts fail with EINVAL, new clients are refused.
-        let _ = SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read);
-    }
-
-    fn scratch_len(&self) -> usize {
-        0
-    }
-}
-
-/// A datagram socket whose pool workers receive for themselves (blocking `recvfrom`).
-pub(crate) struct RecvSource {
-    socket: Arc<DgramSocket>,
-    shared: Arc<Shared>,
-    cfg: Arc<Config>,
-}
-
-impl RecvSource {
-    /// Makes the socket blocking: idle workers wait in `recvfrom` itself (replies never
-    /// block on it: they are sent with `MSG_DONTWAIT`).
-    pub(crate) fn new(
-        socket: Arc<DgramSocket>,
-        shared: &Arc<Shared>,
-        cfg: &Arc<Config>,
-    ) -> io::Result<Self> {
-        SockRef::from(&*socket).set_nonblocking(false)?;
-        Ok(RecvSource {
-            socket,
-            shared: Arc::clone(shared),
-            cfg: Arc::clone(cfg),
-        })
-    }
-}
-
-impl Source for RecvSource {
-    type Job = Datagram;
-
-    fn take(&self, scratch: &mut Vec<u8>) -> io::Result<Option<Datagram>> {
-        let (n, peer) = self.socket.recv_from(scratch)?;
-        // After `interrupt`, recvfrom returns 0 at once: the stop, not an empty datagram.
-        if n == 0 && self.shared.is_stopping() {
-            return Ok(None);
-        }
-        if n > self.cfg.max_datagram {
-            dropped_oversize(&self.shared, &self.cfg, &peer);
-            return Ok(None);
-        }
-        Ok(verified(&self.cfg, &self.shared, &peer).then(|| Datagram {
-            data: scratch[..n].to_vec(),
-            peer,
-        }))
-    }
-
-    fn set_wait_timeout(&self, d: Duration) -> io::Result<()> {
-        SockRef::from(&*self.socket).set_read_timeout(Some(d))
-    }
-
-    fn interrupt(&self) {
-        // Linux: blocked recvfroms return 0 (the call itself reports ENOTCONN on an
-        // unconnected socket, and still shuts reading down).
-        let _ = SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Read);
-    }
-
-    fn scratch_len(&self) -> usize {
-        // One byte more than the largest datagram served: a datagram that fills it was cut.
-        self.cfg.max_datagram + 1
-    }
-}
-
-fn dropped_oversize(shared: &Shared, cfg: &Config, peer: &Addr) {
+pub(crate) fn dropped_oversize(shared: &Shared, cfg: &Config, peer: &Addr) {
     Counters::bump(&shared.counters.oversize_dropped);
     log::warn!(
         "{peer}: dropped a datagram larger than {} bytes (max_datagram_size)",

@@ -11,13 +11,12 @@ mod threads;
 
 use std::io;
 use std::os::unix::io::RawFd;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::conn::{Job, Runner};
 use crate::flavor::{Flavor, Kind};
-use crate::handler::Outcome;
+use crate::handler::{contained, Outcome};
 use crate::shared::Shared;
 use crate::time;
 
@@ -105,15 +104,10 @@ impl<J: Job> Exec<J> {
 /// unwinding past the caller's bookkeeping (a pool's counts, a permit), which would leave a
 /// `fixed_pool(1)` serving nobody.
 pub(crate) fn run_contained<J>(runner: &Runner<J>, shared: &Shared, job: J) -> Outcome {
-    match catch_unwind(AssertUnwindSafe(|| runner(job, false))) {
-        Ok(outcome) => outcome,
-        Err(payload) => {
-            // Its destructor may be what panicked: never run it.
-            std::mem::forget(payload);
-            crate::stats::Counters::bump(&shared.counters.panics);
-            Outcome::Panic
-        }
-    }
+    contained(|| runner(job, false)).unwrap_or_else(|_| {
+        crate::stats::Counters::bump(&shared.counters.panics);
+        Outcome::Panic
+    })
 }
 
 /// Shared ending of the thread flavours: wait for requests, then force, then join.

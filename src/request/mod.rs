@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::net::stream::Stream;
 use crate::net::DgramSocket;
 use crate::proxy::ProxyHeader;
-use crate::shared::{ConnSlot, Shared};
+use crate::shared::{ConnSlot, Registration, Shared};
 use crate::sys::{self, Interest};
 use crate::time;
 
@@ -63,6 +63,9 @@ pub struct StreamRequest {
     peer: Addr,
     /// The PROXY protocol header the connection started with (see proxy.rs).
     proxy: Option<Box<ProxyHeader>>,
+    /// The connection's place in the server's registry (none in a forked child), given up
+    /// when the request is dropped.
+    _registration: Option<Registration>,
 }
 
 /// Which limit ended a connection, for the counters.
@@ -158,7 +161,13 @@ impl StreamRequest {
             reader: BufReader::with_capacity(cfg.read_buffer, inner),
             peer,
             proxy: None,
+            _registration: None,
         }
+    }
+
+    /// Keeps the connection's registration with the server for as long as the request lives.
+    pub(crate) fn keep_registration(&mut self, registration: Option<Registration>) {
+        self._registration = registration;
     }
 
     /// Routes this connection's reads and writes through `tls` (its handshake is done).
