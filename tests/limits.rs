@@ -183,7 +183,7 @@ fn out_of_descriptors_serve_requests_keeps_its_workers() {
         })
     });
     let mut connected = util::tcp_client(addr);
-    let mut echo = |c: &mut TcpStream| {
+    let echo = |c: &mut TcpStream| {
         c.write_all(b"ping").unwrap();
         let mut got = [0u8; 4];
         c.read_exact(&mut got).unwrap();
