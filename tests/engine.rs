@@ -7,7 +7,7 @@ mod util;
 use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -74,8 +74,8 @@ fn exchange(c: &mut TcpStream, line: &[u8]) {
 }
 
 /// A client pipelining requests back to back keeps its worker busy for good, but it is no
-/// sign that the pool is making progress: with the other worker inside a request that never
-/// ends, a new client was once served only after the pipeliner stopped (growth waited for
+/// sign that the pool is making progress: with the other workers inside requests that never
+/// end, a new client was once served only after the pipeliner stopped (growth waited for
 /// 50 ms in which no worker had finished anything, and every pipelined request counted).
 #[test]
 fn a_pipelining_client_does_not_stop_the_pool_from_growing() {
@@ -85,33 +85,56 @@ fn a_pipelining_client_does_not_stop_the_pool_from_growing() {
         line_handler(Arc::clone(&release)),
     );
     let addr = srv.addr;
-    // Worker one: a request whose frame never comes.
-    let mut stuck = util::tcp_client(addr);
-    stuck.write_all(b"frame\n").unwrap();
-    util::wait_until("the stuck request began", || srv.handle.stats().active >= 1);
-    // Worker two: a pipeliner, for up to the test's timeout (bounded in time and count).
-    let stop = Arc::new(AtomicBool::new(false));
-    let pipeliner = {
-        let stop = Arc::clone(&stop);
-        thread::spawn(move || {
+    // Six requests whose frames never come, each holding a worker: more than the warm
+    // workers and the watchers lingering clients may add.
+    let stuck: Vec<TcpStream> = (0..6)
+        .map(|_| {
             let mut c = util::tcp_client(addr);
-            let mut reader = io::BufReader::new(c.try_clone().unwrap());
-            let batch = b"p\n".repeat(64);
-            let until = Instant::now() + TIMEOUT;
-            let mut line = String::new();
-            for _ in 0..100_000 {
-                if stop.load(SeqCst) || Instant::now() >= until {
-                    break;
-                }
-                c.write_all(&batch).unwrap();
-                for _ in 0..64 {
-                    line.clear();
-                    reader.read_line(&mut line).unwrap();
-                    assert_eq!(line, "p\n");
+            c.write_all(b"frame\n").unwrap();
+            c
+        })
+        .collect();
+    util::wait_until("every stuck request began", || {
+        srv.handle.stats().active >= 6
+    });
+    // A pipeliner: one thread writes requests without waiting for their replies (the
+    // server always finds the next one buffered, up to 64 batches ahead), another reads
+    // the replies; both bounded in count and time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let c = util::tcp_client(addr);
+    let writer = {
+        let (stop, answered) = (Arc::clone(&stop), Arc::clone(&answered));
+        let mut c = c.try_clone().unwrap();
+        thread::spawn(move || {
+            const BATCH: usize = 256;
+            let batch = b"p\n".repeat(BATCH);
+            // Longer than the newcomer's read timeout: it is served while this goes on.
+            let until = Instant::now() + 3 * TIMEOUT;
+            let mut sent = 0;
+            while !stop.load(SeqCst) && Instant::now() < until {
+                if sent - answered.load(SeqCst) < 64 * BATCH {
+                    c.write_all(&batch).unwrap();
+                    sent += BATCH;
+                } else {
+                    thread::yield_now();
                 }
             }
+            c.shutdown(std::net::Shutdown::Write).unwrap();
         })
     };
+    let pipeliner = thread::spawn(move || {
+        let mut reader = io::BufReader::new(c);
+        let mut line = String::new();
+        for _ in 0..100_000_000 {
+            line.clear();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            assert_eq!(line, "p\n");
+            answered.fetch_add(1, SeqCst);
+        }
+    });
     util::wait_until("the pipeliner is served", || {
         srv.handle.stats().completed > 1_000
     });
@@ -119,6 +142,7 @@ fn a_pipelining_client_does_not_stop_the_pool_from_growing() {
     let mut newcomer = util::tcp_client(addr);
     exchange(&mut newcomer, b"hello\n");
     stop.store(true, SeqCst);
+    writer.join().expect("the pipeliner's writer failed");
     pipeliner.join().expect("the pipeliner failed");
     drop(stuck);
     srv.stop();
