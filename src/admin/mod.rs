@@ -240,7 +240,7 @@ impl Loop {
                 }
             }
             self.tick();
-            if crate::systemd::handed_over() && self.listener.is_some() {
+            if crate::deploy::notify::handed_over() && self.listener.is_some() {
                 // A restart handed the service to a new process, which serves this
                 // address now: answering here too would mix two processes' figures.
                 log::info!("admin listener closed: a restart handed over");
@@ -482,7 +482,7 @@ pub(crate) fn for_server(
 
 /// A server's serve loop runs on socket `fd`: ready (unless shutdown began), and watched
 /// by the systemd watchdog if there is one.
-pub(crate) fn serving(shared: &Arc<crate::shutdown::Shared>, fd: std::os::unix::io::RawFd) {
+pub(crate) fn serving(shared: &Arc<crate::shared::Shared>, fd: std::os::unix::io::RawFd) {
     shared.status.serving();
     watchdog::watch(shared, fd);
 }

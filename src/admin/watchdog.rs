@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use crate::shutdown::Shared;
+use crate::shared::Shared;
 use crate::sys;
 
 /// One server the watchdog looks at.

@@ -19,7 +19,7 @@ pub(crate) use self::expose::render;
 pub use self::expose::MetricsFormat;
 pub(crate) use self::histogram::Buckets;
 pub(crate) use self::snapshot::{ListenerSnapshot, Workers};
-use crate::shutdown::Shared;
+use crate::shared::Shared;
 
 /// What the running engine can say about itself at scrape time (a pool its workers, the
 /// parked flavour its connections): read on the scraping thread, never on the request path.
