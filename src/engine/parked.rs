@@ -83,16 +83,16 @@ const MIN_IDLE: Duration = Duration::from_millis(100);
 /// enough that a CPU-starved moment of a saturated server is not taken for stuck workers).
 const GROW_DELAY: Duration = Duration::from_millis(50);
 
-/// A connection is busy (`Conn::hot`) while its client sends each request within this of
-/// the reply before: a worker that answered it then waits on it for the next (see
-/// `Inner::linger`).
-const HOT: Duration = Duration::from_millis(1);
-
-/// How long such a worker waits before parking the connection. Much longer than `HOT`, so
-/// that the wait's timer rarely is the CPU's next timer event (reprogramming the timer
-/// device on every wait cost a fifth of the CPU per request in a virtual machine); a busy
-/// client that goes quiet holds the worker this long once, and is then parked.
+/// How long a worker that answered a busy client waits on its connection for the next
+/// request before parking it (see `Inner::linger`). The window is also what makes a client
+/// busy (`Conn::hot`): one whose last request came within it of the reply before, that is,
+/// one the wait would have caught. So the window adapts per connection: a client that
+/// answers within it is waited for every time; one that missed it parks at once after each
+/// reply until it is quick again. It is long beside a loopback or LAN round trip (tens of
+/// microseconds) and short beside what a thread costs to hold; a socket timeout of 10 ms is
+/// served by the kernel's timer wheel, with no timer reprogrammed per wait.
 const LINGER: Duration = Duration::from_millis(10);
+const HOT: Duration = LINGER;
 
 /// A kept connection and its handler's state.
 struct Conn<H> {
@@ -957,18 +957,19 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         }
     }
 
-    /// After a reply to a busy client (one whose last request came within `HOT` of the
-    /// reply before it): waits up to `LINGER` on this connection (and the wake socket) for
-    /// its next request, and says whether it came. A client in a quick exchange is then
-    /// served the way the connection-per-thread pool serves it (poll, read, reply), without
-    /// the event set's round trip (re-arm, event, the hand-over of the poll between
-    /// workers), which costs a third more CPU per request and moves connections between
-    /// threads. A client that misses the window is not waited for again until it is quick
-    /// again.
+    /// After a reply to a busy client (one whose last request came within `LINGER` of the
+    /// reply before it): waits up to `LINGER` on this connection for its next request, and
+    /// says whether it came. The client is served the way a thread per connection serves
+    /// it: a blocking read (under a socket timeout), the handler, the reply; no `poll`, no
+    /// event-set call and no hand-over between threads per request. A client that misses
+    /// the window is parked, and not waited for again until it is quick again. Shutdown is
+    /// seen when the window ends (the wait is not interrupted: a request that comes within
+    /// it is answered).
     ///
     /// Another worker must be watching the event set meanwhile: if none is, one more starts
-    /// (up to twice the warm count, within the flavour's limit; extra workers leave after
-    /// `worker_idle_timeout` without work); past that cap the connection is parked.
+    /// (within the flavour's limit: busy clients are bounded by it, not by the warm count;
+    /// extra workers leave after `worker_idle_timeout` without work); at the limit the
+    /// connection is parked. With TLS the wait is a `poll` (a record may carry no request).
     fn linger(self: &Arc<Self>, conn: &mut Conn<H>) -> io::Result<bool> {
         if !conn.hot || (self.idle.load(SeqCst) == 0 && !self.add_watcher()) {
             return Ok(false);
@@ -980,18 +981,22 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             let _ = self.registry.deregister(&mut SourceFd(&fd));
             conn.registered = false;
         }
-        let fds = [
-            (fd, sys::Interest::Read),
-            (self.shared.wake_fd(), sys::Interest::Read),
-        ];
-        let ready = loop {
-            let ready = sys::poll(&fds, Some(LINGER))?;
-            // EINTR reports nothing ready: wait out the rest (rarely: it is short).
-            if ready.is(0) || ready.is(1) || conn.served_at.elapsed() >= LINGER {
-                break ready;
-            }
+        let came = if conn.req.has_tls() {
+            let fds = [
+                (fd, sys::Interest::Read),
+                (self.shared.wake_fd(), sys::Interest::Read),
+            ];
+            let ready = loop {
+                let ready = sys::poll(&fds, Some(LINGER))?;
+                // EINTR reports nothing ready: wait out the rest (rarely: it is short).
+                if ready.is(0) || ready.is(1) || conn.served_at.elapsed() >= LINGER {
+                    break ready;
+                }
+            };
+            ready.is(0) && !ready.is(1) // not at shutdown
+        } else {
+            conn.req.wait_next(LINGER)?
         };
-        let came = ready.is(0) && !ready.is(1); // not at shutdown
         if !came {
             conn.hot = false;
             return Ok(false);
@@ -1001,12 +1006,11 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     }
 
     /// Starts one more worker to wait on the event set while this one lingers, unless the
-    /// pool is at twice its warm count (or its limit); says whether one started.
+    /// pool is at its limit; says whether one started.
     fn add_watcher(self: &Arc<Self>) -> bool {
-        let cap = self.limit.min(self.warm.saturating_mul(2));
         if self
             .workers
-            .fetch_update(SeqCst, SeqCst, |w| (w < cap).then_some(w + 1))
+            .fetch_update(SeqCst, SeqCst, |w| (w < self.limit).then_some(w + 1))
             .is_err()
         {
             return false;
