@@ -97,8 +97,13 @@ const HOT: Duration = LINGER;
 /// A kept connection and its handler's state.
 struct Conn<H> {
     req: StreamRequest,
-    handler: H,
+    /// Made once the connection is open (its handshake done, see `opening`).
+    handler: Option<H>,
     peer: Addr,
+    /// Set while the client has yet to start its PROXY header or TLS handshake: the
+    /// connection waits for its first bytes in the event set like a parked one (a silent
+    /// client holds no worker), until this deadline (the sweep then closes it).
+    opening: Option<Instant>,
     /// Registered in the poller (added at its first parking, and again after a linger,
     /// which takes it out; it stays while the connection is served).
     registered: bool,
@@ -435,10 +440,14 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         let inner = &self.inner;
         let done = lock(&inner.threads).done_receiver();
         let stop = &inner.shared.stop_rx;
-        // Without an idle timeout, no sweep: an hour is as good as never.
-        let every = inner
-            .cfg
-            .idle_timeout
+        // Swept a few times per idle timeout and per handshake deadline; with neither, no
+        // sweep (an hour is as good as never).
+        let handshake =
+            conn::has_handshake(&inner.cfg).then(|| conn::handshake_deadline(&inner.cfg));
+        let every = [inner.cfg.idle_timeout, handshake]
+            .into_iter()
+            .flatten()
+            .min()
             .map(|t| (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)))
             .unwrap_or(Duration::from_secs(3600));
         let mut next_sweep = Instant::now() + every;
@@ -843,32 +852,18 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// A new connection: configured and given its handler, then served if its first request
     /// is there already, else parked.
     fn open(self: &Arc<Self>, stream: Stream, peer: Addr) {
-        // The first request is often there with the connection (looked at before TLS,
-        // whose handshake reads the socket).
+        // The first request (or the first bytes of the handshake) is often there with the
+        // connection.
         let readable = sys::readable_now(stream.as_raw_fd());
-        let mut req = match conn::open(stream, peer, &self.shared, &self.cfg, false) {
+        let req = match conn::accept(stream, peer, &self.shared, &self.cfg, false) {
             Ok(req) => req,
-            Err(_) => return self.closed_one(), // logged and counted
-        };
-        let peer = req.peer_addr().clone();
-        let handler = match contained(|| (self.factory)()) {
-            Ok(h) => h,
-            Err(msg) => {
-                Counters::bump(&self.shared.counters.panics);
-                log::error!("{peer}: the handler factory panicked: {msg}");
-                return self.closed_one();
-            }
-        };
-        #[cfg(feature = "tls")]
-        let readable = match req.tls_info() {
-            // The client's first request may have come with its last handshake flight.
-            Some(_) => !req.nothing_buffered() || sys::readable_now(req.stream().as_raw_fd()),
-            None => readable,
+            Err(_) => return self.closed_one(), // logged
         };
         let conn = Box::new(Conn {
+            peer: req.peer_addr().clone(),
             req,
-            handler,
-            peer,
+            handler: None,
+            opening: None,
             registered: false,
             key: None,
             peer_closed: false,
@@ -876,6 +871,44 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             served_at: Instant::now(),
             hot: true,
         });
+        if !conn::has_handshake(&self.cfg) {
+            return self.opened(conn, readable);
+        }
+        if readable {
+            return self.handshake(conn);
+        }
+        // A client that says nothing yet waits for its first bytes in the event set, with
+        // the handshake's deadline, and holds no worker.
+        let mut conn = conn;
+        conn.opening = Some(Instant::now() + conn::handshake_deadline(&self.cfg));
+        self.park_or_serve(conn);
+    }
+
+    /// The client's first bytes have come: its PROXY header and TLS handshake, on this
+    /// worker, within their deadlines; then the connection is open.
+    fn handshake(self: &Arc<Self>, mut conn: Box<Conn<H>>) {
+        conn.opening = None;
+        if conn::handshake(&mut conn.req, &self.shared, &self.cfg).is_err() {
+            return self.close(conn); // logged and counted
+        }
+        conn.peer = conn.req.peer_addr().clone();
+        // The client's first request may have come with its last handshake flight.
+        let readable =
+            !conn.req.nothing_buffered() || sys::readable_now(conn.req.stream().as_raw_fd());
+        self.opened(conn, readable);
+    }
+
+    /// An open connection: given its handler, then served if its first request is there
+    /// already, else parked.
+    fn opened(self: &Arc<Self>, mut conn: Box<Conn<H>>, readable: bool) {
+        match contained(|| (self.factory)()) {
+            Ok(h) => conn.handler = Some(h),
+            Err(msg) => {
+                Counters::bump(&self.shared.counters.panics);
+                log::error!("{}: the handler factory panicked: {msg}", conn.peer);
+                return self.close(conn);
+            }
+        }
         if readable {
             self.readable(conn);
         } else {
@@ -887,6 +920,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// or, with TLS, parks it again if what came was a record without data (a key update),
     /// or closes it if the record was bad.
     fn readable(self: &Arc<Self>, mut conn: Box<Conn<H>>) {
+        if conn.opening.is_some() {
+            return self.handshake(conn);
+        }
         if !conn.req.nothing_buffered() {
             return self.serve(conn);
         }
@@ -904,7 +940,10 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// parked.
     fn park_or_serve(self: &Arc<Self>, conn: Box<Conn<H>>) {
         if let Some(conn) = self.park(conn) {
-            self.serve(conn);
+            match conn.opening {
+                Some(_) => self.handshake(conn),
+                None => self.serve(conn),
+            }
         }
     }
 
@@ -913,7 +952,10 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         loop {
             conn.req.request_arrived();
             self.shared.begin_request();
-            let result = run_request(&mut conn.handler, &mut conn.req);
+            let Some(handler) = conn.handler.as_mut() else {
+                return self.close(conn); // cannot happen: served only once open
+            };
+            let result = run_request(handler, &mut conn.req);
             let result = conn::flushed(&mut conn.req, result);
             self.shared.end_request();
             let timed_out = conn.req.timed_out();
@@ -1138,23 +1180,36 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         self.closed_one();
     }
 
-    /// Closes the parked connections idle longer than the idle timeout.
+    /// Closes the parked connections idle longer than the idle timeout, and those whose
+    /// client has not begun its handshake by its deadline.
     fn sweep_idle(&self) {
-        let Some(limit) = self.cfg.idle_timeout else {
-            return;
-        };
+        let idle = self.cfg.idle_timeout;
         let now = Instant::now();
         let expired: Vec<_> = self
             .parking
             .iter()
-            .flat_map(|shard| lock(shard).take_where(|c| now.duration_since(c.served_at) >= limit))
+            .flat_map(|shard| {
+                lock(shard).take_where(|c| match c.opening {
+                    Some(deadline) => now >= deadline,
+                    None => idle.is_some_and(|t| now.duration_since(c.served_at) >= t),
+                })
+            })
             .collect();
         for conn in expired {
-            Counters::bump(&self.shared.counters.idle_timeouts);
-            log::debug!(
-                "{}: idle timeout: no request from the client within {limit:?}",
-                conn.peer
-            );
+            if conn.opening.is_some() {
+                #[cfg(feature = "tls")]
+                if self.cfg.tls.is_some() && !self.cfg.proxy.enabled() {
+                    Counters::bump(&self.shared.counters.tls_handshake_failures);
+                }
+                log::debug!("{}: closed: no handshake within its deadline", conn.peer);
+            } else {
+                Counters::bump(&self.shared.counters.idle_timeouts);
+                log::debug!(
+                    "{}: idle timeout: no request from the client within {:?}",
+                    conn.peer,
+                    idle.unwrap_or_default()
+                );
+            }
             self.close(conn);
         }
     }
@@ -1162,6 +1217,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// At shutdown: whether a request of the connection's has arrived (bytes buffered or
     /// waiting in the socket, or its EOF), looked at without waiting.
     fn arrived(&self, conn: &mut Conn<H>) -> bool {
+        if conn.opening.is_some() {
+            return false; // no request can have begun before the handshake
+        }
         if !conn.req.nothing_buffered() {
             return true;
         }
