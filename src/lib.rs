@@ -78,6 +78,7 @@ mod config;
 mod flavor;
 mod flavors;
 pub mod framing;
+pub mod guide;
 mod handler;
 mod proxy;
 mod request;
