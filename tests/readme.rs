@@ -19,7 +19,9 @@ fn readme() -> String {
 
 /// The lines of the first fenced block after `heading`.
 fn block_after(text: &str, heading: &str) -> Vec<String> {
-    let rest = &text[text.find(heading).unwrap_or_else(|| panic!("no {heading:?}"))..];
+    let rest = &text[text
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading:?}"))..];
     let mut lines = rest.lines().skip_while(|l| !l.starts_with("```")).skip(1);
     lines
         .by_ref()
@@ -97,10 +99,16 @@ fn readme_local_links_lead_to_files() {
             continue;
         }
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(target);
-        assert!(path.exists(), "README.md links to {target}, which does not exist");
+        assert!(
+            path.exists(),
+            "README.md links to {target}, which does not exist"
+        );
         checked += 1;
     }
-    assert!(checked >= 4, "only {checked} local links found: the parser lost them");
+    assert!(
+        checked >= 4,
+        "only {checked} local links found: the parser lost them"
+    );
 }
 
 #[test]
@@ -116,7 +124,10 @@ fn every_guide_chapter_is_included_and_linked() {
         chapters += 1;
         let include = format!("#[doc = include_str!(\"../docs/{file}\")]");
         let module = file.trim_end_matches(".md").replace('-', "_");
-        assert!(guide.contains(&include), "src/guide.rs does not include docs/{file}");
+        assert!(
+            guide.contains(&include),
+            "src/guide.rs does not include docs/{file}"
+        );
         assert!(
             guide.contains(&format!("{include}\npub mod {module} {{}}")),
             "docs/{file} is not the module guide::{module}"
