@@ -11,20 +11,19 @@ use std::sync::{Arc, Mutex};
 
 use socket2::Type;
 
-use crate::config::{Builder, Config};
-use crate::flavor::Flavor;
-use crate::flavor::Kind;
-use crate::flavors::parked::Parked;
-use crate::flavors::pool::{self, Pool, Source};
-use crate::flavors::{Exec, Job, Runner};
+use crate::builder::Builder;
+use crate::config::Config;
+use crate::conn::{datagram_runner, stream_runner, Job, Runner};
+use crate::engine::accept::{accept_loop, recv_loop};
+use crate::engine::parked::Parked;
+use crate::engine::pool::{self, AcceptSource, Pool, RecvSource, Source};
+use crate::engine::Exec;
+use crate::flavor::{Flavor, Kind};
 use crate::handler::{DatagramHandler, Looping, RequestHandler, StreamHandler};
-use crate::serve::{
-    accept_loop, datagram_runner, recv_loop, stream_runner, AcceptSource, PoolErrors, RecvSource,
-};
-use crate::shutdown::{Shared, ShutdownHandle};
-use crate::transport::{
-    bind_inet, bind_unix, buffer_sizes, Datagram, DgramSocket, Listener, SocketFile,
-};
+use crate::net::bind::{bind_inet, bind_unix, buffer_sizes, SocketFile};
+use crate::net::{Datagram, DgramSocket, Listener};
+use crate::shared::Shared;
+use crate::shutdown::ShutdownHandle;
 
 /// A server on a listening stream socket. Use it as [`TcpServer`] or [`UnixStreamServer`].
 ///
@@ -88,17 +87,10 @@ impl Core {
             cfg, shared, file, ..
         } = self;
         let source = Arc::new(source);
-        let errors = PoolErrors::new(&shared, what);
-        let pool = Pool::start(
-            Arc::clone(&source),
-            runner,
-            &shared,
-            &cfg.flavor,
-            move || errors.clone(),
-        )?;
-        crate::systemd::serving();
+        let pool = Pool::start(Arc::clone(&source), runner, &shared, &cfg.flavor, what)?;
+        crate::deploy::notify::serving();
         let result = pool.wait();
-        crate::systemd::stopping();
+        crate::deploy::notify::stopping();
         shared.stop();
         source.interrupt();
         drop(file);
@@ -125,9 +117,9 @@ impl Core {
                 return Err(e);
             }
         };
-        crate::systemd::serving();
+        crate::deploy::notify::serving();
         let result = serve_loop(&socket, &mut exec, &shared, &cfg);
-        crate::systemd::stopping();
+        crate::deploy::notify::stopping();
         drop(socket);
         drop(file);
         shared.stop();
@@ -326,9 +318,9 @@ impl<L: Listener> StreamServer<L> {
             shared_socket,
         } = core;
         let parked = Parked::start(listener, Box::new(factory), &shared, &cfg)?;
-        crate::systemd::serving();
+        crate::deploy::notify::serving();
         let result = parked.wait();
-        crate::systemd::stopping();
+        crate::deploy::notify::stopping();
         shared.stop();
         drop(file);
         parked.finish(cfg.grace_period, shared_socket.into_inner());

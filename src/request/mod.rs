@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use crate::addr::Addr;
 use crate::config::Config;
+use crate::net::stream::Stream;
+use crate::net::DgramSocket;
 use crate::proxy::ProxyHeader;
-use crate::shutdown::{ConnSlot, Shared};
-use crate::stream::Stream;
+use crate::shared::{ConnSlot, Registration, Shared};
 use crate::sys::{self, Interest};
 use crate::time;
-use crate::transport::DgramSocket;
 
 /// How long, at most, closing a connection waits for the client's unread bytes to drain.
 const LINGER_TIME: Duration = Duration::from_secs(1);
@@ -63,6 +63,9 @@ pub struct StreamRequest {
     peer: Addr,
     /// The PROXY protocol header the connection started with (see proxy.rs).
     proxy: Option<Box<ProxyHeader>>,
+    /// The connection's place in the server's registry (none in a forked child), given up
+    /// when the request is dropped.
+    _registration: Option<Registration>,
 }
 
 /// Which limit ended a connection, for the counters.
@@ -158,7 +161,13 @@ impl StreamRequest {
             reader: BufReader::with_capacity(cfg.read_buffer, inner),
             peer,
             proxy: None,
+            _registration: None,
         }
+    }
+
+    /// Keeps the connection's registration with the server for as long as the request lives.
+    pub(crate) fn keep_registration(&mut self, registration: Option<Registration>) {
+        self._registration = registration;
     }
 
     /// Routes this connection's reads and writes through `tls` (its handshake is done).

@@ -9,18 +9,17 @@
 //! abstract socket in `NOTIFY_SOCKET`).
 
 use std::env;
-use std::io::{self, Write};
+use std::io;
 use std::net::{TcpListener, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::process;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use listenfd::ListenFd;
-use sd_notify::NotifyState;
 use socket2::SockRef;
 
-use crate::config::Builder;
+use crate::builder::Builder;
+use crate::deploy::notify;
 use crate::server::{TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer};
 
 /// The name of the descriptor a restarting server passes for the new process's "ready".
@@ -33,8 +32,6 @@ pub(crate) const RESTART_PARENT: &str = "SOCKETSERVER_RESTART_PARENT";
 struct Inherited {
     fds: ListenFd,
     names: Vec<String>,
-    /// The previous generation of a restart waits on this for our "ready".
-    ready: Option<UnixStream>,
 }
 
 static INHERITED: OnceLock<Mutex<Inherited>> = OnceLock::new();
@@ -83,19 +80,18 @@ impl Inherited {
             Some(n) => n.split(':').map(str::to_string).collect(),
             None => Vec::new(),
         };
-        let mut this = Inherited {
-            fds,
-            names,
-            ready: None,
-        };
+        let mut this = Inherited { fds, names };
         if let Some(i) = this.names.iter().position(|n| n == READY_NAME) {
-            this.ready = this
+            let ready = this
                 .fds
                 .take_custom::<UnixStream>(i, libc::AF_UNIX, libc::SOCK_STREAM, "ready socket")
                 .unwrap_or_else(|e| {
                     log::warn!("restart: the ready descriptor is unusable: {e}");
                     None
                 });
+            if let Some(ready) = ready {
+                notify::set_ready_socket(ready);
+            }
         }
         this
     }
@@ -123,56 +119,6 @@ fn must_listen(s: SockRef<'_>, what: &str) -> io::Result<()> {
             io::ErrorKind::InvalidInput,
             format!("the inherited {what} socket is not listening"),
         ))
-    }
-}
-
-/// Sends `READY=1` to the service manager (when `NOTIFY_SOCKET` is set) and tells the
-/// previous generation of a restart, if any, that this process now serves. Called by
-/// `serve` as it starts; only the first call tells the previous generation.
-pub(crate) fn serving() {
-    if let Err(e) = sd_notify::notify(false, &[NotifyState::Ready]) {
-        log::warn!("sd_notify READY=1: {e}");
-    }
-    // Only if `from_systemd` read the environment: `serve` never touches it by itself.
-    let ready = INHERITED
-        .get()
-        .and_then(|m| m.lock().unwrap_or_else(|e| e.into_inner()).ready.take());
-    if let Some(mut ready) = ready {
-        if let Err(e) = ready.write_all(b"READY=1\n") {
-            log::warn!("restart: telling the previous process we are ready: {e}");
-        }
-    }
-}
-
-/// Set once a restart handed the service over to a new process: this one is no longer the
-/// service, and must not tell the manager it stops.
-static HANDED_OVER: AtomicBool = AtomicBool::new(false);
-
-/// Whether a restart handed this process's listening socket over to a new process (which
-/// then owns the socket file of a Unix server, too).
-pub(crate) fn handed_over() -> bool {
-    HANDED_OVER.load(Ordering::SeqCst)
-}
-
-/// Sends `STOPPING=1` to the service manager (when `NOTIFY_SOCKET` is set). Called by
-/// `serve` when shutdown begins; not after a restart handed the service over (the manager
-/// would take the new process's service for stopping).
-pub(crate) fn stopping() {
-    if handed_over() {
-        return;
-    }
-    if let Err(e) = sd_notify::notify(false, &[NotifyState::Stopping]) {
-        log::warn!("sd_notify STOPPING=1: {e}");
-    }
-}
-
-/// Tells the service manager that `pid` is now the service's main process (a restart
-/// handed over to it), and that this process no longer speaks for the service. Needs
-/// `NotifyAccess=` `main` or `all` in the unit.
-pub(crate) fn handed_over_to(pid: u32) {
-    HANDED_OVER.store(true, Ordering::SeqCst);
-    if let Err(e) = sd_notify::notify(false, &[NotifyState::MainPid(pid)]) {
-        log::warn!("sd_notify MAINPID={pid}: {e}");
     }
 }
 
@@ -318,7 +264,7 @@ mod tests {
         env::set_var("LISTEN_FDS_FIRST_FD", "7");
         let taken = Inherited::from_env();
         assert_eq!(taken.fds.len(), 0);
-        assert!(taken.ready.is_none());
+        assert!(taken.names.iter().all(|n| n != READY_NAME));
         for v in VARS {
             assert!(env::var_os(v).is_none(), "{v} left in the environment");
         }

@@ -55,19 +55,19 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 
+use super::accept::{AcceptErrors, OnError, Throttle};
 use super::finish_threads;
 use super::threads::ThreadSet;
 use crate::addr::Addr;
 use crate::config::Config;
-use crate::handler::{run_request, HandlerError, Next, RequestHandler};
-use crate::proxy;
+use crate::conn::{self, report, verified};
+use crate::handler::{contained, run_request, Next, RequestHandler};
+use crate::net::sealed::Listen;
+use crate::net::stream::Stream;
 use crate::request::StreamRequest;
-use crate::serve::{configure, report, verified};
-use crate::shutdown::{ConnSlot, Registration, Shared};
+use crate::shared::Shared;
 use crate::stats::Counters;
-use crate::stream::Stream;
 use crate::sys;
-use crate::transport::sealed::Listen;
 
 /// The poller keys of the listener and of the wake socket; connections use `FIRST_CONN`
 /// and up.
@@ -117,7 +117,6 @@ struct Conn<H> {
     /// Its client sent its last request within `HOT` of the reply before (or it is new):
     /// worth waiting for on the worker that served it.
     hot: bool,
-    _registration: Option<Registration>,
 }
 
 /// The parked connections: a slab whose keys carry a generation, so that an event for a
@@ -301,7 +300,14 @@ pub(crate) struct Inner<L, H> {
     paused: AtomicBool,
     /// The error that made accepting impossible (it ends `serve`).
     fatal: Mutex<Option<io::Error>>,
-    backoff: Mutex<Backoff>,
+    /// The server's one classification of accept errors and its one back-off.
+    errors: AcceptErrors,
+    /// While backing off (descriptors exhausted), when the serving thread takes the listener
+    /// back into the event set; a message on `kick` tells it the time changed.
+    resume_at: Mutex<Option<Instant>>,
+    kick: (Sender<()>, Receiver<()>),
+    /// The warning that the connection limit is reached: at most one a second.
+    full_warned: Throttle,
     /// The poll, and the turn to wait on it: one worker waits (the leader), the others
     /// sleep on this lock; the leader takes one of the events it got and leaves the rest
     /// to the workers after it, which take them without a system call.
@@ -345,10 +351,6 @@ struct Ready {
     read_closed: bool,
     wait: u64,
 }
-
-/// The accept back-off, shared by the workers (5 ms doubling to 1 s).
-#[derive(Default)]
-struct Backoff(Option<Duration>);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -396,7 +398,10 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
             live: AtomicUsize::new(0),
             paused: AtomicBool::new(false),
             fatal: Mutex::new(None),
-            backoff: Mutex::new(Backoff::default()),
+            errors: AcceptErrors::new(shared, "accept"),
+            resume_at: Mutex::new(None),
+            kick: crossbeam_channel::bounded(1),
+            full_warned: Throttle::new(),
             // All the warm workers are counted before any starts: one that takes an event
             // at once must not see itself as the last waiting worker and grow the pool.
             workers: AtomicUsize::new(warm),
@@ -422,23 +427,33 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         Ok(parked)
     }
 
-    /// Blocks until shutdown begins, closing the connections idle for longer than the idle
-    /// timeout and joining the workers that left meanwhile; returns the error that forced
-    /// the stop, if any.
+    /// Blocks until shutdown begins; meanwhile closes the connections idle for longer than
+    /// the idle timeout, joins the workers that left, watches whether the pool must grow
+    /// (`look_saturation`) and ends accept back-offs. None of these blocks the others: a
+    /// saturated pool is still swept. Returns the error that forced the stop, if any.
     pub(crate) fn wait(&self) -> io::Result<()> {
-        let sweep = self
-            .inner
-            .cfg
-            .idle_timeout
-            .map(|t| (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
         let inner = &self.inner;
         let done = lock(&inner.threads).done_receiver();
         let stop = &inner.shared.stop_rx;
         // Without an idle timeout, no sweep: an hour is as good as never.
-        let every = sweep.unwrap_or(Duration::from_secs(3600));
+        let every = inner
+            .cfg
+            .idle_timeout
+            .map(|t| (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)))
+            .unwrap_or(Duration::from_secs(3600));
         let mut next_sweep = Instant::now() + every;
+        // While no worker waits on the event set: when to look next, and the progress
+        // counted at the last look.
+        let mut watch: Option<(Instant, usize)> = None;
         loop {
-            let left = next_sweep.saturating_duration_since(Instant::now());
+            let mut next = next_sweep;
+            if let Some((at, _)) = watch {
+                next = next.min(at);
+            }
+            if let Some(at) = *lock(&inner.resume_at) {
+                next = next.min(at);
+            }
+            let left = next.saturating_duration_since(Instant::now());
             crossbeam_channel::select! {
                 recv(stop) -> _ => break,
                 recv(done) -> id => {
@@ -447,13 +462,24 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
                     }
                 }
                 recv(inner.saturated.1) -> _ => {
-                    if inner.watch_saturation() {
-                        break;
+                    if watch.is_none() {
+                        let progress = inner.finished.load(Relaxed);
+                        watch = Some((Instant::now() + GROW_DELAY, progress));
                     }
                 }
+                recv(inner.kick.1) -> _ => {}
                 default(left) => {}
             }
-            if Instant::now() >= next_sweep {
+            let now = Instant::now();
+            if let Some((at, progress)) = watch {
+                if now >= at {
+                    watch = inner
+                        .look_saturation(progress)
+                        .map(|progress| (now + GROW_DELAY, progress));
+                }
+            }
+            inner.end_backoff(now);
+            if now >= next_sweep {
                 inner.sweep_idle();
                 next_sweep = Instant::now() + every;
             }
@@ -479,7 +505,7 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         if !shared_socket {
             let _ = socket2::SockRef::from(&inner.listener).shutdown(std::net::Shutdown::Read);
         }
-        inner.close_all_parked();
+        inner.drain_parked();
         // No worker starts after this (see `spawn`).
         inner.closed.store(true, SeqCst);
         let mut threads = std::mem::replace(
@@ -624,43 +650,42 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         }
     }
 
-    /// On the serving thread, while no worker waits: every `GROW_DELAY`, if none has
-    /// finished anything meanwhile, starts one more (up to the limit). Returns once a
-    /// worker waits again (`false`), or at shutdown (`true`).
-    fn watch_saturation(self: &Arc<Self>) -> bool {
-        loop {
-            let finished = self.finished.load(Relaxed);
-            if self.shared.stop_rx.recv_timeout(GROW_DELAY).is_ok() || self.shared.is_stopping() {
-                return true;
+    /// On the serving thread, `GROW_DELAY` after the last waiting worker took an event (or
+    /// after the last look): if still no worker waits and none has come back to the event
+    /// set since `progress` was counted, every worker is inside a long request (or on a
+    /// pipelining client), and one more starts (up to the limit). Returns the progress to
+    /// compare with at the next look, or `None` once a worker waits again.
+    fn look_saturation(self: &Arc<Self>, progress: usize) -> Option<usize> {
+        let now = self.finished.load(Relaxed);
+        if self.idle.load(SeqCst) > 0 {
+            self.watching.store(false, SeqCst);
+            // A worker may have taken the last place between the look and the flag: then
+            // the watch goes on (the flag is ours again), or its message restarts it.
+            if self.idle.load(SeqCst) > 0 || self.watching.swap(true, SeqCst) {
+                return None;
             }
-            if self.idle.load(SeqCst) > 0 {
-                self.watching.store(false, SeqCst);
-                // A worker may have taken the last place between the look and the flag.
-                if self.idle.load(SeqCst) > 0 || self.watching.swap(true, SeqCst) {
-                    return false;
-                }
-                continue;
-            }
-            if self.finished.load(Relaxed) != finished {
-                continue; // busy with short requests: more threads would not serve them faster
-            }
-            // Every worker has been inside the same requests for GROW_DELAY: one more. The
-            // place is reserved atomically: never past the limit.
-            if self
-                .workers
-                .fetch_update(SeqCst, SeqCst, |w| (w < self.limit).then_some(w + 1))
-                .is_ok()
-            {
-                self.idle.fetch_add(1, SeqCst);
-                match spawn(self) {
-                    Ok(()) => log::debug!(
-                        "every worker busy in the same requests for {GROW_DELAY:?}: {} workers now",
-                        self.workers.load(SeqCst)
-                    ),
-                    Err(e) => log::warn!("cannot grow the pool: {e}"),
-                }
+            return Some(now);
+        }
+        if now != progress || self.shared.is_stopping() {
+            return Some(now); // workers come back: more threads would not serve faster
+        }
+        // Every worker has been away from the event set for GROW_DELAY: one more. The
+        // place is reserved atomically: never past the limit.
+        if self
+            .workers
+            .fetch_update(SeqCst, SeqCst, |w| (w < self.limit).then_some(w + 1))
+            .is_ok()
+        {
+            self.idle.fetch_add(1, SeqCst);
+            match spawn(self) {
+                Ok(()) => log::debug!(
+                    "no worker back at the event set for {GROW_DELAY:?}: {} workers now",
+                    self.workers.load(SeqCst)
+                ),
+                Err(e) => log::warn!("cannot grow the pool: {e}"),
             }
         }
+        Some(now)
     }
 
     /// A worker waited `worker_idle` for nothing: it leaves if it is above the warm count
@@ -699,14 +724,16 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         }
         match self.listener.accept_stream() {
             Ok((stream, peer)) => {
-                lock(&self.backoff).0 = None;
+                self.errors.success();
                 let live = self.live.load(SeqCst);
                 if live < max {
                     self.rearm_listener();
                 } else {
-                    log::warn!(
-                        "{live} connections open (max_connections): accepting again when one closes"
-                    );
+                    if self.full_warned.allow() {
+                        log::warn!(
+                            "{live} connections open (max_connections): accepting again when one closes"
+                        );
+                    }
                     self.pause_accepting();
                 }
                 if verified(&self.cfg, &self.shared, &peer) {
@@ -734,47 +761,45 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         self.resume_accepting();
     }
 
+    /// A failed accept, classified once for the whole server (`AcceptErrors`). A back-off
+    /// does not sleep on this worker (a sleeping worker is a busy one, and the pool would
+    /// grow past it): the listener leaves the event set, and the serving thread takes it
+    /// back when the back-off ends (`end_backoff`).
     fn accept_failed(&self, e: io::Error) {
-        let delay = match e.kind() {
-            io::ErrorKind::WouldBlock => None,
-            _ => match e.raw_os_error() {
-                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                    Counters::bump(&self.shared.counters.accept_errors);
-                    let mut b = lock(&self.backoff);
-                    let d = b.0.map_or(Duration::from_millis(5), |d| {
-                        (d * 2).min(Duration::from_secs(1))
-                    });
-                    b.0 = Some(d);
-                    log::warn!("accept failed: {e}; retrying in {d:?}");
-                    Some(d)
-                }
-                Some(
-                    libc::EINTR
-                    | libc::ECONNABORTED
-                    | libc::ECONNRESET
-                    | libc::EPROTO
-                    | libc::EPERM
-                    | libc::ETIMEDOUT,
-                ) => {
-                    Counters::bump(&self.shared.counters.accept_errors);
-                    log::debug!("accept failed, retrying: {e}");
-                    None
-                }
-                _ if self.shared.is_stopping() => return,
-                _ => {
-                    Counters::bump(&self.shared.counters.accept_errors);
-                    log::error!("accept failed, stopping the server: {e}");
-                    lock(&self.fatal).get_or_insert(e);
-                    self.shared.stop();
-                    return;
-                }
-            },
-        };
-        if let Some(d) = delay {
-            // Out of descriptors: wait before accepting again (waking for shutdown).
-            let _ = sys::poll(&[(self.shared.wake_fd(), sys::Interest::Read)], Some(d));
+        match self.errors.on_error(e) {
+            OnError::Wait | OnError::Retry => self.rearm_listener(),
+            OnError::Backoff(d) => {
+                let _ = self
+                    .registry
+                    .deregister(&mut SourceFd(&self.listener.as_raw_fd()));
+                *lock(&self.resume_at) = Some(Instant::now() + d);
+                let _ = self.kick.0.try_send(());
+            }
+            OnError::Fatal(e) => {
+                lock(&self.fatal).get_or_insert(e);
+                self.shared.stop();
+            }
         }
-        self.rearm_listener();
+    }
+
+    /// On the serving thread: ends a back-off whose time has come (the listener goes back
+    /// into the event set, unless it is paused at the connection limit).
+    fn end_backoff(&self, now: Instant) {
+        let ended = {
+            let mut at = lock(&self.resume_at);
+            match *at {
+                Some(t) if t <= now => at.take().is_some(),
+                _ => false,
+            }
+        };
+        if ended && !self.paused.load(SeqCst) && !self.shared.is_stopping() {
+            // Registering reports at once if clients wait in the backlog.
+            let _ = self.registry.register(
+                &mut SourceFd(&self.listener.as_raw_fd()),
+                Token(LISTENER),
+                Interest::READABLE,
+            );
+        }
     }
 
     fn rearm_listener(&self) {
@@ -788,9 +813,11 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         }
     }
 
-    /// Re-arms the listener if it was paused at the limit and a connection closed since.
+    /// Re-arms the listener if it was paused at the limit and a connection closed since
+    /// (not during a back-off: the serving thread ends that).
     fn resume_accepting(&self) {
         if self.live.load(SeqCst) < self.cfg.max_connections
+            && lock(&self.resume_at).is_none()
             && self
                 .paused
                 .compare_exchange(true, false, SeqCst, SeqCst)
@@ -815,70 +842,27 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
 
     /// A new connection: configured and given its handler, then served if its first request
     /// is there already, else parked.
-    fn open(self: &Arc<Self>, stream: Stream, mut peer: Addr) {
-        if let Err(e) = configure(&stream, &self.cfg) {
-            log::debug!("{peer}: cannot configure the connection: {e}");
-            self.closed_one();
-            return;
-        }
-        // Behind a balancer: the PROXY header first, on this worker, within its deadline.
-        let header = match self.cfg.proxy.enabled() {
-            true => match proxy::accept(&stream, &peer, &self.cfg.proxy, &self.shared) {
-                Some(header) => {
-                    peer = proxy::client_addr(&header);
-                    Some(header)
-                }
-                None => {
-                    self.closed_one(); // logged and counted; closed on drop
-                    return;
-                }
-            },
-            false => None,
-        };
-        // Then the TLS handshake, on this worker, within its timeout (a slow one holds this
-        // worker only: the pool grows past stuck workers).
-        #[cfg(feature = "tls")]
-        let tls = match crate::serve::tls_handshake(&stream, &self.cfg) {
-            Ok(tls) => tls,
-            Err(e) => {
-                log::debug!("{peer}: TLS handshake failed: {e}");
-                Counters::bump(&self.shared.counters.tls_handshake_failures);
-                let _ = stream.shutdown(std::net::Shutdown::Both);
-                self.closed_one();
-                return;
-            }
-        };
-        let handler =
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.factory)())) {
-                Ok(h) => h,
-                Err(payload) => {
-                    std::mem::forget(payload);
-                    Counters::bump(&self.shared.counters.panics);
-                    log::error!("{peer}: the handler factory panicked");
-                    self.closed_one();
-                    return;
-                }
-            };
+    fn open(self: &Arc<Self>, stream: Stream, peer: Addr) {
+        // The first request is often there with the connection (looked at before TLS,
+        // whose handshake reads the socket).
         let readable = sys::readable_now(stream.as_raw_fd());
-        let slot = Arc::new(ConnSlot { stream });
-        let registration = Some(self.shared.register(Arc::clone(&slot)));
-        let mut req = StreamRequest::new(
-            slot,
-            peer.clone(),
-            Arc::clone(&self.shared),
-            &self.cfg,
-            false,
-        );
-        if let Some(header) = header {
-            req.set_proxy_header(header);
-        }
-        #[cfg(feature = "tls")]
-        let readable = match tls {
-            Some(tls) => {
-                req.set_tls(tls);
-                // The client's first request may have come with its last handshake flight.
-                !req.nothing_buffered() || sys::readable_now(req.stream().as_raw_fd())
+        let mut req = match conn::open(stream, peer, &self.shared, &self.cfg, false) {
+            Ok(req) => req,
+            Err(_) => return self.closed_one(), // logged and counted
+        };
+        let peer = req.peer_addr().clone();
+        let handler = match contained(|| (self.factory)()) {
+            Ok(h) => h,
+            Err(msg) => {
+                Counters::bump(&self.shared.counters.panics);
+                log::error!("{peer}: the handler factory panicked: {msg}");
+                return self.closed_one();
             }
+        };
+        #[cfg(feature = "tls")]
+        let readable = match req.tls_info() {
+            // The client's first request may have come with its last handshake flight.
+            Some(_) => !req.nothing_buffered() || sys::readable_now(req.stream().as_raw_fd()),
             None => readable,
         };
         let conn = Box::new(Conn {
@@ -891,7 +875,6 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             parked_after: 0,
             served_at: Instant::now(),
             hot: true,
-            _registration: registration,
         });
         if readable {
             self.readable(conn);
@@ -929,20 +912,11 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     fn serve(self: &Arc<Self>, mut conn: Box<Conn<H>>) {
         loop {
             conn.req.request_arrived();
-            // Progress, for the growth check: a worker serving one client's requests in a
-            // row is not stuck.
-            self.finished.fetch_add(1, Relaxed);
             self.shared.begin_request();
             let result = run_request(&mut conn.handler, &mut conn.req);
-            // The reply's last buffered bytes: failing to send them fails the request.
-            let flushed = io::Write::flush(&mut conn.req);
+            let result = conn::flushed(&mut conn.req, result);
             self.shared.end_request();
             let timed_out = conn.req.timed_out();
-            let result = match (result, flushed) {
-                (Ok(next), Ok(())) => Ok(next),
-                (Ok(_), Err(e)) => Err(HandlerError::Io(e)),
-                (Err(e), _) => Err(e),
-            };
             let next = match result {
                 Ok(next) => {
                     report(&self.shared, &self.cfg, &conn.peer, Ok(()), None);
@@ -953,15 +927,21 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                     Next::Close
                 }
             };
-            if next == Next::Close || conn.req.at_eof() || self.shared.is_stopping() {
+            if next == Next::Close || conn.req.at_eof() {
                 self.close(conn);
                 return;
             }
             conn.served_at = Instant::now();
             // A pipelined request already buffered (or decrypted) is served now, not after
-            // the network.
+            // the network; at shutdown too: a request that arrived is answered.
             if !conn.req.nothing_buffered() {
                 continue;
+            }
+            if self.shared.is_stopping() {
+                match self.arrived(&mut conn) {
+                    true => continue,
+                    false => return self.close(conn),
+                }
             }
             match self.linger(&mut conn) {
                 Ok(true) => continue,
@@ -1047,6 +1027,11 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     fn park(&self, mut conn: Box<Conn<H>>) -> Option<Box<Conn<H>>> {
         loop {
             if self.shared.is_stopping() {
+                // A request that arrived before the connection could be parked is answered;
+                // the connection ends when none is there.
+                if self.arrived(&mut conn) {
+                    return Some(conn);
+                }
                 self.close(conn);
                 return None;
             }
@@ -1167,6 +1152,61 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 conn.peer
             );
             self.close(conn);
+        }
+    }
+
+    /// At shutdown: whether a request of the connection's has arrived (bytes buffered or
+    /// waiting in the socket, or its EOF), looked at without waiting.
+    fn arrived(&self, conn: &mut Conn<H>) -> bool {
+        if !conn.req.nothing_buffered() {
+            return true;
+        }
+        sys::readable_now(conn.req.stream().as_raw_fd()) && conn.req.request_begun().unwrap_or(true)
+    }
+
+    /// At shutdown: closes the parked connections, but first answers the requests that
+    /// arrived on them (on a few threads of their own, within the grace period: the
+    /// workers have stopped taking events). A request that came just before the stop is
+    /// answered, never cut.
+    fn drain_parked(self: &Arc<Self>) {
+        let all: Vec<_> = self
+            .parking
+            .iter()
+            .flat_map(|shard| lock(shard).take_where(|_| true))
+            .collect();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut waiting = 0;
+        for mut conn in all {
+            if self.arrived(&mut conn) {
+                let _ = tx.send(conn);
+                waiting += 1;
+            } else {
+                self.close(conn);
+            }
+        }
+        drop(tx);
+        let mut threads = lock(&self.threads);
+        let mut started = 0;
+        for _ in 0..waiting.min(self.warm) {
+            let (inner, rx) = (Arc::clone(self), rx.clone());
+            let drain = move || {
+                for conn in rx {
+                    inner.serve(conn);
+                }
+            };
+            match threads.spawn("socketserver-drain", drain) {
+                Ok(()) => started += 1,
+                Err(e) => {
+                    log::warn!("cannot answer the requests that came at shutdown: {e}");
+                    break;
+                }
+            }
+        }
+        drop(threads);
+        if started == 0 {
+            for conn in rx.try_iter() {
+                self.close(conn);
+            }
         }
     }
 

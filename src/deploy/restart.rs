@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 
 use signal_hook::consts::SIGHUP;
 
+use crate::deploy::inherit::{READY_NAME, RESTART_PARENT};
+use crate::deploy::notify;
+use crate::net::Listener;
 use crate::server::StreamServer;
 use crate::shutdown::ShutdownHandle;
 use crate::sys;
-use crate::systemd::{self, READY_NAME, RESTART_PARENT};
-use crate::transport::Listener;
 
 /// How long a new process gets to start serving before the restart is abandoned.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -93,7 +94,7 @@ impl<L: Listener + AsFd> StreamServer<L> {
         // rather than left to its default action, which would kill the process and the
         // requests it is still finishing. A restart waits up to 30 s for the new process:
         // it runs on a thread of its own, so that SIGTERM is taken meanwhile.
-        crate::signal::on_signals(&[SIGHUP], move |a| {
+        crate::deploy::signal::on_signals(&[SIGHUP], move |a| {
             a.hangup.push(Box::new(move || {
                 let state = Arc::clone(&state);
                 let spawned = thread::Builder::new()
@@ -136,7 +137,7 @@ impl NextProcess {
         match self.start() {
             Ok(pid) => {
                 log::info!("restart: process {pid} serves; stopping accepting and draining");
-                systemd::handed_over_to(pid);
+                notify::handed_over_to(pid);
                 handle.shutdown();
                 true
             }
