@@ -846,7 +846,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         // The first request is often there with the connection (looked at before TLS,
         // whose handshake reads the socket).
         let readable = sys::readable_now(stream.as_raw_fd());
-        let mut req = match conn::open(stream, peer, &self.shared, &self.cfg, false) {
+        let req = match conn::open(stream, peer, &self.shared, &self.cfg, false) {
             Ok(req) => req,
             Err(_) => return self.closed_one(), // logged and counted
         };
@@ -859,6 +859,8 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 return self.closed_one();
             }
         };
+        #[cfg(feature = "tls")]
+        let mut req = req;
         #[cfg(feature = "tls")]
         let readable = match req.tls_info() {
             // The client's first request may have come with its last handshake flight.
