@@ -1096,7 +1096,10 @@ fn silent_tls_clients_hold_no_worker_under_serve_requests() {
     let (mut conn, mut sock) = rustls_client(&pki, server.0);
     assert_eq!(tls_call(&mut conn, &mut sock, "hello\n"), "HELLO\n");
     let threads = server.1.stats().threads;
-    assert!(threads <= 4, "{threads} threads for 300 silent clients and 2 warm workers");
+    assert!(
+        threads <= 4,
+        "{threads} threads for 300 silent clients and 2 warm workers"
+    );
     // Cut at the deadline, each counted as a failed handshake.
     for s in &silent {
         assert!(closed_within(s, TIMEOUT), "a silent client was never cut");
