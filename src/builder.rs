@@ -99,13 +99,16 @@ impl<T> Builder<T> {
         self
     }
 
-    /// Sets `SO_RCVBUF` on the socket: the kernel's receive buffer, in bytes. By default,
-    /// the system's (`net.core.rmem_default`, often 208 KiB; Linux doubles the value set,
-    /// for its own bookkeeping, and caps it at `net.core.rmem_max`).
+    /// Sets `SO_RCVBUF` on the socket: the kernel's receive buffer, in bytes (Linux doubles
+    /// the value set, for its own bookkeeping, and caps it at `net.core.rmem_max`). By
+    /// default, for a datagram server the largest the system allows (`net.core.rmem_max`),
+    /// and for a stream server the system's default (`net.core.rmem_default`, often
+    /// 208 KiB).
     ///
-    /// Raise it for UDP servers that take bursts: datagrams that arrive while the buffer is
-    /// full are dropped by the kernel before the server sees them (`netstat -su`, "receive
-    /// buffer errors"). The size in effect is readable from the bound server
+    /// A datagram server takes bursts: datagrams that arrive while the buffer is full are
+    /// dropped by the kernel before the server sees them (`netstat -su`, "receive buffer
+    /// errors"), hence its default; raise `net.core.rmem_max` for more, or set a smaller
+    /// size here to bound the memory. The size in effect is readable from the bound server
     /// (`recv_buffer_size()`). On a stream server it is the listener's, inherited by every
     /// accepted connection (set before `listen`, so TCP window scaling can use it).
     #[doc(alias = "SO_RCVBUF")]

@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::addr::Addr;
 use crate::config::Config;
@@ -101,13 +101,29 @@ pub(crate) fn tls_handshake(
 }
 
 /// Opens an accepted connection for its handler, the one way every engine does it:
-/// socket options; registration with the server (so that the grace period's end can cut
-/// whatever follows); behind a balancer, the PROXY header; then the TLS handshake; each on
-/// the calling thread within its own deadline. A failure is logged and counted here, and
-/// is the outcome the caller reports (the socket closes on drop).
+/// `accept` (socket options, registration with the server, so that the grace period's end
+/// can cut whatever follows), then `handshake` (behind a balancer the PROXY header, then
+/// the TLS handshake), each on the calling thread within its own deadline. A failure is
+/// logged and counted here, and is the outcome the caller reports (the socket closes on
+/// drop).
 pub(crate) fn open(
     stream: Stream,
-    mut peer: Addr,
+    peer: Addr,
+    shared: &Arc<Shared>,
+    cfg: &Config,
+    forked: bool,
+) -> Result<StreamRequest, Outcome> {
+    let mut req = accept(stream, peer, shared, cfg, forked)?;
+    handshake(&mut req, shared, cfg)?;
+    Ok(req)
+}
+
+/// The first half of `open`: socket options and registration, nothing read yet. An engine
+/// that can wait for the client's first bytes without a thread (the parked pool) calls
+/// `handshake` when they come.
+pub(crate) fn accept(
+    stream: Stream,
+    peer: Addr,
     shared: &Arc<Shared>,
     cfg: &Config,
     forked: bool,
@@ -119,38 +135,59 @@ pub(crate) fn open(
     }
     let slot = Arc::new(ConnSlot { stream });
     let registration = (!forked).then(|| shared.register(Arc::clone(&slot)));
-    // Behind a balancer: the PROXY header comes first, before TLS or the handler.
-    let header = match cfg.proxy.enabled() {
-        true => match proxy::accept(&slot.stream, &peer, &cfg.proxy, shared) {
-            Some(header) => Some(header),
-            None => return Err(Outcome::Ok), // logged and counted; closed on drop
-        },
-        false => None,
-    };
-    // Logs and `on_error` name the client, as `peer_addr` does.
-    if let Some(header) = &header {
-        peer = proxy::client_addr(header);
-    }
-    #[cfg(feature = "tls")]
-    let tls = match tls_handshake(&slot.stream, cfg, shared) {
-        Ok(tls) => tls,
-        Err(e) => {
-            log::debug!("{peer}: TLS handshake failed: {e}");
-            Counters::bump(&shared.counters.tls_handshake_failures);
-            let _ = slot.stream.shutdown(std::net::Shutdown::Both);
-            return Err(Outcome::TlsFailed);
-        }
-    };
     let mut req = StreamRequest::new(slot, peer, Arc::clone(shared), cfg, forked);
     req.keep_registration(registration);
-    #[cfg(feature = "tls")]
-    if let Some(tls) = tls {
-        req.set_tls(tls);
-    }
-    if let Some(header) = header {
-        req.set_proxy_header(header);
-    }
     Ok(req)
+}
+
+/// Whether connections start with something to read before the handler's first request
+/// (a PROXY header, a TLS handshake): `handshake` has work to do.
+pub(crate) fn has_handshake(cfg: &Config) -> bool {
+    #[cfg(feature = "tls")]
+    if cfg.tls.is_some() {
+        return true;
+    }
+    cfg.proxy.enabled()
+}
+
+/// The longest a client may take to start its handshake before it is dropped: the PROXY
+/// header's deadline when one comes first, else the TLS handshake's.
+pub(crate) fn handshake_deadline(cfg: &Config) -> Duration {
+    if cfg.proxy.enabled() {
+        return cfg.proxy.timeout;
+    }
+    #[cfg(feature = "tls")]
+    if cfg.tls.is_some() {
+        return cfg.tls_handshake_timeout;
+    }
+    Duration::MAX
+}
+
+/// The second half of `open`: behind a balancer the PROXY header (logs and `on_error` then
+/// name the client, as `peer_addr` does), then the TLS handshake.
+pub(crate) fn handshake(
+    req: &mut StreamRequest,
+    shared: &Arc<Shared>,
+    cfg: &Config,
+) -> Result<(), Outcome> {
+    if cfg.proxy.enabled() {
+        match proxy::accept(req.stream(), req.peer_addr(), &cfg.proxy, shared) {
+            Some(header) => req.set_proxy_header(header),
+            None => return Err(Outcome::Ok), // logged and counted; closed on drop
+        }
+    }
+    #[cfg(feature = "tls")]
+    match tls_handshake(req.stream(), cfg, shared) {
+        Ok(Some(tls)) => req.set_tls(tls),
+        Ok(None) => {}
+        Err(e) => {
+            log::debug!("{}: TLS handshake failed: {e}", req.peer_addr());
+            Counters::bump(&shared.counters.tls_handshake_failures);
+            let _ = req.stream().shutdown(std::net::Shutdown::Both);
+            return Err(Outcome::TlsFailed);
+        }
+    }
+    Ok(())
 }
 
 /// A handler's result once its reply's last buffered bytes are sent: failing to send them

@@ -22,6 +22,9 @@
 //! }
 //! ```
 //!
+//! The [`guide`] takes it from there, chapter by chapter: getting started, handlers and
+//! flavours, framing, timeouts and limits, deployment, reliability.
+//!
 //! # Three independent choices
 //!
 //! As in Python's module, a server is three choices:
@@ -83,6 +86,7 @@ mod engine;
 mod error;
 mod flavor;
 pub mod framing;
+pub mod guide;
 mod handler;
 mod metrics;
 mod net;

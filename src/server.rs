@@ -310,20 +310,24 @@ impl<L: Listener> StreamServer<L> {
     /// Serves connections one request at a time until shutdown, giving each connection a
     /// clone of `handler` (see [`RequestHandler`]).
     ///
-    /// In the pool flavour (the default), a connection waiting for its client's next
-    /// request holds no thread: it waits in the server's event set (epoll, kqueue), and the
-    /// pool's workers (`Flavor::workers`, 16 by default) serve requests as they arrive. The
-    /// pool grows when every worker is inside a request (a long upload, a slow client), up
-    /// to `Flavor::limit`, and shrinks after `Flavor::worker_idle_timeout`. A busy client
-    /// (each request within 1 ms of the reply before) keeps the worker that served it,
-    /// which waits on that connection for up to 10 ms before parking it, while another
-    /// worker watches the event set (the pool grows to twice `Flavor::workers` for that at
-    /// most): quick exchanges cost about what they cost under [`serve`](Self::serve).
-    /// Thousands of mostly idle clients cost memory (a few KiB each), not threads;
-    /// `max_connections` bounds them. TLS connections are parked too (the
-    /// handshake runs on a worker, under `tls_handshake_timeout`; plaintext already
-    /// decrypted counts as a request that has arrived). In the other flavours each
-    /// connection runs its requests in a loop on its own thread or process.
+    /// In the pool flavour (the default), a connection holds a thread only while it has
+    /// work. Waiting for its client's next request it sits in the server's event set
+    /// (epoll, kqueue), and the pool's workers (`Flavor::workers`, 16 by default) serve
+    /// requests as they arrive. A busy client (its last request came within 10 ms of the
+    /// reply before) is served as a thread per connection serves it: the worker that
+    /// answered waits on that connection with a blocking read for up to 10 ms, so a quick
+    /// exchange costs one read and one write per request, no event-set call; while it
+    /// waits, another worker watches the event set. Busy clients are bounded by
+    /// `Flavor::limit`, not by the warm count. The pool also grows when every worker is
+    /// stuck inside a request (a long upload, a slow client), and shrinks after
+    /// `Flavor::worker_idle_timeout`. Thousands of mostly idle clients cost memory (a few
+    /// KiB each), not threads; `max_connections` bounds them. A client that connects and
+    /// says nothing waits for its PROXY header or TLS ClientHello in the event set too (up
+    /// to the header's or the handshake's deadline), and its handshake runs on a worker
+    /// once it speaks; plaintext already decrypted counts as a request that has arrived.
+    /// At shutdown a request that has already arrived is answered (pipelined ones
+    /// included); idle connections are closed. In the other flavours each connection runs
+    /// its requests in a loop on its own thread or process.
     ///
     /// ```no_run
     /// use socketserver::{Next, StreamRequest, TcpServer};

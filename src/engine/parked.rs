@@ -83,22 +83,27 @@ const MIN_IDLE: Duration = Duration::from_millis(100);
 /// enough that a CPU-starved moment of a saturated server is not taken for stuck workers).
 const GROW_DELAY: Duration = Duration::from_millis(50);
 
-/// A connection is busy (`Conn::hot`) while its client sends each request within this of
-/// the reply before: a worker that answered it then waits on it for the next (see
-/// `Inner::linger`).
-const HOT: Duration = Duration::from_millis(1);
-
-/// How long such a worker waits before parking the connection. Much longer than `HOT`, so
-/// that the wait's timer rarely is the CPU's next timer event (reprogramming the timer
-/// device on every wait cost a fifth of the CPU per request in a virtual machine); a busy
-/// client that goes quiet holds the worker this long once, and is then parked.
+/// How long a worker that answered a busy client waits on its connection for the next
+/// request before parking it (see `Inner::linger`). The window is also what makes a client
+/// busy (`Conn::hot`): one whose last request came within it of the reply before, that is,
+/// one the wait would have caught. So the window adapts per connection: a client that
+/// answers within it is waited for every time; one that missed it parks at once after each
+/// reply until it is quick again. It is long beside a loopback or LAN round trip (tens of
+/// microseconds) and short beside what a thread costs to hold; a socket timeout of 10 ms is
+/// served by the kernel's timer wheel, with no timer reprogrammed per wait.
 const LINGER: Duration = Duration::from_millis(10);
+const HOT: Duration = LINGER;
 
 /// A kept connection and its handler's state.
 struct Conn<H> {
     req: StreamRequest,
-    handler: H,
+    /// Made once the connection is open (its handshake done, see `opening`).
+    handler: Option<H>,
     peer: Addr,
+    /// Set while the client has yet to start its PROXY header or TLS handshake: the
+    /// connection waits for its first bytes in the event set like a parked one (a silent
+    /// client holds no worker), until this deadline (the sweep then closes it).
+    opening: Option<Instant>,
     /// Registered in the poller (added at its first parking, and again after a linger,
     /// which takes it out; it stays while the connection is served).
     registered: bool,
@@ -439,10 +444,14 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         let inner = &self.inner;
         let done = lock(&inner.threads).done_receiver();
         let stop = &inner.shared.stop_rx;
-        // Without an idle timeout, no sweep: an hour is as good as never.
-        let every = inner
-            .cfg
-            .idle_timeout
+        // Swept a few times per idle timeout and per handshake deadline; with neither, no
+        // sweep (an hour is as good as never).
+        let handshake =
+            conn::has_handshake(&inner.cfg).then(|| conn::handshake_deadline(&inner.cfg));
+        let every = [inner.cfg.idle_timeout, handshake]
+            .into_iter()
+            .flatten()
+            .min()
             .map(|t| (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)))
             .unwrap_or(Duration::from_secs(3600));
         let mut next_sweep = Instant::now() + every;
@@ -847,32 +856,18 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// A new connection: configured and given its handler, then served if its first request
     /// is there already, else parked.
     fn open(self: &Arc<Self>, stream: Stream, peer: Addr) {
-        // The first request is often there with the connection (looked at before TLS,
-        // whose handshake reads the socket).
+        // The first request (or the first bytes of the handshake) is often there with the
+        // connection.
         let readable = sys::readable_now(stream.as_raw_fd());
-        let mut req = match conn::open(stream, peer, &self.shared, &self.cfg, false) {
+        let req = match conn::accept(stream, peer, &self.shared, &self.cfg, false) {
             Ok(req) => req,
-            Err(_) => return self.closed_one(), // logged and counted
-        };
-        let peer = req.peer_addr().clone();
-        let handler = match contained(|| (self.factory)()) {
-            Ok(h) => h,
-            Err(msg) => {
-                Counters::bump(&self.shared.counters.panics);
-                log::error!("{peer}: the handler factory panicked: {msg}");
-                return self.closed_one();
-            }
-        };
-        #[cfg(feature = "tls")]
-        let readable = match req.tls_info() {
-            // The client's first request may have come with its last handshake flight.
-            Some(_) => !req.nothing_buffered() || sys::readable_now(req.stream().as_raw_fd()),
-            None => readable,
+            Err(_) => return self.closed_one(), // logged
         };
         let conn = Box::new(Conn {
+            peer: req.peer_addr().clone(),
             req,
-            handler,
-            peer,
+            handler: None,
+            opening: None,
             registered: false,
             key: None,
             peer_closed: false,
@@ -881,6 +876,44 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             hot: true,
             opened: Instant::now(),
         });
+        if !conn::has_handshake(&self.cfg) {
+            return self.opened(conn, readable);
+        }
+        if readable {
+            return self.handshake(conn);
+        }
+        // A client that says nothing yet waits for its first bytes in the event set, with
+        // the handshake's deadline, and holds no worker.
+        let mut conn = conn;
+        conn.opening = Some(Instant::now() + conn::handshake_deadline(&self.cfg));
+        self.park_or_serve(conn);
+    }
+
+    /// The client's first bytes have come: its PROXY header and TLS handshake, on this
+    /// worker, within their deadlines; then the connection is open.
+    fn handshake(self: &Arc<Self>, mut conn: Box<Conn<H>>) {
+        conn.opening = None;
+        if conn::handshake(&mut conn.req, &self.shared, &self.cfg).is_err() {
+            return self.close(conn); // logged and counted
+        }
+        conn.peer = conn.req.peer_addr().clone();
+        // The client's first request may have come with its last handshake flight.
+        let readable =
+            !conn.req.nothing_buffered() || sys::readable_now(conn.req.stream().as_raw_fd());
+        self.opened(conn, readable);
+    }
+
+    /// An open connection: given its handler, then served if its first request is there
+    /// already, else parked.
+    fn opened(self: &Arc<Self>, mut conn: Box<Conn<H>>, readable: bool) {
+        match contained(|| (self.factory)()) {
+            Ok(h) => conn.handler = Some(h),
+            Err(msg) => {
+                Counters::bump(&self.shared.counters.panics);
+                log::error!("{}: the handler factory panicked: {msg}", conn.peer);
+                return self.close(conn);
+            }
+        }
         if readable {
             self.readable(conn);
         } else {
@@ -892,6 +925,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// or, with TLS, parks it again if what came was a record without data (a key update),
     /// or closes it if the record was bad.
     fn readable(self: &Arc<Self>, mut conn: Box<Conn<H>>) {
+        if conn.opening.is_some() {
+            return self.handshake(conn);
+        }
         if !conn.req.nothing_buffered() {
             return self.serve(conn);
         }
@@ -909,7 +945,10 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// parked.
     fn park_or_serve(self: &Arc<Self>, conn: Box<Conn<H>>) {
         if let Some(conn) = self.park(conn) {
-            self.serve(conn);
+            match conn.opening {
+                Some(_) => self.handshake(conn),
+                None => self.serve(conn),
+            }
         }
     }
 
@@ -919,7 +958,10 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             conn.req.request_arrived();
             self.shared.begin_request();
             let started = Instant::now();
-            let result = run_request(&mut conn.handler, &mut conn.req);
+            let Some(handler) = conn.handler.as_mut() else {
+                return self.close(conn); // cannot happen: served only once open
+            };
+            let result = run_request(handler, &mut conn.req);
             let result = conn::flushed(&mut conn.req, result);
             self.shared.end_request();
             let timed_out = conn.req.timed_out();
@@ -970,18 +1012,19 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         }
     }
 
-    /// After a reply to a busy client (one whose last request came within `HOT` of the
-    /// reply before it): waits up to `LINGER` on this connection (and the wake socket) for
-    /// its next request, and says whether it came. A client in a quick exchange is then
-    /// served the way the connection-per-thread pool serves it (poll, read, reply), without
-    /// the event set's round trip (re-arm, event, the hand-over of the poll between
-    /// workers), which costs a third more CPU per request and moves connections between
-    /// threads. A client that misses the window is not waited for again until it is quick
-    /// again.
+    /// After a reply to a busy client (one whose last request came within `LINGER` of the
+    /// reply before it): waits up to `LINGER` on this connection for its next request, and
+    /// says whether it came. The client is served the way a thread per connection serves
+    /// it: a blocking read (under a socket timeout), the handler, the reply; no `poll`, no
+    /// event-set call and no hand-over between threads per request. A client that misses
+    /// the window is parked, and not waited for again until it is quick again. Shutdown is
+    /// seen when the window ends (the wait is not interrupted: a request that comes within
+    /// it is answered).
     ///
     /// Another worker must be watching the event set meanwhile: if none is, one more starts
-    /// (up to twice the warm count, within the flavour's limit; extra workers leave after
-    /// `worker_idle_timeout` without work); past that cap the connection is parked.
+    /// (within the flavour's limit: busy clients are bounded by it, not by the warm count;
+    /// extra workers leave after `worker_idle_timeout` without work); at the limit the
+    /// connection is parked. With TLS the wait is a `poll` (a record may carry no request).
     fn linger(self: &Arc<Self>, conn: &mut Conn<H>) -> io::Result<bool> {
         if !conn.hot || (self.idle.load(SeqCst) == 0 && !self.add_watcher()) {
             return Ok(false);
@@ -993,18 +1036,22 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             let _ = self.registry.deregister(&mut SourceFd(&fd));
             conn.registered = false;
         }
-        let fds = [
-            (fd, sys::Interest::Read),
-            (self.shared.wake_fd(), sys::Interest::Read),
-        ];
-        let ready = loop {
-            let ready = sys::poll(&fds, Some(LINGER))?;
-            // EINTR reports nothing ready: wait out the rest (rarely: it is short).
-            if ready.is(0) || ready.is(1) || conn.served_at.elapsed() >= LINGER {
-                break ready;
-            }
+        let came = if conn.req.has_tls() {
+            let fds = [
+                (fd, sys::Interest::Read),
+                (self.shared.wake_fd(), sys::Interest::Read),
+            ];
+            let ready = loop {
+                let ready = sys::poll(&fds, Some(LINGER))?;
+                // EINTR reports nothing ready: wait out the rest (rarely: it is short).
+                if ready.is(0) || ready.is(1) || conn.served_at.elapsed() >= LINGER {
+                    break ready;
+                }
+            };
+            ready.is(0) && !ready.is(1) // not at shutdown
+        } else {
+            conn.req.wait_next(LINGER)?
         };
-        let came = ready.is(0) && !ready.is(1); // not at shutdown
         if !came {
             conn.hot = false;
             return Ok(false);
@@ -1014,12 +1061,11 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     }
 
     /// Starts one more worker to wait on the event set while this one lingers, unless the
-    /// pool is at twice its warm count (or its limit); says whether one started.
+    /// pool is at its limit; says whether one started.
     fn add_watcher(self: &Arc<Self>) -> bool {
-        let cap = self.limit.min(self.warm.saturating_mul(2));
         if self
             .workers
-            .fetch_update(SeqCst, SeqCst, |w| (w < cap).then_some(w + 1))
+            .fetch_update(SeqCst, SeqCst, |w| (w < self.limit).then_some(w + 1))
             .is_err()
         {
             return false;
@@ -1152,23 +1198,36 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         self.closed_one();
     }
 
-    /// Closes the parked connections idle longer than the idle timeout.
+    /// Closes the parked connections idle longer than the idle timeout, and those whose
+    /// client has not begun its handshake by its deadline.
     fn sweep_idle(&self) {
-        let Some(limit) = self.cfg.idle_timeout else {
-            return;
-        };
+        let idle = self.cfg.idle_timeout;
         let now = Instant::now();
         let expired: Vec<_> = self
             .parking
             .iter()
-            .flat_map(|shard| lock(shard).take_where(|c| now.duration_since(c.served_at) >= limit))
+            .flat_map(|shard| {
+                lock(shard).take_where(|c| match c.opening {
+                    Some(deadline) => now >= deadline,
+                    None => idle.is_some_and(|t| now.duration_since(c.served_at) >= t),
+                })
+            })
             .collect();
         for conn in expired {
-            Counters::bump(&self.shared.counters.idle_timeouts);
-            log::debug!(
-                "{}: idle timeout: no request from the client within {limit:?}",
-                conn.peer
-            );
+            if conn.opening.is_some() {
+                #[cfg(feature = "tls")]
+                if self.cfg.tls.is_some() && !self.cfg.proxy.enabled() {
+                    Counters::bump(&self.shared.counters.tls_handshake_failures);
+                }
+                log::debug!("{}: closed: no handshake within its deadline", conn.peer);
+            } else {
+                Counters::bump(&self.shared.counters.idle_timeouts);
+                log::debug!(
+                    "{}: idle timeout: no request from the client within {:?}",
+                    conn.peer,
+                    idle.unwrap_or_default()
+                );
+            }
             self.close(conn);
         }
     }
@@ -1176,6 +1235,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// At shutdown: whether a request of the connection's has arrived (bytes buffered or
     /// waiting in the socket, or its EOF), looked at without waiting.
     fn arrived(&self, conn: &mut Conn<H>) -> bool {
+        if conn.opening.is_some() {
+            return false; // no request can have begun before the handshake
+        }
         if !conn.req.nothing_buffered() {
             return true;
         }

@@ -117,7 +117,14 @@ pub enum DgramSocket {
 impl DgramSocket {
     pub(crate) fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Addr)> {
         match self {
-            DgramSocket::Udp(s) => s.recv_from(buf).map(|(n, a)| (n, Addr::Inet(a))),
+            DgramSocket::Udp(s) => match sys::recv_from_ip(s.as_raw_fd(), buf)? {
+                (n, Some(a)) => Ok((n, Addr::Inet(a))),
+                // Shut down for the stop: no datagram, no sender.
+                (_, None) => Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "recvfrom returned no sender: the socket was shut down",
+                )),
+            },
             DgramSocket::Unix(s) => s.recv_from(buf).map(|(n, a)| (n, Addr::Unix(a))),
         }
     }
