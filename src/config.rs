@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::addr::Addr;
 use crate::error::HandlerError;
 use crate::flavor::Flavor;
-use crate::metrics::MetricsConfig;
+use crate::metrics::state::MetricsConfig;
 use crate::proxy::ProxyConfig;
 
 pub(crate) type VerifyHook = Arc<dyn Fn(&Addr) -> bool + Send + Sync>;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::metrics::Status;
+use crate::metrics::state::Status;
 use crate::net::stream::Stream;
 use crate::stats::Counters;
 use crate::sys::SharedMem;

@@ -3,14 +3,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::histogram::HistogramSnapshot;
+use super::state::Workers;
 use super::ListenerView;
-
-/// Workers serving and waiting.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Workers {
-    pub(crate) busy: u64,
-    pub(crate) idle: u64,
-}
 
 /// Everything exposed about one server.
 #[derive(Clone, Debug)]
