@@ -96,7 +96,7 @@ impl Core {
             &cfg.flavor,
             move || errors.clone(),
         )?;
-        crate::systemd::serving();
+        crate::systemd::serving(&shared);
         let result = pool.wait();
         crate::systemd::stopping();
         shared.stop();
@@ -125,7 +125,7 @@ impl Core {
                 return Err(e);
             }
         };
-        crate::systemd::serving();
+        crate::systemd::serving(&shared);
         let result = serve_loop(&socket, &mut exec, &shared, &cfg);
         crate::systemd::stopping();
         drop(socket);
@@ -326,7 +326,7 @@ impl<L: Listener> StreamServer<L> {
             shared_socket,
         } = core;
         let parked = Parked::start(listener, Box::new(factory), &shared, &cfg)?;
-        crate::systemd::serving();
+        crate::systemd::serving(&shared);
         let result = parked.wait();
         crate::systemd::stopping();
         shared.stop();

@@ -9,12 +9,13 @@
 //! abstract socket in `NOTIFY_SOCKET`).
 
 use std::env;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::process;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use listenfd::ListenFd;
 use sd_notify::NotifyState;
@@ -22,12 +23,23 @@ use socket2::SockRef;
 
 use crate::config::Builder;
 use crate::server::{TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer};
+use crate::shutdown::Shared;
 
 /// The name of the descriptor a restarting server passes for the new process's "ready".
 pub(crate) const READY_NAME: &str = "socketserver-ready";
 /// Set by a restarting server (instead of `LISTEN_PID`, which it cannot know before the
 /// new process exists) to its own pid: the descriptors are for its direct child.
 pub(crate) const RESTART_PARENT: &str = "SOCKETSERVER_RESTART_PARENT";
+/// Set by a restarting server that confirms the hand-over: after our "ready" it writes
+/// [`HANDOVER`] on the ready socket, or closes it when it abandons the restart (it began
+/// shutting down first), and then we stop too. A server without it (an older version)
+/// never confirms, and its silence means nothing.
+pub(crate) const RESTART_HANDOVER: &str = "SOCKETSERVER_RESTART_HANDOVER";
+/// What the previous generation writes once it has handed the service over to us.
+pub(crate) const HANDOVER: &[u8] = b"HANDOVER\n";
+/// How long the new process waits for the hand-over after its "ready" (the previous one
+/// answers at once; the bound is for a previous process that hangs).
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The descriptors passed to this process, taken once from the environment.
 struct Inherited {
@@ -35,6 +47,8 @@ struct Inherited {
     names: Vec<String>,
     /// The previous generation of a restart waits on this for our "ready".
     ready: Option<UnixStream>,
+    /// The previous generation confirms its hand-over on `ready` (see [`RESTART_HANDOVER`]).
+    handover: bool,
 }
 
 static INHERITED: OnceLock<Mutex<Inherited>> = OnceLock::new();
@@ -53,6 +67,8 @@ impl Inherited {
         let pid = env::var("LISTEN_PID").ok();
         let parent = env::var(RESTART_PARENT).ok();
         let names = env::var("LISTEN_FDNAMES").ok();
+        let handover = env::var_os(RESTART_HANDOVER).is_some();
+        env::remove_var(RESTART_HANDOVER);
         let for_us = match (&pid, &parent) {
             (Some(pid), _) => pid.parse::<u32>().ok() == Some(process::id()),
             (None, Some(parent)) => {
@@ -87,6 +103,7 @@ impl Inherited {
             fds,
             names,
             ready: None,
+            handover,
         };
         if let Some(i) = this.names.iter().position(|n| n == READY_NAME) {
             this.ready = this
@@ -129,18 +146,78 @@ fn must_listen(s: SockRef<'_>, what: &str) -> io::Result<()> {
 /// Sends `READY=1` to the service manager (when `NOTIFY_SOCKET` is set) and tells the
 /// previous generation of a restart, if any, that this process now serves. Called by
 /// `serve` as it starts; only the first call tells the previous generation.
-pub(crate) fn serving() {
+///
+/// A previous generation that confirms hand-overs is then waited for (a round trip): if it
+/// abandons the restart instead (shutdown began there first: a SIGTERM right behind the
+/// SIGHUP) or is gone, this server shuts down too, so that no process is left serving
+/// after the operator stopped the service.
+pub(crate) fn serving(shared: &Arc<Shared>) {
     if let Err(e) = sd_notify::notify(false, &[NotifyState::Ready]) {
         log::warn!("sd_notify READY=1: {e}");
     }
     // Only if `from_systemd` read the environment: `serve` never touches it by itself.
-    let ready = INHERITED
-        .get()
-        .and_then(|m| m.lock().unwrap_or_else(|e| e.into_inner()).ready.take());
-    if let Some(mut ready) = ready {
-        if let Err(e) = ready.write_all(b"READY=1\n") {
+    let taken = INHERITED.get().and_then(|m| {
+        let mut i = m.lock().unwrap_or_else(|e| e.into_inner());
+        i.ready.take().map(|r| (r, i.handover))
+    });
+    let Some((mut ready, handover)) = taken else {
+        return;
+    };
+    let told = ready.write_all(b"READY=1\n");
+    if !handover {
+        if let Err(e) = told {
             log::warn!("restart: telling the previous process we are ready: {e}");
         }
+        return;
+    }
+    match told.and_then(|()| await_handover(&mut ready)) {
+        Ok(()) => log::debug!("restart: the previous process handed the service over"),
+        Err(e) => {
+            log::warn!("restart abandoned by the previous process ({e}): stopping");
+            shared.stop();
+        }
+    }
+}
+
+/// Waits (bounded) for the previous generation's [`HANDOVER`] line.
+fn await_handover(ready: &mut UnixStream) -> io::Result<()> {
+    let deadline = Instant::now() + HANDOVER_TIMEOUT;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16];
+    while got.len() < HANDOVER.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no hand-over in time",
+            ));
+        }
+        ready.set_read_timeout(Some(left))?;
+        match ready.read(&mut buf) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "it closed the ready socket without handing over",
+                ))
+            }
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if got.starts_with(HANDOVER) {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected message {got:?}"),
+        ))
     }
 }
 
@@ -164,6 +241,12 @@ pub(crate) fn stopping() {
     if let Err(e) = sd_notify::notify(false, &[NotifyState::Stopping]) {
         log::warn!("sd_notify STOPPING=1: {e}");
     }
+}
+
+/// Marks this process as handed over (or not, when the hand-over lost a race with
+/// shutdown), before the manager is told.
+pub(crate) fn set_handed_over(yes: bool) {
+    HANDED_OVER.store(yes, Ordering::SeqCst);
 }
 
 /// Tells the service manager that `pid` is now the service's main process (a restart
