@@ -276,20 +276,25 @@ fn main() -> io::Result<()> {
         timeout: Duration::from_secs_f64(cli.timeout.max(0.0)),
         max_output: cli.max_output,
     });
-    common::serve_tcp(&cli.server, 8005, move |req: &mut StreamRequest| loop {
-        let request = match REQUESTS.read_frame(req) {
-            Ok(Some(request)) => request,
-            Ok(None) => return Ok(()),
-            Err(e) if FrameError::from_io(&e).is_some() => {
-                log::warn!("{}: {e}: closing the connection", req.peer_addr());
-                return reply(req, Err(format!("request refused: {e}")));
-            }
-            Err(e) => return Err(e),
-        };
-        let outcome = parse(&request, &limits).and_then(|argv| {
-            log::info!("{}: running {argv:?}", req.peer_addr());
-            run(&argv, &limits, &|| req.is_shutting_down())
-        });
-        reply(req, outcome)?;
-    })
+    common::serve_tcp(
+        &cli.server,
+        // A console session: 10 minutes between commands (`--idle-timeout`).
+        common::Service::new(8005).idle_secs(600),
+        move |req: &mut StreamRequest| loop {
+            let request = match REQUESTS.read_frame(req) {
+                Ok(Some(request)) => request,
+                Ok(None) => return Ok(()),
+                Err(e) if FrameError::from_io(&e).is_some() => {
+                    log::warn!("{}: {e}: closing the connection", req.peer_addr());
+                    return reply(req, Err(format!("request refused: {e}")));
+                }
+                Err(e) => return Err(e),
+            };
+            let outcome = parse(&request, &limits).and_then(|argv| {
+                log::info!("{}: running {argv:?}", req.peer_addr());
+                run(&argv, &limits, &|| req.is_shutting_down())
+            });
+            reply(req, outcome)?;
+        },
+    )
 }

@@ -79,6 +79,7 @@ mod flavor;
 mod flavors;
 pub mod framing;
 mod handler;
+mod keepalive;
 mod proxy;
 mod request;
 mod restart;

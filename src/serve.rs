@@ -409,7 +409,7 @@ pub(crate) fn configure(stream: &Stream, cfg: &Config) -> io::Result<()> {
     if cfg.write_timeout.is_some() {
         stream.set_write_timeout(cfg.write_timeout)?;
     }
-    Ok(())
+    crate::keepalive::apply(stream, cfg.keepalive)
 }
 
 /// Runs the TLS handshake, on the worker, if the server has TLS.

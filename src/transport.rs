@@ -422,6 +422,10 @@ impl<T: Listener> Builder<T> {
     /// each read's wait. The read that meets the deadline fails with `TimedOut`, counted in
     /// `Stats::request_timeouts`. By default, none.
     ///
+    /// The reply has a deadline too: when no [`write_timeout`](Self::write_timeout) is
+    /// set, each write of the reply may block at most this long on a client that does not
+    /// read (then `TimedOut`, counted in `Stats::request_timeouts` as well).
+    ///
     /// A handler that legitimately reads for long (an upload) moves or clears the deadline
     /// with [`StreamRequest::set_deadline`](crate::StreamRequest::set_deadline). See
     /// [`idle_timeout`](Self::idle_timeout) for the three timeouts side by side.

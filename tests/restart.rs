@@ -325,7 +325,10 @@ fn sigterm_during_a_sighup_restart_stops_both() {
         let handed_over = log.contains(&"restart: process ".to_string())
             && log.contains("serves; stopping accepting");
         if handed_over {
-            assert!(delay_ms > 0, "round {round}: handed over within microseconds: {log}");
+            assert!(
+                delay_ms > 0,
+                "round {round}: handed over within microseconds: {log}"
+            );
             // The new process is the service: it answers, then stops on its own SIGTERM.
             let new = deploy::whoami(addr).expect("the new process serves").pid;
             assert_ne!(new, old);

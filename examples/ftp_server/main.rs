@@ -141,5 +141,7 @@ fn serve(cli: &Cli) -> io::Result<()> {
         root,
         anonymous_quota: cli.anonymous.then_some(cli.anonymous_quota),
     });
-    common::serve_tcp_requests_with(&cli.server, 8080, move || Session::new(Arc::clone(&ctx)))
+    common::serve_tcp_requests_with(&cli.server, common::Service::new(8080), move || {
+        Session::new(Arc::clone(&ctx))
+    })
 }
