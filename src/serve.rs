@@ -556,11 +556,15 @@ pub(crate) fn report(
             log::error!("{peer}: {err}");
             Outcome::Panic
         }
-        (HandlerError::Io(e), None) => {
+        (HandlerError::Io(e), None) if err.is_disconnect() => {
+            // Not the handler's failure: counted apart (a TCP health check is one).
+            Counters::bump(&c.disconnects);
+            log::debug!("{peer}: client went away: {e}");
+            Outcome::Disconnect
+        }
+        (HandlerError::Io(_), None) => {
             Counters::bump(&c.handler_errors);
-            if err.is_disconnect() {
-                log::debug!("{peer}: client went away: {e}");
-            } else if err.is_client_fault() {
+            if err.is_client_fault() {
                 log::info!("{peer}: {err}");
             } else {
                 log::error!("{peer}: {err}");

@@ -217,3 +217,62 @@ fn examples_end_clients_that_never_read_or_never_ask() {
     std::io::BufReader::new(good).read_line(&mut line).unwrap();
     assert_eq!(line, "hi\n");
 }
+
+/// A health check as HAProxy's `check` does it: connect, then close (`reset`: with an RST)
+/// before any byte.
+fn health_check(addr: std::net::SocketAddr, reset: bool) {
+    let c = util::tcp_client(addr);
+    if reset {
+        socket2::SockRef::from(&c)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    }
+    drop(c);
+}
+
+/// Regression (issue 20, item 8): a client that went away (reset, EOF before a request:
+/// a TCP health check) was counted in `Stats::handler_errors` under `serve_requests`, one
+/// "error" per check. Now it is counted in `Stats::disconnects`, under `serve` and
+/// `serve_requests` alike, and a real handler error still counts as one.
+#[test]
+fn clients_that_go_away_are_disconnects_not_handler_errors() {
+    // A framed protocol's handler: `read_exact` of a 4-byte header fails with
+    // UnexpectedEof at EOF and ConnectionReset at a reset; "boom" is a real error.
+    fn framed(req: &mut StreamRequest) -> std::io::Result<Next> {
+        let mut head = [0u8; 4];
+        req.read_exact(&mut head)?;
+        if &head == b"boom" {
+            return Err(std::io::Error::other("the handler failed"));
+        }
+        req.write_all(&head)?;
+        Ok(Next::Continue)
+    }
+    for requests in [false, true] {
+        let server = TcpServer::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let handle = server.shutdown_handle();
+        let serving = thread::spawn(move || {
+            if requests {
+                server.serve_requests(framed)
+            } else {
+                server.serve(|req: &mut StreamRequest| loop {
+                    framed(req)?;
+                })
+            }
+        });
+        for i in 0..6 {
+            health_check(addr, i % 2 == 1);
+        }
+        let mut bad = util::tcp_client(addr);
+        bad.write_all(b"boom").unwrap();
+        let mut rest = Vec::new();
+        let _ = bad.read_to_end(&mut rest);
+        let s = wait_stats(&handle, "every connection ended", |s| {
+            s.accepted == 7 && s.active == 0 && s.disconnects + s.handler_errors >= 7
+        });
+        assert_eq!(s.disconnects, 6, "requests={requests}: {s:?}");
+        assert_eq!(s.handler_errors, 1, "requests={requests}: {s:?}");
+        handle.shutdown();
+        serving.join().unwrap().unwrap();
+    }
+}

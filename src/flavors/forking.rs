@@ -93,6 +93,7 @@ impl<J: Job> Forking<J> {
                     Counters::bump(&c.completed);
                     match outcome {
                         Outcome::Error => Counters::bump(&c.handler_errors),
+                        Outcome::Disconnect => Counters::bump(&c.disconnects),
                         Outcome::IdleTimeout => Counters::bump(&c.idle_timeouts),
                         Outcome::RequestTimeout => Counters::bump(&c.request_timeouts),
                         Outcome::Panic => Counters::bump(&c.panics),
