@@ -276,3 +276,75 @@ fn clients_that_go_away_are_disconnects_not_handler_errors() {
         serving.join().unwrap().unwrap();
     }
 }
+
+/// A `per_message` server whose handler answers each header without reading the body.
+fn unread_body_server() -> (
+    std::net::SocketAddr,
+    ShutdownHandle,
+    thread::JoinHandle<std::io::Result<()>>,
+) {
+    use socketserver::framing::{self, Body, MessageCodec};
+    let codec = MessageCodec::new();
+    let server = TcpServer::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let handle = server.shutdown_handle();
+    let serving = thread::spawn(move || {
+        server.serve_requests(framing::per_message(
+            codec,
+            move |header: serde_json::Value, body: &mut Body<'_, StreamRequest>| {
+                codec.write_json_header(body.get_mut(), &serde_json::json!({"seen": header["n"]}))
+            },
+        ))
+    });
+    (addr, handle, serving)
+}
+
+/// Sends a header declaring `declared` body bytes, then `sent` of them.
+fn send_message(c: &mut TcpStream, n: u64, declared: u64, sent: usize) {
+    let header = serde_json::to_vec(&serde_json::json!({"n": n, "body_size": declared})).unwrap();
+    c.write_all(&(header.len() as u32).to_be_bytes()).unwrap();
+    c.write_all(&header).unwrap();
+    c.write_all(&vec![b'b'; sent]).unwrap();
+}
+
+/// Reads one reply header: its `seen` field.
+fn read_seen(c: &mut TcpStream) -> u64 {
+    let h: serde_json::Value = socketserver::framing::read_json_header(c)
+        .unwrap()
+        .expect("a reply");
+    h["seen"].as_u64().unwrap()
+}
+
+/// Regression (issue 20, item 7): after the handler, `per_message` skipped the unread body
+/// with no bound: a header declaring 2^62 bytes, trickled, held the worker for ever. Now a
+/// large rest closes the connection at once, a small one is skipped within a deadline, and
+/// a small rest that has arrived is skipped so the next message is served.
+#[test]
+fn per_message_skips_an_unread_body_within_bounds() {
+    let (addr, handle, serving) = unread_body_server();
+    // A small body, all sent: skipped, the connection goes on.
+    let mut c = util::tcp_client(addr);
+    send_message(&mut c, 1, 1000, 1000);
+    assert_eq!(read_seen(&mut c), 1);
+    send_message(&mut c, 2, 0, 0);
+    assert_eq!(read_seen(&mut c), 2);
+    // A body of 2^62 bytes: the connection ends after the reply, not after the body.
+    let mut huge = util::tcp_client(addr);
+    send_message(&mut huge, 3, 1 << 62, 10);
+    assert_eq!(read_seen(&mut huge), 3);
+    let mut rest = Vec::new();
+    huge.read_to_end(&mut rest)
+        .expect("EOF after the reply, not our timeout");
+    // A small body that never arrives: ended by the skip's deadline, counted.
+    let mut stalled = util::tcp_client(addr);
+    send_message(&mut stalled, 4, 1000, 10);
+    assert_eq!(read_seen(&mut stalled), 4);
+    stalled
+        .read_to_end(&mut rest)
+        .expect("EOF at the skip deadline");
+    wait_stats(&handle, "the stalled skip is a request timeout", |s| {
+        s.request_timeouts == 1
+    });
+    handle.shutdown();
+    serving.join().unwrap().unwrap();
+}
