@@ -65,8 +65,8 @@ struct Cli {
     #[arg(long, value_delimiter = ',')]
     allow: Vec<String>,
     /// Seconds a command may run before it is killed.
-    #[arg(long, default_value_t = 10.0)]
-    timeout: f64,
+    #[arg(long, default_value = "10", value_parser = common::seconds)]
+    timeout: Duration,
     /// Most bytes of output (stdout and stderr together) a command may produce.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_output: u64,
@@ -273,7 +273,7 @@ fn main() -> io::Result<()> {
     let cli = Cli::parse();
     let limits = Arc::new(Limits {
         allow: cli.allow.into_iter().filter(|p| !p.is_empty()).collect(),
-        timeout: Duration::from_secs_f64(cli.timeout.max(0.0)),
+        timeout: cli.timeout,
         max_output: cli.max_output,
     });
     common::serve_tcp(

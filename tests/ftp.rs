@@ -1483,3 +1483,57 @@ fn odd_names_and_many_connections() {
     assert_eq!(late.get("late.txt", 0).1, b"served");
     drop(idle);
 }
+
+/// Regression (issue 20, item 9): the client computed `filesize - held` from the server's
+/// answer unchecked, and panicked (subtract with overflow) when a partial download held
+/// more than the server's file now has. It starts over from the beginning instead.
+#[test]
+fn rust_client_survives_a_server_file_shorter_than_its_partial() {
+    util::build_examples();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("notes.txt.part"), vec![b'o'; 1000]).unwrap();
+    let body = b"new notes\n".to_vec();
+    let expected = sha256(&body);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_addr = listener.local_addr().unwrap().to_string();
+    let fake = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let login: Value = CODEC.read_json_header(&mut s).unwrap().unwrap();
+        assert_eq!(login["cmd"], "login");
+        s.write_all(&CODEC.encode_header(&json!({"ok": true, "cwd": "/"})))
+            .unwrap();
+        // The resume asks from 1000; the file has 10 bytes: the answer says so.
+        let get: Value = CODEC.read_json_header(&mut s).unwrap().unwrap();
+        assert_eq!(get["offset"], 1000, "{get}");
+        let answer = json!({"ok": true, "filesize": 10, "offset": 1000, "sha256": expected});
+        s.write_all(&CODEC.encode_header(&answer)).unwrap();
+        // The client starts over.
+        let get: Value = CODEC.read_json_header(&mut s).unwrap().unwrap();
+        assert_eq!(get["offset"], 0, "{get}");
+        let answer = json!({"ok": true, "filesize": 10, "offset": 0, "sha256": expected});
+        s.write_all(&CODEC.encode_header(&answer)).unwrap();
+        s.write_all(&body).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    });
+    let out = run_in(
+        dir.path(),
+        &[
+            "--addr",
+            &fake_addr,
+            "--user",
+            "alice",
+            "-c",
+            "get notes.txt",
+        ],
+        &[("FTP_PASSWORD", "pw")],
+    );
+    fake.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("shorter than"), "{out:?}");
+    assert_eq!(
+        fs::read(dir.path().join("notes.txt")).unwrap(),
+        b"new notes\n"
+    );
+}

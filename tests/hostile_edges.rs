@@ -348,3 +348,33 @@ fn per_message_skips_an_unread_body_within_bounds() {
     handle.shutdown();
     serving.join().unwrap().unwrap();
 }
+
+/// Regression (issue 20, item 9): `remote_cmd --timeout inf` and `udp_chat --expiry inf`
+/// panicked in `Duration::from_secs_f64`. Every seconds option now refuses a value that is
+/// not a finite number of seconds with a clear argument error (clap's exit status 2).
+#[test]
+fn seconds_options_refuse_inf_with_an_argument_error() {
+    util::build_examples();
+    for (name, option) in [
+        ("remote_cmd", "--timeout"),
+        ("udp_chat", "--expiry"),
+        ("remote_cmd_client", "--timeout"),
+        ("echo", "--write-timeout"),
+        ("echo", "--idle-timeout"),
+        ("echo", "--keepalive"),
+    ] {
+        for bad in ["inf", "-1", "NaN", "soon"] {
+            let out = std::process::Command::new(util::example_path(name))
+                .args(["--addr", "127.0.0.1:0", &format!("{option}={bad}")])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{name} {option} {bad}: {err}");
+            assert!(
+                err.contains("seconds") && !err.contains("panicked"),
+                "{name} {option} {bad}: {err}"
+            );
+        }
+    }
+}

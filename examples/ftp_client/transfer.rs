@@ -170,6 +170,13 @@ fn get_once(conn: &mut Conn, remote: &str, local: &Path, part: &Path) -> Result<
         Err(e) => return Err(e.into()),
     };
     let size = number(&answer, "filesize");
+    // Numbers from the server are checked before any arithmetic on them.
+    if size < held {
+        return Err(Retry::FromStart(format!(
+            "{remote} is {size} bytes on the server, shorter than the {held} bytes held in {}",
+            part.display()
+        )));
+    }
     let expected = text(&answer, "sha256").to_owned();
     let mut hasher = Sha256::new();
     hash_into(&mut file, held, &mut hasher).map_err(local_err)?;

@@ -65,8 +65,8 @@ struct Cli {
     #[arg(long)]
     console: bool,
     /// Seconds after which a registration whose address sent nothing expires.
-    #[arg(long, default_value_t = 300.0)]
-    expiry: f64,
+    #[arg(long, default_value = "300", value_parser = common::seconds)]
+    expiry: Duration,
     /// Most registrations held at once.
     #[arg(long, default_value_t = 10_000)]
     max_users: usize,
@@ -241,10 +241,7 @@ fn main() -> io::Result<()> {
         ));
     }
     let chat = Arc::new(Chat {
-        registry: Mutex::new(Registry::new(
-            Duration::from_secs_f64(cli.expiry.max(0.0)),
-            cli.max_users,
-        )),
+        registry: Mutex::new(Registry::new(cli.expiry, cli.max_users)),
         console: cli.console.then(Console::new),
     });
     let socket = UdpSocket::bind(cli.server.addr(8081))?;
