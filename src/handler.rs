@@ -1,10 +1,10 @@
 //! The handler traits: what a user writes.
 
 use std::any::Any;
-use std::fmt;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use crate::error::HandlerError;
 use crate::request::{DatagramRequest, StreamRequest};
 
 /// Handles one stream connection (TCP or Unix): Python's `StreamRequestHandler`.
@@ -150,21 +150,15 @@ impl<R: RequestHandler> StreamHandler for Looping<R> {
     }
 }
 
-/// Runs one request of a request handler, catching a panic (see `run_phases`).
+/// Runs one request of a request handler, catching a panic (see `contained`).
 pub(crate) fn run_request<R: RequestHandler>(
     handler: &mut R,
     req: &mut StreamRequest,
 ) -> Result<Next, HandlerError> {
-    match catch_unwind(AssertUnwindSafe(|| handler.handle_request(req))) {
+    match contained(|| handler.handle_request(req)) {
         Ok(Ok(next)) => Ok(next),
         Ok(Err(e)) => Err(HandlerError::Io(e)),
-        Err(payload) => {
-            let msg = panic_message(&*payload);
-            if let Err(again) = catch_unwind(AssertUnwindSafe(|| drop(payload))) {
-                std::mem::forget(again);
-            }
-            Err(HandlerError::Panic(msg))
-        }
+        Err(msg) => Err(HandlerError::Panic(msg)),
     }
 }
 
@@ -208,61 +202,6 @@ where
 {
     fn handle(&mut self, req: &mut DatagramRequest) -> io::Result<()> {
         self(req)
-    }
-}
-
-/// Why a request failed, as passed to the `on_error` hook.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum HandlerError {
-    /// `setup`, `handle` or `finish` returned this error.
-    Io(io::Error),
-    /// The handler (or its factory) panicked with this message.
-    Panic(String),
-}
-
-impl HandlerError {
-    /// Whether this is the client going away (reset, broken pipe, EOF mid-request), which is
-    /// routine for a server and logged at debug level.
-    pub fn is_disconnect(&self) -> bool {
-        matches!(self, HandlerError::Io(e) if matches!(
-            e.kind(),
-            io::ErrorKind::ConnectionReset
-                | io::ErrorKind::ConnectionAborted
-                | io::ErrorKind::BrokenPipe
-                | io::ErrorKind::UnexpectedEof
-                | io::ErrorKind::NotConnected
-        ))
-    }
-}
-
-impl HandlerError {
-    /// Whether the client caused it: data that breaks the protocol (`InvalidData`, such as
-    /// an oversize frame or bad JSON), or a timeout. Logged at info level, not error: the
-    /// server itself is fine.
-    pub fn is_client_fault(&self) -> bool {
-        matches!(self, HandlerError::Io(e) if matches!(
-            e.kind(),
-            io::ErrorKind::InvalidData | io::ErrorKind::TimedOut
-        ))
-    }
-}
-
-impl fmt::Display for HandlerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HandlerError::Io(e) => write!(f, "handler failed: {e}"),
-            HandlerError::Panic(msg) => write!(f, "handler panicked: {msg}"),
-        }
-    }
-}
-
-impl std::error::Error for HandlerError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            HandlerError::Io(e) => Some(e),
-            HandlerError::Panic(_) => None,
-        }
     }
 }
 
@@ -316,25 +255,32 @@ pub(crate) fn run_phases<H, R>(
     handle: fn(&mut H, &mut R) -> io::Result<()>,
     finish: fn(&mut H, &mut R) -> io::Result<()>,
 ) -> Result<(), HandlerError> {
-    let run = AssertUnwindSafe(|| {
+    let run = || {
         let mut h = make();
         setup(&mut h, req)?;
         let handled = handle(&mut h, req);
         let finished = finish(&mut h, req);
         handled.and(finished)
-    });
-    match catch_unwind(run) {
+    };
+    match contained(run) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(HandlerError::Io(e)),
-        Err(payload) => {
-            let msg = panic_message(&*payload);
-            // A payload whose destructor panics must not unwind out of here.
-            if let Err(again) = catch_unwind(AssertUnwindSafe(|| drop(payload))) {
-                std::mem::forget(again);
-            }
-            Err(HandlerError::Panic(msg))
-        }
+        Err(msg) => Err(HandlerError::Panic(msg)),
     }
+}
+
+/// The crate's one way to run user code (a handler, its factory, a hook): a panic becomes
+/// `Err` with its message, and never unwinds into the server's bookkeeping. A panic payload
+/// whose destructor panics too is forgotten rather than dropped: nothing unwinds out of
+/// here.
+pub(crate) fn contained<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let msg = panic_message(&*payload);
+        if let Err(again) = catch_unwind(AssertUnwindSafe(|| drop(payload))) {
+            std::mem::forget(again);
+        }
+        msg
+    })
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {

@@ -22,6 +22,9 @@
 //! }
 //! ```
 //!
+//! The [`guide`] takes it from there, chapter by chapter: getting started, handlers and
+//! flavours, framing, timeouts and limits, deployment, reliability.
+//!
 //! # Three independent choices
 //!
 //! As in Python's module, a server is three choices:
@@ -74,28 +77,28 @@
 compile_error!("socketserver supports Unix-like systems (Linux, macOS, BSD) only");
 
 mod addr;
+mod builder;
 mod config;
+mod conn;
+mod deploy;
+mod engine;
+mod error;
 mod flavor;
-mod flavors;
 pub mod framing;
+pub mod guide;
 mod handler;
-mod keepalive;
+mod net;
 mod proxy;
 mod request;
-mod restart;
-mod serve;
 mod server;
+mod shared;
 mod shutdown;
-mod signal;
 mod stats;
-mod stream;
 #[allow(unsafe_code)]
 mod sys;
-mod systemd;
 mod time;
 #[cfg(feature = "tls")]
 pub mod tls;
-mod transport;
 
 /// The README's examples, compiled as doctests so that they stay true.
 #[cfg(doctest)]
@@ -103,19 +106,20 @@ mod transport;
 pub struct ReadmeDoctests;
 
 pub use crate::addr::Addr;
-pub use crate::config::Builder;
+pub use crate::builder::Builder;
+pub use crate::deploy::signal::shutdown_on_signals;
+pub use crate::error::HandlerError;
 pub use crate::flavor::{Flavor, ParseFlavorError};
-pub use crate::handler::{DatagramHandler, HandlerError, Next, RequestHandler, StreamHandler};
+pub use crate::handler::{DatagramHandler, Next, RequestHandler, StreamHandler};
+pub use crate::net::stream::Stream;
+pub use crate::net::{Datagram, Inet, Listener};
 pub use crate::proxy::{ProxyHeader, Tlvs};
 pub use crate::request::{DatagramRequest, StreamRequest};
 pub use crate::server::{
     DatagramServer, StreamServer, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer,
 };
 pub use crate::shutdown::ShutdownHandle;
-pub use crate::signal::shutdown_on_signals;
 pub use crate::stats::Stats;
-pub use crate::stream::Stream;
-pub use crate::transport::{Datagram, Inet, Listener};
 /// A CIDR block (`10.0.0.0/8`, `::1/128`) or, through `From<IpAddr>`, one address: the
 /// trusted sources of [`Builder::proxy_protocol`]. Re-exported from the `ipnet` crate.
 pub use ipnet::IpNet;

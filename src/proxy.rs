@@ -18,12 +18,10 @@ use ipnet::IpNet;
 use proxy_header::{ParseConfig, ProxyHeader as Parsed};
 
 use crate::addr::Addr;
-use crate::config::Builder;
-use crate::shutdown::Shared;
+use crate::net::stream::Stream;
+use crate::shared::Shared;
 use crate::stats::Counters;
-use crate::stream::Stream;
 use crate::sys::{self, Interest};
-use crate::transport::Listener;
 
 /// The v2 signature: the first 12 bytes of every v2 header.
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -39,8 +37,8 @@ const PEEK: usize = 512;
 /// The PROXY protocol settings of a stream server: off until given a trusted list.
 #[derive(Clone, Debug)]
 pub(crate) struct ProxyConfig {
-    trusted: Option<Vec<IpNet>>,
-    timeout: Duration,
+    pub(crate) trusted: Option<Vec<IpNet>>,
+    pub(crate) timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -79,65 +77,6 @@ impl ProxyConfig {
             }
             Addr::Unix(_) => true,
         }
-    }
-}
-
-impl<T: Listener> Builder<T> {
-    /// Expects every connection to start with a PROXY protocol header (v1 or v2, as sent by
-    /// HAProxy's `send-proxy` / `send-proxy-v2`, nginx's `proxy_protocol on`, and cloud TCP
-    /// balancers), accepted only from the `trusted` sources: addresses or CIDR blocks of the
-    /// balancers. By default, off.
-    ///
-    /// When on:
-    /// * a connection from a trusted source must start with a complete, valid header within
-    ///   the header timeout (see [`proxy_header_timeout`](Self::proxy_header_timeout));
-    ///   it is read on the worker, never on the accept loop, and exactly: the handler reads
-    ///   from the first byte after it;
-    /// * [`StreamRequest::peer_addr`](crate::StreamRequest::peer_addr) is then the client's
-    ///   address from the header, and
-    ///   [`StreamRequest::proxy_header`](crate::StreamRequest::proxy_header) the header
-    ///   itself: the balancer's address, the TLVs (ALPN, authority, unique id...);
-    /// * a v2 `LOCAL` header (health checks) or a v1 `UNKNOWN` one keeps the socket's own
-    ///   addresses; a connection closed before sending anything (a TCP health check) is
-    ///   logged at debug level only;
-    /// * a missing, malformed or incomplete header, a CRC32C mismatch, or any connection
-    ///   from a source not in `trusted`, closes that connection (logged, counted in
-    ///   [`Stats::proxy_rejected`](crate::Stats::proxy_rejected)); the server goes on.
-    ///
-    /// Logs and the `on_error` hook name the client too. The `verify` hook, which runs on
-    /// the accept loop before any byte is read, sees the socket's peer: the balancer.
-    ///
-    /// Unix-domain connections are always trusted (the socket file's permissions decide
-    /// who connects). There is no default list: loopback-only would be wrong for a public
-    /// port, so the caller names the balancers.
-    ///
-    /// ```
-    /// use socketserver::{IpNet, TcpServer};
-    /// use std::net::IpAddr;
-    ///
-    /// let balancers: Vec<IpNet> = vec![
-    ///     "10.0.0.0/24".parse().unwrap(),
-    ///     IpAddr::from([127, 0, 0, 1]).into(),
-    /// ];
-    /// let server = TcpServer::builder().proxy_protocol(balancers).bind("127.0.0.1:0")?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn proxy_protocol<I>(&mut self, trusted: I) -> &mut Self
-    where
-        I: IntoIterator,
-        I::Item: Into<IpNet>,
-    {
-        self.cfg.proxy.trusted = Some(trusted.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Sets how long a connection may take to send its whole PROXY protocol header before
-    /// it is closed (the protocol asks for at least 3 s). By default, 5 s; zero is refused
-    /// by `bind`. Takes effect only with [`proxy_protocol`](Self::proxy_protocol), called
-    /// before it or after.
-    pub fn proxy_header_timeout(&mut self, t: Duration) -> &mut Self {
-        self.cfg.proxy.timeout = t;
-        self
     }
 }
 

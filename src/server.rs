@@ -11,20 +11,19 @@ use std::sync::{Arc, Mutex};
 
 use socket2::Type;
 
-use crate::config::{Builder, Config};
-use crate::flavor::Flavor;
-use crate::flavor::Kind;
-use crate::flavors::parked::Parked;
-use crate::flavors::pool::{self, Pool, Source};
-use crate::flavors::{Exec, Job, Runner};
+use crate::builder::Builder;
+use crate::config::Config;
+use crate::conn::{datagram_runner, stream_runner, Job, Runner};
+use crate::engine::accept::{accept_loop, recv_loop};
+use crate::engine::parked::Parked;
+use crate::engine::pool::{self, AcceptSource, Pool, RecvSource, Source};
+use crate::engine::Exec;
+use crate::flavor::{Flavor, Kind};
 use crate::handler::{DatagramHandler, Looping, RequestHandler, StreamHandler};
-use crate::serve::{
-    accept_loop, datagram_runner, recv_loop, stream_runner, AcceptSource, PoolErrors, RecvSource,
-};
-use crate::shutdown::{Shared, ShutdownHandle};
-use crate::transport::{
-    bind_inet, bind_unix, buffer_sizes, Datagram, DgramSocket, Listener, SocketFile,
-};
+use crate::net::bind::{bind_inet, bind_unix, buffer_sizes, SocketFile};
+use crate::net::{Datagram, DgramSocket, Listener};
+use crate::shared::Shared;
+use crate::shutdown::ShutdownHandle;
 
 /// A server on a listening stream socket. Use it as [`TcpServer`] or [`UnixStreamServer`].
 ///
@@ -88,17 +87,10 @@ impl Core {
             cfg, shared, file, ..
         } = self;
         let source = Arc::new(source);
-        let errors = PoolErrors::new(&shared, what);
-        let pool = Pool::start(
-            Arc::clone(&source),
-            runner,
-            &shared,
-            &cfg.flavor,
-            move || errors.clone(),
-        )?;
-        crate::systemd::serving(&shared);
+        let pool = Pool::start(Arc::clone(&source), runner, &shared, &cfg.flavor, what)?;
+        crate::deploy::notify::serving(&shared);
         let result = pool.wait();
-        crate::systemd::stopping();
+        crate::deploy::notify::stopping();
         shared.stop();
         source.interrupt();
         drop(file);
@@ -125,9 +117,9 @@ impl Core {
                 return Err(e);
             }
         };
-        crate::systemd::serving(&shared);
+        crate::deploy::notify::serving(&shared);
         let result = serve_loop(&socket, &mut exec, &shared, &cfg);
-        crate::systemd::stopping();
+        crate::deploy::notify::stopping();
         drop(socket);
         drop(file);
         shared.stop();
@@ -275,20 +267,24 @@ impl<L: Listener> StreamServer<L> {
     /// Serves connections one request at a time until shutdown, giving each connection a
     /// clone of `handler` (see [`RequestHandler`]).
     ///
-    /// In the pool flavour (the default), a connection waiting for its client's next
-    /// request holds no thread: it waits in the server's event set (epoll, kqueue), and the
-    /// pool's workers (`Flavor::workers`, 16 by default) serve requests as they arrive. The
-    /// pool grows when every worker is inside a request (a long upload, a slow client), up
-    /// to `Flavor::limit`, and shrinks after `Flavor::worker_idle_timeout`. A busy client
-    /// (each request within 1 ms of the reply before) keeps the worker that served it,
-    /// which waits on that connection for up to 10 ms before parking it, while another
-    /// worker watches the event set (the pool grows to twice `Flavor::workers` for that at
-    /// most): quick exchanges cost about what they cost under [`serve`](Self::serve).
-    /// Thousands of mostly idle clients cost memory (a few KiB each), not threads;
-    /// `max_connections` bounds them. TLS connections are parked too (the
-    /// handshake runs on a worker, under `tls_handshake_timeout`; plaintext already
-    /// decrypted counts as a request that has arrived). In the other flavours each
-    /// connection runs its requests in a loop on its own thread or process.
+    /// In the pool flavour (the default), a connection holds a thread only while it has
+    /// work. Waiting for its client's next request it sits in the server's event set
+    /// (epoll, kqueue), and the pool's workers (`Flavor::workers`, 16 by default) serve
+    /// requests as they arrive. A busy client (its last request came within 10 ms of the
+    /// reply before) is served as a thread per connection serves it: the worker that
+    /// answered waits on that connection with a blocking read for up to 10 ms, so a quick
+    /// exchange costs one read and one write per request, no event-set call; while it
+    /// waits, another worker watches the event set. Busy clients are bounded by
+    /// `Flavor::limit`, not by the warm count. The pool also grows when every worker is
+    /// stuck inside a request (a long upload, a slow client), and shrinks after
+    /// `Flavor::worker_idle_timeout`. Thousands of mostly idle clients cost memory (a few
+    /// KiB each), not threads; `max_connections` bounds them. A client that connects and
+    /// says nothing waits for its PROXY header or TLS ClientHello in the event set too (up
+    /// to the header's or the handshake's deadline), and its handshake runs on a worker
+    /// once it speaks; plaintext already decrypted counts as a request that has arrived.
+    /// At shutdown a request that has already arrived is answered (pipelined ones
+    /// included); idle connections are closed. In the other flavours each connection runs
+    /// its requests in a loop on its own thread or process.
     ///
     /// ```no_run
     /// use socketserver::{Next, StreamRequest, TcpServer};
@@ -326,9 +322,9 @@ impl<L: Listener> StreamServer<L> {
             shared_socket,
         } = core;
         let parked = Parked::start(listener, Box::new(factory), &shared, &cfg)?;
-        crate::systemd::serving(&shared);
+        crate::deploy::notify::serving(&shared);
         let result = parked.wait();
-        crate::systemd::stopping();
+        crate::deploy::notify::stopping();
         shared.stop();
         drop(file);
         parked.finish(cfg.grace_period, shared_socket.into_inner());

@@ -155,7 +155,7 @@ use rustls::{
     ConfigBuilder, ProtocolVersion, RootCertStore, ServerConfig, ServerConnection, WantsVerifier,
 };
 
-use crate::stream::Stream;
+use crate::net::stream::Stream;
 
 pub use rustls;
 

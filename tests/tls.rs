@@ -1074,3 +1074,42 @@ impl Drop for PyProcess {
         let _ = self.child.wait();
     }
 }
+
+/// `serve_requests` over TLS: clients that connect and say nothing wait for their
+/// ClientHello in the event set, not on a worker. With two warm workers, 300 silent
+/// connections once grew the pool by a worker every 50 ms (each silent client held one in
+/// its handshake) and a real client was answered after 15 s; now the pool stays at its warm
+/// workers (plus the watcher a lingering client may start), a real client is answered, and
+/// the silent ones are cut at the handshake deadline and counted.
+#[test]
+fn silent_tls_clients_hold_no_worker_under_serve_requests() {
+    let pki = Pki::new();
+    let mut b = tls_builder(&pki, Flavor::pool().workers(2));
+    b.tls_handshake_timeout(Duration::from_secs(2));
+    let server = b_serve_requests(&mut b);
+    let silent: Vec<TcpStream> = (0..300).map(|_| util::tcp_client(server.0)).collect();
+    util::wait_for(
+        "the silent clients accepted",
+        || server.1.stats().accepted,
+        |n| *n >= 300,
+    );
+    let (mut conn, mut sock) = rustls_client(&pki, server.0);
+    assert_eq!(tls_call(&mut conn, &mut sock, "hello\n"), "HELLO\n");
+    let threads = server.1.stats().threads;
+    assert!(
+        threads <= 4,
+        "{threads} threads for 300 silent clients and 2 warm workers"
+    );
+    // Cut at the deadline, each counted as a failed handshake.
+    for s in &silent {
+        assert!(closed_within(s, TIMEOUT), "a silent client was never cut");
+    }
+    util::wait_for(
+        "300 handshake failures counted",
+        || server.1.stats().tls_handshake_failures,
+        |n| *n >= 300,
+    );
+    server.1.shutdown();
+    let t = server.2;
+    util::within(TIMEOUT, move || t.join().unwrap().unwrap());
+}

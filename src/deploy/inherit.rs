@@ -9,21 +9,18 @@
 //! abstract socket in `NOTIFY_SOCKET`).
 
 use std::env;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{TcpListener, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::process;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use listenfd::ListenFd;
-use sd_notify::NotifyState;
 use socket2::SockRef;
 
-use crate::config::Builder;
+use crate::builder::Builder;
+use crate::deploy::notify;
 use crate::server::{TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer};
-use crate::shutdown::Shared;
 
 /// The name of the descriptor a restarting server passes for the new process's "ready".
 pub(crate) const READY_NAME: &str = "socketserver-ready";
@@ -31,24 +28,15 @@ pub(crate) const READY_NAME: &str = "socketserver-ready";
 /// new process exists) to its own pid: the descriptors are for its direct child.
 pub(crate) const RESTART_PARENT: &str = "SOCKETSERVER_RESTART_PARENT";
 /// Set by a restarting server that confirms the hand-over: after our "ready" it writes
-/// [`HANDOVER`] on the ready socket, or closes it when it abandons the restart (it began
-/// shutting down first), and then we stop too. A server without it (an older version)
-/// never confirms, and its silence means nothing.
+/// [`HANDOVER`](notify::HANDOVER) on the ready socket, or closes it when it abandons the
+/// restart (it began shutting down first), and then we stop too. A server without it (an
+/// older version) never confirms, and its silence means nothing.
 pub(crate) const RESTART_HANDOVER: &str = "SOCKETSERVER_RESTART_HANDOVER";
-/// What the previous generation writes once it has handed the service over to us.
-pub(crate) const HANDOVER: &[u8] = b"HANDOVER\n";
-/// How long the new process waits for the hand-over after its "ready" (the previous one
-/// answers at once; the bound is for a previous process that hangs).
-const HANDOVER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The descriptors passed to this process, taken once from the environment.
 struct Inherited {
     fds: ListenFd,
     names: Vec<String>,
-    /// The previous generation of a restart waits on this for our "ready".
-    ready: Option<UnixStream>,
-    /// The previous generation confirms its hand-over on `ready` (see [`RESTART_HANDOVER`]).
-    handover: bool,
 }
 
 static INHERITED: OnceLock<Mutex<Inherited>> = OnceLock::new();
@@ -99,20 +87,18 @@ impl Inherited {
             Some(n) => n.split(':').map(str::to_string).collect(),
             None => Vec::new(),
         };
-        let mut this = Inherited {
-            fds,
-            names,
-            ready: None,
-            handover,
-        };
+        let mut this = Inherited { fds, names };
         if let Some(i) = this.names.iter().position(|n| n == READY_NAME) {
-            this.ready = this
+            let ready = this
                 .fds
                 .take_custom::<UnixStream>(i, libc::AF_UNIX, libc::SOCK_STREAM, "ready socket")
                 .unwrap_or_else(|e| {
                     log::warn!("restart: the ready descriptor is unusable: {e}");
                     None
                 });
+            if let Some(ready) = ready {
+                notify::set_ready_socket(ready, handover);
+            }
         }
         this
     }
@@ -140,122 +126,6 @@ fn must_listen(s: SockRef<'_>, what: &str) -> io::Result<()> {
             io::ErrorKind::InvalidInput,
             format!("the inherited {what} socket is not listening"),
         ))
-    }
-}
-
-/// Sends `READY=1` to the service manager (when `NOTIFY_SOCKET` is set) and tells the
-/// previous generation of a restart, if any, that this process now serves. Called by
-/// `serve` as it starts; only the first call tells the previous generation.
-///
-/// A previous generation that confirms hand-overs is then waited for (a round trip): if it
-/// abandons the restart instead (shutdown began there first: a SIGTERM right behind the
-/// SIGHUP) or is gone, this server shuts down too, so that no process is left serving
-/// after the operator stopped the service.
-pub(crate) fn serving(shared: &Arc<Shared>) {
-    if let Err(e) = sd_notify::notify(false, &[NotifyState::Ready]) {
-        log::warn!("sd_notify READY=1: {e}");
-    }
-    // Only if `from_systemd` read the environment: `serve` never touches it by itself.
-    let taken = INHERITED.get().and_then(|m| {
-        let mut i = m.lock().unwrap_or_else(|e| e.into_inner());
-        i.ready.take().map(|r| (r, i.handover))
-    });
-    let Some((mut ready, handover)) = taken else {
-        return;
-    };
-    let told = ready.write_all(b"READY=1\n");
-    if !handover {
-        if let Err(e) = told {
-            log::warn!("restart: telling the previous process we are ready: {e}");
-        }
-        return;
-    }
-    match told.and_then(|()| await_handover(&mut ready)) {
-        Ok(()) => log::debug!("restart: the previous process handed the service over"),
-        Err(e) => {
-            log::warn!("restart abandoned by the previous process ({e}): stopping");
-            shared.stop();
-        }
-    }
-}
-
-/// Waits (bounded) for the previous generation's [`HANDOVER`] line.
-fn await_handover(ready: &mut UnixStream) -> io::Result<()> {
-    let deadline = Instant::now() + HANDOVER_TIMEOUT;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 16];
-    while got.len() < HANDOVER.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no hand-over in time",
-            ));
-        }
-        ready.set_read_timeout(Some(left))?;
-        match ready.read(&mut buf) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "it closed the ready socket without handing over",
-                ))
-            }
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::Interrupted
-                        | io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if got.starts_with(HANDOVER) {
-        Ok(())
-    } else {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("unexpected message {got:?}"),
-        ))
-    }
-}
-
-/// Set once a restart handed the service over to a new process: this one is no longer the
-/// service, and must not tell the manager it stops.
-static HANDED_OVER: AtomicBool = AtomicBool::new(false);
-
-/// Whether a restart handed this process's listening socket over to a new process (which
-/// then owns the socket file of a Unix server, too).
-pub(crate) fn handed_over() -> bool {
-    HANDED_OVER.load(Ordering::SeqCst)
-}
-
-/// Sends `STOPPING=1` to the service manager (when `NOTIFY_SOCKET` is set). Called by
-/// `serve` when shutdown begins; not after a restart handed the service over (the manager
-/// would take the new process's service for stopping).
-pub(crate) fn stopping() {
-    if handed_over() {
-        return;
-    }
-    if let Err(e) = sd_notify::notify(false, &[NotifyState::Stopping]) {
-        log::warn!("sd_notify STOPPING=1: {e}");
-    }
-}
-
-/// Marks this process as handed over (or not, when the hand-over lost a race with
-/// shutdown), before the manager is told.
-pub(crate) fn set_handed_over(yes: bool) {
-    HANDED_OVER.store(yes, Ordering::SeqCst);
-}
-
-/// Tells the service manager that `pid` is now the service's main process (a restart
-/// handed over to it), and that this process no longer speaks for the service. Needs
-/// `NotifyAccess=` `main` or `all` in the unit.
-pub(crate) fn handed_over_to(pid: u32) {
-    HANDED_OVER.store(true, Ordering::SeqCst);
-    if let Err(e) = sd_notify::notify(false, &[NotifyState::MainPid(pid)]) {
-        log::warn!("sd_notify MAINPID={pid}: {e}");
     }
 }
 
@@ -401,7 +271,7 @@ mod tests {
         env::set_var("LISTEN_FDS_FIRST_FD", "7");
         let taken = Inherited::from_env();
         assert_eq!(taken.fds.len(), 0);
-        assert!(taken.ready.is_none());
+        assert!(taken.names.iter().all(|n| n != READY_NAME));
         for v in VARS {
             assert!(env::var_os(v).is_none(), "{v} left in the environment");
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::threads::ThreadSet;
 use super::{finish_threads, run_contained, Job, Runner};
-use crate::shutdown::Shared;
+use crate::shared::Shared;
 use crate::stats::Counters;
 
 pub(crate) struct Threading<J> {

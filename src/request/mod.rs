@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use crate::addr::Addr;
 use crate::config::Config;
+use crate::net::stream::Stream;
+use crate::net::DgramSocket;
 use crate::proxy::ProxyHeader;
-use crate::shutdown::{ConnSlot, Shared};
-use crate::stream::Stream;
+use crate::shared::{ConnSlot, Registration, Shared};
 use crate::sys::{self, Interest};
 use crate::time;
-use crate::transport::DgramSocket;
 
 /// How long, at most, closing a connection waits for the client's unread bytes to drain.
 const LINGER_TIME: Duration = Duration::from_secs(1);
@@ -63,6 +63,9 @@ pub struct StreamRequest {
     peer: Addr,
     /// The PROXY protocol header the connection started with (see proxy.rs).
     proxy: Option<Box<ProxyHeader>>,
+    /// The connection's place in the server's registry (none in a forked child), given up
+    /// when the request is dropped.
+    _registration: Option<Registration>,
 }
 
 /// Which limit ended a connection, for the counters.
@@ -113,6 +116,10 @@ struct SocketReader {
     /// `setsockopt` calls.
     current_read: Option<Duration>,
     current_write: Option<Duration>,
+    /// Set while the engine waits on this thread for a busy client's next request: the
+    /// next socket read blocks at most this long (`SO_RCVTIMEO`) and fails with
+    /// `WouldBlock` when nothing came (see `StreamRequest::wait_next`).
+    linger: Option<Duration>,
     /// Bytes written by the handler and not yet sent.
     out: Vec<u8>,
     timed_out: Option<TimedOut>,
@@ -149,6 +156,7 @@ impl StreamRequest {
             // `serve::configure` set these on the socket.
             current_read: cfg.read_timeout,
             current_write: cfg.write_timeout,
+            linger: None,
             out: Vec::new(),
             timed_out: None,
             #[cfg(feature = "tls")]
@@ -158,7 +166,13 @@ impl StreamRequest {
             reader: BufReader::with_capacity(cfg.read_buffer, inner),
             peer,
             proxy: None,
+            _registration: None,
         }
+    }
+
+    /// Keeps the connection's registration with the server for as long as the request lives.
+    pub(crate) fn keep_registration(&mut self, registration: Option<Registration>) {
+        self._registration = registration;
     }
 
     /// Routes this connection's reads and writes through `tls` (its handshake is done).
@@ -333,6 +347,28 @@ impl StreamRequest {
     /// TLS, decrypted in the session.
     pub(crate) fn nothing_buffered(&mut self) -> bool {
         self.reader.buffer().is_empty() && !self.reader.get_mut().tls_buffered()
+    }
+
+    /// Waits up to `window`, on this thread, for the client's next request: one blocking
+    /// read into the read buffer under `SO_RCVTIMEO` (no `poll`, no event set), as a
+    /// thread-per-connection server waits. `Ok(true)` when bytes (or the client's EOF)
+    /// came, `Ok(false)` when the window passed first. The timeout stays on the socket, so
+    /// that a client served this way request after request costs no `setsockopt` either.
+    /// Plaintext only: with TLS the caller waits in `poll` (a record may carry no request).
+    pub(crate) fn wait_next(&mut self, window: Duration) -> io::Result<bool> {
+        self.reader.get_mut().linger = Some(window);
+        let filled = self.reader.fill_buf().map(|_| ());
+        self.reader.get_mut().linger = None;
+        match filled {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the connection reads through TLS.
+    pub(crate) fn has_tls(&self) -> bool {
+        self.reader.get_ref().has_tls()
     }
 
     /// Whether the last socket read was short (plaintext): nothing more was queued then.
@@ -767,6 +803,9 @@ impl SocketReader {
         if self.eof {
             return Ok(0);
         }
+        if let Some(window) = self.linger {
+            return self.read_lingering(buf, window);
+        }
         let idle = self.idle;
         if std::mem::take(&mut self.ready) && !self.has_tls() {
             // Readable now: this read returns at once, whatever the socket's timeout.
@@ -843,6 +882,33 @@ impl SocketReader {
             } else {
                 read_timeout_error(t)
             }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl SocketReader {
+    /// The read of `StreamRequest::wait_next`: blocking, at most `window`.
+    fn read_lingering(&mut self, buf: &mut [u8], window: Duration) -> io::Result<usize> {
+        self.apply_read_timeout(Some(window))?;
+        let result = loop {
+            match self.read_socket(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        match result {
+            Ok(0) if !buf.is_empty() => {
+                self.eof = true;
+                Ok(0)
+            }
+            Ok(n) => {
+                // The first bytes of the next request: its deadline starts now.
+                self.idle = false;
+                self.begin_request_deadline();
+                Ok(n)
+            }
+            Err(e) if is_timeout(&e) => Err(io::ErrorKind::WouldBlock.into()),
             Err(e) => Err(e),
         }
     }

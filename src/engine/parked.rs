@@ -55,19 +55,19 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 
+use super::accept::{AcceptErrors, OnError, Throttle};
 use super::finish_threads;
 use super::threads::ThreadSet;
 use crate::addr::Addr;
 use crate::config::Config;
-use crate::handler::{run_request, HandlerError, Next, RequestHandler};
-use crate::proxy;
+use crate::conn::{self, report, verified};
+use crate::handler::{contained, run_request, Next, RequestHandler};
+use crate::net::sealed::Listen;
+use crate::net::stream::Stream;
 use crate::request::StreamRequest;
-use crate::serve::{configure, report, verified};
-use crate::shutdown::{ConnSlot, Registration, Shared};
+use crate::shared::Shared;
 use crate::stats::Counters;
-use crate::stream::Stream;
 use crate::sys;
-use crate::transport::sealed::Listen;
 
 /// The poller keys of the listener and of the wake socket; connections use `FIRST_CONN`
 /// and up.
@@ -83,22 +83,27 @@ const MIN_IDLE: Duration = Duration::from_millis(100);
 /// enough that a CPU-starved moment of a saturated server is not taken for stuck workers).
 const GROW_DELAY: Duration = Duration::from_millis(50);
 
-/// A connection is busy (`Conn::hot`) while its client sends each request within this of
-/// the reply before: a worker that answered it then waits on it for the next (see
-/// `Inner::linger`).
-const HOT: Duration = Duration::from_millis(1);
-
-/// How long such a worker waits before parking the connection. Much longer than `HOT`, so
-/// that the wait's timer rarely is the CPU's next timer event (reprogramming the timer
-/// device on every wait cost a fifth of the CPU per request in a virtual machine); a busy
-/// client that goes quiet holds the worker this long once, and is then parked.
+/// How long a worker that answered a busy client waits on its connection for the next
+/// request before parking it (see `Inner::linger`). The window is also what makes a client
+/// busy (`Conn::hot`): one whose last request came within it of the reply before, that is,
+/// one the wait would have caught. So the window adapts per connection: a client that
+/// answers within it is waited for every time; one that missed it parks at once after each
+/// reply until it is quick again. It is long beside a loopback or LAN round trip (tens of
+/// microseconds) and short beside what a thread costs to hold; a socket timeout of 10 ms is
+/// served by the kernel's timer wheel, with no timer reprogrammed per wait.
 const LINGER: Duration = Duration::from_millis(10);
+const HOT: Duration = LINGER;
 
 /// A kept connection and its handler's state.
 struct Conn<H> {
     req: StreamRequest,
-    handler: H,
+    /// Made once the connection is open (its handshake done, see `opening`).
+    handler: Option<H>,
     peer: Addr,
+    /// Set while the client has yet to start its PROXY header or TLS handshake: the
+    /// connection waits for its first bytes in the event set like a parked one (a silent
+    /// client holds no worker), until this deadline (the sweep then closes it).
+    opening: Option<Instant>,
     /// Registered in the poller (added at its first parking, and again after a linger,
     /// which takes it out; it stays while the connection is served).
     registered: bool,
@@ -117,7 +122,6 @@ struct Conn<H> {
     /// Its client sent its last request within `HOT` of the reply before (or it is new):
     /// worth waiting for on the worker that served it.
     hot: bool,
-    _registration: Option<Registration>,
 }
 
 /// The parked connections: a slab whose keys carry a generation, so that an event for a
@@ -301,7 +305,14 @@ pub(crate) struct Inner<L, H> {
     paused: AtomicBool,
     /// The error that made accepting impossible (it ends `serve`).
     fatal: Mutex<Option<io::Error>>,
-    backoff: Mutex<Backoff>,
+    /// The server's one classification of accept errors and its one back-off.
+    errors: AcceptErrors,
+    /// While backing off (descriptors exhausted), when the serving thread takes the listener
+    /// back into the event set; a message on `kick` tells it the time changed.
+    resume_at: Mutex<Option<Instant>>,
+    kick: (Sender<()>, Receiver<()>),
+    /// The warning that the connection limit is reached: at most one a second.
+    full_warned: Throttle,
     /// The poll, and the turn to wait on it: one worker waits (the leader), the others
     /// sleep on this lock; the leader takes one of the events it got and leaves the rest
     /// to the workers after it, which take them without a system call.
@@ -345,10 +356,6 @@ struct Ready {
     read_closed: bool,
     wait: u64,
 }
-
-/// The accept back-off, shared by the workers (5 ms doubling to 1 s).
-#[derive(Default)]
-struct Backoff(Option<Duration>);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -396,7 +403,10 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
             live: AtomicUsize::new(0),
             paused: AtomicBool::new(false),
             fatal: Mutex::new(None),
-            backoff: Mutex::new(Backoff::default()),
+            errors: AcceptErrors::new(shared, "accept"),
+            resume_at: Mutex::new(None),
+            kick: crossbeam_channel::bounded(1),
+            full_warned: Throttle::new(),
             // All the warm workers are counted before any starts: one that takes an event
             // at once must not see itself as the last waiting worker and grow the pool.
             workers: AtomicUsize::new(warm),
@@ -422,23 +432,37 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         Ok(parked)
     }
 
-    /// Blocks until shutdown begins, closing the connections idle for longer than the idle
-    /// timeout and joining the workers that left meanwhile; returns the error that forced
-    /// the stop, if any.
+    /// Blocks until shutdown begins; meanwhile closes the connections idle for longer than
+    /// the idle timeout, joins the workers that left, watches whether the pool must grow
+    /// (`look_saturation`) and ends accept back-offs. None of these blocks the others: a
+    /// saturated pool is still swept. Returns the error that forced the stop, if any.
     pub(crate) fn wait(&self) -> io::Result<()> {
-        let sweep = self
-            .inner
-            .cfg
-            .idle_timeout
-            .map(|t| (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
         let inner = &self.inner;
         let done = lock(&inner.threads).done_receiver();
         let stop = &inner.shared.stop_rx;
-        // Without an idle timeout, no sweep: an hour is as good as never.
-        let every = sweep.unwrap_or(Duration::from_secs(3600));
+        // Swept a few times per idle timeout and per handshake deadline; with neither, no
+        // sweep (an hour is as good as never).
+        let handshake =
+            conn::has_handshake(&inner.cfg).then(|| conn::handshake_deadline(&inner.cfg));
+        let every = [inner.cfg.idle_timeout, handshake]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)))
+            .unwrap_or(Duration::from_secs(3600));
         let mut next_sweep = Instant::now() + every;
+        // While no worker waits on the event set: when to look next, and the progress
+        // counted at the last look.
+        let mut watch: Option<(Instant, usize)> = None;
         loop {
-            let left = next_sweep.saturating_duration_since(Instant::now());
+            let mut next = next_sweep;
+            if let Some((at, _)) = watch {
+                next = next.min(at);
+            }
+            if let Some(at) = *lock(&inner.resume_at) {
+                next = next.min(at);
+            }
+            let left = next.saturating_duration_since(Instant::now());
             crossbeam_channel::select! {
                 recv(stop) -> _ => break,
                 recv(done) -> id => {
@@ -447,13 +471,24 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
                     }
                 }
                 recv(inner.saturated.1) -> _ => {
-                    if inner.watch_saturation() {
-                        break;
+                    if watch.is_none() {
+                        let progress = inner.finished.load(Relaxed);
+                        watch = Some((Instant::now() + GROW_DELAY, progress));
                     }
                 }
+                recv(inner.kick.1) -> _ => {}
                 default(left) => {}
             }
-            if Instant::now() >= next_sweep {
+            let now = Instant::now();
+            if let Some((at, progress)) = watch {
+                if now >= at {
+                    watch = inner
+                        .look_saturation(progress)
+                        .map(|progress| (now + GROW_DELAY, progress));
+                }
+            }
+            inner.end_backoff(now);
+            if now >= next_sweep {
                 inner.sweep_idle();
                 next_sweep = Instant::now() + every;
             }
@@ -479,7 +514,7 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         if !shared_socket {
             let _ = socket2::SockRef::from(&inner.listener).shutdown(std::net::Shutdown::Read);
         }
-        inner.close_all_parked();
+        inner.drain_parked();
         // No worker starts after this (see `spawn`).
         inner.closed.store(true, SeqCst);
         let mut threads = std::mem::replace(
@@ -624,43 +659,42 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         }
     }
 
-    /// On the serving thread, while no worker waits: every `GROW_DELAY`, if none has
-    /// finished anything meanwhile, starts one more (up to the limit). Returns once a
-    /// worker waits again (`false`), or at shutdown (`true`).
-    fn watch_saturation(self: &Arc<Self>) -> bool {
-        loop {
-            let finished = self.finished.load(Relaxed);
-            if self.shared.stop_rx.recv_timeout(GROW_DELAY).is_ok() || self.shared.is_stopping() {
-                return true;
+    /// On the serving thread, `GROW_DELAY` after the last waiting worker took an event (or
+    /// after the last look): if still no worker waits and none has come back to the event
+    /// set since `progress` was counted, every worker is inside a long request (or on a
+    /// pipelining client), and one more starts (up to the limit). Returns the progress to
+    /// compare with at the next look, or `None` once a worker waits again.
+    fn look_saturation(self: &Arc<Self>, progress: usize) -> Option<usize> {
+        let now = self.finished.load(Relaxed);
+        if self.idle.load(SeqCst) > 0 {
+            self.watching.store(false, SeqCst);
+            // A worker may have taken the last place between the look and the flag: then
+            // the watch goes on (the flag is ours again), or its message restarts it.
+            if self.idle.load(SeqCst) > 0 || self.watching.swap(true, SeqCst) {
+                return None;
             }
-            if self.idle.load(SeqCst) > 0 {
-                self.watching.store(false, SeqCst);
-                // A worker may have taken the last place between the look and the flag.
-                if self.idle.load(SeqCst) > 0 || self.watching.swap(true, SeqCst) {
-                    return false;
-                }
-                continue;
-            }
-            if self.finished.load(Relaxed) != finished {
-                continue; // busy with short requests: more threads would not serve them faster
-            }
-            // Every worker has been inside the same requests for GROW_DELAY: one more. The
-            // place is reserved atomically: never past the limit.
-            if self
-                .workers
-                .fetch_update(SeqCst, SeqCst, |w| (w < self.limit).then_some(w + 1))
-                .is_ok()
-            {
-                self.idle.fetch_add(1, SeqCst);
-                match spawn(self) {
-                    Ok(()) => log::debug!(
-                        "every worker busy in the same requests for {GROW_DELAY:?}: {} workers now",
-                        self.workers.load(SeqCst)
-                    ),
-                    Err(e) => log::warn!("cannot grow the pool: {e}"),
-                }
+            return Some(now);
+        }
+        if now != progress || self.shared.is_stopping() {
+            return Some(now); // workers come back: more threads would not serve faster
+        }
+        // Every worker has been away from the event set for GROW_DELAY: one more. The
+        // place is reserved atomically: never past the limit.
+        if self
+            .workers
+            .fetch_update(SeqCst, SeqCst, |w| (w < self.limit).then_some(w + 1))
+            .is_ok()
+        {
+            self.idle.fetch_add(1, SeqCst);
+            match spawn(self) {
+                Ok(()) => log::debug!(
+                    "no worker back at the event set for {GROW_DELAY:?}: {} workers now",
+                    self.workers.load(SeqCst)
+                ),
+                Err(e) => log::warn!("cannot grow the pool: {e}"),
             }
         }
+        Some(now)
     }
 
     /// A worker waited `worker_idle` for nothing: it leaves if it is above the warm count
@@ -699,14 +733,16 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         }
         match self.listener.accept_stream() {
             Ok((stream, peer)) => {
-                lock(&self.backoff).0 = None;
+                self.errors.success();
                 let live = self.live.load(SeqCst);
                 if live < max {
                     self.rearm_listener();
                 } else {
-                    log::warn!(
-                        "{live} connections open (max_connections): accepting again when one closes"
-                    );
+                    if self.full_warned.allow() {
+                        log::warn!(
+                            "{live} connections open (max_connections): accepting again when one closes"
+                        );
+                    }
                     self.pause_accepting();
                 }
                 if verified(&self.cfg, &self.shared, &peer) {
@@ -734,47 +770,45 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         self.resume_accepting();
     }
 
+    /// A failed accept, classified once for the whole server (`AcceptErrors`). A back-off
+    /// does not sleep on this worker (a sleeping worker is a busy one, and the pool would
+    /// grow past it): the listener leaves the event set, and the serving thread takes it
+    /// back when the back-off ends (`end_backoff`).
     fn accept_failed(&self, e: io::Error) {
-        let delay = match e.kind() {
-            io::ErrorKind::WouldBlock => None,
-            _ => match e.raw_os_error() {
-                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                    Counters::bump(&self.shared.counters.accept_errors);
-                    let mut b = lock(&self.backoff);
-                    let d = b.0.map_or(Duration::from_millis(5), |d| {
-                        (d * 2).min(Duration::from_secs(1))
-                    });
-                    b.0 = Some(d);
-                    log::warn!("accept failed: {e}; retrying in {d:?}");
-                    Some(d)
-                }
-                Some(
-                    libc::EINTR
-                    | libc::ECONNABORTED
-                    | libc::ECONNRESET
-                    | libc::EPROTO
-                    | libc::EPERM
-                    | libc::ETIMEDOUT,
-                ) => {
-                    Counters::bump(&self.shared.counters.accept_errors);
-                    log::debug!("accept failed, retrying: {e}");
-                    None
-                }
-                _ if self.shared.is_stopping() => return,
-                _ => {
-                    Counters::bump(&self.shared.counters.accept_errors);
-                    log::error!("accept failed, stopping the server: {e}");
-                    lock(&self.fatal).get_or_insert(e);
-                    self.shared.stop();
-                    return;
-                }
-            },
-        };
-        if let Some(d) = delay {
-            // Out of descriptors: wait before accepting again (waking for shutdown).
-            let _ = sys::poll(&[(self.shared.wake_fd(), sys::Interest::Read)], Some(d));
+        match self.errors.on_error(e) {
+            OnError::Wait | OnError::Retry => self.rearm_listener(),
+            OnError::Backoff(d) => {
+                let _ = self
+                    .registry
+                    .deregister(&mut SourceFd(&self.listener.as_raw_fd()));
+                *lock(&self.resume_at) = Some(Instant::now() + d);
+                let _ = self.kick.0.try_send(());
+            }
+            OnError::Fatal(e) => {
+                lock(&self.fatal).get_or_insert(e);
+                self.shared.stop();
+            }
         }
-        self.rearm_listener();
+    }
+
+    /// On the serving thread: ends a back-off whose time has come (the listener goes back
+    /// into the event set, unless it is paused at the connection limit).
+    fn end_backoff(&self, now: Instant) {
+        let ended = {
+            let mut at = lock(&self.resume_at);
+            match *at {
+                Some(t) if t <= now => at.take().is_some(),
+                _ => false,
+            }
+        };
+        if ended && !self.paused.load(SeqCst) && !self.shared.is_stopping() {
+            // Registering reports at once if clients wait in the backlog.
+            let _ = self.registry.register(
+                &mut SourceFd(&self.listener.as_raw_fd()),
+                Token(LISTENER),
+                Interest::READABLE,
+            );
+        }
     }
 
     fn rearm_listener(&self) {
@@ -788,9 +822,11 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         }
     }
 
-    /// Re-arms the listener if it was paused at the limit and a connection closed since.
+    /// Re-arms the listener if it was paused at the limit and a connection closed since
+    /// (not during a back-off: the serving thread ends that).
     fn resume_accepting(&self) {
         if self.live.load(SeqCst) < self.cfg.max_connections
+            && lock(&self.resume_at).is_none()
             && self
                 .paused
                 .compare_exchange(true, false, SeqCst, SeqCst)
@@ -815,84 +851,64 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
 
     /// A new connection: configured and given its handler, then served if its first request
     /// is there already, else parked.
-    fn open(self: &Arc<Self>, stream: Stream, mut peer: Addr) {
-        if let Err(e) = configure(&stream, &self.cfg) {
-            log::debug!("{peer}: cannot configure the connection: {e}");
-            self.closed_one();
-            return;
-        }
-        // Behind a balancer: the PROXY header first, on this worker, within its deadline.
-        let header = match self.cfg.proxy.enabled() {
-            true => match proxy::accept(&stream, &peer, &self.cfg.proxy, &self.shared) {
-                Some(header) => {
-                    peer = proxy::client_addr(&header);
-                    Some(header)
-                }
-                None => {
-                    self.closed_one(); // logged and counted; closed on drop
-                    return;
-                }
-            },
-            false => None,
-        };
-        // Then the TLS handshake, on this worker, within its timeout (a slow one holds this
-        // worker only: the pool grows past stuck workers).
-        #[cfg(feature = "tls")]
-        let tls = match crate::serve::tls_handshake(&stream, &self.cfg) {
-            Ok(tls) => tls,
-            Err(e) => {
-                log::debug!("{peer}: TLS handshake failed: {e}");
-                Counters::bump(&self.shared.counters.tls_handshake_failures);
-                let _ = stream.shutdown(std::net::Shutdown::Both);
-                self.closed_one();
-                return;
-            }
-        };
-        let handler =
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.factory)())) {
-                Ok(h) => h,
-                Err(payload) => {
-                    std::mem::forget(payload);
-                    Counters::bump(&self.shared.counters.panics);
-                    log::error!("{peer}: the handler factory panicked");
-                    self.closed_one();
-                    return;
-                }
-            };
+    fn open(self: &Arc<Self>, stream: Stream, peer: Addr) {
+        // The first request (or the first bytes of the handshake) is often there with the
+        // connection.
         let readable = sys::readable_now(stream.as_raw_fd());
-        let slot = Arc::new(ConnSlot { stream });
-        let registration = Some(self.shared.register(Arc::clone(&slot)));
-        let mut req = StreamRequest::new(
-            slot,
-            peer.clone(),
-            Arc::clone(&self.shared),
-            &self.cfg,
-            false,
-        );
-        if let Some(header) = header {
-            req.set_proxy_header(header);
-        }
-        #[cfg(feature = "tls")]
-        let readable = match tls {
-            Some(tls) => {
-                req.set_tls(tls);
-                // The client's first request may have come with its last handshake flight.
-                !req.nothing_buffered() || sys::readable_now(req.stream().as_raw_fd())
-            }
-            None => readable,
+        let req = match conn::accept(stream, peer, &self.shared, &self.cfg, false) {
+            Ok(req) => req,
+            Err(_) => return self.closed_one(), // logged
         };
         let conn = Box::new(Conn {
+            peer: req.peer_addr().clone(),
             req,
-            handler,
-            peer,
+            handler: None,
+            opening: None,
             registered: false,
             key: None,
             peer_closed: false,
             parked_after: 0,
             served_at: Instant::now(),
             hot: true,
-            _registration: registration,
         });
+        if !conn::has_handshake(&self.cfg) {
+            return self.opened(conn, readable);
+        }
+        if readable {
+            return self.handshake(conn);
+        }
+        // A client that says nothing yet waits for its first bytes in the event set, with
+        // the handshake's deadline, and holds no worker.
+        let mut conn = conn;
+        conn.opening = Some(Instant::now() + conn::handshake_deadline(&self.cfg));
+        self.park_or_serve(conn);
+    }
+
+    /// The client's first bytes have come: its PROXY header and TLS handshake, on this
+    /// worker, within their deadlines; then the connection is open.
+    fn handshake(self: &Arc<Self>, mut conn: Box<Conn<H>>) {
+        conn.opening = None;
+        if conn::handshake(&mut conn.req, &self.shared, &self.cfg).is_err() {
+            return self.close(conn); // logged and counted
+        }
+        conn.peer = conn.req.peer_addr().clone();
+        // The client's first request may have come with its last handshake flight.
+        let readable =
+            !conn.req.nothing_buffered() || sys::readable_now(conn.req.stream().as_raw_fd());
+        self.opened(conn, readable);
+    }
+
+    /// An open connection: given its handler, then served if its first request is there
+    /// already, else parked.
+    fn opened(self: &Arc<Self>, mut conn: Box<Conn<H>>, readable: bool) {
+        match contained(|| (self.factory)()) {
+            Ok(h) => conn.handler = Some(h),
+            Err(msg) => {
+                Counters::bump(&self.shared.counters.panics);
+                log::error!("{}: the handler factory panicked: {msg}", conn.peer);
+                return self.close(conn);
+            }
+        }
         if readable {
             self.readable(conn);
         } else {
@@ -904,6 +920,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// or, with TLS, parks it again if what came was a record without data (a key update),
     /// or closes it if the record was bad.
     fn readable(self: &Arc<Self>, mut conn: Box<Conn<H>>) {
+        if conn.opening.is_some() {
+            return self.handshake(conn);
+        }
         if !conn.req.nothing_buffered() {
             return self.serve(conn);
         }
@@ -921,7 +940,10 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// parked.
     fn park_or_serve(self: &Arc<Self>, conn: Box<Conn<H>>) {
         if let Some(conn) = self.park(conn) {
-            self.serve(conn);
+            match conn.opening {
+                Some(_) => self.handshake(conn),
+                None => self.serve(conn),
+            }
         }
     }
 
@@ -929,20 +951,14 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     fn serve(self: &Arc<Self>, mut conn: Box<Conn<H>>) {
         loop {
             conn.req.request_arrived();
-            // Progress, for the growth check: a worker serving one client's requests in a
-            // row is not stuck.
-            self.finished.fetch_add(1, Relaxed);
             self.shared.begin_request();
-            let result = run_request(&mut conn.handler, &mut conn.req);
-            // The reply's last buffered bytes: failing to send them fails the request.
-            let flushed = io::Write::flush(&mut conn.req);
+            let Some(handler) = conn.handler.as_mut() else {
+                return self.close(conn); // cannot happen: served only once open
+            };
+            let result = run_request(handler, &mut conn.req);
+            let result = conn::flushed(&mut conn.req, result);
             self.shared.end_request();
             let timed_out = conn.req.timed_out();
-            let result = match (result, flushed) {
-                (Ok(next), Ok(())) => Ok(next),
-                (Ok(_), Err(e)) => Err(HandlerError::Io(e)),
-                (Err(e), _) => Err(e),
-            };
             let next = match result {
                 Ok(next) => {
                     report(&self.shared, &self.cfg, &conn.peer, Ok(()), None);
@@ -953,15 +969,21 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                     Next::Close
                 }
             };
-            if next == Next::Close || conn.req.at_eof() || self.shared.is_stopping() {
+            if next == Next::Close || conn.req.at_eof() {
                 self.close(conn);
                 return;
             }
             conn.served_at = Instant::now();
             // A pipelined request already buffered (or decrypted) is served now, not after
-            // the network.
+            // the network; at shutdown too: a request that arrived is answered.
             if !conn.req.nothing_buffered() {
                 continue;
+            }
+            if self.shared.is_stopping() {
+                match self.arrived(&mut conn) {
+                    true => continue,
+                    false => return self.close(conn),
+                }
             }
             match self.linger(&mut conn) {
                 Ok(true) => continue,
@@ -977,18 +999,19 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         }
     }
 
-    /// After a reply to a busy client (one whose last request came within `HOT` of the
-    /// reply before it): waits up to `LINGER` on this connection (and the wake socket) for
-    /// its next request, and says whether it came. A client in a quick exchange is then
-    /// served the way the connection-per-thread pool serves it (poll, read, reply), without
-    /// the event set's round trip (re-arm, event, the hand-over of the poll between
-    /// workers), which costs a third more CPU per request and moves connections between
-    /// threads. A client that misses the window is not waited for again until it is quick
-    /// again.
+    /// After a reply to a busy client (one whose last request came within `LINGER` of the
+    /// reply before it): waits up to `LINGER` on this connection for its next request, and
+    /// says whether it came. The client is served the way a thread per connection serves
+    /// it: a blocking read (under a socket timeout), the handler, the reply; no `poll`, no
+    /// event-set call and no hand-over between threads per request. A client that misses
+    /// the window is parked, and not waited for again until it is quick again. Shutdown is
+    /// seen when the window ends (the wait is not interrupted: a request that comes within
+    /// it is answered).
     ///
     /// Another worker must be watching the event set meanwhile: if none is, one more starts
-    /// (up to twice the warm count, within the flavour's limit; extra workers leave after
-    /// `worker_idle_timeout` without work); past that cap the connection is parked.
+    /// (within the flavour's limit: busy clients are bounded by it, not by the warm count;
+    /// extra workers leave after `worker_idle_timeout` without work); at the limit the
+    /// connection is parked. With TLS the wait is a `poll` (a record may carry no request).
     fn linger(self: &Arc<Self>, conn: &mut Conn<H>) -> io::Result<bool> {
         if !conn.hot || (self.idle.load(SeqCst) == 0 && !self.add_watcher()) {
             return Ok(false);
@@ -1000,18 +1023,22 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             let _ = self.registry.deregister(&mut SourceFd(&fd));
             conn.registered = false;
         }
-        let fds = [
-            (fd, sys::Interest::Read),
-            (self.shared.wake_fd(), sys::Interest::Read),
-        ];
-        let ready = loop {
-            let ready = sys::poll(&fds, Some(LINGER))?;
-            // EINTR reports nothing ready: wait out the rest (rarely: it is short).
-            if ready.is(0) || ready.is(1) || conn.served_at.elapsed() >= LINGER {
-                break ready;
-            }
+        let came = if conn.req.has_tls() {
+            let fds = [
+                (fd, sys::Interest::Read),
+                (self.shared.wake_fd(), sys::Interest::Read),
+            ];
+            let ready = loop {
+                let ready = sys::poll(&fds, Some(LINGER))?;
+                // EINTR reports nothing ready: wait out the rest (rarely: it is short).
+                if ready.is(0) || ready.is(1) || conn.served_at.elapsed() >= LINGER {
+                    break ready;
+                }
+            };
+            ready.is(0) && !ready.is(1) // not at shutdown
+        } else {
+            conn.req.wait_next(LINGER)?
         };
-        let came = ready.is(0) && !ready.is(1); // not at shutdown
         if !came {
             conn.hot = false;
             return Ok(false);
@@ -1021,12 +1048,11 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     }
 
     /// Starts one more worker to wait on the event set while this one lingers, unless the
-    /// pool is at twice its warm count (or its limit); says whether one started.
+    /// pool is at its limit; says whether one started.
     fn add_watcher(self: &Arc<Self>) -> bool {
-        let cap = self.limit.min(self.warm.saturating_mul(2));
         if self
             .workers
-            .fetch_update(SeqCst, SeqCst, |w| (w < cap).then_some(w + 1))
+            .fetch_update(SeqCst, SeqCst, |w| (w < self.limit).then_some(w + 1))
             .is_err()
         {
             return false;
@@ -1047,6 +1073,11 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     fn park(&self, mut conn: Box<Conn<H>>) -> Option<Box<Conn<H>>> {
         loop {
             if self.shared.is_stopping() {
+                // A request that arrived before the connection could be parked is answered;
+                // the connection ends when none is there.
+                if self.arrived(&mut conn) {
+                    return Some(conn);
+                }
                 self.close(conn);
                 return None;
             }
@@ -1149,24 +1180,95 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         self.closed_one();
     }
 
-    /// Closes the parked connections idle longer than the idle timeout.
+    /// Closes the parked connections idle longer than the idle timeout, and those whose
+    /// client has not begun its handshake by its deadline.
     fn sweep_idle(&self) {
-        let Some(limit) = self.cfg.idle_timeout else {
-            return;
-        };
+        let idle = self.cfg.idle_timeout;
         let now = Instant::now();
         let expired: Vec<_> = self
             .parking
             .iter()
-            .flat_map(|shard| lock(shard).take_where(|c| now.duration_since(c.served_at) >= limit))
+            .flat_map(|shard| {
+                lock(shard).take_where(|c| match c.opening {
+                    Some(deadline) => now >= deadline,
+                    None => idle.is_some_and(|t| now.duration_since(c.served_at) >= t),
+                })
+            })
             .collect();
         for conn in expired {
-            Counters::bump(&self.shared.counters.idle_timeouts);
-            log::debug!(
-                "{}: idle timeout: no request from the client within {limit:?}",
-                conn.peer
-            );
+            if conn.opening.is_some() {
+                #[cfg(feature = "tls")]
+                if self.cfg.tls.is_some() && !self.cfg.proxy.enabled() {
+                    Counters::bump(&self.shared.counters.tls_handshake_failures);
+                }
+                log::debug!("{}: closed: no handshake within its deadline", conn.peer);
+            } else {
+                Counters::bump(&self.shared.counters.idle_timeouts);
+                log::debug!(
+                    "{}: idle timeout: no request from the client within {:?}",
+                    conn.peer,
+                    idle.unwrap_or_default()
+                );
+            }
             self.close(conn);
+        }
+    }
+
+    /// At shutdown: whether a request of the connection's has arrived (bytes buffered or
+    /// waiting in the socket, or its EOF), looked at without waiting.
+    fn arrived(&self, conn: &mut Conn<H>) -> bool {
+        if conn.opening.is_some() {
+            return false; // no request can have begun before the handshake
+        }
+        if !conn.req.nothing_buffered() {
+            return true;
+        }
+        sys::readable_now(conn.req.stream().as_raw_fd()) && conn.req.request_begun().unwrap_or(true)
+    }
+
+    /// At shutdown: closes the parked connections, but first answers the requests that
+    /// arrived on them (on a few threads of their own, within the grace period: the
+    /// workers have stopped taking events). A request that came just before the stop is
+    /// answered, never cut.
+    fn drain_parked(self: &Arc<Self>) {
+        let all: Vec<_> = self
+            .parking
+            .iter()
+            .flat_map(|shard| lock(shard).take_where(|_| true))
+            .collect();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut waiting = 0;
+        for mut conn in all {
+            if self.arrived(&mut conn) {
+                let _ = tx.send(conn);
+                waiting += 1;
+            } else {
+                self.close(conn);
+            }
+        }
+        drop(tx);
+        let mut threads = lock(&self.threads);
+        let mut started = 0;
+        for _ in 0..waiting.min(self.warm) {
+            let (inner, rx) = (Arc::clone(self), rx.clone());
+            let drain = move || {
+                for conn in rx {
+                    inner.serve(conn);
+                }
+            };
+            match threads.spawn("socketserver-drain", drain) {
+                Ok(()) => started += 1,
+                Err(e) => {
+                    log::warn!("cannot answer the requests that came at shutdown: {e}");
+                    break;
+                }
+            }
+        }
+        drop(threads);
+        if started == 0 {
+            for conn in rx.try_iter() {
+                self.close(conn);
+            }
         }
     }
 

@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::{run_contained, Job, Runner};
-use crate::shutdown::Shared;
+use crate::shared::Shared;
 
 pub(crate) struct Single<J> {
     runner: Runner<J>,

@@ -1,5 +1,6 @@
 //! The four ways of running requests, one private file each, behind one enum.
 
+pub(crate) mod accept;
 mod forking;
 pub(crate) mod parked;
 pub(crate) mod pool;
@@ -10,28 +11,18 @@ mod threads;
 
 use std::io;
 use std::os::unix::io::RawFd;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::conn::{Job, Runner};
 use crate::flavor::{Flavor, Kind};
-use crate::handler::Outcome;
-use crate::shutdown::Shared;
-use crate::stream::Stream;
+use crate::handler::{contained, Outcome};
+use crate::shared::Shared;
 use crate::time;
 
 /// How long, after the grace period, threads get to notice that their sockets were shut
 /// down before they are detached (and children before they are killed).
 pub(crate) const FORCE_WAIT: Duration = Duration::from_millis(500);
-
-/// Runs one job; `true` when running in a forked child.
-pub(crate) type Runner<J> = Arc<dyn Fn(J, bool) -> Outcome + Send + Sync>;
-
-/// A unit of work the accept (or receive) loop hands to a flavour.
-pub(crate) trait Job: Send + 'static {
-    /// What a forking parent keeps of the job to shut the connection down at the deadline.
-    fn into_kept(self) -> Option<Stream>;
-}
 
 /// A flavour, ready to run jobs.
 pub(crate) enum Exec<J: Job> {
@@ -113,15 +104,10 @@ impl<J: Job> Exec<J> {
 /// unwinding past the caller's bookkeeping (a pool's counts, a permit), which would leave a
 /// `fixed_pool(1)` serving nobody.
 pub(crate) fn run_contained<J>(runner: &Runner<J>, shared: &Shared, job: J) -> Outcome {
-    match catch_unwind(AssertUnwindSafe(|| runner(job, false))) {
-        Ok(outcome) => outcome,
-        Err(payload) => {
-            // Its destructor may be what panicked: never run it.
-            std::mem::forget(payload);
-            crate::stats::Counters::bump(&shared.counters.panics);
-            Outcome::Panic
-        }
-    }
+    contained(|| runner(job, false)).unwrap_or_else(|_| {
+        crate::stats::Counters::bump(&shared.counters.panics);
+        Outcome::Panic
+    })
 }
 
 /// Shared ending of the thread flavours: wait for requests, then force, then join.

@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, Tr
 use super::threads::ThreadSet;
 use super::{finish_threads, run_contained, Job, Runner};
 use crate::flavor::Flavor;
-use crate::shutdown::Shared;
+use crate::shared::Shared;
 use crate::stats::Counters;
 
 /// The shortest wait of an extra worker for work: a zero `worker_idle_timeout` must not

@@ -21,10 +21,17 @@ use std::time::Duration;
 
 use crossbeam_channel::select;
 
+use socket2::SockRef;
+
+use super::accept::{dropped_oversize, AcceptErrors, OnError};
 use super::threads::ThreadSet;
-use super::{finish_threads, run_contained, Runner};
+use super::{finish_threads, run_contained};
+use crate::config::Config;
+use crate::conn::{verified, Accepted, Datagram, Runner};
 use crate::flavor::Flavor;
-use crate::shutdown::Shared;
+use crate::net::sealed::Listen;
+use crate::net::DgramSocket;
+use crate::shared::Shared;
 use crate::sys::{self, Interest};
 
 /// Whether workers can take their own work on this system (see the module's doc).
@@ -57,14 +64,6 @@ pub(crate) trait Source: Send + Sync + 'static {
     fn scratch_len(&self) -> usize;
 }
 
-/// What to do about a failed `take`, and how long to back off.
-pub(crate) trait Classify {
-    /// `Ok(None)`: try again at once; `Ok(Some(d))`: back off for `d`; `Err`: fatal.
-    fn on_error(&mut self, e: io::Error) -> io::Result<Option<Duration>>;
-    /// A job was taken: the back-off starts over.
-    fn reset(&mut self);
-}
-
 /// Workers and how many of them wait for work: atomics, changed once when a worker takes a
 /// job and once when it is done (no lock two workers could contend for on every
 /// connection).
@@ -86,6 +85,7 @@ struct Inner<S: Source> {
     limit: usize,
     /// The error that made taking work impossible (it ends `serve`).
     fatal: Mutex<Option<io::Error>>,
+    errors: AcceptErrors,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -98,13 +98,14 @@ pub(crate) struct Pool<S: Source> {
 }
 
 impl<S: Source> Pool<S> {
-    /// Starts the warm workers; each gets its own error classifier from `classify`.
-    pub(crate) fn start<C: Classify + Send + 'static>(
+    /// Starts the warm workers; `what` names the call that takes work (`accept`,
+    /// `recvfrom`) in the logs.
+    pub(crate) fn start(
         source: Arc<S>,
         runner: Runner<S::Job>,
         shared: &Arc<Shared>,
         flavor: &Flavor,
-        classify: impl Fn() -> C + Send + Sync + 'static,
+        what: &'static str,
     ) -> io::Result<Pool<S>> {
         let warm = flavor.workers.max(1);
         source.set_wait_timeout(flavor.worker_idle_timeout.max(MIN_IDLE))?;
@@ -117,15 +118,15 @@ impl<S: Source> Pool<S> {
             warm,
             limit: flavor.limit.max(warm),
             fatal: Mutex::new(None),
+            errors: AcceptErrors::new(shared, what),
         });
-        let classify: Arc<dyn Fn() -> C + Send + Sync> = Arc::new(classify);
         let pool = Pool { inner };
         // All the warm workers are counted before any starts: one that takes a client at
         // once must not see itself as the last idle worker and grow the pool past its limit.
         pool.inner.counts.workers.store(warm, SeqCst);
         pool.inner.counts.idle.store(warm, SeqCst);
         for _ in 0..warm {
-            if let Err(e) = spawn(&pool.inner, &classify) {
+            if let Err(e) = spawn(&pool.inner) {
                 // The workers already started leave and are joined, not detached.
                 shared.stop();
                 pool.inner.source.interrupt();
@@ -173,13 +174,9 @@ impl<S: Source> Pool<S> {
 /// worker must never see itself missing), under the threads' lock, unless `finish` has
 /// begun (it takes the thread set under the same lock after closing: it never misses a
 /// worker). The count is given back if the worker does not start.
-fn spawn<S: Source, C: Classify + Send + 'static>(
-    inner: &Arc<Inner<S>>,
-    classify: &Arc<dyn Fn() -> C + Send + Sync>,
-) -> io::Result<()> {
+fn spawn<S: Source>(inner: &Arc<Inner<S>>) -> io::Result<()> {
     let worker = Worker {
         inner: Arc::clone(inner),
-        classify: Arc::clone(classify),
     };
     let mut threads = lock(&inner.threads);
     let closed = inner.counts.closed.load(SeqCst);
@@ -195,15 +192,13 @@ fn spawn<S: Source, C: Classify + Send + 'static>(
     spawned
 }
 
-struct Worker<S: Source, C> {
+struct Worker<S: Source> {
     inner: Arc<Inner<S>>,
-    classify: Arc<dyn Fn() -> C + Send + Sync>,
 }
 
-impl<S: Source, C: Classify + Send + 'static> Worker<S, C> {
+impl<S: Source> Worker<S> {
     fn run(self) {
         let p = &*self.inner;
-        let mut errors = (self.classify)();
         let mut scratch = vec![0u8; p.source.scratch_len()];
         loop {
             if p.shared.is_stopping() {
@@ -215,7 +210,7 @@ impl<S: Source, C: Classify + Send + 'static> Worker<S, C> {
             // to do: an extra one then leaves, a warm one waits again.
             match p.source.take(&mut scratch) {
                 Ok(Some(job)) => {
-                    errors.reset();
+                    p.errors.success();
                     self.serve(job);
                     p.counts.idle.fetch_add(1, SeqCst);
                 }
@@ -230,13 +225,14 @@ impl<S: Source, C: Classify + Send + 'static> Worker<S, C> {
                         return;
                     }
                 }
-                Err(e) => match errors.on_error(e) {
-                    Ok(None) => {}
-                    Ok(Some(d)) => {
-                        // Back off, waking at once for shutdown.
+                Err(e) => match p.errors.on_error(e) {
+                    OnError::Wait | OnError::Retry => {}
+                    OnError::Backoff(d) => {
+                        // Back off, waking at once for shutdown. (This worker still counts
+                        // as idle: its wait for work goes on, so the pool does not grow.)
                         let _ = sys::poll(&[(p.shared.wake_fd(), Interest::Read)], Some(d));
                     }
-                    Err(e) => {
+                    OnError::Fatal(e) => {
                         lock(&p.fatal).get_or_insert(e);
                         p.shared.stop();
                         break;
@@ -283,12 +279,116 @@ impl<S: Source, C: Classify + Send + 'static> Worker<S, C> {
                 .is_ok()
         {
             p.counts.idle.fetch_add(1, SeqCst);
-            if let Err(e) = spawn(&self.inner, &self.classify) {
+            if let Err(e) = spawn(&self.inner) {
                 log::warn!("cannot grow the pool: {e}");
             }
         }
         p.shared.begin_request();
         run_contained(&p.runner, &p.shared, job);
         p.shared.end_request();
+    }
+}
+
+/// A listener whose pool workers accept for themselves (blocking `accept`).
+pub(crate) struct AcceptSource<L> {
+    listener: L,
+    shared: Arc<Shared>,
+    cfg: Arc<Config>,
+}
+
+impl<L: Listen> AcceptSource<L> {
+    /// Makes the listener blocking: idle workers wait in `accept` itself.
+    pub(crate) fn new(listener: L, shared: &Arc<Shared>, cfg: &Arc<Config>) -> io::Result<Self> {
+        SockRef::from(&listener).set_nonblocking(false)?;
+        Ok(AcceptSource {
+            listener,
+            shared: Arc::clone(shared),
+            cfg: Arc::clone(cfg),
+        })
+    }
+}
+
+impl<L: Listen> Source for AcceptSource<L> {
+    type Job = Accepted;
+
+    fn take(&self, _scratch: &mut Vec<u8>) -> io::Result<Option<Accepted>> {
+        let (stream, peer) = self.listener.accept_stream()?;
+        // Linux gives an accepted socket the listener's receive timeout (the pool's wait
+        // timeout): set the connection's own. (Should it fail, the connection keeps the
+        // pool's timeout; nothing for the pool to stop over.)
+        let _ = stream.set_read_timeout(self.cfg.read_timeout);
+        Ok(verified(&self.cfg, &self.shared, &peer).then_some(Accepted { stream, peer }))
+    }
+
+    fn set_wait_timeout(&self, d: Duration) -> io::Result<()> {
+        SockRef::from(&self.listener).set_read_timeout(Some(d))
+    }
+
+    fn interrupt(&self) {
+        // Linux: blocked accepts fail with EINVAL, new clients are refused.
+        let _ = SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read);
+    }
+
+    fn scratch_len(&self) -> usize {
+        0
+    }
+}
+
+/// A datagram socket whose pool workers receive for themselves (blocking `recvfrom`).
+pub(crate) struct RecvSource {
+    socket: Arc<DgramSocket>,
+    shared: Arc<Shared>,
+    cfg: Arc<Config>,
+}
+
+impl RecvSource {
+    /// Makes the socket blocking: idle workers wait in `recvfrom` itself (replies never
+    /// block on it: they are sent with `MSG_DONTWAIT`).
+    pub(crate) fn new(
+        socket: Arc<DgramSocket>,
+        shared: &Arc<Shared>,
+        cfg: &Arc<Config>,
+    ) -> io::Result<Self> {
+        SockRef::from(&*socket).set_nonblocking(false)?;
+        Ok(RecvSource {
+            socket,
+            shared: Arc::clone(shared),
+            cfg: Arc::clone(cfg),
+        })
+    }
+}
+
+impl Source for RecvSource {
+    type Job = Datagram;
+
+    fn take(&self, scratch: &mut Vec<u8>) -> io::Result<Option<Datagram>> {
+        let (n, peer) = self.socket.recv_from(scratch)?;
+        // After `interrupt`, recvfrom returns 0 at once: the stop, not an empty datagram.
+        if n == 0 && self.shared.is_stopping() {
+            return Ok(None);
+        }
+        if n > self.cfg.max_datagram {
+            dropped_oversize(&self.shared, &self.cfg, &peer);
+            return Ok(None);
+        }
+        Ok(verified(&self.cfg, &self.shared, &peer).then(|| Datagram {
+            data: scratch[..n].to_vec(),
+            peer,
+        }))
+    }
+
+    fn set_wait_timeout(&self, d: Duration) -> io::Result<()> {
+        SockRef::from(&*self.socket).set_read_timeout(Some(d))
+    }
+
+    fn interrupt(&self) {
+        // Linux: blocked recvfroms return 0 (the call itself reports ENOTCONN on an
+        // unconnected socket, and still shuts reading down).
+        let _ = SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Read);
+    }
+
+    fn scratch_len(&self) -> usize {
+        // One byte more than the largest datagram served: a datagram that fills it was cut.
+        self.cfg.max_datagram + 1
     }
 }

@@ -15,9 +15,9 @@ use signal_hook::SigId;
 
 use super::{Job, Runner, FORCE_WAIT};
 use crate::handler::Outcome;
-use crate::shutdown::Shared;
+use crate::net::stream::Stream;
+use crate::shared::Shared;
 use crate::stats::Counters;
-use crate::stream::Stream;
 use crate::sys::{self, ChildExit, Interest};
 use crate::time;
 

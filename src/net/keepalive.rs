@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 
-use crate::config::Builder;
-use crate::stream::Stream;
+use crate::builder::Builder;
+use crate::net::stream::Stream;
 
 /// Probes sent, unanswered, before the kernel declares the peer gone.
 const PROBES: u32 = 3;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::shutdown::Shared;
+use crate::shared::Shared;
 
 /// The live threads of a flavour. Memory is O(live threads): each thread reports its own end
 /// on a channel and is joined at the next `reap` (Python's bpo-37193 kept every finished

@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 
 use signal_hook::consts::SIGHUP;
 
+use crate::deploy::inherit::{READY_NAME, RESTART_HANDOVER, RESTART_PARENT};
+use crate::deploy::notify::{self, HANDOVER};
+use crate::net::Listener;
 use crate::server::StreamServer;
 use crate::shutdown::ShutdownHandle;
 use crate::sys::{self, Interest};
-use crate::systemd::{self, HANDOVER, READY_NAME, RESTART_HANDOVER, RESTART_PARENT};
-use crate::transport::Listener;
 
 /// How long a new process gets to start serving before the restart is abandoned.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -100,7 +101,7 @@ impl<L: Listener + AsFd> StreamServer<L> {
         // rather than left to its default action, which would kill the process and the
         // requests it is still finishing. A restart waits up to 30 s for the new process:
         // it runs on a thread of its own, so that SIGTERM is taken meanwhile.
-        crate::signal::on_signals(&[SIGHUP], move |a| {
+        crate::deploy::signal::on_signals(&[SIGHUP], move |a| {
             a.hangup.push(Box::new(move || {
                 let state = Arc::clone(&state);
                 let spawned = thread::Builder::new()
@@ -168,14 +169,14 @@ impl NextProcess {
         // The hand-over and a SIGTERM's shutdown race: one atomic step decides which came
         // first. The flag goes up before, so that `serve` ending now does not tell the
         // service manager the service stops.
-        systemd::set_handed_over(true);
+        notify::set_handed_over(true);
         if !handle.shared.stop_first() {
-            systemd::set_handed_over(false);
+            notify::set_handed_over(false);
             log::info!("restart abandoned: shutdown began as process {pid} became ready");
             abandon(child, ready);
             return false;
         }
-        systemd::handed_over_to(pid);
+        notify::handed_over_to(pid);
         if let Err(e) = ready
             .set_nonblocking(false)
             .and_then(|()| ready.write_all(HANDOVER))

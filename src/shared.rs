@@ -1,0 +1,323 @@
+//! Shared server state: the stop flag, the waker, the live-connection registry, the counters.
+
+use std::io::{self, Write};
+use std::net::Shutdown;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::net::stream::Stream;
+use crate::stats::Counters;
+use crate::time;
+
+/// A connection as the registry sees it, to shut it down when the grace period is over.
+#[derive(Debug)]
+pub(crate) struct ConnSlot {
+    pub(crate) stream: Stream,
+}
+
+/// State shared by a server, its handle, its workers and its requests.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    stopping: AtomicBool,
+    /// Dropped at shutdown, which wakes every `select!` waiting on `stop_rx`.
+    stop_tx: Mutex<Option<Sender<()>>>,
+    pub(crate) stop_rx: Receiver<()>,
+    /// One byte is written here at shutdown and never read: the read end stays readable, so
+    /// every `poll` on it (accept loop, forked children) wakes at once.
+    wake_tx: UnixStream,
+    wake_rx: UnixStream,
+    pub(crate) counters: Counters,
+    /// Live connections, and whether the grace period is over (then a connection registered
+    /// late, by a worker that took its job after `force_close`, is shut down at once).
+    registry: Mutex<Registry>,
+    /// Requests in flight: an atomic count, so that a request costs no lock; the mutex and
+    /// condition variable serve only the drain at shutdown (`wait_drained`).
+    inflight: AtomicU64,
+    drain_lock: Mutex<()>,
+    drained: Condvar,
+    grace: Duration,
+    /// For the single flavour, whose serving thread is inside the handler at shutdown: a
+    /// thread started at shutdown that shuts connections down when the grace period ends.
+    watchdog: Mutex<Watchdog>,
+}
+
+#[derive(Debug, Default)]
+struct Watchdog {
+    enabled: bool,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Shared {
+    pub(crate) fn new(grace: Duration) -> io::Result<Arc<Shared>> {
+        let (wake_tx, wake_rx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        Ok(Arc::new(Shared {
+            stopping: AtomicBool::new(false),
+            stop_tx: Mutex::new(Some(stop_tx)),
+            stop_rx,
+            wake_tx,
+            wake_rx,
+            counters: Counters::default(),
+            registry: Mutex::new(Registry::default()),
+            inflight: AtomicU64::new(0),
+            drain_lock: Mutex::new(()),
+            drained: Condvar::new(),
+            grace,
+            watchdog: Mutex::new(Watchdog::default()),
+        }))
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(SeqCst)
+    }
+
+    /// The grace period requests in flight get after shutdown begins.
+    pub(crate) fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// The descriptor that turns readable once shutdown has begun.
+    pub(crate) fn wake_fd(&self) -> RawFd {
+        self.wake_rx.as_raw_fd()
+    }
+
+    /// Begins shutdown: idempotent, non-blocking, callable from any thread or handler.
+    pub(crate) fn stop(self: &Arc<Self>) {
+        self.stop_first();
+    }
+
+    /// Begins shutdown like `stop`; `true` when this call began it, `false` when it had
+    /// begun already (a restart's hand-over uses it to tell its own shutdown from a
+    /// SIGTERM's, atomically).
+    pub(crate) fn stop_first(self: &Arc<Self>) -> bool {
+        if self.stopping.swap(true, SeqCst) {
+            return false;
+        }
+        self.stop_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // A full socket buffer means a byte is already there: nothing more to do.
+        let _ = (&self.wake_tx).write(&[1]);
+        // Handlers waiting for their client's next request wake on the wake socket and read
+        // EOF (see `request.rs`); handlers in the middle of a request keep their connection
+        // until the grace period ends.
+        let mut dog = self.watchdog.lock().unwrap_or_else(|e| e.into_inner());
+        if dog.enabled {
+            let shared = Arc::clone(self);
+            let spawned = std::thread::Builder::new()
+                .name("socketserver-grace".into())
+                .spawn(move || {
+                    if !shared.wait_drained(time::after(shared.grace)) {
+                        log::warn!("grace period over: shutting down the connection still open");
+                        shared.force_close();
+                    }
+                });
+            match spawned {
+                Ok(t) => dog.thread = Some(t),
+                Err(e) => log::warn!("cannot start the grace-period thread: {e}"),
+            }
+        }
+        true
+    }
+
+    pub(crate) fn enable_watchdog(&self) {
+        self.watchdog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .enabled = true;
+    }
+
+    /// Joins the watchdog if one was started. A `stop` that comes after this (from another
+    /// thread, racing the end of `serve`) starts none: it would outlive `serve` detached.
+    pub(crate) fn join_watchdog(&self) {
+        let t = {
+            let mut dog = self.watchdog.lock().unwrap_or_else(|e| e.into_inner());
+            dog.enabled = false;
+            dog.thread.take()
+        };
+        if let Some(t) = t {
+            let _ = t.join();
+        }
+    }
+
+    /// Shuts down every connection still open, so blocked reads and writes return, and
+    /// every connection registered from now on.
+    pub(crate) fn force_close(&self) {
+        let mut reg = self.lock_registry();
+        reg.forced = true;
+        for slot in reg.slots.iter() {
+            let _ = slot.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn lock_registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tracks a live connection until the returned guard drops. After the grace period the
+    /// connection is shut down as it registers: its handler finds it closed at once.
+    pub(crate) fn register(self: &Arc<Self>, slot: Arc<ConnSlot>) -> Registration {
+        let mut reg = self.lock_registry();
+        if reg.forced {
+            let _ = slot.stream.shutdown(Shutdown::Both);
+        }
+        let key = reg.slots.insert(slot);
+        drop(reg);
+        Registration {
+            shared: Arc::clone(self),
+            key,
+        }
+    }
+
+    /// A request entered the server (accepted, queued or handed to a worker).
+    pub(crate) fn begin_request(&self) {
+        self.inflight.fetch_add(1, SeqCst);
+        Counters::bump(&self.counters.active);
+    }
+
+    /// A request left the server.
+    pub(crate) fn end_request(&self) {
+        let before = self
+            .inflight
+            .fetch_update(SeqCst, SeqCst, |n| Some(n.saturating_sub(1)))
+            .unwrap_or(0);
+        self.counters.active.fetch_sub(1, SeqCst);
+        // Only shutdown waits for the drain (`wait_drained` runs after `stop`): no lock and
+        // no wake-up per request before that. If this reads "not stopping", the decrement
+        // came before the stop, and so before the waiter's first look at the count. Else
+        // the notification is sent under the lock the waiter holds from its look at the
+        // count until it sleeps: it cannot be missed.
+        if before <= 1 && self.is_stopping() {
+            let _guard = self.drain_lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.drained.notify_all();
+        }
+    }
+
+    /// Waits until no request is in flight or `deadline` passes; true when drained.
+    /// `deadline` `None` waits for ever (a grace period too large to represent).
+    pub(crate) fn wait_drained(&self, deadline: Option<Instant>) -> bool {
+        let mut n = self.drain_lock.lock().unwrap_or_else(|e| e.into_inner());
+        while self.inflight.load(SeqCst) > 0 {
+            n = match time::left(deadline) {
+                Some(Duration::ZERO) => return false,
+                Some(left) => {
+                    self.drained
+                        .wait_timeout(n, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => self.drained.wait(n).unwrap_or_else(|e| e.into_inner()),
+            };
+        }
+        true
+    }
+
+    /// Reads the wake byte count; only used by tests of the waker itself.
+    #[cfg(test)]
+    fn wake_pending(&self) -> bool {
+        use std::io::Read;
+        let mut b = [0u8; 1];
+        matches!((&self.wake_rx).read(&mut b), Ok(1))
+    }
+}
+
+/// Removes a connection from the registry when dropped.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    shared: Arc<Shared>,
+    key: usize,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.shared.lock_registry().slots.remove(self.key);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    slots: Slab<Arc<ConnSlot>>,
+    forced: bool,
+}
+
+/// A minimal slab: O(1) insert and remove, memory bounded by the most entries ever live at
+/// once (never by how many came and went).
+#[derive(Debug)]
+struct Slab<T> {
+    entries: Vec<Option<T>>,
+    free: Vec<usize>,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            entries: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T> Slab<T> {
+    fn insert(&mut self, value: T) -> usize {
+        match self.free.pop() {
+            Some(k) => {
+                self.entries[k] = Some(value);
+                k
+            }
+            None => {
+                self.entries.push(Some(value));
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        if let Some(e) = self.entries.get_mut(key) {
+            if e.take().is_some() {
+                self.free.push(key);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slab_reuses_freed_keys() {
+        let mut s = Slab::default();
+        let a = s.insert(1);
+        let b = s.insert(2);
+        s.remove(a);
+        let c = s.insert(3);
+        assert_eq!(a, c);
+        assert_ne!(b, c);
+        assert_eq!(s.entries.len(), 2);
+        assert_eq!(s.iter().copied().collect::<Vec<_>>(), vec![3, 2]);
+    }
+
+    #[test]
+    fn stop_is_idempotent_and_wakes_once() {
+        let shared = Shared::new(Duration::from_secs(1)).unwrap();
+        shared.stop();
+        shared.stop();
+        assert!(shared.is_stopping());
+        assert!(shared.wake_pending());
+        assert!(!shared.wake_pending());
+        assert!(shared.stop_rx.recv().is_err());
+    }
+}
