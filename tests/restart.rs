@@ -315,6 +315,7 @@ fn sigterm_during_a_sighup_restart_stops_both() {
             thread::sleep(Duration::from_millis(delay_ms));
         }
         kill(Pid::from_raw(old as i32), Signal::SIGTERM).unwrap();
+        let signalled = Instant::now();
         assert_eq!(
             first.wait_exit(Duration::from_secs(15)),
             Some(0),
@@ -345,6 +346,10 @@ fn sigterm_during_a_sighup_restart_stops_both() {
             thread::sleep(Duration::from_millis(20));
             left = deploy::pids_with_env("DEPLOY_TEST_MARK", &mark);
         }
+        eprintln!(
+            "round {round}: abandoned; every process gone {:?} after SIGTERM",
+            signalled.elapsed()
+        );
         let guards: Vec<PidGuard> = left.iter().map(|&p| PidGuard(p)).collect();
         assert!(
             left.is_empty(),

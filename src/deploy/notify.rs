@@ -68,7 +68,10 @@ fn await_handover(ready: &mut UnixStream) -> io::Result<()> {
     while got.len() < HANDOVER.len() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "no hand-over in time"));
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no hand-over in time",
+            ));
         }
         ready.set_read_timeout(Some(left))?;
         match ready.read(&mut buf) {
@@ -82,7 +85,9 @@ fn await_handover(ready: &mut UnixStream) -> io::Result<()> {
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
                 ) => {}
             Err(e) => return Err(e),
         }

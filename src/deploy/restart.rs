@@ -55,7 +55,8 @@ impl<L: Listener + AsFd> StreamServer<L> {
     /// A SIGTERM (or any shutdown) that comes before the hand-over abandons the restart:
     /// the new process is stopped too (it is sent SIGTERM, and a new process that reported
     /// ready waits for this one's hand-over and stops without it, even if this process
-    /// exits first), so `kill -HUP` followed at once by `kill -TERM` leaves no process
+    /// exits first; one still starting when this process has exited gets an error from
+    /// `from_systemd`), so `kill -HUP` followed at once by `kill -TERM` leaves no process
     /// serving. After the hand-over the new process is the service: a SIGTERM to the old,
     /// draining one ends only that one.
     ///
