@@ -101,13 +101,16 @@ impl<T> Builder<T> {
         self
     }
 
-    /// Sets `SO_RCVBUF` on the socket: the kernel's receive buffer, in bytes. By default,
-    /// the system's (`net.core.rmem_default`, often 208 KiB; Linux doubles the value set,
-    /// for its own bookkeeping, and caps it at `net.core.rmem_max`).
+    /// Sets `SO_RCVBUF` on the socket: the kernel's receive buffer, in bytes (Linux doubles
+    /// the value set, for its own bookkeeping, and caps it at `net.core.rmem_max`). By
+    /// default, for a datagram server the largest the system allows (`net.core.rmem_max`),
+    /// and for a stream server the system's default (`net.core.rmem_default`, often
+    /// 208 KiB).
     ///
-    /// Raise it for UDP servers that take bursts: datagrams that arrive while the buffer is
-    /// full are dropped by the kernel before the server sees them (`netstat -su`, "receive
-    /// buffer errors"). The size in effect is readable from the bound server
+    /// A datagram server takes bursts: datagrams that arrive while the buffer is full are
+    /// dropped by the kernel before the server sees them (`netstat -su`, "receive buffer
+    /// errors"), hence its default; raise `net.core.rmem_max` for more, or set a smaller
+    /// size here to bound the memory. The size in effect is readable from the bound server
     /// (`recv_buffer_size()`). On a stream server it is the listener's, inherited by every
     /// accepted connection (set before `listen`, so TCP window scaling can use it).
     #[doc(alias = "SO_RCVBUF")]
@@ -407,6 +410,59 @@ impl<T: Listener> Builder<T> {
     /// before it or after.
     pub fn proxy_header_timeout(&mut self, t: Duration) -> &mut Self {
         self.cfg.proxy.timeout = t;
+        self
+    }
+}
+
+/// Metrics, the admin listener and the shutdown delay (see `crate::metrics`, `crate::admin`
+/// and the observability chapter of the guide).
+impl<T> Builder<T> {
+    /// Serves this server's metrics, health and status on a small HTTP listener of its
+    /// own at `addr` ([`AdminServer`](crate::AdminServer)): `/metrics`, `/livez`,
+    /// `/readyz`, `/status` and `/status.json`. Bound with the server (port 0 picks a free
+    /// port: see `admin_addr()` on the server), it answers from then until `serve`
+    /// returns. By default, none.
+    ///
+    /// Bind it to loopback or a private network: it tells anyone who asks what the server
+    /// is doing. For several servers on one admin port, bind an `AdminServer` yourself and
+    /// [`watch`](crate::AdminServer::watch) each server's metrics.
+    pub fn admin(&mut self, addr: impl std::net::ToSocketAddrs) -> &mut Self {
+        self.cfg.metrics.admin = Some(
+            addr.to_socket_addrs()
+                .map(|a| a.collect())
+                .map_err(|e| e.to_string()),
+        );
+        self
+    }
+
+    /// Sets the `listener` label of this server's metrics and its name on the status
+    /// page. By default, the bound address (a Unix socket's path).
+    pub fn listener_name(&mut self, name: impl Into<String>) -> &mut Self {
+        self.cfg.metrics.name = Some(name.into());
+        self
+    }
+
+    /// Sets the upper bounds, in seconds, of the buckets of
+    /// `socketserver_request_duration_seconds`: finite, positive, strictly increasing, at
+    /// most 31 (`+Inf` is added). An invalid list is an `InvalidInput` error from `bind`.
+    /// By default, 0.5 ms to 10 s: 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    /// 0.25, 0.5, 1, 2.5, 5, 10.
+    pub fn request_duration_buckets(&mut self, bounds: &[f64]) -> &mut Self {
+        match crate::metrics::Buckets::new(bounds) {
+            Ok(b) => self.cfg.metrics.request_buckets = b,
+            Err(e) => self.cfg.metrics.invalid = Some(format!("request_duration_buckets: {e}")),
+        }
+        self
+    }
+
+    /// Sets how long the server serves on after [`shutdown`](crate::ShutdownHandle::shutdown)
+    /// (SIGTERM, with `shutdown_on_signals`) before shutting down gracefully: readiness
+    /// (`/readyz`, `socketserver_ready`) ends at once, and the server keeps accepting and
+    /// serving for the delay, so that a balancer or Kubernetes, which stop sending to it
+    /// in parallel with the signal, never meet a refused connection. By default, 0 (shut
+    /// down at once).
+    pub fn shutdown_delay(&mut self, d: Duration) -> &mut Self {
+        self.cfg.shutdown_delay = d;
         self
     }
 }

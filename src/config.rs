@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::addr::Addr;
 use crate::error::HandlerError;
 use crate::flavor::Flavor;
+use crate::metrics::state::MetricsConfig;
 use crate::proxy::ProxyConfig;
 
 pub(crate) type VerifyHook = Arc<dyn Fn(&Addr) -> bool + Send + Sync>;
@@ -39,6 +40,9 @@ pub(crate) struct Config {
     pub(crate) on_error: Option<ErrorHook>,
     /// PROXY protocol (stream servers): `Builder::proxy_protocol`, in proxy.rs.
     pub(crate) proxy: ProxyConfig,
+    /// Metrics and the admin listener (`crate::metrics`, `crate::admin`).
+    pub(crate) metrics: MetricsConfig,
+    pub(crate) shutdown_delay: Duration,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     #[cfg(feature = "tls")]
@@ -69,6 +73,8 @@ impl Config {
             verify: None,
             on_error: None,
             proxy: ProxyConfig::default(),
+            metrics: MetricsConfig::default(),
+            shutdown_delay: Duration::ZERO,
             #[cfg(feature = "tls")]
             tls: None,
             #[cfg(feature = "tls")]
@@ -129,6 +135,12 @@ impl Config {
                 ));
             }
         }
+        if let Some(Err(e)) = &self.metrics.admin {
+            return invalid(format!("admin address: {e}"));
+        }
+        if let Some(e) = &self.metrics.invalid {
+            return invalid(e.clone());
+        }
         if self.max_connections == 0 {
             return invalid("max_connections must be at least 1".to_string());
         }
@@ -158,7 +170,9 @@ impl fmt::Debug for Config {
             .field("end_idle_on_shutdown", &self.end_idle_on_shutdown)
             .field("verify", &self.verify.is_some())
             .field("on_error", &self.on_error.is_some())
-            .field("proxy", &self.proxy);
+            .field("proxy", &self.proxy)
+            .field("metrics", &self.metrics)
+            .field("shutdown_delay", &self.shutdown_delay);
         #[cfg(feature = "tls")]
         f.field("tls", &self.tls.is_some())
             .field("tls_handshake_timeout", &self.tls_handshake_timeout);

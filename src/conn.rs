@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::addr::Addr;
 use crate::config::Config;
@@ -54,6 +54,7 @@ pub(crate) fn verified(cfg: &Config, shared: &Shared, peer: &Addr) -> bool {
     match &cfg.verify {
         Some(verify) if !contained(|| verify(peer)).unwrap_or(false) => {
             log::debug!("{peer}: refused by the verify hook");
+            Counters::bump(&shared.counters.rejected_verify);
             Counters::bump(&shared.counters.rejected);
             false
         }
@@ -83,6 +84,7 @@ pub(crate) fn configure(stream: &Stream, cfg: &Config) -> io::Result<()> {
 pub(crate) fn tls_handshake(
     stream: &Stream,
     cfg: &Config,
+    shared: &Shared,
 ) -> io::Result<Option<crate::tls::TlsSession>> {
     let Some(config) = &cfg.tls else {
         return Ok(None);
@@ -91,7 +93,11 @@ pub(crate) fn tls_handshake(
         read: cfg.read_timeout,
         write: cfg.write_timeout,
     };
-    crate::tls::TlsSession::accept(stream, config, cfg.tls_handshake_timeout, after).map(Some)
+    let started = Instant::now();
+    let session = crate::tls::TlsSession::accept(stream, config, cfg.tls_handshake_timeout, after);
+    let h = &shared.counters.tls_handshake;
+    h.observe(crate::metrics::Buckets::handshakes(), started.elapsed());
+    session.map(Some)
 }
 
 /// Opens an accepted connection for its handler, the one way every engine does it:
@@ -171,7 +177,7 @@ pub(crate) fn handshake(
         }
     }
     #[cfg(feature = "tls")]
-    match tls_handshake(req.stream(), cfg) {
+    match tls_handshake(req.stream(), cfg, shared) {
         Ok(Some(tls)) => req.set_tls(tls),
         Ok(None) => {}
         Err(e) => {
@@ -209,15 +215,20 @@ where
 {
     Arc::new(move |job: Accepted, forked: bool| {
         let Accepted { stream, peer } = job;
+        let _timed = ConnectionTimer {
+            shared: &shared,
+            opened: Instant::now(),
+        };
         let mut req = match open(stream, peer, &shared, &cfg, forked) {
             Ok(req) => req,
             Err(outcome) => return outcome,
         };
+        let started = Instant::now();
         let result = run_phases(&factory, &mut req, H::setup, H::handle, H::finish);
         let result = flushed(&mut req, result);
         let timed_out = req.timed_out();
         req.close();
-        report(&shared, &cfg, req.peer_addr(), result, timed_out)
+        report(&shared, &cfg, req.peer_addr(), result, timed_out, started)
     })
 }
 
@@ -234,6 +245,8 @@ where
 {
     Arc::new(move |job: Datagram, forked: bool| {
         let Datagram { data, peer } = job;
+        let started = Instant::now();
+        Counters::add(&shared.counters.received_bytes, data.len());
         let mut req = DatagramRequest::new(
             data,
             peer.clone(),
@@ -243,11 +256,29 @@ where
             forked,
         );
         let result = run_phases(&factory, &mut req, H::setup, H::handle, H::finish);
-        report(&shared, &cfg, &peer, result, None)
+        report(&shared, &cfg, &peer, result, None, started)
     })
 }
 
-/// Counts, logs and hands a request's result to the `on_error` hook.
+/// Times a connection from its accept (on the worker) to its close, whatever way the
+/// runner leaves.
+struct ConnectionTimer<'a> {
+    shared: &'a Shared,
+    opened: Instant,
+}
+
+impl Drop for ConnectionTimer<'_> {
+    fn drop(&mut self) {
+        let h = &self.shared.counters.connection_duration;
+        h.observe(
+            crate::metrics::Buckets::connections(),
+            self.opened.elapsed(),
+        );
+    }
+}
+
+/// Counts (and times, from `started`), logs and hands a request's result to the
+/// `on_error` hook.
 ///
 /// Log levels say whose fault it is: ERROR for the server's own (a panic, an I/O error the
 /// client did not cause), INFO for what a client caused (invalid data, an oversize frame,
@@ -258,8 +289,12 @@ pub(crate) fn report(
     peer: &Addr,
     result: Result<(), HandlerError>,
     timed_out: Option<TimedOut>,
+    started: Instant,
 ) -> Outcome {
     let c = &shared.counters;
+    // Counted and timed together: the histogram's count is the request count.
+    c.request_duration
+        .observe(&cfg.metrics.request_buckets, started.elapsed());
     Counters::bump(&c.completed);
     let err = match result {
         Ok(()) => return Outcome::Ok,

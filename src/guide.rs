@@ -14,6 +14,8 @@
 //! 5. [Deployment](deployment): TLS, behind a load balancer, systemd, restarts that
 //!    refuse nobody.
 //! 6. [Reliability](reliability): what is promised and how it is tested.
+//! 7. [Observability](observability): Prometheus metrics, health and readiness, the
+//!    status page, the systemd watchdog.
 //!
 //! Measurements (throughput per flavour, deployment, TLS, file transfer, the reliability
 //! suites' figures) are in
@@ -37,3 +39,6 @@ pub mod deployment {}
 
 #[doc = include_str!("../docs/reliability.md")]
 pub mod reliability {}
+
+#[doc = include_str!("../docs/observability.md")]
+pub mod observability {}

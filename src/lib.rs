@@ -77,6 +77,7 @@
 compile_error!("socketserver supports Unix-like systems (Linux, macOS, BSD) only");
 
 mod addr;
+mod admin;
 mod builder;
 mod config;
 mod conn;
@@ -87,6 +88,7 @@ mod flavor;
 pub mod framing;
 pub mod guide;
 mod handler;
+mod metrics;
 mod net;
 mod proxy;
 mod request;
@@ -106,11 +108,13 @@ pub mod tls;
 pub struct ReadmeDoctests;
 
 pub use crate::addr::Addr;
+pub use crate::admin::AdminServer;
 pub use crate::builder::Builder;
 pub use crate::deploy::signal::shutdown_on_signals;
 pub use crate::error::HandlerError;
 pub use crate::flavor::{Flavor, ParseFlavorError};
 pub use crate::handler::{DatagramHandler, Next, RequestHandler, StreamHandler};
+pub use crate::metrics::{Metrics, MetricsFormat};
 pub use crate::net::stream::Stream;
 pub use crate::net::{Datagram, Inet, Listener};
 pub use crate::proxy::{ProxyHeader, Tlvs};

@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram, UnixListener};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use socket2::Type;
 
+use crate::admin::AdminServer;
 use crate::builder::Builder;
 use crate::config::Config;
 use crate::conn::{datagram_runner, stream_runner, Job, Runner};
@@ -20,6 +22,7 @@ use crate::engine::pool::{self, AcceptSource, Pool, RecvSource, Source};
 use crate::engine::Exec;
 use crate::flavor::{Flavor, Kind};
 use crate::handler::{DatagramHandler, Looping, RequestHandler, StreamHandler};
+use crate::metrics::Metrics;
 use crate::net::bind::{bind_inet, bind_unix, buffer_sizes, SocketFile};
 use crate::net::{Datagram, DgramSocket, Listener};
 use crate::shared::Shared;
@@ -43,17 +46,34 @@ struct Core {
     /// The socket is shared with another process (inherited from systemd, or handed on by a
     /// SIGHUP restart): it must never be shut down, which would stop it for them too.
     shared_socket: AtomicBool,
+    /// The server's metrics, and its own admin listener (`Builder::admin`), which serves
+    /// until `serve` returns (it is dropped with the rest of the core).
+    metrics: Metrics,
+    admin: Option<AdminServer>,
+    /// The socket's descriptor (for the watchdog's look at its backlog while it serves).
+    fd: RawFd,
 }
 
 impl Core {
-    fn new(cfg: Config, file: Option<SocketFile>) -> io::Result<Core> {
+    fn new(
+        cfg: Config,
+        file: Option<SocketFile>,
+        fd: RawFd,
+        address: String,
+        stream: bool,
+    ) -> io::Result<Core> {
         cfg.validate()?;
-        let shared = Shared::new(cfg.grace_period)?;
+        let shared = Shared::new(cfg.grace_period, cfg.shutdown_delay)?;
+        let metrics = crate::metrics::view(&cfg, &shared, address, stream);
+        let admin = crate::admin::for_server(&cfg, &metrics)?;
         Ok(Core {
             cfg: Arc::new(cfg),
             shared,
             file,
             shared_socket: AtomicBool::new(false),
+            metrics,
+            admin,
+            fd,
         })
     }
 
@@ -84,17 +104,23 @@ impl Core {
         what: &'static str,
     ) -> io::Result<()> {
         let Core {
-            cfg, shared, file, ..
+            cfg,
+            shared,
+            file,
+            fd,
+            ..
         } = self;
         let source = Arc::new(source);
         let pool = Pool::start(Arc::clone(&source), runner, &shared, &cfg.flavor, what)?;
         crate::deploy::notify::serving(&shared);
+        crate::admin::serving(&shared, fd);
         let result = pool.wait();
         crate::deploy::notify::stopping();
         shared.stop();
         source.interrupt();
         drop(file);
         pool.finish(cfg.grace_period);
+        shared.status.stopped();
         result
     }
 
@@ -107,7 +133,11 @@ impl Core {
         serve_loop: impl FnOnce(&S, &mut Exec<J>, &Arc<Shared>, &Config) -> io::Result<()>,
     ) -> io::Result<()> {
         let Core {
-            cfg, shared, file, ..
+            cfg,
+            shared,
+            file,
+            fd,
+            ..
         } = self;
         let mut exec = match Exec::new(&cfg.flavor, runner, &shared) {
             Ok(exec) => exec,
@@ -118,12 +148,14 @@ impl Core {
             }
         };
         crate::deploy::notify::serving(&shared);
+        crate::admin::serving(&shared, fd);
         let result = serve_loop(&socket, &mut exec, &shared, &cfg);
         crate::deploy::notify::stopping();
         drop(socket);
         drop(file);
         shared.stop();
         exec.finish(cfg.grace_period);
+        shared.status.stopped();
         result
     }
 }
@@ -182,10 +214,21 @@ pub type UnixStreamServer = StreamServer<UnixListener>;
 impl<L: Listener> StreamServer<L> {
     fn new(listener: L, cfg: Config, file: Option<SocketFile>) -> io::Result<Self> {
         listener.prepare()?;
-        Ok(StreamServer {
-            listener,
-            core: Core::new(cfg, file)?,
-        })
+        let address = crate::metrics::address_of(socket2::SockRef::from(&listener));
+        let core = Core::new(cfg, file, listener.as_raw_fd(), address, true)?;
+        Ok(StreamServer { listener, core })
+    }
+
+    /// This server's metrics (see [`Metrics`]): for an [`AdminServer`] that watches
+    /// several servers, or a program that serves them itself.
+    pub fn metrics(&self) -> Metrics {
+        self.core.metrics.clone()
+    }
+
+    /// The address of this server's own admin listener ([`Builder::admin`]), if it has
+    /// one (with the real port when bound to port 0).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.core.admin.as_ref().map(AdminServer::local_addr)
     }
 
     /// A handle that stops this server from any thread; see [`ShutdownHandle`].
@@ -320,14 +363,19 @@ impl<L: Listener> StreamServer<L> {
             shared,
             file,
             shared_socket,
+            admin: _admin,
+            fd,
+            ..
         } = core;
         let parked = Parked::start(listener, Box::new(factory), &shared, &cfg)?;
         crate::deploy::notify::serving(&shared);
+        crate::admin::serving(&shared, fd);
         let result = parked.wait();
         crate::deploy::notify::stopping();
         shared.stop();
         drop(file);
         parked.finish(cfg.grace_period, shared_socket.into_inner());
+        shared.status.stopped();
         result
     }
 }
@@ -460,11 +508,24 @@ pub type UnixDatagramServer = DatagramServer<UnixDatagram>;
 
 impl<S: Datagram> DatagramServer<S> {
     fn new(socket: S, cfg: Config, file: Option<SocketFile>) -> io::Result<Self> {
+        let socket = socket.into_dgram()?;
+        let address = crate::metrics::address_of(socket2::SockRef::from(&socket));
+        let core = Core::new(cfg, file, socket.as_raw_fd(), address, false)?;
         Ok(DatagramServer {
-            socket: socket.into_dgram()?,
-            core: Core::new(cfg, file)?,
+            socket,
+            core,
             _transport: PhantomData,
         })
+    }
+
+    /// This server's metrics (see [`Metrics`]).
+    pub fn metrics(&self) -> Metrics {
+        self.core.metrics.clone()
+    }
+
+    /// The address of this server's own admin listener ([`Builder::admin`]), if it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.core.admin.as_ref().map(AdminServer::local_addr)
     }
 
     /// Marks the socket as shared with another process (see `Core`).

@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::metrics::state::Status;
 use crate::net::stream::Stream;
 use crate::stats::Counters;
+use crate::sys::SharedMem;
 use crate::time;
 
 /// A connection as the registry sees it, to shut it down when the grace period is over.
@@ -32,7 +34,12 @@ pub(crate) struct Shared {
     /// every `poll` on it (accept loop, forked children) wakes at once.
     wake_tx: UnixStream,
     wake_rx: UnixStream,
-    pub(crate) counters: Counters,
+    /// In memory shared with forked children (see `sys::SharedMem`).
+    pub(crate) counters: SharedMem<Counters>,
+    /// Readiness and the engine's view, for the metrics and the admin listener.
+    pub(crate) status: Status,
+    /// How long the server serves on after `ShutdownHandle::shutdown`, not ready.
+    delay: Duration,
     /// Live connections, and whether the grace period is over (then a connection registered
     /// late, by a worker that took its job after `force_close`, is shut down at once).
     registry: Mutex<Registry>,
@@ -54,7 +61,7 @@ struct Watchdog {
 }
 
 impl Shared {
-    pub(crate) fn new(grace: Duration) -> io::Result<Arc<Shared>> {
+    pub(crate) fn new(grace: Duration, delay: Duration) -> io::Result<Arc<Shared>> {
         let (wake_tx, wake_rx) = UnixStream::pair()?;
         wake_tx.set_nonblocking(true)?;
         wake_rx.set_nonblocking(true)?;
@@ -65,7 +72,9 @@ impl Shared {
             stop_rx,
             wake_tx,
             wake_rx,
-            counters: Counters::default(),
+            counters: SharedMem::new()?,
+            status: Status::default(),
+            delay,
             registry: Mutex::new(Registry::default()),
             inflight: AtomicU64::new(0),
             drain_lock: Mutex::new(()),
@@ -89,6 +98,31 @@ impl Shared {
         self.wake_rx.as_raw_fd()
     }
 
+    /// Begins shutdown after the shutdown delay: readiness ends now, the server serves on
+    /// for the delay (so that a balancer that stops sending to it in parallel loses no
+    /// client), then stops. With no delay, stops at once. Idempotent, non-blocking.
+    pub(crate) fn shutdown(self: &Arc<Self>) {
+        if self.delay.is_zero() || self.is_stopping() {
+            return self.stop();
+        }
+        if self.status.begin_drain() {
+            return; // a delay already runs
+        }
+        log::info!("not ready; shutting down in {:?}", self.delay);
+        let shared = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("socketserver-delay".into())
+            .spawn(move || {
+                // Ends early if something else stops the server meanwhile.
+                let _ = shared.stop_rx.recv_timeout(shared.delay);
+                shared.stop();
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start the shutdown delay's thread, stopping now: {e}");
+            self.stop();
+        }
+    }
+
     /// Begins shutdown: idempotent, non-blocking, callable from any thread or handler.
     pub(crate) fn stop(self: &Arc<Self>) {
         self.stop_first();
@@ -98,6 +132,7 @@ impl Shared {
     /// begun already (a restart's hand-over uses it to tell its own shutdown from a
     /// SIGTERM's, atomically).
     pub(crate) fn stop_first(self: &Arc<Self>) -> bool {
+        self.status.drain();
         if self.stopping.swap(true, SeqCst) {
             return false;
         }
@@ -312,7 +347,7 @@ mod tests {
 
     #[test]
     fn stop_is_idempotent_and_wakes_once() {
-        let shared = Shared::new(Duration::from_secs(1)).unwrap();
+        let shared = Shared::new(Duration::from_secs(1), Duration::ZERO).unwrap();
         shared.stop();
         shared.stop();
         assert!(shared.is_stopping());

@@ -36,8 +36,18 @@ pub struct ShutdownHandle {
 
 impl ShutdownHandle {
     /// Begins a graceful shutdown; see the type's documentation. Returns at once.
+    ///
+    /// With a [shutdown delay](crate::Builder::shutdown_delay), the server first stops
+    /// being ready (`/readyz` answers 503, `socketserver_ready` is 0) and serves on,
+    /// accepting, for the delay; shutdown proper begins when it ends.
     pub fn shutdown(&self) {
-        self.shared.stop();
+        self.shared.shutdown();
+    }
+
+    /// Whether the server is ready: serving, and not shutting down (a shutdown delay
+    /// included) nor draining for a restart.
+    pub fn is_ready(&self) -> bool {
+        self.shared.status.is_ready()
     }
 
     /// Whether shutdown has begun.

@@ -2,11 +2,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::metrics::histogram::Histogram;
+
 /// A snapshot of a server's counters, from [`ShutdownHandle::stats`](crate::ShutdownHandle::stats).
 ///
 /// Counters only grow, except `active` and `threads`, which are gauges. For datagram servers
-/// "accepted" counts datagrams received. In a forking server a child's errors and panics are
-/// counted by the parent from the child's exit status.
+/// "accepted" counts datagrams received. In a forking server the children count into memory
+/// they share with the parent (mapped before the first fork), so their requests, errors and
+/// bytes are in the parent's figures; a child killed by a signal is counted by the parent
+/// as a completed request that panicked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -45,7 +49,7 @@ pub struct Stats {
     /// Connections closed because of their PROXY protocol header: missing, malformed,
     /// incomplete at the header deadline, failing its CRC32C, or sent from a source not
     /// trusted (see `Builder::proxy_protocol`). A connection closed before sending any byte
-    /// (a TCP health check) is not counted. In a forking server, counted in the child only.
+    /// (a TCP health check) is not counted.
     pub proxy_rejected: u64,
     /// TLS handshakes that failed or timed out (plain text on a TLS port, an unknown CA, no
     /// common ALPN protocol, a client too slow): the connection was closed and no handler
@@ -54,8 +58,16 @@ pub struct Stats {
     /// Worker threads running, or child processes not yet reaped, right now (bounded by the
     /// flavour's limit: finished ones are joined or reaped, never kept).
     pub threads: u64,
+    /// Bytes handlers read from their connections or received as datagrams (plaintext,
+    /// after TLS and the PROXY header).
+    pub received_bytes: u64,
+    /// Bytes handlers sent (plaintext, before TLS).
+    pub sent_bytes: u64,
 }
 
+/// The server's counters: the one source of every figure (`Stats`, the metrics, the status
+/// page). They live in memory shared with forked children (`sys::SharedMem`), so a child's
+/// counts are the parent's: only atomics here, valid when all zero.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) accepted: AtomicU64,
@@ -72,11 +84,27 @@ pub(crate) struct Counters {
     pub(crate) proxy_rejected: AtomicU64,
     pub(crate) tls_handshake_failures: AtomicU64,
     pub(crate) threads: AtomicU64,
+    pub(crate) received_bytes: AtomicU64,
+    pub(crate) sent_bytes: AtomicU64,
+    /// The part of `rejected` refused by the `verify` hook, and dropped because a fork
+    /// failed (the rest were dropped because the server was stopping).
+    pub(crate) rejected_verify: AtomicU64,
+    pub(crate) rejected_fork: AtomicU64,
+    /// Each completed request's duration (`completed` is its count).
+    pub(crate) request_duration: Histogram,
+    /// Each closed connection's life, from accept to close.
+    pub(crate) connection_duration: Histogram,
+    /// Each TLS handshake, successful or not.
+    pub(crate) tls_handshake: Histogram,
 }
 
 impl Counters {
     pub(crate) fn bump(c: &AtomicU64) {
         c.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn add(c: &AtomicU64, n: usize) {
+        c.fetch_add(n as u64, Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
@@ -95,6 +123,8 @@ impl Counters {
             proxy_rejected: self.proxy_rejected.load(Relaxed),
             tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
             threads: self.threads.load(Relaxed),
+            received_bytes: self.received_bytes.load(Relaxed),
+            sent_bytes: self.sent_bytes.load(Relaxed),
         }
     }
 }

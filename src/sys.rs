@@ -355,3 +355,87 @@ pub(crate) fn pass_fds<const N: usize>(cmd: &mut std::process::Command, fds: [Ra
         });
     }
 }
+
+/// Types for which every byte being zero is a valid value, and which hold no pointer or
+/// descriptor: they may live in memory shared with forked children (see [`SharedMem`]).
+///
+/// # Safety
+///
+/// An implementor must be valid when all its bytes are zero, must not own heap memory,
+/// descriptors or anything a `Drop` releases, and must be usable from several processes at
+/// once through shared mappings (atomics only, no locks that record a thread).
+pub(crate) unsafe trait ZeroShareable: Sync {}
+
+// SAFETY: `Counters` is a struct of `AtomicU64`s and arrays of them only (no pointer, no
+// `Drop`); an all-zero `AtomicU64` is 0, and lock-free atomics work across processes that
+// map the same pages.
+unsafe impl ZeroShareable for crate::stats::Counters {}
+
+/// A `T` in an anonymous `MAP_SHARED` mapping (`mmap(2)`), made before any fork: a forked
+/// child's writes to it are the parent's too, as in Apache's scoreboard. Zero-filled by the
+/// kernel; unmapped on drop (a child leaves through `_exit`, never dropping the parent's).
+pub(crate) struct SharedMem<T: ZeroShareable> {
+    ptr: std::ptr::NonNull<T>,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone and `T: Sync` (shared access through `&T`
+// from any thread is what `T` allows).
+unsafe impl<T: ZeroShareable> Send for SharedMem<T> {}
+// SAFETY: as above: only `&T` is ever handed out.
+unsafe impl<T: ZeroShareable> Sync for SharedMem<T> {}
+
+impl<T: ZeroShareable> SharedMem<T> {
+    /// Maps a zeroed `T` shared with the children this process will fork.
+    pub(crate) fn new() -> io::Result<SharedMem<T>> {
+        let len = std::mem::size_of::<T>().max(1);
+        assert!(
+            std::mem::align_of::<T>() <= 4096,
+            "a page aligns anything smaller"
+        );
+        // SAFETY: a new anonymous mapping: no address hint, no descriptor; the kernel
+        // returns page-aligned, zero-filled memory of `len` bytes or MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr.cast::<T>())
+            .ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
+        Ok(SharedMem { ptr, len })
+    }
+}
+
+impl<T: ZeroShareable> std::ops::Deref for SharedMem<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the mapping is live until drop, page-aligned (so aligned for T), at least
+        // size_of::<T>() bytes, and all-zero at first, a valid T (`ZeroShareable`); it is
+        // only ever accessed through `&T`, whose atomics make shared mutation sound.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T: ZeroShareable> Drop for SharedMem<T> {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `new` with this length and no reference to it
+        // outlives `self` (every `&T` borrows `self`).
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+impl<T: ZeroShareable + std::fmt::Debug> std::fmt::Debug for SharedMem<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}

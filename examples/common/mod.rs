@@ -2,7 +2,8 @@
 //! (`--addr`, `--mode`, `--workers`, `--grace`, the stream servers' bounds
 //! `--request-timeout`, `--write-timeout`, `--idle-timeout`, `--keepalive` (the last two
 //! default to what the example's protocol suits: see [`Service`]), and the deployment options
-//! `--proxy-protocol`, `--trusted-proxy`, `--reuseport`), logging, the socket (inherited
+//! `--proxy-protocol`, `--trusted-proxy`, `--reuseport`, `--metrics-addr`,
+//! `--shutdown-delay`), logging, the socket (inherited
 //! from systemd or a restart when `LISTEN_FDS` is set, else bound), the `listening on ADDR`
 //! line, a graceful exit on SIGINT/SIGTERM and, for stream servers, a restart on SIGHUP.
 //! Not an example itself.
@@ -77,6 +78,8 @@ pub struct ServerArgs {
     /// Require client certificates issued by the CAs of this PEM file (mutual TLS).
     #[arg(long, requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub observability: ObservabilityArgs,
 }
 
 /// A number of seconds from the command line: finite and not negative (`inf`, `nan` or
@@ -130,6 +133,46 @@ impl Service {
     }
 }
 
+// --- Observability (issue 21): metrics, health, status page, shutdown delay. ---
+
+/// The admin listener and the shutdown delay.
+#[derive(Args, Debug, Clone)]
+pub struct ObservabilityArgs {
+    /// Serve /metrics (Prometheus), /livez, /readyz, /status and /status.json on this
+    /// HOST:PORT (port 0 picks a free port). Off by default; bind it to loopback.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+    /// Seconds to keep serving, not ready (/readyz 503), after SIGTERM before shutting
+    /// down gracefully: time for a balancer to stop sending new clients.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub shutdown_delay: f64,
+}
+
+impl ObservabilityArgs {
+    /// Applies `--metrics-addr` and `--shutdown-delay` to a builder.
+    pub fn apply<T>(&self, b: &mut Builder<T>) {
+        if let Some(addr) = &self.metrics_addr {
+            b.admin(addr.as_str());
+        }
+        b.shutdown_delay(
+            Duration::try_from_secs_f64(self.shutdown_delay.max(0.0)).unwrap_or(Duration::MAX),
+        );
+    }
+}
+
+/// Prints `metrics on ADDR` (the admin listener's real address), flushed, right after the
+/// `listening on` line, when the server has an admin listener.
+pub fn announce_admin(admin: Option<std::net::SocketAddr>) -> io::Result<()> {
+    if let Some(addr) = admin {
+        let mut out = io::stdout().lock();
+        writeln!(out, "metrics on {addr}")?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+// --- end of observability ---
+
 /// An address or a CIDR block.
 fn parse_net(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
@@ -158,6 +201,7 @@ impl ServerArgs {
         b.flavor(self.flavor()).grace_period(
             Duration::try_from_secs_f64(self.grace.max(0.0)).unwrap_or(Duration::MAX),
         );
+        self.observability.apply(b);
     }
 
     /// The request timeout from `--request-timeout` (`None` for 0).
@@ -336,6 +380,7 @@ fn armed_tcp_server(args: &ServerArgs, service: Service) -> io::Result<TcpServer
     let server = args.tcp_server(service)?;
     server.restart_on_sighup()?;
     announce(server.local_addr()?, &server.shutdown_handle())?;
+    announce_admin(server.admin_addr())?;
     Ok(server)
 }
 
@@ -348,5 +393,6 @@ pub fn serve_udp<H: DatagramHandler + Clone>(
 ) -> io::Result<()> {
     let server = args.udp_server(port)?;
     announce(server.local_addr()?, &server.shutdown_handle())?;
+    announce_admin(server.admin_addr())?;
     server.serve(handler)
 }

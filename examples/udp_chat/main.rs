@@ -289,6 +289,7 @@ fn main() -> io::Result<()> {
     let replies = socket.try_clone()?;
     let server = cli.server.udp().from_socket(socket)?;
     common::announce(server.local_addr()?, &server.shutdown_handle())?;
+    common::announce_admin(server.admin_addr())?;
     if cli.console {
         let chat = Arc::clone(&chat);
         thread::Builder::new()

@@ -86,21 +86,11 @@ impl<J: Job> Forking<J> {
         self.children.remove(&pid);
         let c = &self.shared.counters;
         match exit {
-            ChildExit::Code(code) => match Outcome::from_exit_code(code) {
-                // No handler ran: not a completed request.
-                Outcome::TlsFailed => Counters::bump(&c.tls_handshake_failures),
-                outcome => {
-                    Counters::bump(&c.completed);
-                    match outcome {
-                        Outcome::Error => Counters::bump(&c.handler_errors),
-                        Outcome::Disconnect => Counters::bump(&c.disconnects),
-                        Outcome::IdleTimeout => Counters::bump(&c.idle_timeouts),
-                        Outcome::RequestTimeout => Counters::bump(&c.request_timeouts),
-                        Outcome::Panic => Counters::bump(&c.panics),
-                        Outcome::Ok | Outcome::TlsFailed => {}
-                    }
-                }
-            },
+            // The child counted its request itself, in the counters it shares with this
+            // process (see `sys::SharedMem`): its exit code only confirms it.
+            ChildExit::Code(code) => {
+                log::trace!("child {pid} exited: {:?}", Outcome::from_exit_code(code));
+            }
             ChildExit::Signal(sig) => {
                 log::warn!("child {pid} killed by signal {sig}");
                 Counters::bump(&c.completed);
@@ -159,6 +149,7 @@ impl<J: Job> Forking<J> {
             }
             Err(e) => {
                 log::error!("fork failed, dropping the request: {e}");
+                Counters::bump(&self.shared.counters.rejected_fork);
                 Counters::bump(&self.shared.counters.rejected);
             }
         }

@@ -122,6 +122,8 @@ struct Conn<H> {
     /// Its client sent its last request within `HOT` of the reply before (or it is new):
     /// worth waiting for on the worker that served it.
     hot: bool,
+    /// When it was accepted, for `socketserver_connection_duration_seconds`.
+    opened: Instant,
 }
 
 /// The parked connections: a slab whose keys carry a generation, so that an event for a
@@ -420,6 +422,8 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
             watching: AtomicBool::new(false),
             saturated: crossbeam_channel::bounded(1),
         });
+        let view: Arc<dyn crate::metrics::EngineView> = inner.clone();
+        shared.status.set_engine(Arc::downgrade(&view));
         let parked = Parked { inner };
         for _ in 0..warm {
             if let Err(e) = spawn(&parked.inner) {
@@ -870,6 +874,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             parked_after: 0,
             served_at: Instant::now(),
             hot: true,
+            opened: Instant::now(),
         });
         if !conn::has_handshake(&self.cfg) {
             return self.opened(conn, readable);
@@ -952,6 +957,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         loop {
             conn.req.request_arrived();
             self.shared.begin_request();
+            let started = Instant::now();
             let Some(handler) = conn.handler.as_mut() else {
                 return self.close(conn); // cannot happen: served only once open
             };
@@ -961,11 +967,18 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             let timed_out = conn.req.timed_out();
             let next = match result {
                 Ok(next) => {
-                    report(&self.shared, &self.cfg, &conn.peer, Ok(()), None);
+                    report(&self.shared, &self.cfg, &conn.peer, Ok(()), None, started);
                     next
                 }
                 Err(e) => {
-                    report(&self.shared, &self.cfg, &conn.peer, Err(e), timed_out);
+                    report(
+                        &self.shared,
+                        &self.cfg,
+                        &conn.peer,
+                        Err(e),
+                        timed_out,
+                        started,
+                    );
                     Next::Close
                 }
             };
@@ -1176,6 +1189,11 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         // its registration lingers under this connection's key, whose generation no
         // longer matches any parked connection: its events are ignored.
         conn.req.close();
+        let h = &self.shared.counters.connection_duration;
+        h.observe(
+            crate::metrics::Buckets::connections(),
+            conn.opened.elapsed(),
+        );
         drop(conn);
         self.closed_one();
     }
@@ -1281,5 +1299,27 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         for conn in all {
             self.close(conn);
         }
+    }
+}
+
+/// What the metrics read of the pool at scrape time (never on the request path).
+impl<L: Listen, H: RequestHandler> crate::metrics::EngineView for Inner<L, H> {
+    fn workers(&self) -> crate::metrics::Workers {
+        let (workers, idle) = (self.workers.load(Relaxed), self.idle.load(Relaxed));
+        crate::metrics::Workers {
+            busy: workers.saturating_sub(idle) as u64,
+            idle: idle.min(workers) as u64,
+        }
+    }
+
+    fn connections(&self) -> Option<(u64, u64)> {
+        // Open, and of them those not inside a request (parked, or lingering on a worker).
+        let open = self.live.load(Relaxed) as u64;
+        let serving = self.shared.counters.active.load(Relaxed);
+        Some((open, open.saturating_sub(serving)))
+    }
+
+    fn limit(&self) -> Option<u64> {
+        Some(self.cfg.max_connections as u64)
     }
 }

@@ -120,6 +120,8 @@ impl<S: Source> Pool<S> {
             fatal: Mutex::new(None),
             errors: AcceptErrors::new(shared, what),
         });
+        let view: Arc<dyn crate::metrics::EngineView> = inner.clone();
+        shared.status.set_engine(Arc::downgrade(&view));
         let pool = Pool { inner };
         // All the warm workers are counted before any starts: one that takes a client at
         // once must not see itself as the last idle worker and grow the pool past its limit.
@@ -390,5 +392,19 @@ impl Source for RecvSource {
     fn scratch_len(&self) -> usize {
         // One byte more than the largest datagram served: a datagram that fills it was cut.
         self.cfg.max_datagram + 1
+    }
+}
+
+/// What the metrics read of the pool at scrape time (never on the request path).
+impl<S: Source> crate::metrics::EngineView for Inner<S> {
+    fn workers(&self) -> crate::metrics::Workers {
+        let (workers, idle) = (
+            self.counts.workers.load(SeqCst),
+            self.counts.idle.load(SeqCst),
+        );
+        crate::metrics::Workers {
+            busy: workers.saturating_sub(idle) as u64,
+            idle: idle.min(workers) as u64,
+        }
     }
 }

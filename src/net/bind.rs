@@ -68,6 +68,20 @@ fn in_use(path: &Path) -> io::Error {
 fn set_buffers(socket: &Socket, cfg: &Config) -> io::Result<()> {
     if let Some(n) = cfg.recv_buffer {
         socket.set_recv_buffer_size(n)?;
+    } else if socket.r#type()? == Type::DGRAM {
+        // A datagram server takes bursts: datagrams that come while the receive buffer is
+        // full are dropped by the kernel unseen. By default it takes the largest buffer
+        // the system allows an unprivileged socket (Linux: net.core.rmem_max), and says
+        // what it got.
+        if let Some(max) = system_recv_buffer_max() {
+            if max > socket.recv_buffer_size()? {
+                socket.set_recv_buffer_size(max)?;
+            }
+        }
+        log::debug!(
+            "datagram receive buffer: {} bytes (the system's largest; raise net.core.rmem_max for more)",
+            socket.recv_buffer_size()?
+        );
     }
     if let Some(n) = cfg.send_buffer {
         socket.set_send_buffer_size(n)?;
@@ -150,4 +164,16 @@ impl Drop for SocketFile {
             }
         }
     }
+}
+
+/// The largest `SO_RCVBUF` the system grants without privilege, where it says
+/// (`/proc/sys/net/core/rmem_max` on Linux); `None` elsewhere.
+fn system_recv_buffer_max() -> Option<usize> {
+    let max: usize = fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    // The setsockopt takes an int; the kernel doubles what it is given.
+    Some(max.min(i32::MAX as usize / 2))
 }

@@ -12,6 +12,7 @@ use crate::net::stream::Stream;
 use crate::net::DgramSocket;
 use crate::proxy::ProxyHeader;
 use crate::shared::{ConnSlot, Registration, Shared};
+use crate::stats::Counters;
 use crate::sys::{self, Interest};
 use crate::time;
 
@@ -615,7 +616,12 @@ impl SocketReader {
                         t.unwrap_or_default()
                     )))
                 }
-                r => return r,
+                r => {
+                    if let Ok(n) = r {
+                        Counters::add(&self.shared.counters.sent_bytes, n);
+                    }
+                    return r;
+                }
             }
         }
     }
@@ -789,6 +795,9 @@ impl SocketReader {
 impl Read for SocketReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let result = self.read_request_bytes(buf);
+        if let Ok(n) = result {
+            Counters::add(&self.shared.counters.received_bytes, n);
+        }
         // A short read empties the socket's receive queue (a TCP or Unix stream read
         // returns early only when nothing more is queued).
         self.drained = matches!(result, Ok(n) if n < buf.len()) && !self.has_tls();
@@ -1037,7 +1046,13 @@ impl DatagramRequest {
     /// # ; Ok::<(), io::Error>(())
     /// ```
     pub fn reply_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<()> {
-        self.socket.send_to(bufs, &self.peer, self.write_timeout)
+        self.socket.send_to(bufs, &self.peer, self.write_timeout)?;
+        self.count_sent(bufs.iter().map(|b| b.len()).sum());
+        Ok(())
+    }
+
+    fn count_sent(&self, n: usize) {
+        Counters::add(&self.shared.counters.sent_bytes, n);
     }
 
     /// Sends `data` as one datagram to `to`, any peer, from the server's socket (so the
@@ -1063,6 +1078,8 @@ impl DatagramRequest {
     /// ```
     pub fn send_to(&mut self, data: &[u8], to: &Addr) -> io::Result<()> {
         self.socket
-            .send_to(&[IoSlice::new(data)], to, self.write_timeout)
+            .send_to(&[IoSlice::new(data)], to, self.write_timeout)?;
+        self.count_sent(data.len());
+        Ok(())
     }
 }
