@@ -475,7 +475,11 @@ fn main() -> io::Result<()> {
         max_backlog: cli.max_backlog,
     };
     let room = Arc::new(Room::default());
-    common::serve_tcp(&cli.server, 8006, move |req: &mut StreamRequest| {
-        serve_client(req, &room, limits)
-    })
+    common::serve_tcp(
+        &cli.server,
+        // People sit in a room reading for long: an hour of silence; keepalive finds
+        // the peers that vanished meanwhile (`--idle-timeout`, `--keepalive`).
+        common::Service::new(8006).idle_secs(3600),
+        move |req: &mut StreamRequest| serve_client(req, &room, limits),
+    )
 }

@@ -217,6 +217,8 @@ pub(crate) enum Outcome {
     RequestTimeout,
     /// The TLS handshake failed: no handler ran.
     TlsFailed,
+    /// The client went away (reset, broken pipe, EOF where a request was expected).
+    Disconnect,
 }
 
 impl Outcome {
@@ -227,6 +229,7 @@ impl Outcome {
             Outcome::IdleTimeout => 2,
             Outcome::RequestTimeout => 3,
             Outcome::TlsFailed => 4,
+            Outcome::Disconnect => 5,
             Outcome::Panic => 101,
         }
     }
@@ -238,6 +241,7 @@ impl Outcome {
             2 => Outcome::IdleTimeout,
             3 => Outcome::RequestTimeout,
             4 => Outcome::TlsFailed,
+            5 => Outcome::Disconnect,
             _ => Outcome::Panic,
         }
     }

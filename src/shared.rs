@@ -128,9 +128,16 @@ impl Shared {
 
     /// Begins shutdown: idempotent, non-blocking, callable from any thread or handler.
     pub(crate) fn stop(self: &Arc<Self>) {
+        self.stop_first();
+    }
+
+    /// Begins shutdown like `stop`; `true` when this call began it, `false` when it had
+    /// begun already (a restart's hand-over uses it to tell its own shutdown from a
+    /// SIGTERM's, atomically).
+    pub(crate) fn stop_first(self: &Arc<Self>) -> bool {
         self.status.drain();
         if self.stopping.swap(true, SeqCst) {
-            return;
+            return false;
         }
         self.stop_tx
             .lock()
@@ -157,6 +164,7 @@ impl Shared {
                 Err(e) => log::warn!("cannot start the grace-period thread: {e}"),
             }
         }
+        true
     }
 
     pub(crate) fn enable_watchdog(&self) {
