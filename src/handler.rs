@@ -142,7 +142,7 @@ pub(crate) struct Looping<R>(pub(crate) R);
 impl<R: RequestHandler> StreamHandler for Looping<R> {
     fn handle(&mut self, req: &mut StreamRequest) -> io::Result<()> {
         while self.0.handle_request(req)? == Next::Continue {
-            if req.is_shutting_down() && req.nothing_buffered() {
+            if req.stop_serving() && req.nothing_buffered() {
                 break;
             }
         }

@@ -49,6 +49,13 @@ pub(crate) struct Shared {
     /// Requests in flight: an atomic count, so that a request costs no lock; the mutex and
     /// condition variable serve only the drain at shutdown (`wait_drained`).
     inflight: AtomicU64,
+    /// Connections registered and not yet closed.
+    live: AtomicU64,
+    /// A SIGHUP restart handed the service over: open connections, idle ones included, are
+    /// served on until they close or the grace period ends (`keeps_open`).
+    keep_open: AtomicBool,
+    /// The grace period is over: every connection was shut down (`force_close`).
+    forced: AtomicBool,
     drain_lock: Mutex<()>,
     drained: Condvar,
     grace: Duration,
@@ -80,6 +87,9 @@ impl Shared {
             delay,
             registry: (0..REGISTRY_SHARDS).map(|_| Mutex::default()).collect(),
             inflight: AtomicU64::new(0),
+            live: AtomicU64::new(0),
+            keep_open: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
             drain_lock: Mutex::new(()),
             drained: Condvar::new(),
             grace,
@@ -105,6 +115,12 @@ impl Shared {
     /// for the delay (so that a balancer that stops sending to it in parallel loses no
     /// client), then stops. With no delay, stops at once. Idempotent, non-blocking.
     pub(crate) fn shutdown(self: &Arc<Self>) {
+        if self.is_stopping() && self.keeps_open() {
+            // A stop asked during a restart's drain ends the drain, as the grace period's
+            // end would: the connections still open are shut down now.
+            log::info!("shutdown during a restart's drain: closing the connections still open");
+            return self.force_close();
+        }
         if self.delay.is_zero() || self.is_stopping() {
             return self.stop();
         }
@@ -190,6 +206,12 @@ impl Shared {
     /// Shuts down every connection still open, so blocked reads and writes return, and
     /// every connection registered from now on.
     pub(crate) fn force_close(&self) {
+        self.forced.store(true, SeqCst);
+        {
+            // A restart's drain waiting for the last connection waits no more.
+            let _guard = self.drain_lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.drained.notify_all();
+        }
         for shard in 0..REGISTRY_SHARDS {
             let mut reg = self.lock_registry(shard);
             reg.forced = true;
@@ -216,6 +238,7 @@ impl Shared {
         }
         let key = reg.slots.insert(slot);
         drop(reg);
+        self.live.fetch_add(1, SeqCst);
         Registration {
             shared: Arc::clone(self),
             shard,
@@ -247,11 +270,26 @@ impl Shared {
         }
     }
 
-    /// Waits until no request is in flight or `deadline` passes; true when drained.
-    /// `deadline` `None` waits for ever (a grace period too large to represent).
+    /// Makes the coming stop a restart's drain (see `keeps_open`); `false` undoes it (the
+    /// restart was abandoned).
+    pub(crate) fn keep_open_on_stop(&self, on: bool) {
+        self.keep_open.store(on, SeqCst);
+    }
+
+    /// Whether the server, stopping, still serves its open connections, idle ones included,
+    /// until they close: after a SIGHUP restart's hand-over, until the grace period ends. A
+    /// restart is not a stop: closing at once would disconnect every long-lived client,
+    /// which the new process cannot take over.
+    pub(crate) fn keeps_open(&self) -> bool {
+        self.keep_open.load(SeqCst) && !self.forced.load(SeqCst)
+    }
+
+    /// Waits until no request is in flight (and, in a restart's drain, no connection is
+    /// open) or `deadline` passes; true when drained. `deadline` `None` waits for ever (a
+    /// grace period too large to represent).
     pub(crate) fn wait_drained(&self, deadline: Option<Instant>) -> bool {
         let mut n = self.drain_lock.lock().unwrap_or_else(|e| e.into_inner());
-        while self.inflight.load(SeqCst) > 0 {
+        while self.inflight.load(SeqCst) > 0 || (self.keeps_open() && self.live.load(SeqCst) > 0) {
             n = match time::left(deadline) {
                 Some(Duration::ZERO) => return false,
                 Some(left) => {
@@ -286,6 +324,16 @@ pub(crate) struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.shared.lock_registry(self.shard).slots.remove(self.key);
+        let before = self.shared.live.fetch_sub(1, SeqCst);
+        // As in `end_request`: only a restart's drain waits for the last connection.
+        if before <= 1 && self.shared.keeps_open() {
+            let _guard = self
+                .shared
+                .drain_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.shared.drained.notify_all();
+        }
     }
 }
 

@@ -359,3 +359,89 @@ fn sigterm_during_a_sighup_restart_stops_both() {
         guards.into_iter().for_each(PidGuard::defuse);
     }
 }
+
+/// A restart is not a stop: three echo clients connected across a SIGHUP exchange lines
+/// with the old process for two seconds after the new one took over (once they read EOF
+/// at the hand-over: a disconnect for every long-lived client), then the old process
+/// closes them and exits 0 within its grace period (`--grace 4`), while new clients are
+/// served by the new process all along.
+#[test]
+fn a_restart_keeps_serving_open_connections_until_the_grace_period_ends() {
+    use std::io::Write;
+    util::build_examples();
+    let mark = format!("{}-{:?}", std::process::id(), Instant::now());
+    let (mut first, addr) = Proc::example(
+        "echo",
+        &["--addr", "127.0.0.1:0", "--grace", "4"],
+        &[("DEPLOY_TEST_MARK", &mark)],
+    );
+    let line = |c: &mut BufReader<TcpStream>, msg: &str| -> io::Result<String> {
+        c.get_mut().write_all(format!("{msg}\n").as_bytes())?;
+        let mut got = String::new();
+        c.read_line(&mut got)?;
+        Ok(got)
+    };
+    let mut clients: Vec<BufReader<TcpStream>> = (0..3).map(|_| connect(addr).unwrap()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(
+            line(c, &format!("hello {i}")).unwrap(),
+            format!("hello {i}\n")
+        );
+    }
+    let old = first.pid();
+    assert!(signal(old, "HUP"));
+    assert_eq!(first.listening(), addr);
+    let new: Vec<u32> = deploy::pids_with_env("DEPLOY_TEST_MARK", &mark)
+        .into_iter()
+        .filter(|&p| p != old)
+        .collect();
+    assert_eq!(new.len(), 1, "one new process: {new:?}");
+    let guard = PidGuard(new[0]);
+    // Wait (bounded) until the old process has handed over: it logs so.
+    let handed_over = Instant::now() + TIMEOUT;
+    while !first.stderr().contains("stopping accepting") {
+        assert!(
+            Instant::now() < handed_over,
+            "no hand-over: {}",
+            first.stderr()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    let drain_began = Instant::now();
+    // Two seconds of exchanges on the old process's connections (bounded in count).
+    let mut exchanged = 0;
+    for round in 0..1000 {
+        if drain_began.elapsed() >= Duration::from_secs(2) {
+            break;
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let msg = format!("round {round} client {i}");
+            assert_eq!(
+                line(c, &msg).expect("served by the old process during its drain"),
+                format!("{msg}\n")
+            );
+            exchanged += 1;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(exchanged >= 30, "{exchanged} exchanges in two seconds");
+    assert!(
+        alive(old),
+        "the old process left before its grace period ended"
+    );
+    // A new client meanwhile: the new process serves it.
+    let mut fresh = connect(addr).unwrap();
+    assert_eq!(line(&mut fresh, "new").unwrap(), "new\n");
+    // The grace period (4 s from the hand-over) ends: EOF for each, and the old one exits 0.
+    for c in &mut clients {
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).expect("a clean end, not a reset");
+        assert!(rest.is_empty(), "{rest:?}");
+    }
+    assert_eq!(first.wait_exit(Duration::from_secs(10)), Some(0));
+    assert_eq!(line(&mut fresh, "still").unwrap(), "still\n");
+    drop(fresh);
+    assert!(signal(guard.0, "TERM"));
+    assert!(wait_gone(guard.0, Duration::from_secs(10)));
+    guard.defuse();
+}

@@ -37,9 +37,13 @@ impl<L: Listener + AsFd> StreamServer<L> {
     /// (so a binary rebuilt or upgraded in place is the new one), with the same arguments,
     /// and given this server's listening socket as descriptor 3 (`LISTEN_FDS=1`); its first
     /// `from_systemd` call takes it. When the new process's `serve` has started, this
-    /// server stops accepting and shuts down gracefully: requests in flight get the grace
-    /// period to finish, connections idle between requests end with EOF (see
-    /// [`ShutdownHandle`]), and `serve` returns `Ok(())`, so the process can exit 0. If the
+    /// server stops accepting, and a restart is not a stop: it serves its open connections
+    /// on, idle ones included, until they close or the grace period ends (the new process
+    /// cannot take them over, and closing them would disconnect every long-lived client);
+    /// then the connections still open are shut down and `serve` returns `Ok(())`, so the
+    /// process can exit 0. A SIGTERM during that drain ends it at once, as the grace
+    /// period's end would. (In the forking flavour the children cannot see the drain:
+    /// their idle connections end at the hand-over, as at a stop.) If the
     /// new process fails to start serving within 30 s (or dies), it is killed and this one
     /// goes on serving; the failure is logged.
     ///
@@ -171,7 +175,12 @@ impl NextProcess {
         // first. The flag goes up before, so that `serve` ending now does not tell the
         // service manager the service stops.
         notify::set_handed_over(true);
+        // A restart is not a stop: this process serves its open connections on, idle ones
+        // included, until they close or the grace period ends (the new process cannot take
+        // them over; closing them would disconnect every long-lived client).
+        handle.shared.keep_open_on_stop(true);
         if !handle.shared.stop_first() {
+            handle.shared.keep_open_on_stop(false);
             notify::set_handed_over(false);
             log::info!("restart abandoned: shutdown began as process {pid} became ready");
             abandon(child, ready);
@@ -184,7 +193,9 @@ impl NextProcess {
         {
             log::error!("restart: telling process {pid} it is the service now: {e}");
         }
-        log::info!("restart: process {pid} serves; stopping accepting and draining");
+        log::info!(
+            "restart: process {pid} serves; stopping accepting, serving the open connections until they close or the grace period ends"
+        );
         true
     }
 

@@ -518,13 +518,33 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         if !shared_socket {
             let _ = socket2::SockRef::from(&inner.listener).shutdown(std::net::Shutdown::Read);
         }
-        inner.drain_parked();
+        // A restart's drain serves the open connections on, idle ones included, until they
+        // close or the grace period ends; a stop answers what arrived and closes the rest.
+        let draining = inner.shared.keeps_open();
+        if !draining {
+            inner.drain_parked();
+        }
         // No worker starts after this (see `spawn`).
         inner.closed.store(true, SeqCst);
         let mut threads = std::mem::replace(
             &mut *lock(&inner.threads),
             ThreadSet::new(Arc::clone(&inner.shared)),
         );
+        let grace = if draining {
+            if !inner.shared.wait_drained(crate::time::after(grace)) {
+                log::info!("restart: grace period over, closing the connections still open");
+            }
+            // Every connection is shut down; the workers, back at the event set, leave.
+            inner.shared.force_close();
+            let _ = inner.registry.register(
+                &mut SourceFd(&inner.shared.wake_fd()),
+                Token(WAKE),
+                Interest::READABLE,
+            );
+            Duration::ZERO
+        } else {
+            grace
+        };
         finish_threads(&inner.shared, &mut threads, grace);
         inner.close_all_parked();
         let _ = inner
@@ -559,7 +579,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     fn work(self: &Arc<Self>) {
         let mut idle_since = Instant::now();
         loop {
-            if self.shared.is_stopping() {
+            if self.ending() {
                 break;
             }
             let waited = {
@@ -615,6 +635,15 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 continue;
             };
             match token.0 {
+                WAKE if self.shared.keeps_open() => {
+                    // A restart's drain: the workers serve the open connections on. The
+                    // wake socket leaves the event set (it would report at every wait);
+                    // `finish` puts it back when the grace period ends.
+                    let _ = self
+                        .registry
+                        .deregister(&mut SourceFd(&self.shared.wake_fd()));
+                    continue;
+                }
                 WAKE => {
                     // Edge-triggered: re-arm it, so that the next waiting worker wakes too.
                     let _ = self.registry.reregister(
@@ -624,6 +653,8 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                     );
                     break;
                 }
+                // The socket is another process's now (a restart): never accept from it.
+                LISTENER if self.shared.is_stopping() => continue,
                 LISTENER => {
                     self.busy();
                     self.accept_one();
@@ -992,7 +1023,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             if !conn.req.nothing_buffered() {
                 continue;
             }
-            if self.shared.is_stopping() {
+            if self.ending() {
                 match self.arrived(&mut conn) {
                     true => continue,
                     false => return self.close(conn),
@@ -1085,7 +1116,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// come at once (registering reports bytes already there).
     fn park(&self, mut conn: Box<Conn<H>>) -> Option<Box<Conn<H>>> {
         loop {
-            if self.shared.is_stopping() {
+            if self.ending() {
                 // A request that arrived before the connection could be parked is answered;
                 // the connection ends when none is there.
                 if self.arrived(&mut conn) {
@@ -1230,6 +1261,12 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             }
             self.close(conn);
         }
+    }
+
+    /// Whether idle connections end now: shutdown has begun, and it is not a restart's
+    /// drain (which serves them on until the grace period ends, see `Shared::keeps_open`).
+    fn ending(&self) -> bool {
+        self.shared.is_stopping() && !self.shared.keeps_open()
     }
 
     /// At shutdown: whether a request of the connection's has arrived (bytes buffered or

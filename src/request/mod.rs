@@ -367,6 +367,13 @@ impl StreamRequest {
         }
     }
 
+    /// Whether the connection should end now that its request is done: the server is
+    /// stopping and does not keep connections open (as a restart's drain does).
+    pub(crate) fn stop_serving(&self) -> bool {
+        let inner = self.reader.get_ref();
+        inner.stopping() && (inner.forked || !inner.shared.keeps_open())
+    }
+
     /// Whether the connection reads through TLS.
     pub(crate) fn has_tls(&self) -> bool {
         self.reader.get_ref().has_tls()
@@ -568,12 +575,20 @@ impl SocketReader {
         ];
         let limit = self.idle_timeout.or(self.read_timeout);
         let end = time::earliest(time::after_opt(limit), self.deadline);
+        // Both descriptors, or the connection alone once a restart's drain keeps it open.
+        let mut watched = &fds[..];
         loop {
-            let ready = sys::poll(&fds, time::left(end))?;
+            let ready = sys::poll(watched, time::left(end))?;
             if ready.is(0) && self.tls_pump()? {
                 return Ok(true);
             }
             if ready.is(1) {
+                if !self.forked && self.shared.keeps_open() {
+                    // A restart, not a stop: the client may go on; the grace period's end
+                    // shuts the connection down under this wait.
+                    watched = &fds[..1];
+                    continue;
+                }
                 return Ok(false);
             }
             if time::passed(end) {
@@ -852,6 +867,7 @@ impl SocketReader {
             // Shutdown has begun and no request is waiting: end now rather than block until
             // the grace period runs out.
             if self.stopping()
+                && !self.shared.keeps_open()
                 && !sys::readable_now(self.slot.stream.as_raw_fd())
                 && !self.tls_buffered()
             {
