@@ -11,7 +11,8 @@
 //! * a subscriber receives one publisher's messages in the order published, and its own
 //!   replies and `MSG` lines in order; a publisher never waits for a subscriber: a
 //!   subscriber whose backlog passes `--max-backlog` bytes (default 8 MiB) is disconnected;
-//! * idle subscribers hold no thread (in the default pool mode); at shutdown each gets
+//! * idle subscribers hold no thread (in the default pool mode, which runs at most 32
+//!   workers, however many subscribers connect at once); at shutdown each gets
 //!   `BYE server shutting down` before its connection closes.
 //!
 //! ```text
@@ -33,6 +34,8 @@ use socketserver::push::{PushLimits, Pusher, Topics};
 use socketserver::{framing, Next, RequestHandler, StreamRequest};
 
 const MAX_LINE: usize = 64 * 1024;
+/// The most threads the pool serves with.
+const POOL_LIMIT: usize = 32;
 
 #[derive(Parser)]
 #[command(
@@ -132,12 +135,18 @@ impl Drop for Client {
 
 fn main() -> io::Result<()> {
     common::init_logging();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     if matches!(cli.server.mode.name(), "single" | "fork") {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "pubsub shares its topics between all clients: use --mode pool or --mode threading",
         ));
+    }
+    if cli.server.mode.name() == "pool" {
+        // Subscribers that connect in a burst are each waited for a moment after their
+        // reply (the pool's busy-client window), by a worker each: bounded, the pool parks
+        // them instead, and 2 000 subscribers stay on a few dozen threads.
+        cli.server.mode = cli.server.mode.clone().limit(POOL_LIMIT);
     }
     let topics = Arc::new(Topics::new());
     let limits = PushLimits::default().max_backlog(cli.max_backlog);
