@@ -165,6 +165,10 @@ impl<R: RequestHandler> StreamHandler for Looping<R> {
             if next == Next::Close {
                 return Ok(());
             }
+            // Between requests: the next read waits for the client's next request (the
+            // idle timeout applies, shutdown ends it), even when this request wrote no
+            // reply (its answer went out through pushers, or nowhere).
+            req.mark_idle();
         }
     }
 }
