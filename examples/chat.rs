@@ -256,10 +256,16 @@ fn main() -> io::Result<()> {
         .overflow(Overflow::Wait(stall))
         .stall_timeout(stall);
     let room = Arc::new(Room::default());
-    common::serve_tcp_requests_with(&cli.server, 8006, move || Client {
-        room: Arc::clone(&room),
-        limits,
-        seat: None,
-        buf: Vec::new(),
-    })
+    common::serve_tcp_requests_with(
+        &cli.server,
+        // People sit in a room reading for long: an hour of silence; keepalive finds
+        // the peers that vanished meanwhile (`--idle-timeout`, `--keepalive`).
+        common::Service::new(8006).idle_secs(3600),
+        move || Client {
+            room: Arc::clone(&room),
+            limits,
+            seat: None,
+            buf: Vec::new(),
+        },
+    )
 }

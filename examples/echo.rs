@@ -19,13 +19,17 @@ fn main() -> io::Result<()> {
     let args = common::parse("TCP echo server (default 127.0.0.1:8001)");
     // One request = what one read returns; idle clients wait in the event set, not on a
     // thread.
-    common::serve_tcp_requests(&args, 8001, |req: &mut StreamRequest| {
-        let mut buf = [0; 16 * 1024];
-        let n = req.read(&mut buf)?;
-        if n == 0 {
-            return Ok(Next::Close);
-        }
-        req.write_all(&buf[..n])?;
-        Ok(Next::Continue)
-    })
+    common::serve_tcp_requests(
+        &args,
+        common::Service::new(8001),
+        |req: &mut StreamRequest| {
+            let mut buf = [0; 16 * 1024];
+            let n = req.read(&mut buf)?;
+            if n == 0 {
+                return Ok(Next::Close);
+            }
+            req.write_all(&buf[..n])?;
+            Ok(Next::Continue)
+        },
+    )
 }

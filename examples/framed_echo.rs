@@ -25,8 +25,10 @@ fn main() -> io::Result<()> {
     common::init_logging();
     let args = common::parse("Framed (u32 big-endian length) echo server (default 127.0.0.1:8007)");
     // One request = one frame (a partial frame is read within the request timeout).
-    common::serve_tcp_requests(&args, 8007, |req: &mut StreamRequest| {
-        match FRAMES.read_frame(req) {
+    common::serve_tcp_requests(
+        &args,
+        common::Service::new(8007),
+        |req: &mut StreamRequest| match FRAMES.read_frame(req) {
             Ok(Some(frame)) => {
                 FRAMES.write_frame(req, &frame)?;
                 Ok(Next::Continue)
@@ -37,6 +39,6 @@ fn main() -> io::Result<()> {
                 Ok(Next::Close)
             }
             Err(e) => Err(e),
-        }
-    })
+        },
+    )
 }

@@ -20,18 +20,23 @@ use socketserver::StreamRequest;
 fn main() -> io::Result<()> {
     common::init_logging();
     let args = common::parse("The tutorial's hello server (default 127.0.0.1:9999)");
-    common::serve_tcp(&args, 9999, |req: &mut StreamRequest| {
-        req.write_all(b"Welcome!")?;
-        let mut buf = [0; 1024];
-        loop {
-            let chunk = match req.read(&mut buf)? {
-                0 => return Ok(()),
-                n => &buf[..n],
-            };
-            if matches!(chunk, b"exit" | b"exit\n" | b"exit\r\n") {
-                return Ok(());
+    common::serve_tcp(
+        &args,
+        // One request per connection: 30 s for it to begin (`--idle-timeout`).
+        common::Service::new(9999).idle_secs(30),
+        |req: &mut StreamRequest| {
+            req.write_all(b"Welcome!")?;
+            let mut buf = [0; 1024];
+            loop {
+                let chunk = match req.read(&mut buf)? {
+                    0 => return Ok(()),
+                    n => &buf[..n],
+                };
+                if matches!(chunk, b"exit" | b"exit\n" | b"exit\r\n") {
+                    return Ok(());
+                }
+                req.write_all(&[b"Hello, ", chunk, b"!"].concat())?;
             }
-            req.write_all(&[b"Hello, ", chunk, b"!"].concat())?;
-        }
-    })
+        },
+    )
 }

@@ -42,16 +42,22 @@ fn call(c: &Call) -> Result<Value, String> {
 fn main() -> io::Result<()> {
     common::init_logging();
     let args = common::parse("Length-prefixed JSON RPC server (default 127.0.0.1:8012)");
-    common::serve_tcp(&args, 8012, |req: &mut StreamRequest| loop {
-        let reply = match framing::read_json::<Call, _>(req) {
-            Ok(Some(c)) => match call(&c) {
-                Ok(result) => json!({ "id": c.id, "result": result }),
-                Err(error) => json!({ "id": c.id, "error": error }),
-            },
-            Ok(None) => return Ok(()),
-            Err(e) if framing::stream_usable(&e) => json!({ "id": null, "error": e.to_string() }),
-            Err(e) => return Err(e),
-        };
-        framing::write_json(req, &reply)?;
-    })
+    common::serve_tcp(
+        &args,
+        common::Service::new(8012),
+        |req: &mut StreamRequest| loop {
+            let reply = match framing::read_json::<Call, _>(req) {
+                Ok(Some(c)) => match call(&c) {
+                    Ok(result) => json!({ "id": c.id, "result": result }),
+                    Err(error) => json!({ "id": c.id, "error": error }),
+                },
+                Ok(None) => return Ok(()),
+                Err(e) if framing::stream_usable(&e) => {
+                    json!({ "id": null, "error": e.to_string() })
+                }
+                Err(e) => return Err(e),
+            };
+            framing::write_json(req, &reply)?;
+        },
+    )
 }

@@ -150,11 +150,17 @@ fn main() -> io::Result<()> {
     }
     let topics = Arc::new(Topics::new());
     let limits = PushLimits::default().max_backlog(cli.max_backlog);
-    common::serve_tcp_requests_with(&cli.server, 8010, move || Client {
-        topics: Arc::clone(&topics),
-        limits,
-        me: None,
-        subs: HashSet::new(),
-        buf: Vec::new(),
-    })
+    common::serve_tcp_requests_with(
+        &cli.server,
+        // Subscribers wait for messages, silent, for long: an hour; keepalive finds the
+        // peers that vanished meanwhile (`--idle-timeout`, `--keepalive`).
+        common::Service::new(8010).idle_secs(3600),
+        move || Client {
+            topics: Arc::clone(&topics),
+            limits,
+            me: None,
+            subs: HashSet::new(),
+            buf: Vec::new(),
+        },
+    )
 }

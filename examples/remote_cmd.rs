@@ -65,8 +65,8 @@ struct Cli {
     #[arg(long, value_delimiter = ',')]
     allow: Vec<String>,
     /// Seconds a command may run before it is killed.
-    #[arg(long, default_value_t = 10.0)]
-    timeout: f64,
+    #[arg(long, default_value = "10", value_parser = common::seconds)]
+    timeout: Duration,
     /// Most bytes of output (stdout and stderr together) a command may produce.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_output: u64,
@@ -273,23 +273,28 @@ fn main() -> io::Result<()> {
     let cli = Cli::parse();
     let limits = Arc::new(Limits {
         allow: cli.allow.into_iter().filter(|p| !p.is_empty()).collect(),
-        timeout: Duration::from_secs_f64(cli.timeout.max(0.0)),
+        timeout: cli.timeout,
         max_output: cli.max_output,
     });
-    common::serve_tcp(&cli.server, 8005, move |req: &mut StreamRequest| loop {
-        let request = match REQUESTS.read_frame(req) {
-            Ok(Some(request)) => request,
-            Ok(None) => return Ok(()),
-            Err(e) if FrameError::from_io(&e).is_some() => {
-                log::warn!("{}: {e}: closing the connection", req.peer_addr());
-                return reply(req, Err(format!("request refused: {e}")));
-            }
-            Err(e) => return Err(e),
-        };
-        let outcome = parse(&request, &limits).and_then(|argv| {
-            log::info!("{}: running {argv:?}", req.peer_addr());
-            run(&argv, &limits, &|| req.is_shutting_down())
-        });
-        reply(req, outcome)?;
-    })
+    common::serve_tcp(
+        &cli.server,
+        // A console session: 10 minutes between commands (`--idle-timeout`).
+        common::Service::new(8005).idle_secs(600),
+        move |req: &mut StreamRequest| loop {
+            let request = match REQUESTS.read_frame(req) {
+                Ok(Some(request)) => request,
+                Ok(None) => return Ok(()),
+                Err(e) if FrameError::from_io(&e).is_some() => {
+                    log::warn!("{}: {e}: closing the connection", req.peer_addr());
+                    return reply(req, Err(format!("request refused: {e}")));
+                }
+                Err(e) => return Err(e),
+            };
+            let outcome = parse(&request, &limits).and_then(|argv| {
+                log::info!("{}: running {argv:?}", req.peer_addr());
+                run(&argv, &limits, &|| req.is_shutting_down())
+            });
+            reply(req, outcome)?;
+        },
+    )
 }

@@ -35,8 +35,8 @@ struct Cli {
     #[arg(long, default_value = "127.0.0.1:8005")]
     addr: String,
     /// Seconds to wait for the server at each read.
-    #[arg(long, default_value_t = 60.0)]
-    timeout: f64,
+    #[arg(long, default_value = "60", value_parser = seconds)]
+    timeout: Duration,
     /// Talk TLS, trusting the CA certificates of this PEM file.
     #[arg(long)]
     tls_ca: Option<PathBuf>,
@@ -61,6 +61,18 @@ trait Conn: Read + Write {}
 impl<T: Read + Write> Conn for T {}
 
 /// Sends one command line and prints its result; returns the exit status to report.
+/// A number of seconds: finite and not negative (`inf` is an argument error, not a panic).
+fn seconds(s: &str) -> Result<Duration, String> {
+    let n: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !n.is_finite() || n < 0.0 {
+        return Err(format!("{s:?}: give a finite number of seconds, 0 or more"));
+    }
+    Duration::try_from_secs_f64(n).map_err(|_| format!("{s:?} seconds is too long"))
+}
+
 fn run(conn: &mut BufReader<Box<dyn Conn>>, line: &str) -> io::Result<u8> {
     framing::write_frame(conn.get_mut(), line.as_bytes())?;
     conn.get_mut().flush()?;
@@ -81,7 +93,7 @@ fn run(conn: &mut BufReader<Box<dyn Conn>>, line: &str) -> io::Result<u8> {
 fn main() -> io::Result<ExitCode> {
     let cli = Cli::parse();
     let stream = TcpStream::connect(&cli.addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs_f64(cli.timeout.max(0.001))))?;
+    stream.set_read_timeout(Some(cli.timeout.max(Duration::from_millis(1))))?;
     let mut conn = BufReader::new(connect(&cli, stream)?);
     let code = match cli.command.as_slice() {
         [] => interactive(&mut conn)?,

@@ -18,14 +18,18 @@ use socketserver::{Next, StreamRequest};
 fn main() -> io::Result<()> {
     common::init_logging();
     let args = common::parse("TCP upper-case server (default 127.0.0.1:8002)");
-    common::serve_tcp_requests(&args, 8002, |req: &mut StreamRequest| {
-        let mut buf = [0; 16 * 1024];
-        let n = req.read(&mut buf)?;
-        if n == 0 {
-            return Ok(Next::Close);
-        }
-        buf[..n].make_ascii_uppercase();
-        req.write_all(&buf[..n])?;
-        Ok(Next::Continue)
-    })
+    common::serve_tcp_requests(
+        &args,
+        common::Service::new(8002),
+        |req: &mut StreamRequest| {
+            let mut buf = [0; 16 * 1024];
+            let n = req.read(&mut buf)?;
+            if n == 0 {
+                return Ok(Next::Close);
+            }
+            buf[..n].make_ascii_uppercase();
+            req.write_all(&buf[..n])?;
+            Ok(Next::Continue)
+        },
+    )
 }

@@ -55,31 +55,36 @@ fn main() -> io::Result<()> {
     common::init_logging();
     let cli = Cli::parse();
     let hold = Duration::from_millis(cli.hold_ms);
-    common::serve_tcp(&cli.server, 8009, move |req: &mut StreamRequest| {
-        let line = serde_json::json!({
-            "peer": req.peer_addr().to_string(),
-            "local": req.local_addr()?.to_string(),
-            "pid": std::process::id(),
-            "tls": tls_facts(req),
-        });
-        req.write_all(format!("{line}\n").as_bytes())?;
-        req.flush()?;
-        if !hold.is_zero() {
-            // On the raw socket: a long-lived connection is a request in flight, which a
-            // shutdown (or restart) lets finish within the grace period.
-            let stream = req.stream();
-            stream.set_read_timeout(Some(hold))?;
-            let mut buf = [0u8; 64];
-            match (&*stream).read(&mut buf) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => return Err(e),
+    common::serve_tcp(
+        &cli.server,
+        // The answer leaves at connect; nothing is read after it but the hold.
+        common::Service::new(8009).idle_secs(10),
+        move |req: &mut StreamRequest| {
+            let line = serde_json::json!({
+                "peer": req.peer_addr().to_string(),
+                "local": req.local_addr()?.to_string(),
+                "pid": std::process::id(),
+                "tls": tls_facts(req),
+            });
+            req.write_all(format!("{line}\n").as_bytes())?;
+            req.flush()?;
+            if !hold.is_zero() {
+                // On the raw socket: a long-lived connection is a request in flight, which a
+                // shutdown (or restart) lets finish within the grace period.
+                let stream = req.stream();
+                stream.set_read_timeout(Some(hold))?;
+                let mut buf = [0u8; 64];
+                match (&*stream).read(&mut buf) {
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(e) => return Err(e),
+                }
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }

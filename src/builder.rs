@@ -67,7 +67,9 @@ impl<T> Builder<T> {
     }
 
     /// Sets `SO_SNDTIMEO` on every connection (a stream write, or a datagram reply, that
-    /// cannot proceed for this long fails with `TimedOut`). By default, none.
+    /// cannot proceed for this long fails with `TimedOut`). By default, none; on a stream
+    /// server with a `request_timeout`, that timeout then bounds each write of a reply
+    /// instead (a client that never reads its replies must not hold a worker for ever).
     pub fn write_timeout(&mut self, t: Option<Duration>) -> &mut Self {
         self.cfg.write_timeout = t;
         self
@@ -286,6 +288,10 @@ impl<T: Listener> Builder<T> {
     /// request in a byte at a time (slowloris) cannot hold a worker past it, however short
     /// each read's wait. The read that meets the deadline fails with `TimedOut`, counted in
     /// `Stats::request_timeouts`. By default, none.
+    ///
+    /// The reply has a deadline too: when no [`write_timeout`](Self::write_timeout) is
+    /// set, each write of the reply may block at most this long on a client that does not
+    /// read (then `TimedOut`, counted in `Stats::request_timeouts` as well).
     ///
     /// A handler that legitimately reads for long (an upload) moves or clears the deadline
     /// with [`StreamRequest::set_deadline`](crate::StreamRequest::set_deadline). See

@@ -28,6 +28,8 @@ pub(crate) struct Config {
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) request_timeout: Option<Duration>,
+    /// TCP keepalive's idle time (`Builder::tcp_keepalive`, in net/keepalive.rs).
+    pub(crate) keepalive: Option<Duration>,
     pub(crate) max_connections: usize,
     pub(crate) recv_buffer: Option<usize>,
     pub(crate) send_buffer: Option<usize>,
@@ -61,6 +63,7 @@ impl Config {
             write_timeout: None,
             idle_timeout: None,
             request_timeout: None,
+            keepalive: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             recv_buffer: None,
             send_buffer: None,
@@ -98,6 +101,7 @@ impl Config {
             ("write_timeout", self.write_timeout),
             ("idle_timeout", self.idle_timeout),
             ("request_timeout", self.request_timeout),
+            ("tcp_keepalive", self.keepalive),
         ] {
             if t == Some(Duration::ZERO) {
                 return invalid(format!(
@@ -158,6 +162,7 @@ impl fmt::Debug for Config {
             .field("write_timeout", &self.write_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("keepalive", &self.keepalive)
             .field("max_connections", &self.max_connections)
             .field("recv_buffer", &self.recv_buffer)
             .field("send_buffer", &self.send_buffer)

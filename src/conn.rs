@@ -76,7 +76,7 @@ pub(crate) fn configure(stream: &Stream, cfg: &Config) -> io::Result<()> {
     if cfg.write_timeout.is_some() {
         stream.set_write_timeout(cfg.write_timeout)?;
     }
-    Ok(())
+    crate::net::keepalive::apply(stream, cfg.keepalive)
 }
 
 /// Runs the TLS handshake, on the worker, if the server has TLS.
@@ -321,11 +321,15 @@ pub(crate) fn report(
             log::error!("{peer}: {err}");
             Outcome::Panic
         }
-        (HandlerError::Io(e), None) => {
+        (HandlerError::Io(e), None) if err.is_disconnect() => {
+            // Not the handler's failure: counted apart (a TCP health check is one).
+            Counters::bump(&c.disconnects);
+            log::debug!("{peer}: client went away: {e}");
+            Outcome::Disconnect
+        }
+        (HandlerError::Io(_), None) => {
             Counters::bump(&c.handler_errors);
-            if err.is_disconnect() {
-                log::debug!("{peer}: client went away: {e}");
-            } else if err.is_client_fault() {
+            if err.is_client_fault() {
                 log::info!("{peer}: {err}");
             } else {
                 log::error!("{peer}: {err}");

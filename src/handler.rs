@@ -240,6 +240,8 @@ pub(crate) enum Outcome {
     RequestTimeout,
     /// The TLS handshake failed: no handler ran.
     TlsFailed,
+    /// The client went away (reset, broken pipe, EOF where a request was expected).
+    Disconnect,
 }
 
 impl Outcome {
@@ -250,6 +252,7 @@ impl Outcome {
             Outcome::IdleTimeout => 2,
             Outcome::RequestTimeout => 3,
             Outcome::TlsFailed => 4,
+            Outcome::Disconnect => 5,
             Outcome::Panic => 101,
         }
     }
@@ -261,6 +264,7 @@ impl Outcome {
             2 => Outcome::IdleTimeout,
             3 => Outcome::RequestTimeout,
             4 => Outcome::TlsFailed,
+            5 => Outcome::Disconnect,
             _ => Outcome::Panic,
         }
     }

@@ -112,7 +112,7 @@ impl Core {
         } = self;
         let source = Arc::new(source);
         let pool = Pool::start(Arc::clone(&source), runner, &shared, &cfg.flavor, what)?;
-        crate::deploy::notify::serving();
+        crate::deploy::notify::serving(&shared);
         crate::admin::serving(&shared, fd);
         let result = pool.wait();
         crate::deploy::notify::stopping();
@@ -147,7 +147,7 @@ impl Core {
                 return Err(e);
             }
         };
-        crate::deploy::notify::serving();
+        crate::deploy::notify::serving(&shared);
         crate::admin::serving(&shared, fd);
         let result = serve_loop(&socket, &mut exec, &shared, &cfg);
         crate::deploy::notify::stopping();
@@ -368,7 +368,7 @@ impl<L: Listener> StreamServer<L> {
             ..
         } = core;
         let parked = Parked::start(listener, Box::new(factory), &shared, &cfg)?;
-        crate::deploy::notify::serving();
+        crate::deploy::notify::serving(&shared);
         crate::admin::serving(&shared, fd);
         let result = parked.wait();
         crate::deploy::notify::stopping();

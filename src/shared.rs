@@ -42,7 +42,10 @@ pub(crate) struct Shared {
     delay: Duration,
     /// Live connections, and whether the grace period is over (then a connection registered
     /// late, by a worker that took its job after `force_close`, is shut down at once).
-    registry: Mutex<Registry>,
+    /// The live connections, in `REGISTRY_SHARDS` parts each under its own lock (a
+    /// connection registers and leaves once each: with one lock, workers opening and
+    /// closing connections at once waited on it, about 3 futex calls per connection).
+    registry: Box<[Mutex<Registry>]>,
     /// Requests in flight: an atomic count, so that a request costs no lock; the mutex and
     /// condition variable serve only the drain at shutdown (`wait_drained`).
     inflight: AtomicU64,
@@ -75,7 +78,7 @@ impl Shared {
             counters: SharedMem::new()?,
             status: Status::default(),
             delay,
-            registry: Mutex::new(Registry::default()),
+            registry: (0..REGISTRY_SHARDS).map(|_| Mutex::default()).collect(),
             inflight: AtomicU64::new(0),
             drain_lock: Mutex::new(()),
             drained: Condvar::new(),
@@ -125,9 +128,16 @@ impl Shared {
 
     /// Begins shutdown: idempotent, non-blocking, callable from any thread or handler.
     pub(crate) fn stop(self: &Arc<Self>) {
+        self.stop_first();
+    }
+
+    /// Begins shutdown like `stop`; `true` when this call began it, `false` when it had
+    /// begun already (a restart's hand-over uses it to tell its own shutdown from a
+    /// SIGTERM's, atomically).
+    pub(crate) fn stop_first(self: &Arc<Self>) -> bool {
         self.status.drain();
         if self.stopping.swap(true, SeqCst) {
-            return;
+            return false;
         }
         self.stop_tx
             .lock()
@@ -154,6 +164,7 @@ impl Shared {
                 Err(e) => log::warn!("cannot start the grace-period thread: {e}"),
             }
         }
+        true
     }
 
     pub(crate) fn enable_watchdog(&self) {
@@ -179,21 +190,27 @@ impl Shared {
     /// Shuts down every connection still open, so blocked reads and writes return, and
     /// every connection registered from now on.
     pub(crate) fn force_close(&self) {
-        let mut reg = self.lock_registry();
-        reg.forced = true;
-        for slot in reg.slots.iter() {
-            let _ = slot.stream.shutdown(Shutdown::Both);
+        for shard in 0..REGISTRY_SHARDS {
+            let mut reg = self.lock_registry(shard);
+            reg.forced = true;
+            for slot in reg.slots.iter() {
+                let _ = slot.stream.shutdown(Shutdown::Both);
+            }
         }
     }
 
-    fn lock_registry(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_registry(&self, shard: usize) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry[shard]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Tracks a live connection until the returned guard drops. After the grace period the
     /// connection is shut down as it registers: its handler finds it closed at once.
     pub(crate) fn register(self: &Arc<Self>, slot: Arc<ConnSlot>) -> Registration {
-        let mut reg = self.lock_registry();
+        // Spread by descriptor: connections open at once have different ones.
+        let shard = slot.stream.as_raw_fd() as usize % REGISTRY_SHARDS;
+        let mut reg = self.lock_registry(shard);
         if reg.forced {
             let _ = slot.stream.shutdown(Shutdown::Both);
         }
@@ -201,6 +218,7 @@ impl Shared {
         drop(reg);
         Registration {
             shared: Arc::clone(self),
+            shard,
             key,
         }
     }
@@ -261,14 +279,18 @@ impl Shared {
 #[derive(Debug)]
 pub(crate) struct Registration {
     shared: Arc<Shared>,
+    shard: usize,
     key: usize,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.shared.lock_registry().slots.remove(self.key);
+        self.shared.lock_registry(self.shard).slots.remove(self.key);
     }
 }
+
+/// How many parts the registry of live connections is split into.
+const REGISTRY_SHARDS: usize = 16;
 
 #[derive(Debug, Default)]
 struct Registry {

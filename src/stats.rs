@@ -18,12 +18,21 @@ pub struct Stats {
     pub accepted: u64,
     /// Requests being handled now (queued in a pool included).
     pub active: u64,
-    /// Requests whose handler ran to the end (successfully or not).
+    /// Requests whose handler ran to the end (successfully or not). Under `serve` one per
+    /// connection (its handler serves all its requests); under
+    /// [`serve_requests`](crate::StreamServer::serve_requests) one per request (each call
+    /// of the request handler), so a connection that made ten requests counts ten.
     pub completed: u64,
     /// Requests refused by the `verify` hook, or dropped because the server was stopping.
     pub rejected: u64,
-    /// Handlers that returned `Err` from `setup`, `handle` or `finish`.
+    /// Handlers that returned `Err` from `setup`, `handle` or `finish`, except for a
+    /// client that went away (counted in `disconnects`).
     pub handler_errors: u64,
+    /// Connections whose client went away: a handler's error was a reset, a broken pipe,
+    /// `NotConnected`, or `UnexpectedEof` (EOF where a request was expected, as a TCP
+    /// health check that connects and closes). A routine end, logged at debug level; not
+    /// a handler error, though the `on_error` hook still sees it.
+    pub disconnects: u64,
     /// Handlers that panicked.
     pub panics: u64,
     /// Errors from `accept`/`recvfrom` (retried or backed off; fatal ones end `serve`).
@@ -79,6 +88,7 @@ pub(crate) struct Counters {
     pub(crate) completed: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) handler_errors: AtomicU64,
+    pub(crate) disconnects: AtomicU64,
     pub(crate) panics: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
     pub(crate) oversize_dropped: AtomicU64,
@@ -121,6 +131,7 @@ impl Counters {
             completed: self.completed.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
             handler_errors: self.handler_errors.load(Relaxed),
+            disconnects: self.disconnects.load(Relaxed),
             panics: self.panics.load(Relaxed),
             accept_errors: self.accept_errors.load(Relaxed),
             oversize_dropped: self.oversize_dropped.load(Relaxed),

@@ -328,6 +328,13 @@ pub(crate) fn kill_child(pid: libc::pid_t) -> io::Result<()> {
     cvt(unsafe { libc::kill(pid, libc::SIGKILL) }).map(drop)
 }
 
+/// Sends SIGTERM to our own child `pid` (a graceful stop, where SIGKILL is not).
+pub(crate) fn terminate_child(pid: libc::pid_t) -> io::Result<()> {
+    // SAFETY: kill has no memory-safety preconditions; `pid` is a child we have not reaped
+    // yet, so the pid cannot have been reused by an unrelated process.
+    cvt(unsafe { libc::kill(pid, libc::SIGTERM) }).map(drop)
+}
+
 /// Copies up to `buf.len()` bytes waiting on socket `fd` without consuming them and without
 /// blocking (`recv(2)` with `MSG_PEEK | MSG_DONTWAIT`): `WouldBlock` when nothing is there,
 /// `Ok(0)` at end of stream. `EINTR` is retried.

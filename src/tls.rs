@@ -166,7 +166,13 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// explicit). Built once, shared.
 pub fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
+    // rustls 0.23.48 deprecated this function because ring has no post-quantum key
+    // exchange; it is still how the ring provider is made (its parts are private), and
+    // ring is the deliberate choice here (no C toolchain or cmake needed, unlike
+    // aws-lc-rs). Allowed here so that no user's build warns.
+    #[allow(deprecated)]
+    let ring = rustls::crypto::ring::default_provider;
+    Arc::clone(PROVIDER.get_or_init(|| Arc::new(ring())))
 }
 
 /// A `ServerConfig` builder with the `ring` provider and rustls's safe default protocol

@@ -348,3 +348,67 @@ fn a_transient_accept_error_does_not_stop_the_echo() {
         assert!(srv.wait_exit(TIMEOUT).success());
     }
 }
+
+/// A busy client is served as a thread per connection serves it: a read and a write per
+/// request, no `poll` and no event-set call (once about 1.1 of them per request: a `poll`
+/// per linger and a re-registration whenever busy clients outnumbered twice the warm
+/// workers). Counted with `strace -f -c` on the echo example as shipped, four clients
+/// exchanging 1 000 requests each.
+#[test]
+fn a_busy_client_costs_a_read_and_a_write_per_request() {
+    if !have_strace("a_busy_client_costs_a_read_and_a_write_per_request") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let counts = dir.path().join("counts");
+    let counts_arg = counts.to_str().unwrap().to_string();
+    let mut srv = util::ExampleServer::start_under(
+        &["strace", "-f", "-c", "-o", &counts_arg],
+        "echo",
+        &["--addr", "127.0.0.1:0"],
+        &[("RUST_LOG", "off")],
+    );
+    let addr = srv.socket_addr();
+    const CLIENTS: usize = 4;
+    const REQUESTS: usize = 1_000;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            thread::spawn(move || {
+                let mut c = util::tcp_client(addr);
+                for j in 0..REQUESTS {
+                    exchange(&mut c, format!("client {i} request {j}\n").as_bytes());
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("a client failed");
+    }
+    let example = util::child_pids(srv.pid());
+    assert_eq!(example.len(), 1, "strace runs one child: {example:?}");
+    let ok = Command::new("kill")
+        .args(["-TERM", &example[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    assert!(srv.wait_exit(TIMEOUT).success());
+    // strace -c: "% time  seconds  usecs/call  calls  [errors]  syscall".
+    let table = std::fs::read_to_string(&counts).unwrap();
+    let calls = |name: &str| -> usize {
+        table
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.last() == Some(&name)).then(|| f.get(3)?.parse::<usize>().ok())?
+            })
+            .sum()
+    };
+    let requests = CLIENTS * REQUESTS;
+    assert!(calls("recvfrom") >= requests, "{table}");
+    let waits = calls("poll") + calls("ppoll") + calls("epoll_ctl") + calls("epoll_wait");
+    // Allowance for clients that missed the window on a loaded machine, and for start-up.
+    assert!(
+        waits * 5 < requests,
+        "{waits} poll/epoll calls for {requests} requests:\n{table}"
+    );
+}

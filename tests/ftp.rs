@@ -251,7 +251,9 @@ fn every_command_answers_as_specified() {
             "not logged in",
         );
     }
-    assert_refused(&c.put("x", &data(70_000, 1)), "not logged in");
+    // A refused body up to 64 KiB is read and dropped: the connection goes on (a larger
+    // one closes it: see refused_put_with_a_large_body_is_answered_and_closed_unread).
+    assert_refused(&c.put("x", &data(60_000, 1)), "not logged in");
     assert_refused(&c.call(json!({"cmd": "format"})), "not logged in");
     assert_refused(
         &c.call(json!({"cmd": "login", "username": "alice"})),
@@ -326,7 +328,9 @@ fn every_command_answers_as_specified() {
     assert_refused(&c.get("a.txt", 1001).0, "past the end");
     assert_refused(&c.get("zzz", 0).0, "not found");
 
-    let a = c.call(json!({"cmd": "quota"}));
+    let mut a = c.call(json!({"cmd": "quota"}));
+    assert!(a["free"].as_u64().is_some(), "the disk's free bytes: {a}");
+    a.as_object_mut().unwrap().remove("free");
     assert_eq!(a, json!({"ok": true, "used": 1000, "limit": 1024 * 1024}));
 
     assert_eq!(c.call(json!({"cmd": "cd", "path": ".."}))["cwd"], "/");
@@ -639,10 +643,12 @@ fn quota_holds_under_concurrent_uploads(mode: &str) {
     assert_eq!(c.put("six", &data(600, 1))["ok"], true);
     assert_refused(&c.put("six2", &data(600, 2)), "quota exceeded");
     assert_refused(&c.put("huge", &data(1001, 2)), "quota exceeded");
+    let q = c.call(json!({"cmd": "quota"}));
     assert_eq!(
-        c.call(json!({"cmd": "quota"})),
-        json!({"ok": true, "used": 600, "limit": 1000})
+        (&q["ok"], &q["used"], &q["limit"]),
+        (&json!(true), &json!(600), &json!(1000))
     );
+    assert!(q["free"].as_u64().is_some(), "the disk's free bytes: {q}");
     assert_eq!(c.call(json!({"cmd": "rm", "path": "six"}))["ok"], true);
 
     let mut clients: Vec<Client> = (0..4).map(|_| f.login("alice", "pw")).collect();
@@ -660,7 +666,11 @@ fn quota_holds_under_concurrent_uploads(mode: &str) {
     let refused = answers.iter().find(|a| a["ok"] == false).unwrap();
     assert_refused(refused, "quota exceeded");
     let a = clients[0].call(json!({"cmd": "quota"}));
-    assert_eq!(a, json!({"ok": true, "used": 900, "limit": 1000}));
+    assert_eq!(
+        (&a["used"], &a["limit"]),
+        (&json!(900), &json!(1000)),
+        "{a}"
+    );
 }
 
 #[test]
@@ -701,9 +711,12 @@ fn cut_upload_is_resumed(mode: &str) {
     wait_for("the cut upload to be released", || {
         (c.call(json!({"cmd": "quota"}))["used"] == 100_000).then_some(())
     });
+    // The partial is listed (its owner sees what holds the space).
     assert_eq!(
         c.call(json!({"cmd": "ls"})),
-        json!({"ok": true, "entries": []})
+        json!({"ok": true, "entries": [
+            {"name": "big", "type": "partial", "size": 100_000, "filesize": 300_000}
+        ]})
     );
     assert_refused(&c.get("big", 0).0, "not found");
     // A wrong offset is refused after the body is discarded.
@@ -949,7 +962,10 @@ fn tutorial_upload_clients_work_with_anonymous() {
     // Anonymous clients may only upload, within their quota.
     let mut c = Client::connect(f.addr());
     assert_refused(&c.call(json!({"cmd": "ls"})), "not logged in");
+    // Over 64 KiB and refused without a login: answered, then closed, the body unread.
     assert_refused(&c.put("big", &data(1 << 20, 1)), "quota exceeded");
+    c.expect_eof();
+    let mut c = Client::connect(f.addr());
     let a = c.put("small", b"hi");
     assert_eq!(a["ok"], true);
     assert_eq!(fs::read(f.home("anonymous").join("small")).unwrap(), b"hi");
@@ -1439,7 +1455,16 @@ fn transfers_cut_at_every_stage_leave_nothing_corrupt() {
         reader.s.read_exact(&mut some).unwrap();
         reader.s.shutdown(Shutdown::Both).unwrap();
     }
-    assert_eq!(c.put("doc.bin", &new)["ok"], true);
+    // The server notices the last cut connection's end on its own time: until then its
+    // partial is locked, and a new upload of the name is refused as concurrent.
+    wait_for("the cut uploads to be released", || {
+        let a = c.put("doc.bin", &new);
+        if a["ok"] == true {
+            return Some(());
+        }
+        assert_refused(&a, "another connection");
+        None
+    });
     assert_eq!(c.get("doc.bin", 0).1, new);
 }
 
@@ -1482,4 +1507,291 @@ fn odd_names_and_many_connections() {
     assert_eq!(late.put("late.txt", b"served")["ok"], true);
     assert_eq!(late.get("late.txt", 0).1, b"served");
     drop(idle);
+}
+
+/// Regression (issue 20, item 9): the client computed `filesize - held` from the server's
+/// answer unchecked, and panicked (subtract with overflow) when a partial download held
+/// more than the server's file now has. It starts over from the beginning instead.
+#[test]
+fn rust_client_survives_a_server_file_shorter_than_its_partial() {
+    util::build_examples();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("notes.txt.part"), vec![b'o'; 1000]).unwrap();
+    let body = b"new notes\n".to_vec();
+    let expected = sha256(&body);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_addr = listener.local_addr().unwrap().to_string();
+    let fake = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let login: Value = CODEC.read_json_header(&mut s).unwrap().unwrap();
+        assert_eq!(login["cmd"], "login");
+        s.write_all(&CODEC.encode_header(&json!({"ok": true, "cwd": "/"})))
+            .unwrap();
+        // The resume asks from 1000; the file has 10 bytes: the answer says so.
+        let get: Value = CODEC.read_json_header(&mut s).unwrap().unwrap();
+        assert_eq!(get["offset"], 1000, "{get}");
+        let answer = json!({"ok": true, "filesize": 10, "offset": 1000, "sha256": expected});
+        s.write_all(&CODEC.encode_header(&answer)).unwrap();
+        // The client starts over.
+        let get: Value = CODEC.read_json_header(&mut s).unwrap().unwrap();
+        assert_eq!(get["offset"], 0, "{get}");
+        let answer = json!({"ok": true, "filesize": 10, "offset": 0, "sha256": expected});
+        s.write_all(&CODEC.encode_header(&answer)).unwrap();
+        s.write_all(&body).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    });
+    let out = run_in(
+        dir.path(),
+        &[
+            "--addr",
+            &fake_addr,
+            "--user",
+            "alice",
+            "-c",
+            "get notes.txt",
+        ],
+        &[("FTP_PASSWORD", "pw")],
+    );
+    fake.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("shorter than"), "{out:?}");
+    assert_eq!(
+        fs::read(dir.path().join("notes.txt")).unwrap(),
+        b"new notes\n"
+    );
+}
+
+/// Regression (issue 20, item 2): a `put` refused before a login (or for any reason) read
+/// and discarded its whole declared body: with `filesize` 2^62 and a byte now and then, a
+/// connection kept a worker past every timeout. A refused body over 64 KiB is not read:
+/// the answer comes at once, then the connection closes; a small one is still discarded
+/// and the connection goes on.
+#[test]
+fn refused_put_with_a_large_body_is_answered_and_closed_unread() {
+    let f = Fixture::new(&[("alice", "pw", "1M")], &[]);
+    let mut c = Client::connect(f.addr());
+    let header = json!({"cmd": "put", "filename": "x.bin", "filesize": 1u64 << 62});
+    c.send(&header, b"0123456789");
+    assert_refused(&c.recv(), "not logged in");
+    c.expect_eof();
+    // Logged in, over the quota: the same, without reading a byte of the body.
+    let mut c = f.login("alice", "pw");
+    let header = json!({"cmd": "put", "filename": "big.bin", "filesize": 100u64 << 20});
+    c.send(&header, b"");
+    assert_refused(&c.recv(), "quota exceeded");
+    c.expect_eof();
+    // A small refused body is read, and the connection is still usable.
+    let mut c = Client::connect(f.addr());
+    c.send(
+        &json!({"cmd": "put", "filename": "s.txt", "filesize": 3}),
+        b"abc",
+    );
+    assert_refused(&c.recv(), "not logged in");
+    assert_eq!(c.call(json!({"cmd": "quit"}))["ok"], true);
+}
+
+/// A small tmpfs mounted for one test, unmounted (by its path) on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    /// `None` (the caller skips, saying why) where mounting is not permitted.
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::Builder::new().prefix("ftpfs").tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(dir)),
+            Ok(o) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs here (not permitted): {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount(8): {e}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// Fills the filesystem of `dir` with `dir/filler` until a write fails for lack of space
+/// (bounded: at most 64 MiB).
+fn fill_disk(dir: &Path) {
+    let mut filler = fs::File::create(dir.join("filler")).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    for _ in 0..1024 {
+        if let Err(e) = filler.write_all(&chunk).and_then(|()| filler.sync_data()) {
+            assert_eq!(e.raw_os_error(), Some(28), "ENOSPC expected: {e}");
+            return;
+        }
+    }
+    panic!("the disk never filled");
+}
+
+/// Regression (issue 20, item 3): on a full disk the failed upload's hidden partial stayed
+/// for ever, unlisted and unremovable, counted in the quota, and every later upload failed.
+/// On a 5 MiB tmpfs (skipped, saying so, where mounting is not permitted): an upload larger
+/// than the free space is refused before a byte is written; a write that fails for lack of
+/// space removes its partial, so the next upload succeeds once there is room; partials are
+/// listed by `ls`, removed by `rm`, and expire (`--partial-expiry`).
+#[test]
+fn full_disk_leaves_no_partial_behind() {
+    util::build_examples();
+    let Some(fs_) = Tmpfs::mount("5m") else {
+        return;
+    };
+    let root = fs_.path().join("root");
+    fs::create_dir(&root).unwrap();
+    add_user(&root, "alice", "pw", "100M");
+    let root_arg = root.to_str().unwrap().to_owned();
+    let server = ExampleServer::start(
+        "ftp_server",
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--root",
+            &root_arg,
+            "--partial-expiry",
+            "1",
+        ],
+    );
+    let addr = server.socket_addr();
+    let login = || {
+        let mut c = Client::connect(addr);
+        let a = c.call(json!({"cmd": "login", "username": "alice", "password": "pw"}));
+        assert_eq!(a["ok"], true, "{a}");
+        c
+    };
+
+    // Larger than the disk: refused up front, before a byte is written (the body, within
+    // the user's quota, is read and dropped: the connection goes on), nothing left.
+    let mut c = login();
+    c.send(
+        &json!({"cmd": "put", "filename": "huge.bin", "filesize": 20u64 << 20}),
+        &vec![0u8; 20 << 20],
+    );
+    assert_refused(&c.recv(), "no space left");
+    assert_eq!(c.call(json!({"cmd": "ls"}))["entries"], json!([]));
+    let q = c.call(json!({"cmd": "quota"}));
+    assert!(q["free"].as_u64().unwrap() < 6 << 20, "{q}");
+
+    // The disk fills during an upload: the partial goes, the client is told why.
+    let body = data(3 << 20, 7);
+    let header =
+        json!({"cmd": "put", "filename": "a.bin", "filesize": body.len(), "sha256": sha256(&body)});
+    c.send(&header, &body[..1 << 20]);
+    let mut watcher = login();
+    wait_for("the partial upload to hold 1 MiB", || {
+        let s = watcher.call(json!({"cmd": "stat", "filename": "a.bin"}));
+        (s["size"].as_u64() == Some(1 << 20)).then_some(())
+    });
+    fill_disk(fs_.path());
+    c.s.write_all(&body[1 << 20..]).unwrap();
+    let a = c.recv();
+    assert_refused(&a, "No space left on device");
+    assert_eq!(watcher.call(json!({"cmd": "ls"}))["entries"], json!([]));
+    assert_eq!(watcher.call(json!({"cmd": "quota"}))["used"], 0);
+    fs::remove_file(fs_.path().join("filler")).unwrap();
+    let small = data(1000, 3);
+    assert_eq!(c.put("small.txt", &small)["ok"], true);
+
+    // A cut upload: listed, removable; another: expired after a second of idleness.
+    for name in ["cut1.bin", "cut2.bin"] {
+        let mut cut = login();
+        let header = json!({"cmd": "put", "filename": name, "filesize": 4096});
+        cut.send(&header, &[1u8; 100]);
+        drop(cut);
+        wait_for("the cut upload to be idle", || {
+            let s = watcher.call(json!({"cmd": "stat", "filename": name}));
+            (s["type"] == "partial" && s["size"] == 100).then_some(())
+        });
+    }
+    let ls = watcher.call(json!({"cmd": "ls"}));
+    let partials: Vec<&Value> = ls["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "partial")
+        .collect();
+    assert_eq!(partials.len(), 2, "{ls}");
+    assert_eq!(partials[0]["name"], "cut1.bin");
+    assert_eq!(partials[0]["filesize"], 4096);
+    assert_eq!(
+        watcher.call(json!({"cmd": "rm", "path": "cut1.bin"}))["ok"],
+        true
+    );
+    wait_for("the other partial to expire", || {
+        let q = watcher.call(json!({"cmd": "quota"}));
+        (q["used"] == 1000).then_some(())
+    });
+    let ls = watcher.call(json!({"cmd": "ls"}));
+    assert_eq!(
+        ls["entries"],
+        json!([{"name": "small.txt", "type": "file", "size": 1000}])
+    );
+    drop(server);
+}
+
+/// Regression (issue 20, item 3): `put` hashed the whole file (a full progress bar) and
+/// sent it before learning that the quota refused it. It now asks the quota and the free
+/// space first: a fake server answering a small quota sees `stat` and `quota`, and never a
+/// `put`.
+#[test]
+fn rust_client_asks_the_quota_before_hashing_and_sending() {
+    util::build_examples();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("big.bin"), vec![9u8; 200_000]).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_addr = listener.local_addr().unwrap().to_string();
+    let fake = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut seen = Vec::new();
+        while let Ok(Some(h)) = CODEC.read_json_header::<Value, _>(&mut s) {
+            let cmd = h["cmd"].as_str().unwrap_or("?").to_owned();
+            let answer = match cmd.as_str() {
+                "login" => json!({"ok": true, "cwd": "/"}),
+                "stat" => json!({"ok": false, "error": "big.bin: not found"}),
+                "quota" => json!({"ok": true, "used": 0, "limit": 100_000, "free": 1u64 << 30}),
+                _ => json!({"ok": false, "error": "unexpected"}),
+            };
+            seen.push(cmd);
+            if s.write_all(&CODEC.encode_header(&answer)).is_err() {
+                break;
+            }
+        }
+        seen
+    });
+    let out = run_in(
+        dir.path(),
+        &["--addr", &fake_addr, "--user", "alice", "-c", "put big.bin"],
+        &[("FTP_PASSWORD", "pw")],
+    );
+    let seen = fake.join().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("quota exceeded"), "{out:?}");
+    assert!(
+        !seen.contains(&"put".to_string()),
+        "the client sent {seen:?}"
+    );
+    assert!(
+        seen.contains(&"quota".to_string()),
+        "the client sent {seen:?}"
+    );
 }

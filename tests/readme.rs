@@ -85,7 +85,7 @@ fn the_readme_server_command_names_an_example_with_its_port() {
         .filter(|p| !p.is_empty())
         .expect("the comment says the address, 127.0.0.1:PORT");
     assert!(
-        source.contains(&format!(", {port},")),
+        source.contains(&format!(", {port},")) || source.contains(&format!("Service::new({port})")),
         "examples/{name}.rs does not default to port {port}, as README.md says"
     );
 }

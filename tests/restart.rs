@@ -287,3 +287,75 @@ fn echo_restarts_on_sighup() {
     assert!(wait_gone(guard.0, Duration::from_secs(10)));
     guard.defuse();
 }
+
+/// Regression (issue 20, item 1): SIGTERM a few milliseconds after SIGHUP left the new
+/// process serving while the old one exited 0 (the wait for its "ready" did not watch for
+/// shutdown, and the hand-over did not check whether shutdown had begun meanwhile). A
+/// SIGTERM at any point before the hand-over abandons the restart: both processes stop.
+/// After the hand-over the new process is the service (SIGTERM to the old, draining one
+/// ends only that one): a round whose restart the old process reports handed over checks
+/// that the new one serves, then stops it. The rounds with no delay (the signals sent
+/// microseconds apart, long before a new process can be ready) must be abandoned.
+#[test]
+fn sigterm_during_a_sighup_restart_stops_both() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    util::build_examples();
+    for (round, delay_ms) in [0u64, 0, 0, 1, 2, 3, 5].into_iter().enumerate() {
+        let mark = format!("{}-{round}-{:?}", std::process::id(), Instant::now());
+        let (mut first, addr) = Proc::example(
+            "whoami",
+            &["--addr", "127.0.0.1:0"],
+            &[("DEPLOY_TEST_MARK", &mark)],
+        );
+        let old = first.pid();
+        kill(Pid::from_raw(old as i32), Signal::SIGHUP).unwrap();
+        if delay_ms > 0 {
+            thread::sleep(Duration::from_millis(delay_ms));
+        }
+        kill(Pid::from_raw(old as i32), Signal::SIGTERM).unwrap();
+        let signalled = Instant::now();
+        assert_eq!(
+            first.wait_exit(Duration::from_secs(15)),
+            Some(0),
+            "round {round}: the old process exits 0; stderr: {}",
+            first.stderr()
+        );
+        let log = first.stderr();
+        let handed_over = log.contains(&"restart: process ".to_string())
+            && log.contains("serves; stopping accepting");
+        if handed_over {
+            assert!(
+                delay_ms > 0,
+                "round {round}: handed over within microseconds: {log}"
+            );
+            // The new process is the service: it answers, then stops on its own SIGTERM.
+            let new = deploy::whoami(addr).expect("the new process serves").pid;
+            assert_ne!(new, old);
+            let guard = PidGuard(new);
+            assert!(signal(new, "TERM"));
+            assert!(wait_gone(new, Duration::from_secs(15)), "round {round}");
+            guard.defuse();
+            continue;
+        }
+        // Abandoned: whatever the restart started must stop too (bounded wait).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut left: Vec<u32> = deploy::pids_with_env("DEPLOY_TEST_MARK", &mark);
+        while !left.is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+            left = deploy::pids_with_env("DEPLOY_TEST_MARK", &mark);
+        }
+        eprintln!(
+            "round {round}: abandoned; every process gone {:?} after SIGTERM",
+            signalled.elapsed()
+        );
+        let guards: Vec<PidGuard> = left.iter().map(|&p| PidGuard(p)).collect();
+        assert!(
+            left.is_empty(),
+            "round {round} (SIGTERM {delay_ms} ms after SIGHUP): processes {left:?} still \
+             running after the old one exited; its stderr: {log}"
+        );
+        guards.into_iter().for_each(PidGuard::defuse);
+    }
+}

@@ -435,7 +435,7 @@ fn s_client(target: &str, ca: &str, input: &[u8]) -> String {
 
 /// The first flight of a real TLS client (a ClientHello), to send slowly.
 fn client_hello() -> Vec<u8> {
-    let provider = Arc::new(tls::rustls::crypto::ring::default_provider());
+    let provider = tls::provider();
     let config = tls::rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

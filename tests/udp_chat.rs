@@ -89,22 +89,24 @@ got = recv(alice)
 assert got == 'FROM 张三: ' + fits and len(got.encode()) == 1024, len(got)
 assert ask(bob, 'TO alice: ' + fits + 'y').startswith('ERROR message too long')
 
-expect(eve, 'WHO', 'USERS alice,张三')
+expect(alice, 'WHO', 'USERS alice,张三')
+# Not to a stranger (a spoofable source): a short error, never the list.
+expect(eve, 'WHO', 'ERROR send HELLO NAME first')
 
 # Names: taken by another address; the same address again is fine; refused shapes.
 expect(eve, 'HELLO alice', 'ERROR name taken')
 expect(alice, 'HELLO alice', 'OK alice')
 for bad in ['HELLO', 'HELLO ', 'HELLO a b', 'HELLO ' + 'x' * 33, 'HELLO a,b', 'HELLO a:b',
-            'HELLO a\x01', 'HELLO a\tb']:
+            'HELLO a\x01', 'HELLO a\tb', 'HELLO ' + 'é' * 17]:
     assert ask(eve, bad).startswith('ERROR'), bad
-expect(eve, 'HELLO ' + 'é' * 32, 'OK ' + 'é' * 32)
+expect(eve, 'HELLO ' + 'é' * 16, 'OK ' + 'é' * 16)
 # Another HELLO renames the address.
 expect(eve, 'HELLO eve', 'OK eve')
 expect(alice, 'WHO', 'USERS alice,eve,张三')
 
 # Unknown names, usage errors.
 expect(alice, 'TO carol: hi', 'ERROR no user carol')
-assert ask(alice, 'TO ' + 'é' * 33 + ': hi').startswith('ERROR'), 'over-long name'
+assert ask(alice, 'TO ' + 'é' * 17 + ': hi').startswith('ERROR'), 'over-long name'
 assert ask(alice, 'TO alice hi').startswith('ERROR')
 assert ask(alice, 'WHO me').startswith('ERROR')
 
@@ -230,7 +232,8 @@ expect(late, 'HELLO late', 'ERROR server full')
 # A member may still change its name while the registry is full.
 expect(members[1], 'HELLO ' + names[1], 'OK ' + names[1])
 
-who = ask(late, 'WHO')
+assert ask(late, 'WHO') == 'ERROR send HELLO NAME first'
+who = ask(members[2], 'WHO')
 assert len(who.encode()) <= 1024, len(who)
 head, more = who.rsplit(' ... and ', 1)
 left_out = int(more[:-len(' more')])
@@ -356,6 +359,76 @@ print('ok')
     assert_eq!(&buf[..n], b"ERROR no operator");
     c.send_to(b"WHO", server.socket_addr()).unwrap();
     let n = c.recv(&mut buf).expect("commands still answered");
-    assert_eq!(&buf[..n], b"USERS a");
+    assert_eq!(&buf[..n], b"ERROR send HELLO NAME first");
+    stop(server);
+}
+
+/// Regression (issue 20, item 4): `WHO` was answered to any source, so a 3-byte datagram
+/// from an unregistered (spoofable) address returned 1011 bytes once 40 long names were
+/// registered. A stranger now never gets more than it sent, or a 32-byte error; and a
+/// name costs at most 32 bytes (a name of 33 bytes, or of 17 two-byte characters, is
+/// refused).
+#[test]
+fn udp_chat_does_not_amplify_for_strangers() {
+    let server = start(&[]);
+    let addr = server.socket_addr();
+    let ask = |c: &UdpSocket, msg: &[u8]| -> Vec<u8> {
+        c.send_to(msg, addr).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, from) = c.recv_from(&mut buf).expect("one reply per datagram");
+        assert_eq!(from, addr);
+        buf[..n].to_vec()
+    };
+    let client = || {
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c
+    };
+    let members: Vec<UdpSocket> = (0..40).map(|_| client()).collect();
+    for (i, c) in members.iter().enumerate() {
+        let name = format!("member{i:02}{}", "x".repeat(24));
+        assert_eq!(
+            ask(c, format!("HELLO {name}").as_bytes()),
+            format!("OK {name}").as_bytes()
+        );
+    }
+    // A member gets the long list (one datagram).
+    assert!(ask(&members[0], b"WHO").len() > 900);
+    let stranger = client();
+    let too_long_name = format!("HELLO {}", "e".repeat(33));
+    let wide_name = format!("HELLO {}", "\u{e9}".repeat(17));
+    let probes: [&[u8]; 12] = [
+        b"WHO",
+        b"WHO me",
+        b"BYE",
+        b"x",
+        b"",
+        b"\xff",
+        b"TO member00xxxxxxxxxxxxxxxxxxxxxxxx: hi",
+        b"HELLO",
+        b"HELLO a b",
+        b"HELLO a,b",
+        too_long_name.as_bytes(),
+        wide_name.as_bytes(),
+    ];
+    for probe in probes {
+        let got = ask(&stranger, probe);
+        assert!(
+            got.len() <= probe.len().max(32),
+            "{} bytes for a datagram of {}: {:?}",
+            got.len(),
+            probe.len(),
+            String::from_utf8_lossy(&got)
+        );
+        assert!(
+            got.starts_with(b"ERROR"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    // Padding a datagram gets a stranger the whole error text.
+    let padded = format!("HELLO a b{}", " ".repeat(100));
+    let got = String::from_utf8(ask(&stranger, padded.as_bytes())).unwrap();
+    assert!(got.starts_with("ERROR a name has 1 to 32 bytes"), "{got}");
     stop(server);
 }

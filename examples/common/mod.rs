@@ -1,5 +1,7 @@
 //! What every example server shares: the command line of the examples' contract
-//! (`--addr`, `--mode`, `--workers`, `--grace`, and the deployment options
+//! (`--addr`, `--mode`, `--workers`, `--grace`, the stream servers' bounds
+//! `--request-timeout`, `--write-timeout`, `--idle-timeout`, `--keepalive` (the last two
+//! default to what the example's protocol suits: see [`Service`]), and the deployment options
 //! `--proxy-protocol`, `--trusted-proxy`, `--reuseport`, `--metrics-addr`,
 //! `--shutdown-delay`), logging, the socket (inherited
 //! from systemd or a restart when `LISTEN_FDS` is set, else bound), the `listening on ADDR`
@@ -51,6 +53,19 @@ pub struct ServerArgs {
     /// (for the examples only): loopback, 127.0.0.0/8 and ::1.
     #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_net)]
     pub trusted_proxy: Vec<IpNet>,
+    /// Seconds a reply may block on a client that does not read it, per write (stream
+    /// servers; 0 for no limit). Bounds clients that send requests and never read.
+    #[arg(long, default_value = "15", value_parser = seconds)]
+    pub write_timeout: Duration,
+    /// Seconds a connection may wait for the client's next request (stream servers; 0 for
+    /// no limit). Default: the example's own, suited to its protocol (see its `--help`).
+    #[arg(long, value_parser = seconds)]
+    pub idle_timeout: Option<Duration>,
+    /// TCP keepalive: seconds of silence before the kernel probes the peer (3 probes,
+    /// `idle / 3` apart), to find peers that vanished without closing (0 for off).
+    /// Default: the example's own.
+    #[arg(long, value_parser = seconds)]
+    pub keepalive: Option<Duration>,
     /// Set SO_REUSEPORT: several processes serve one port, the kernel spreads clients.
     #[arg(long)]
     pub reuseport: bool,
@@ -65,6 +80,57 @@ pub struct ServerArgs {
     pub tls_client_ca: Option<PathBuf>,
     #[command(flatten)]
     pub observability: ObservabilityArgs,
+}
+
+/// A number of seconds from the command line: finite and not negative (`inf`, `nan` or
+/// `-1` is an argument error, not a panic later).
+pub fn seconds(s: &str) -> Result<Duration, String> {
+    let n: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !n.is_finite() || n < 0.0 {
+        return Err(format!("{s:?}: give a finite number of seconds, 0 or more"));
+    }
+    Duration::try_from_secs_f64(n).map_err(|_| format!("{s:?} seconds is too long"))
+}
+
+/// `None` for a zero duration (the examples' "0 for no limit").
+fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+/// What an example's protocol asks of the shared stream options: its port, how long its
+/// connections may wait for the client's next request, and how soon a silent peer is
+/// probed by TCP keepalive. `--idle-timeout` and `--keepalive` override the last two.
+#[derive(Clone, Copy, Debug)]
+pub struct Service {
+    /// The example's default port (`--addr` overrides it).
+    pub port: u16,
+    /// The idle timeout suited to the protocol.
+    pub idle: Duration,
+    /// The keepalive idle time suited to the protocol.
+    pub keepalive: Duration,
+}
+
+impl Service {
+    /// A request/reply protocol on `port`: a client may wait 5 minutes between requests
+    /// (someone typing at `nc`); a silent peer is probed after 1 minute.
+    pub const fn new(port: u16) -> Service {
+        Service {
+            port,
+            idle: Duration::from_secs(300),
+            keepalive: Duration::from_secs(60),
+        }
+    }
+
+    /// The same, with an idle timeout of `secs` seconds.
+    pub const fn idle_secs(self, secs: u64) -> Service {
+        Service {
+            idle: Duration::from_secs(secs),
+            ..self
+        }
+    }
 }
 
 // --- Observability (issue 21): metrics, health, status page, shutdown delay. ---
@@ -153,11 +219,26 @@ impl ServerArgs {
     }
 
     /// A TCP builder with the shared options applied, TLS included (the certificate files
-    /// are read now: an unreadable file is an error naming it).
-    pub fn tcp(&self) -> io::Result<Builder<TcpListener>> {
+    /// are read now: an unreadable file is an error naming it), and the timeouts and
+    /// keepalive of `service` unless the command line gave its own.
+    pub fn tcp(&self, service: Service) -> io::Result<Builder<TcpListener>> {
         let mut b = TcpServer::builder();
         self.apply(&mut b);
-        b.request_timeout(self.request_timeout());
+        let write = nonzero(self.write_timeout);
+        let idle = nonzero(self.idle_timeout.unwrap_or(service.idle));
+        let keepalive = nonzero(self.keepalive.unwrap_or(service.keepalive));
+        let show = |d: Option<Duration>| d.map_or("none".to_string(), |d| format!("{d:?}"));
+        log::info!(
+            "bounds: request timeout {}, write timeout {}, idle timeout {}, TCP keepalive {}",
+            show(self.request_timeout()),
+            show(write),
+            show(idle),
+            show(keepalive)
+        );
+        b.request_timeout(self.request_timeout())
+            .write_timeout(write)
+            .idle_timeout(idle)
+            .tcp_keepalive(keepalive);
         b.reuse_port(self.reuseport);
         if self.proxy_protocol {
             b.proxy_protocol(self.trusted());
@@ -214,11 +295,11 @@ impl ServerArgs {
     /// The TCP server of the options: the socket inherited from systemd (or from the
     /// previous process of a SIGHUP restart) when `LISTEN_FDS` is set, `--addr` ignored;
     /// else bound on `--addr`.
-    pub fn tcp_server(&self, port: u16) -> io::Result<TcpServer> {
-        let b = self.tcp()?;
+    pub fn tcp_server(&self, service: Service) -> io::Result<TcpServer> {
+        let b = self.tcp(service)?;
         match b.from_systemd()? {
             Some(server) => Ok(server),
-            None => b.bind(self.addr(port)),
+            None => b.bind(self.addr(service.port)),
         }
     }
 
@@ -264,10 +345,10 @@ pub fn announce(addr: impl std::fmt::Display, handle: &ShutdownHandle) -> io::Re
 /// SIGHUP restart, announces it and serves `handler`.
 pub fn serve_tcp<H: StreamHandler + Clone>(
     args: &ServerArgs,
-    port: u16,
+    service: Service,
     handler: H,
 ) -> io::Result<()> {
-    armed_tcp_server(args, port)?.serve(handler)
+    armed_tcp_server(args, service)?.serve(handler)
 }
 
 /// Makes a TCP server from the shared options (see `ServerArgs::tcp_server`), arms the
@@ -275,25 +356,29 @@ pub fn serve_tcp<H: StreamHandler + Clone>(
 /// mode, idle connections hold no thread).
 pub fn serve_tcp_requests<H: RequestHandler + Clone>(
     args: &ServerArgs,
-    port: u16,
+    service: Service,
     handler: H,
 ) -> io::Result<()> {
-    armed_tcp_server(args, port)?.serve_requests(handler)
+    armed_tcp_server(args, service)?.serve_requests(handler)
 }
 
 /// Like [`serve_tcp_requests`], each connection's handler made by `factory` (for a
 /// per-connection state that is not `Clone`).
-pub fn serve_tcp_requests_with<F, H>(args: &ServerArgs, port: u16, factory: F) -> io::Result<()>
+pub fn serve_tcp_requests_with<F, H>(
+    args: &ServerArgs,
+    service: Service,
+    factory: F,
+) -> io::Result<()>
 where
     F: Fn() -> H + Send + Sync + 'static,
     H: RequestHandler,
 {
-    armed_tcp_server(args, port)?.serve_requests_with(factory)
+    armed_tcp_server(args, service)?.serve_requests_with(factory)
 }
 
 /// A TCP server from the shared options, its SIGHUP restart armed, its address announced.
-fn armed_tcp_server(args: &ServerArgs, port: u16) -> io::Result<TcpServer> {
-    let server = args.tcp_server(port)?;
+fn armed_tcp_server(args: &ServerArgs, service: Service) -> io::Result<TcpServer> {
+    let server = args.tcp_server(service)?;
     server.restart_on_sighup()?;
     announce(server.local_addr()?, &server.shutdown_handle())?;
     announce_admin(server.admin_addr())?;

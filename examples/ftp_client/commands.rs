@@ -102,10 +102,14 @@ fn ls(conn: &mut Conn, path: Option<&str>) -> Result<(), Failure> {
         let kind = e["type"].as_str().unwrap_or("?");
         let name = e["name"].as_str().unwrap_or("?");
         let slash = if kind == "dir" { "/" } else { "" };
-        println!(
-            "{kind:<4} {:>12}  {name}{slash}",
-            e["size"].as_u64().unwrap_or(0)
-        );
+        let size = e["size"].as_u64().unwrap_or(0);
+        if kind == "partial" {
+            // An upload that stopped: `put` resumes it, `rm NAME` removes it.
+            let of = e["filesize"].as_u64().unwrap_or(0);
+            println!("part {size:>12}  {name} (partial upload of {of} bytes)");
+        } else {
+            println!("{kind:<4} {size:>12}  {name}{slash}");
+        }
     }
     if a.get("truncated") == Some(&Value::Bool(true)) {
         println!("(list cut short)");

@@ -64,20 +64,21 @@ pub fn put(conn: &mut Conn, local: &Path, remote: &str) -> Result<Done, Failure>
         return Err(refused(format!("{}: not a file", local.display())));
     }
     let size = meta.len();
+    // Ask first, hash after: a file the server would refuse for its size is refused before
+    // the (long) hashing pass and before a byte is sent.
+    let (offset, partial) = match conn.call(&json!({"cmd": "stat", "filename": remote})) {
+        Ok(a) if text(&a, "type") == "partial" => {
+            let held = number(&a, "size");
+            let resumable = number(&a, "filesize") == size && held <= size;
+            (if resumable { held } else { 0 }, held)
+        }
+        Ok(_) | Err(Failure::Refused(_)) => (0, 0),
+        Err(e) => return Err(e),
+    };
+    check_room(conn, remote, size, offset, partial)?;
     let mut hasher = Sha256::new();
     hash_into(&mut file, size, &mut hasher).map_err(|e| refused(e.to_string()))?;
     let sum = format!("{:x}", hasher.finalize());
-    let offset = match conn.call(&json!({"cmd": "stat", "filename": remote})) {
-        Ok(a)
-            if text(&a, "type") == "partial"
-                && number(&a, "filesize") == size
-                && number(&a, "size") <= size =>
-        {
-            number(&a, "size")
-        }
-        Ok(_) | Err(Failure::Refused(_)) => 0,
-        Err(e) => return Err(e),
-    };
     file.seek(SeekFrom::Start(offset))
         .map_err(|e| refused(e.to_string()))?;
     conn.send_header(&json!({
@@ -102,6 +103,40 @@ pub fn put(conn: &mut Conn, local: &Path, remote: &str) -> Result<Done, Failure>
         resumed_at: offset,
         sha256: sum,
     })
+}
+
+/// Refuses an upload of `size` bytes (resumed at `offset`; `partial` bytes of an earlier
+/// partial upload of it are held, and replaced) that the server's quota or disk cannot
+/// take, as the server would, but before hashing and sending. A server that does not say
+/// (no login, an older server) is left to decide.
+fn check_room(
+    conn: &mut Conn,
+    remote: &str,
+    size: u64,
+    offset: u64,
+    partial: u64,
+) -> Result<(), Failure> {
+    let a = match conn.call(&json!({"cmd": "quota"})) {
+        Ok(a) => a,
+        Err(Failure::Refused(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let (used, limit) = (number(&a, "used"), number(&a, "limit"));
+    let others = used.saturating_sub(partial);
+    if a.get("limit").is_some() && others.saturating_add(size) > limit {
+        return Err(refused(format!(
+            "quota exceeded: {used} of {limit} bytes used, {remote} needs {size}"
+        )));
+    }
+    if let Some(free) = a.get("free").and_then(serde_json::Value::as_u64) {
+        if size - offset > free {
+            return Err(refused(format!(
+                "no space left on the server's disk: {free} bytes free, {remote} needs {} more",
+                size - offset
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The local partial file of a download to `local`.
@@ -170,6 +205,13 @@ fn get_once(conn: &mut Conn, remote: &str, local: &Path, part: &Path) -> Result<
         Err(e) => return Err(e.into()),
     };
     let size = number(&answer, "filesize");
+    // Numbers from the server are checked before any arithmetic on them.
+    if size < held {
+        return Err(Retry::FromStart(format!(
+            "{remote} is {size} bytes on the server, shorter than the {held} bytes held in {}",
+            part.display()
+        )));
+    }
     let expected = text(&answer, "sha256").to_owned();
     let mut hasher = Sha256::new();
     hash_into(&mut file, held, &mut hasher).map_err(local_err)?;

@@ -13,7 +13,8 @@
 //! `--grace SECONDS`, `--request-timeout SECONDS` (default 30: how long a request header may
 //! take to arrive; an upload's body is bounded only by a 60 s stall), `--anonymous` (accept uploads from clients that never log in, into
 //! the home `anonymous`, so the tutorials' upload clients work unchanged) with
-//! `--anonymous-quota SIZE` (default 100M). Sizes take K, M or G suffixes (powers of 1024).
+//! `--anonymous-quota SIZE` (default 100M), `--partial-expiry SECONDS` (default 86400).
+//! Sizes take K, M or G suffixes (powers of 1024).
 //!
 //! # Wire protocol
 //!
@@ -28,11 +29,11 @@
 //! | `{"cmd":"login","username":U,"password":P}` | `{"ok":true,"cwd":"/"}`; a failure no sooner than 0.5 s later, the third closes the connection |
 //! | `{"cmd":"pwd"}`, `{"cmd":"cd","path":P}` | `{"ok":true,"cwd":"/docs"}` |
 //! | `{"cmd":"mkdir","path":P}`, `{"cmd":"rm","path":P}` | `{"ok":true}` (rm: a file, an empty directory, or a partial upload) |
-//! | `{"cmd":"ls","path":P?}` | `{"ok":true,"entries":[{"name":..,"type":"file"\|"dir","size":n}]}` sorted by name |
+//! | `{"cmd":"ls","path":P?}` | `{"ok":true,"entries":[{"name":..,"type":"file"\|"dir"\|"partial","size":n}]}` sorted by name (a partial upload is listed under its target's name, with `filesize`) |
 //! | `{"cmd":"put","filename":F,"filesize":N,"offset":K?,"sha256":H?}` + N-K bytes | `{"ok":true,"size":N,"sha256":hex}` |
 //! | `{"cmd":"stat","filename":F}` | `{"ok":true,"type":"file"\|"dir"\|"partial","size":n}` (a partial also gives `filesize`) |
 //! | `{"cmd":"get","filename":F,"offset":K?}` | `{"ok":true,"filesize":N,"offset":K,"sha256":hex}` + N-K bytes |
-//! | `{"cmd":"quota"}` | `{"ok":true,"used":u,"limit":l}` |
+//! | `{"cmd":"quota"}` | `{"ok":true,"used":u,"limit":l,"free":f}` (`free`: bytes free on the server's disk) |
 //! | `{"cmd":"quit"}` | `{"ok":true}`, then the server closes |
 //!
 //! Before a login every command but `login` and `quit` is answered `not logged in` (with
@@ -48,7 +49,15 @@
 //! An upload is written to a hidden partial file next to its target, reported by `stat`
 //! and counted in the quota, and renamed over the target (atomically) only once complete and
 //! matching its `sha256`: the final name only ever holds a complete file. A refused upload's
-//! bytes are read and discarded, so the connection stays usable. While an upload runs, the
+//! bytes are read and discarded, so the connection stays usable, when they are at most
+//! 64 KiB (and arrive within 10 s), or, logged in, no more than the user's quota; a refused
+//! upload with a larger body (before a login, say) is answered and the connection closed,
+//! its body never read. An upload larger than
+//! the disk's free space is refused before a byte is written; a write that fails for lack
+//! of space removes the partial file (it could not be resumed, and would hold the space).
+//! `ls` lists partial uploads (`"type":"partial"`), `rm NAME` removes one, and an idle one
+//! is removed a day after its last write (`--partial-expiry SECONDS`, 0 to keep them).
+//! `ftp_client`'s `put` asks the quota and the free space first, then hashes. While an upload runs, the
 //! quota counts its full size (the space is reserved; replacing a file needs room for both
 //! copies until the new one is complete); the reservations and the quota
 //! decisions are made under a per-user lock file, so they hold between the threads of one
@@ -93,6 +102,10 @@ struct Cli {
     /// Quota of the anonymous home (bytes, or a K/M/G suffix).
     #[arg(long, default_value = "100M", value_parser = parse_size)]
     anonymous_quota: u64,
+    /// Seconds after its last write an idle partial upload is removed (0: kept until
+    /// resumed or removed with `rm`). Default: one day.
+    #[arg(long, default_value = "86400", value_parser = common::seconds)]
+    partial_expiry: std::time::Duration,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -140,6 +153,9 @@ fn serve(cli: &Cli) -> io::Result<()> {
         users: Users::open(&root)?,
         root,
         anonymous_quota: cli.anonymous.then_some(cli.anonymous_quota),
+        partial_expiry: (!cli.partial_expiry.is_zero()).then_some(cli.partial_expiry),
     });
-    common::serve_tcp_requests_with(&cli.server, 8080, move || Session::new(Arc::clone(&ctx)))
+    common::serve_tcp_requests_with(&cli.server, common::Service::new(8080), move || {
+        Session::new(Arc::clone(&ctx))
+    })
 }

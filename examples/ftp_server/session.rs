@@ -25,6 +25,12 @@ const MAX_LOGIN_FAILURES: u32 = 3;
 /// How long a transfer may wait for the client's next bytes before it is given up (the
 /// partial upload stays, to be resumed).
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most body bytes of a refused upload read and discarded to keep the connection
+/// usable; a larger body closes it instead (a refused client must not keep a worker busy
+/// reading whatever it declared).
+const REFUSED_BODY_LIMIT: u64 = 64 * 1024;
+/// How long the discard of a refused upload's body (at most `REFUSED_BODY_LIMIT`) may take.
+const REFUSED_BODY_TIME: Duration = Duration::from_secs(10);
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -33,6 +39,8 @@ pub struct Context {
     pub users: Users,
     /// With `--anonymous`: the quota of the anonymous home.
     pub anonymous_quota: Option<u64>,
+    /// Idle partial uploads older than this are removed (`--partial-expiry`).
+    pub partial_expiry: Option<Duration>,
 }
 
 /// One connection's state, kept between its requests: the login, the current directory.
@@ -144,7 +152,8 @@ impl Session {
             Request::Stat { filename } => ok(home.stat(&self.cwd.join(&filename)?)?),
             Request::Quota => {
                 let (used, limit) = home.quota().map_err(|e| e.to_string())?;
-                ok(json!({"used": used, "limit": limit}))
+                let free = home.disk_free().map_err(|e| e.to_string())?;
+                ok(json!({"used": used, "limit": limit, "free": free}))
             }
             other => return Err(format!("unexpected request {other:?}")),
         })
@@ -166,7 +175,8 @@ impl Session {
         };
         if let Some(user) = user {
             match Home::open(&self.ctx.root, &user.name, user.quota) {
-                Ok(home) => {
+                Ok(mut home) => {
+                    home.partial_expiry = self.ctx.partial_expiry;
                     log::info!("{}: {name} logged in", req.peer_addr());
                     self.home = Some(home);
                     self.cwd = VPath::default();
@@ -200,7 +210,9 @@ impl Session {
             return Ok(None);
         };
         if self.anonymous.is_none() {
-            self.anonymous = Some(Home::open(&self.ctx.root, ANONYMOUS, quota)?);
+            let mut home = Home::open(&self.ctx.root, ANONYMOUS, quota)?;
+            home.partial_expiry = self.ctx.partial_expiry;
+            self.anonymous = Some(home);
         }
         Ok(self.anonymous.as_ref().map(|h| (h, VPath::default())))
     }
@@ -211,37 +223,46 @@ impl Session {
             None => Err("not logged in".to_string()),
             Some((home, cwd)) => home.begin_put(&cwd, &put).map(|up| (home, up)),
         };
+        let (home, mut up) = match target {
+            Ok(target) => target,
+            Err(msg) => {
+                let quota = self.home.as_ref().map(|h| h.quota);
+                return refuse_put(req, &put, msg, quota);
+            }
+        };
         // The header arrived within the server's request timeout; the body may take as long
         // as it needs, as long as it keeps coming.
         req.set_deadline(None);
         req.set_read_timeout(Some(TRANSFER_TIMEOUT))?;
         let mut body = Body::new(req, put.body_len());
-        let answer = match target {
-            Err(msg) => {
-                body.skip()?;
-                error(msg)
-            }
-            Ok((home, mut up)) => match up.receive(&mut body) {
-                Ok(()) => match home.finish_put(up) {
-                    Ok((size, sum)) => ok(json!({"size": size, "sha256": sum})),
-                    Err(msg) => error(msg),
-                },
-                Err(ReceiveError::Client(e)) => {
-                    log::info!(
-                        "{peer}: upload of {} cut off, {} of {} bytes missing: {e}",
-                        up.vpath(),
-                        body.remaining(),
-                        put.body_len()
-                    );
-                    return Ok(Next::Close);
-                }
-                Err(ReceiveError::Disk(e)) => {
-                    log::error!("{peer}: storing {}: {e}", up.vpath());
-                    drop(up);
-                    body.skip()?;
-                    error(format!("cannot store the file: {e}"))
-                }
+        let answer = match up.receive(&mut body) {
+            Ok(()) => match home.finish_put(up) {
+                Ok((size, sum)) => ok(json!({"size": size, "sha256": sum})),
+                Err(msg) => error(msg),
             },
+            Err(ReceiveError::Client(e)) => {
+                log::info!(
+                    "{peer}: upload of {} cut off, {} of {} bytes missing: {e}",
+                    up.vpath(),
+                    body.remaining(),
+                    put.body_len()
+                );
+                return Ok(Next::Close);
+            }
+            Err(ReceiveError::Disk(e)) => {
+                log::error!("{peer}: storing {}: {e}", up.vpath());
+                if is_out_of_space(&e) {
+                    // Nothing can resume it until space is freed, and it holds space (and
+                    // quota) meanwhile: it goes.
+                    up.discard();
+                } else {
+                    drop(up);
+                }
+                // Admitted within the quota, so bounded by it: read, to keep the connection
+                // usable and the answer readable.
+                body.skip()?;
+                error(format!("cannot store the file: {e}"))
+            }
         };
         req.set_read_timeout(None)?;
         send(req, &answer)?;
@@ -285,4 +306,48 @@ impl Session {
         req.set_write_timeout(None)?;
         Ok(Next::Continue)
     }
+}
+
+/// Whether a write failed for lack of space (the disk, or a filesystem quota).
+fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// Answers a refused `put`. Its body is read and discarded (so the connection goes on)
+/// when it is small (64 KiB, within 10 s), or, for a logged-in user (`quota`), when it is
+/// no larger than the quota (what an accepted upload could have cost, under the same 60 s
+/// stall bound); otherwise the connection is closed after the answer, so that a refused
+/// client (one not logged in, say, declaring 2^62 bytes) cannot keep a worker reading.
+fn refuse_put(
+    req: &mut StreamRequest,
+    put: &Put,
+    msg: String,
+    quota: Option<u64>,
+) -> io::Result<Next> {
+    let len = put.body_len();
+    let small = len <= REFUSED_BODY_LIMIT;
+    let within_quota = matches!(quota, Some(q) if len <= q);
+    if !small && !within_quota {
+        log::info!(
+            "{}: put refused ({msg}); closing rather than reading its {len} bytes",
+            req.peer_addr()
+        );
+        send(req, &error(format!("{msg}; closing: the body is not read")))?;
+        return Ok(Next::Close);
+    }
+    if small {
+        req.set_deadline(Some(Instant::now() + REFUSED_BODY_TIME));
+    } else {
+        req.set_deadline(None);
+        req.set_read_timeout(Some(TRANSFER_TIMEOUT))?;
+    }
+    let skipped = Body::new(&mut *req, len).skip();
+    req.set_deadline(None);
+    req.set_read_timeout(None)?;
+    if let Err(e) = skipped {
+        log::info!("{}: refused put's body did not come: {e}", req.peer_addr());
+        return Ok(Next::Close);
+    }
+    send(req, &error(msg))?;
+    Ok(Next::Continue)
 }

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use fs4::{FileExt, TryLockError};
 use serde_json::{json, Value};
@@ -41,6 +42,9 @@ pub struct Home {
     lock_path: PathBuf,
     /// Bytes the user may store.
     pub quota: u64,
+    /// Idle partial uploads older than this (by their last write) are removed when the
+    /// quota is next counted; `None` keeps them until resumed or removed.
+    pub partial_expiry: Option<Duration>,
 }
 
 /// The user's lock, held while it lives.
@@ -57,6 +61,7 @@ impl Home {
             dir: dir.canonicalize()?,
             lock_path: locks.join(format!("{name}.lock")),
             quota,
+            partial_expiry: None,
         })
     }
 
@@ -120,33 +125,47 @@ impl Home {
     }
 
     /// `ls`: the visible entries of directory `v` sorted by name (or `v` alone if it is a
-    /// file), and whether the list was cut to fit one answer.
+    /// file), and whether the list was cut to fit one answer. Partial uploads are listed
+    /// too, under their target's name, as `"type":"partial"` with the bytes they hold and
+    /// the `filesize` they are for: the owner sees what holds space, and `rm` removes it.
     pub fn ls(&self, v: &VPath) -> Result<(Vec<Value>, bool), Refusal> {
         let path = self.existing(v)?;
+        // (name, kind) -> (size, filesize of a partial)
         let mut found = BTreeMap::new();
         let mut cut = false;
         if path.is_dir() {
             for entry in fs::read_dir(&path).map_err(|e| describe(e, v))? {
                 let entry = entry.map_err(|e| describe(e, v))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with(RESERVED) {
-                    continue;
-                }
-                if let Some(kind) = self.entry_kind(&entry.path()) {
-                    found.insert(name, kind);
+                let listed = if let Some((filesize, of)) = parse_partial(&name) {
+                    let held = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    Some(((of.to_owned(), "partial"), (held, Some(filesize))))
+                } else if name.starts_with(RESERVED) {
+                    None
+                } else {
+                    self.entry_kind(&entry.path())
+                        .map(|(kind, size)| ((name, kind), (size, None)))
+                };
+                if let Some((key, value)) = listed {
+                    found.insert(key, value);
                     if found.len() > LS_MAX_ENTRIES {
                         found.pop_last();
                         cut = true;
                     }
                 }
             }
-        } else if let (Some((_, name)), Some(kind)) = (v.split_last(), self.entry_kind(&path)) {
-            found.insert(name.to_owned(), kind);
+        } else if let (Some((_, name)), Some((kind, size))) =
+            (v.split_last(), self.entry_kind(&path))
+        {
+            found.insert((name.to_owned(), kind), (size, None));
         }
         let mut entries = Vec::new();
         let mut bytes = 0;
-        for (name, (kind, size)) in found {
-            let entry = json!({"name": name, "type": kind, "size": size});
+        for ((name, kind), (size, filesize)) in found {
+            let mut entry = json!({"name": name, "type": kind, "size": size});
+            if let Some(filesize) = filesize {
+                entry["filesize"] = filesize.into();
+            }
             bytes += entry.to_string().len() + 1;
             if bytes > LS_MAX_JSON {
                 cut = true;
@@ -279,6 +298,10 @@ impl Home {
                 used += if let Some((filesize, _)) = parse_partial(&name) {
                     if is_busy(&path) {
                         meta.len().max(filesize)
+                    } else if self.expired(&meta) {
+                        log::info!("removing partial upload {}: expired", path.display());
+                        let _ = fs::remove_file(&path);
+                        0
                     } else {
                         meta.len()
                     }
@@ -290,6 +313,21 @@ impl Home {
             }
         }
         Ok(used)
+    }
+
+    /// Whether an idle partial upload (its metadata) is older than the expiry.
+    fn expired(&self, meta: &fs::Metadata) -> bool {
+        let (Some(expiry), Ok(written)) = (self.partial_expiry, meta.modified()) else {
+            return false;
+        };
+        SystemTime::now()
+            .duration_since(written)
+            .is_ok_and(|age| age >= expiry)
+    }
+
+    /// Bytes free on the disk of the home, for this user (`statvfs`'s available blocks).
+    pub fn disk_free(&self) -> io::Result<u64> {
+        fs4::available_space(&self.dir)
     }
 
     /// Opens file `v` for a `get` from `offset`: the file, its size and its SHA-256.

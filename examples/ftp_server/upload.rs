@@ -59,6 +59,17 @@ impl Home {
                 self.quota, put.filesize
             ));
         }
+        // The disk may be fuller than the quota says: refused before a byte is written.
+        let free = fs4::available_space(&dir).unwrap_or(u64::MAX);
+        if put.body_len() > free {
+            if put.offset == 0 {
+                let _ = fs::remove_file(&part_path);
+            }
+            return Err(format!(
+                "no space left on the server's disk: {free} bytes free, {v} needs {} more",
+                put.body_len()
+            ));
+        }
         Ok(Upload {
             file,
             part_path,
@@ -158,6 +169,12 @@ impl Upload {
     /// The target, as the client named it.
     pub fn vpath(&self) -> &VPath {
         &self.vpath
+    }
+
+    /// Gives the upload up and removes its partial file (it cannot be resumed).
+    pub fn discard(self) {
+        let _ = fs::remove_file(&self.part_path);
+        drop(self.file);
     }
 }
 

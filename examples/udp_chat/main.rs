@@ -2,7 +2,7 @@
 //! each other one-datagram messages through it. Every request and every reply is one UTF-8
 //! datagram of at most 1024 bytes (the tutorials' clients read with `recvfrom(1024)`).
 //!
-//! * `HELLO NAME` registers NAME (1 to 32 characters; no whitespace, control characters,
+//! * `HELLO NAME` registers NAME (1 to 32 bytes of UTF-8; no whitespace, control characters,
 //!   commas or colons, which would break `USERS` and `TO`) at the sender's address: reply
 //!   `OK NAME`. An address holds one name: a second `HELLO` renames it. A name held by
 //!   another live address: `ERROR name taken`.
@@ -10,7 +10,13 @@
 //!   and replies `SENT`; an unknown NAME, an unregistered sender or a message that would not
 //!   fit one datagram gets a reply starting with `ERROR`.
 //! * `WHO` replies `USERS a,b,c` (sorted; `USERS` alone when nobody is registered); a list
-//!   too long for one datagram is cut and ends with ` ... and N more`.
+//!   too long for one datagram is cut and ends with ` ... and N more`. Only registered
+//!   senders get it.
+//! * No amplification for strangers: an address with no registration (which may be a
+//!   spoofed source) never gets a reply longer than the datagram it sent, or than 32 bytes
+//!   for a short error (a longer error is cut to that). A client that wants the whole text
+//!   of an error before registering pads its datagram (trailing spaces are ignored). The
+//!   `--console` operator's typed replies are the operator's to judge: not cut.
 //! * `BYE` unregisters the sender: `OK`.
 //! * A registration whose address has sent nothing for 5 minutes expires (`--expiry
 //!   SECONDS`); at most 10 000 are held (`--max-users N`): a full registry answers `ERROR
@@ -65,8 +71,8 @@ struct Cli {
     #[arg(long)]
     console: bool,
     /// Seconds after which a registration whose address sent nothing expires.
-    #[arg(long, default_value_t = 300.0)]
-    expiry: f64,
+    #[arg(long, default_value = "300", value_parser = common::seconds)]
+    expiry: Duration,
     /// Most registrations held at once.
     #[arg(long, default_value_t = 10_000)]
     max_users: usize,
@@ -119,7 +125,7 @@ fn parse(text: &str) -> Option<Result<Command<'_>, &'static str>> {
 }
 
 const BAD_NAME: &str =
-    "ERROR a name has 1 to 32 characters, no whitespace, control characters, commas or colons";
+    "ERROR a name has 1 to 32 bytes, no whitespace, control characters, commas or colons";
 const NOT_REGISTERED: &str = "ERROR send HELLO NAME first";
 
 impl Chat {
@@ -141,7 +147,7 @@ impl Chat {
             Some(Err(usage)) => usage.to_string(),
             Some(Ok(Command::Hello(name))) => self.hello(name, peer, now),
             Some(Ok(Command::To(name, msg))) => self.send(req, peer, name, msg, now),
-            Some(Ok(Command::Who)) => lock(&self.registry).users(now),
+            Some(Ok(Command::Who)) => self.who(peer, now),
             Some(Ok(Command::Bye)) => self.bye(peer, now),
             None => return self.other(peer, &text, now),
         };
@@ -196,6 +202,16 @@ impl Chat {
         }
     }
 
+    /// `USERS ...`, for registered senders only: to a stranger (perhaps a spoofed source)
+    /// a 3-byte `WHO` would return up to 1024 bytes.
+    fn who(&self, peer: SocketAddr, now: Instant) -> String {
+        let mut registry = lock(&self.registry);
+        match registry.name_of(peer, now) {
+            Some(_) => registry.users(now),
+            None => NOT_REGISTERED.into(),
+        }
+    }
+
     fn bye(&self, peer: SocketAddr, now: Instant) -> String {
         let mut registry = lock(&self.registry);
         match registry.name_of(peer, now) {
@@ -220,14 +236,39 @@ impl Chat {
     }
 }
 
+/// The most a stranger (an unregistered address) may get in reply to a datagram shorter
+/// than this: a short error.
+const SHORT_REPLY: usize = 32;
+
+/// Cuts `reply` to what a stranger that sent `sent` bytes may get (see the module docs),
+/// at a character boundary.
+fn for_stranger(mut reply: String, sent: usize) -> String {
+    let cap = sent.max(SHORT_REPLY);
+    if reply.len() > cap {
+        let mut end = cap;
+        while !reply.is_char_boundary(end) {
+            end -= 1;
+        }
+        reply.truncate(end);
+    }
+    reply
+}
+
 fn handle(req: &mut DatagramRequest, chat: &Chat) -> io::Result<()> {
     let Some(peer) = req.peer_addr().as_inet() else {
         return Ok(()); // a UDP server's peers are IP addresses
     };
-    match chat.respond(req, peer) {
-        Some(reply) => req.reply(reply.as_bytes()),
-        None => Ok(()),
-    }
+    let Some(reply) = chat.respond(req, peer) else {
+        return Ok(());
+    };
+    // Checked after the request: a HELLO has just registered its sender.
+    let registered = lock(&chat.registry).name_of(peer, Instant::now()).is_some();
+    let reply = if registered {
+        reply
+    } else {
+        for_stranger(reply, req.packet().len())
+    };
+    req.reply(reply.as_bytes())
 }
 
 fn main() -> io::Result<()> {
@@ -241,10 +282,7 @@ fn main() -> io::Result<()> {
         ));
     }
     let chat = Arc::new(Chat {
-        registry: Mutex::new(Registry::new(
-            Duration::from_secs_f64(cli.expiry.max(0.0)),
-            cli.max_users,
-        )),
+        registry: Mutex::new(Registry::new(cli.expiry, cli.max_users)),
         console: cli.console.then(Console::new),
     });
     let socket = UdpSocket::bind(cli.server.addr(8081))?;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::MAX_DATAGRAM;
 
-/// The longest name, in characters.
+/// The longest name, in bytes of UTF-8 (what a name costs in every `USERS` reply).
 const MAX_NAME: usize = 32;
 /// Room kept at the end of a cut `USERS` list for ` ... and N more`.
 const MORE_ROOM: usize = 24;
@@ -125,11 +125,11 @@ impl Registry {
     }
 }
 
-/// Whether `name` may be registered: 1 to 32 characters, none of them whitespace, a
-/// control character, a comma (the `USERS` separator) or a colon (the end of `TO NAME:`).
+/// Whether `name` may be registered: 1 to 32 bytes of UTF-8 (so 32 ASCII characters, or
+/// 10 CJK ones), none of them whitespace, a control character, a comma (the `USERS`
+/// separator) or a colon (the end of `TO NAME:`).
 pub(crate) fn valid_name(name: &str) -> bool {
-    let n = name.chars().count();
-    (1..=MAX_NAME).contains(&n)
+    (1..=MAX_NAME).contains(&name.len())
         && !name
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == ':')

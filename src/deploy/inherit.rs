@@ -27,11 +27,18 @@ pub(crate) const READY_NAME: &str = "socketserver-ready";
 /// Set by a restarting server (instead of `LISTEN_PID`, which it cannot know before the
 /// new process exists) to its own pid: the descriptors are for its direct child.
 pub(crate) const RESTART_PARENT: &str = "SOCKETSERVER_RESTART_PARENT";
+/// Set by a restarting server that confirms the hand-over: after our "ready" it writes
+/// [`HANDOVER`](notify::HANDOVER) on the ready socket, or closes it when it abandons the
+/// restart (it began shutting down first), and then we stop too. A server without it (an
+/// older version) never confirms, and its silence means nothing.
+pub(crate) const RESTART_HANDOVER: &str = "SOCKETSERVER_RESTART_HANDOVER";
 
 /// The descriptors passed to this process, taken once from the environment.
 struct Inherited {
     fds: ListenFd,
     names: Vec<String>,
+    /// Why the descriptors must not be served: the restart that passed them was abandoned.
+    abandoned: Option<String>,
 }
 
 static INHERITED: OnceLock<Mutex<Inherited>> = OnceLock::new();
@@ -44,12 +51,40 @@ fn inherited() -> MutexGuard<'static, Inherited> {
         .unwrap_or_else(|e| e.into_inner())
 }
 
+/// Takes the first inherited descriptor `take` accepts; an error when this process was
+/// started by a restart that its previous process abandoned (it exited before handing the
+/// service over, as after a SIGTERM right behind the SIGHUP): this process must not serve.
+fn take_inherited<S>(
+    take: impl FnMut(&mut ListenFd, usize) -> io::Result<Option<S>>,
+) -> io::Result<Option<(S, String)>> {
+    let mut i = inherited();
+    if let Some(why) = &i.abandoned {
+        return Err(io::Error::other(why.clone()));
+    }
+    Ok(i.take_first(take))
+}
+
 impl Inherited {
     fn from_env() -> Inherited {
         let count = env::var("LISTEN_FDS").ok();
         let pid = env::var("LISTEN_PID").ok();
         let parent = env::var(RESTART_PARENT).ok();
         let names = env::var("LISTEN_FDNAMES").ok();
+        let handover = env::var_os(RESTART_HANDOVER).is_some();
+        env::remove_var(RESTART_HANDOVER);
+        // A restart whose previous process exited before we read this: it was stopped
+        // before the hand-over (we were reparented), so the restart is abandoned.
+        let abandoned = match (&pid, &parent, handover) {
+            (None, Some(p), true)
+                if p.parse::<u32>().ok() != Some(std::os::unix::process::parent_id()) =>
+            {
+                Some(format!(
+                    "restart abandoned: the process that started this one ({p}) exited \
+                     before handing the service over"
+                ))
+            }
+            _ => None,
+        };
         let for_us = match (&pid, &parent) {
             (Some(pid), _) => pid.parse::<u32>().ok() == Some(process::id()),
             (None, Some(parent)) => {
@@ -80,7 +115,11 @@ impl Inherited {
             Some(n) => n.split(':').map(str::to_string).collect(),
             None => Vec::new(),
         };
-        let mut this = Inherited { fds, names };
+        let mut this = Inherited {
+            fds,
+            names,
+            abandoned,
+        };
         if let Some(i) = this.names.iter().position(|n| n == READY_NAME) {
             let ready = this
                 .fds
@@ -90,7 +129,7 @@ impl Inherited {
                     None
                 });
             if let Some(ready) = ready {
-                notify::set_ready_socket(ready);
+                notify::set_ready_socket(ready, handover);
             }
         }
         this
@@ -156,7 +195,7 @@ impl Builder<TcpListener> {
     /// ```
     #[doc(alias = "sd_listen_fds")]
     pub fn from_systemd(&self) -> io::Result<Option<TcpServer>> {
-        let Some((l, name)) = inherited().take_first(|f, i| f.take_tcp_listener(i)) else {
+        let Some((l, name)) = take_inherited(|f, i| f.take_tcp_listener(i))? else {
             return Ok(None);
         };
         must_listen(SockRef::from(&l), "TCP")?;
@@ -178,7 +217,7 @@ impl Builder<UnixListener> {
     ///
     #[doc = doc_from_systemd!()]
     pub fn from_systemd(&self) -> io::Result<Option<UnixStreamServer>> {
-        let Some((l, name)) = inherited().take_first(|f, i| f.take_unix_listener(i)) else {
+        let Some((l, name)) = take_inherited(|f, i| f.take_unix_listener(i))? else {
             return Ok(None);
         };
         must_listen(SockRef::from(&l), "Unix stream")?;
@@ -199,7 +238,7 @@ impl Builder<UdpSocket> {
     ///
     #[doc = doc_from_systemd!()]
     pub fn from_systemd(&self) -> io::Result<Option<UdpServer>> {
-        let Some((s, name)) = inherited().take_first(|f, i| f.take_udp_socket(i)) else {
+        let Some((s, name)) = take_inherited(|f, i| f.take_udp_socket(i))? else {
             return Ok(None);
         };
         log::info!(
@@ -219,7 +258,7 @@ impl Builder<UnixDatagram> {
     ///
     #[doc = doc_from_systemd!()]
     pub fn from_systemd(&self) -> io::Result<Option<UnixDatagramServer>> {
-        let Some((s, name)) = inherited().take_first(|f, i| f.take_unix_datagram(i)) else {
+        let Some((s, name)) = take_inherited(|f, i| f.take_unix_datagram(i))? else {
             return Ok(None);
         };
         log::info!(

@@ -9,8 +9,8 @@
 //! takes a socket from systemd; a second descriptor carries its "ready".
 
 use std::ffi::OsString;
-use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use signal_hook::consts::SIGHUP;
 
-use crate::deploy::inherit::{READY_NAME, RESTART_PARENT};
-use crate::deploy::notify;
+use crate::deploy::inherit::{READY_NAME, RESTART_HANDOVER, RESTART_PARENT};
+use crate::deploy::notify::{self, HANDOVER};
 use crate::net::Listener;
 use crate::server::StreamServer;
 use crate::shutdown::ShutdownHandle;
-use crate::sys;
+use crate::sys::{self, Interest};
 
 /// How long a new process gets to start serving before the restart is abandoned.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,6 +51,14 @@ impl<L: Listener + AsFd> StreamServer<L> {
     /// A Unix stream server's socket file is left in place when it hands over (the new
     /// process serves it; the new process, having inherited the socket, does not remove
     /// the file when it stops: the next `bind` replaces it as stale).
+    ///
+    /// A SIGTERM (or any shutdown) that comes before the hand-over abandons the restart:
+    /// the new process is stopped too (it is sent SIGTERM, and a new process that reported
+    /// ready waits for this one's hand-over and stops without it, even if this process
+    /// exits first; one still starting when this process has exited gets an error from
+    /// `from_systemd`), so `kill -HUP` followed at once by `kill -TERM` leaves no process
+    /// serving. After the hand-over the new process is the service: a SIGTERM to the old,
+    /// draining one ends only that one.
     ///
     /// One restart runs at a time; a SIGHUP during one is taken after it. Under systemd
     /// the main pid is handed over too (`MAINPID=`, needs `NotifyAccess=all`); socket
@@ -132,50 +140,88 @@ struct NextProcess {
 
 impl NextProcess {
     /// One restart: true when the new process serves and this server is shutting down.
+    ///
+    /// Shutdown beginning at any point before the hand-over (a SIGTERM right behind the
+    /// SIGHUP) abandons the restart: the new process is told (its ready socket closes
+    /// without a hand-over) and sent SIGTERM, so both processes stop.
     fn replace(&self, handle: &ShutdownHandle) -> bool {
         log::info!("SIGHUP: starting {}", self.exe.display());
-        match self.start() {
-            Ok(pid) => {
-                log::info!("restart: process {pid} serves; stopping accepting and draining");
-                notify::handed_over_to(pid);
-                handle.shutdown();
-                true
+        let (mut child, mut ready) = match self.spawn() {
+            Ok(started) => started,
+            Err(e) => {
+                log::error!("restart failed, still serving: {e}");
+                return false;
+            }
+        };
+        let pid = child.id();
+        match wait_ready(&mut ready, READY_TIMEOUT, handle.shared.wake_fd()) {
+            Ok(Ready::Serving) => {}
+            Ok(Ready::ShutdownBegan) => {
+                log::info!("restart abandoned: shutdown began; stopping new process {pid}");
+                abandon(child, ready);
+                return false;
             }
             Err(e) => {
                 log::error!("restart failed, still serving: {e}");
-                false
+                stop(&mut child);
+                return false;
             }
         }
+        // The hand-over and a SIGTERM's shutdown race: one atomic step decides which came
+        // first. The flag goes up before, so that `serve` ending now does not tell the
+        // service manager the service stops.
+        notify::set_handed_over(true);
+        if !handle.shared.stop_first() {
+            notify::set_handed_over(false);
+            log::info!("restart abandoned: shutdown began as process {pid} became ready");
+            abandon(child, ready);
+            return false;
+        }
+        notify::handed_over_to(pid);
+        if let Err(e) = ready
+            .set_nonblocking(false)
+            .and_then(|()| ready.write_all(HANDOVER))
+        {
+            log::error!("restart: telling process {pid} it is the service now: {e}");
+        }
+        log::info!("restart: process {pid} serves; stopping accepting and draining");
+        true
     }
 
-    /// Starts the new process and waits until it serves; returns its pid.
-    fn start(&self) -> io::Result<u32> {
-        let (mut ours, theirs) = UnixStream::pair()?;
+    /// Starts the new process; returns it and our end of its ready socket.
+    fn spawn(&self) -> io::Result<(Child, UnixStream)> {
+        let (ours, theirs) = UnixStream::pair()?;
         let mut cmd = Command::new(&self.exe);
         cmd.args(&self.args)
             .env("LISTEN_FDS", "2")
             .env("LISTEN_FDNAMES", format!("listener:{READY_NAME}"))
             .env(RESTART_PARENT, std::process::id().to_string())
+            .env(RESTART_HANDOVER, "1")
             .env_remove("LISTEN_PID");
         sys::pass_fds(&mut cmd, [self.listener.as_raw_fd(), theirs.as_raw_fd()]);
-        let mut child = cmd.spawn()?;
+        let child = cmd.spawn()?;
         // The child has its copy; ours must go, so that its death reads as EOF here.
         drop(theirs);
-        match wait_ready(&mut ours, READY_TIMEOUT) {
-            Ok(()) => Ok(child.id()),
-            Err(e) => {
-                stop(&mut child);
-                Err(e)
-            }
-        }
+        Ok((child, ours))
     }
 }
 
-/// Waits for the new process's "READY=1" line.
-fn wait_ready(ready: &mut UnixStream, limit: Duration) -> io::Result<()> {
+/// How a wait for the new process's "ready" ended, short of an error.
+#[derive(Debug, PartialEq, Eq)]
+enum Ready {
+    /// It sent `READY=1`: it serves.
+    Serving,
+    /// This server's shutdown began first (`wake` turned readable).
+    ShutdownBegan,
+}
+
+/// Waits for the new process's "READY=1" line, or for shutdown (`wake`, the server's wake
+/// descriptor, turns readable), whichever comes first.
+fn wait_ready(ready: &mut UnixStream, limit: Duration, wake: RawFd) -> io::Result<Ready> {
     let deadline = Instant::now() + limit;
     let mut got = Vec::new();
     let mut buf = [0u8; 64];
+    ready.set_nonblocking(true)?;
     while !got.ends_with(b"READY=1\n") {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || got.len() > 64 {
@@ -184,7 +230,13 @@ fn wait_ready(ready: &mut UnixStream, limit: Duration) -> io::Result<()> {
                 format!("the new process did not start serving within {limit:?}"),
             ));
         }
-        ready.set_read_timeout(Some(left))?;
+        let polled = sys::poll(
+            &[(ready.as_raw_fd(), Interest::Read), (wake, Interest::Read)],
+            Some(left),
+        )?;
+        if polled.is(1) {
+            return Ok(Ready::ShutdownBegan);
+        }
         match ready.read(&mut buf) {
             Ok(0) => {
                 return Err(io::Error::new(
@@ -193,16 +245,39 @@ fn wait_ready(ready: &mut UnixStream, limit: Duration) -> io::Result<()> {
                 ))
             }
             Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
                 ) => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(Ready::Serving)
+}
+
+/// How long an abandoned new process gets to stop on SIGTERM before it is killed.
+const ABANDON_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Stops a new process whose restart was abandoned: closing the ready socket without a
+/// hand-over tells it to stop (it does, even if this process exits first), SIGTERM stops
+/// one still starting; it is reaped (killed if it has not stopped in 30 s).
+fn abandon(mut child: Child, ready: UnixStream) {
+    drop(ready);
+    if let Ok(None) = child.try_wait() {
+        if let Err(e) = sys::terminate_child(child.id() as libc::pid_t) {
+            log::warn!("restart: SIGTERM to process {}: {e}", child.id());
+        }
+    }
+    let deadline = Instant::now() + ABANDON_TIMEOUT;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(None) => thread::sleep(Duration::from_millis(10)),
+            _ => return,
+        }
+    }
+    log::warn!("restart: process {} did not stop: killing it", child.id());
+    stop(&mut child);
 }
 
 /// Kills a new process that failed to start serving, and reaps it.

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,9 @@ pub(crate) struct AcceptErrors {
     shared: Arc<Shared>,
     what: &'static str,
     backoff: Mutex<Backoff>,
+    /// Set while a back-off is running: the common success path reads this flag, not
+    /// the lock (every accepting worker passes there, once per connection).
+    backing_off: AtomicBool,
     /// The warning of the last back-off: at most one a second is logged.
     warned: Throttle,
 }
@@ -107,6 +110,7 @@ impl AcceptErrors {
             shared: Arc::clone(shared),
             what,
             backoff: Mutex::new(Backoff::default()),
+            backing_off: AtomicBool::new(false),
             warned: Throttle::new(),
         }
     }
@@ -126,6 +130,7 @@ impl AcceptErrors {
             }
             Class::Backoff => {
                 let d = lock(&self.backoff).next();
+                self.backing_off.store(true, Relaxed);
                 if self.warned.allow() {
                     log::warn!("{what} failed: {e}; taking no new work for {d:?}");
                 }
@@ -145,10 +150,9 @@ impl AcceptErrors {
 
     /// A connection or datagram was taken: the back-off starts over.
     pub(crate) fn success(&self) {
-        // Taken without a lock when there is nothing to reset (the usual case).
-        let mut b = lock(&self.backoff);
-        if b.0.is_some() {
-            b.reset();
+        // No lock when there is nothing to reset (the usual case).
+        if self.backing_off.swap(false, Relaxed) {
+            lock(&self.backoff).reset();
         }
     }
 }

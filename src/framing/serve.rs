@@ -76,6 +76,12 @@ where
 /// end of stream between messages closes the connection. Made by [`per_message`]. Cargo
 /// feature `json`.
 ///
+/// That skip is bounded, since the reply may have begun and with it the request timeout
+/// ended: at most 64 KiB left unread are skipped, within 5 s (or the deadline in force,
+/// if sooner); a larger rest closes the connection instead of being read (a header may
+/// declare a body of 2^64 bytes), and a rest that does not arrive in time ends it with
+/// `TimedOut`, counted in `Stats::request_timeouts`.
+///
 /// As with [`PerFrame`], an idle connection waits for its next message in the event set
 /// (pool flavour); a header that has begun arriving is read whole within the request
 /// timeout; a malformed or oversize header ends the connection with the error.
@@ -150,10 +156,43 @@ where
         match self.codec.read_message::<T, _>(req)? {
             Some((header, mut body)) => {
                 (self.handle)(header, &mut body)?;
-                body.skip()?;
-                Ok(Next::Continue)
+                skip_rest(&mut body)
             }
             None => Ok(Next::Close),
         }
     }
+}
+
+/// The most body bytes a handler may leave unread for [`PerMessage`] to skip.
+#[cfg(feature = "json")]
+const SKIP_LIMIT: u64 = 64 * 1024;
+
+/// How long [`PerMessage`] waits for the rest of a body it skips, when no deadline is in
+/// force.
+#[cfg(feature = "json")]
+const SKIP_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Skips what the handler left of `body`, bounded in size and time (see [`PerMessage`]).
+#[cfg(feature = "json")]
+fn skip_rest(body: &mut super::Body<'_, StreamRequest>) -> io::Result<Next> {
+    let rest = body.remaining();
+    if rest == 0 {
+        return Ok(Next::Continue);
+    }
+    if rest > SKIP_LIMIT {
+        log::debug!(
+            "{}: {rest} body bytes left unread: closing rather than reading them",
+            body.get_mut().peer_addr()
+        );
+        return Ok(Next::Close);
+    }
+    let unbounded = body.get_mut().deadline().is_none();
+    if unbounded {
+        body.get_mut().set_deadline(crate::time::after(SKIP_TIME));
+    }
+    let skipped = body.skip();
+    if unbounded {
+        body.get_mut().set_deadline(None);
+    }
+    skipped.map(|_| Next::Continue)
 }

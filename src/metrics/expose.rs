@@ -392,6 +392,14 @@ pub(crate) fn render(listeners: &[ListenerSnapshot], format: MetricsFormat) -> S
     );
     o.counter(
         &all,
+        "socketserver_disconnects",
+        "Connections whose client went away (reset, broken pipe, end of stream where a request was expected, as a TCP health check): not handler errors.",
+        None,
+        None,
+        |l| vec![("", l.disconnects)],
+    );
+    o.counter(
+        &all,
         "socketserver_timeouts",
         "Connections ended by a timeout, by kind: idle (no next request) or request (not received whole in time).",
         None,

@@ -2,6 +2,7 @@
 //! receiving; binding is in `bind`, the connection type in `stream`.
 
 pub(crate) mod bind;
+pub(crate) mod keepalive;
 pub(crate) mod stream;
 
 use std::io::{self, IoSlice};

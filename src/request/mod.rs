@@ -710,16 +710,29 @@ impl SocketReader {
     }
 
     /// Sends bytes now, under the write timeout and the deadline; `EINTR` is retried.
+    ///
+    /// Without a write timeout, the request timeout (if any) bounds each send instead: a
+    /// reply a client never reads must not hold its worker for ever, and the time it
+    /// blocks counts like request time (`Stats::request_timeouts`).
     fn send_with(
         &mut self,
         send: impl Fn(&mut Sink<'_>) -> io::Result<usize>,
     ) -> io::Result<usize> {
-        let (t, by_deadline) = self.limit(self.write_timeout)?;
+        let reply_timeout = self.write_timeout.is_none() && self.request_timeout.is_some();
+        let (t, by_deadline) = self.limit(self.write_timeout.or(self.request_timeout))?;
         self.apply_write_timeout(t)?;
         loop {
             match send(&mut self.sink(t)) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_timeout(&e) && by_deadline => return Err(self.deadline_error()),
+                Err(e) if is_timeout(&e) && reply_timeout => {
+                    self.timed_out = Some(TimedOut::Request);
+                    return Err(timed_out(format!(
+                        "reply timeout: the client took none of the reply for {:?} \
+                         (the request timeout; no write timeout is set)",
+                        t.unwrap_or_default()
+                    )));
+                }
                 Err(e) if is_timeout(&e) => {
                     return Err(timed_out(format!(
                         "write timed out after {:?}",
