@@ -16,6 +16,8 @@
 //! 6. [Reliability](reliability): what is promised and how it is tested.
 //! 7. [Observability](observability): Prometheus metrics, health and readiness, the
 //!    status page, the systemd watchdog.
+//! 8. [Server push](server_push): writing to any connection from any thread (TLS
+//!    included), bounded backlogs, topics, a last word at shutdown.
 //!
 //! Measurements (throughput per flavour, deployment, TLS, file transfer, the reliability
 //! suites' figures) are in
@@ -42,3 +44,6 @@ pub mod reliability {}
 
 #[doc = include_str!("../docs/observability.md")]
 pub mod observability {}
+
+#[doc = include_str!("../docs/server-push.md")]
+pub mod server_push {}

@@ -124,6 +124,18 @@ pub trait RequestHandler: Send + 'static {
     /// Serves one request (its first byte has arrived, or is buffered) and says whether
     /// to keep the connection.
     fn handle_request(&mut self, req: &mut StreamRequest) -> io::Result<Next>;
+
+    /// The server is shutting down and this connection is open between requests (parked,
+    /// or its thread waiting for the next request): the handler's last word before the
+    /// connection closes, such as a "server going away" line, so that the client can tell
+    /// the server's end from a network failure. What it writes is sent before the close
+    /// (within a second). By default, nothing.
+    ///
+    /// Not called for a connection the client closed, nor one that ended with an error.
+    fn on_shutdown(&mut self, req: &mut StreamRequest) -> io::Result<()> {
+        let _ = req;
+        Ok(())
+    }
 }
 
 impl<F> RequestHandler for F
@@ -141,12 +153,24 @@ pub(crate) struct Looping<R>(pub(crate) R);
 
 impl<R: RequestHandler> StreamHandler for Looping<R> {
     fn handle(&mut self, req: &mut StreamRequest) -> io::Result<()> {
-        while self.0.handle_request(req)? == Next::Continue {
-            if req.stop_serving() && req.nothing_buffered() {
-                break;
+        loop {
+            let next = self.0.handle_request(req)?;
+            // The wait for the next request ended with the server's shutdown, or the
+            // server is shutting down with no request waiting: the last word. (A restart's
+            // drain is no shutdown for the connection: it is served on.)
+            if (next == Next::Close && req.ended_by_shutdown())
+                || (next == Next::Continue && req.stop_serving() && req.nothing_buffered())
+            {
+                return self.0.on_shutdown(req);
             }
+            if next == Next::Close {
+                return Ok(());
+            }
+            // Between requests: the next read waits for the client's next request (the
+            // idle timeout applies, shutdown ends it), even when this request wrote no
+            // reply (its answer went out through pushers, or nowhere).
+            req.mark_idle();
         }
-        Ok(())
     }
 }
 

@@ -91,6 +91,7 @@ mod handler;
 mod metrics;
 mod net;
 mod proxy;
+pub mod push;
 mod request;
 mod server;
 mod shared;

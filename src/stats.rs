@@ -63,6 +63,19 @@ pub struct Stats {
     pub received_bytes: u64,
     /// Bytes handlers sent (plaintext, before TLS).
     pub sent_bytes: u64,
+    /// Bytes pushed to connections through a [`Pusher`](crate::push::Pusher) (plaintext,
+    /// before TLS), accepted for sending.
+    pub pushed_bytes: u64,
+    /// Pushed messages dropped because the connection's backlog was full
+    /// ([`Overflow::DropMessage`](crate::push::Overflow::DropMessage), or a full backlog
+    /// at shutdown with `Overflow::Wait`).
+    pub push_dropped: u64,
+    /// Connections closed because a push found their backlog over its limit
+    /// ([`Overflow::Close`](crate::push::Overflow::Close)).
+    pub push_overflows: u64,
+    /// Connections closed because they took no bytes for their stall timeout while pushed
+    /// bytes waited.
+    pub push_stalls: u64,
 }
 
 /// The server's counters: the one source of every figure (`Stats`, the metrics, the status
@@ -86,6 +99,10 @@ pub(crate) struct Counters {
     pub(crate) threads: AtomicU64,
     pub(crate) received_bytes: AtomicU64,
     pub(crate) sent_bytes: AtomicU64,
+    pub(crate) pushed_bytes: AtomicU64,
+    pub(crate) push_dropped: AtomicU64,
+    pub(crate) push_overflows: AtomicU64,
+    pub(crate) push_stalls: AtomicU64,
     /// The part of `rejected` refused by the `verify` hook, and dropped because a fork
     /// failed (the rest were dropped because the server was stopping).
     pub(crate) rejected_verify: AtomicU64,
@@ -125,6 +142,10 @@ impl Counters {
             threads: self.threads.load(Relaxed),
             received_bytes: self.received_bytes.load(Relaxed),
             sent_bytes: self.sent_bytes.load(Relaxed),
+            pushed_bytes: self.pushed_bytes.load(Relaxed),
+            push_dropped: self.push_dropped.load(Relaxed),
+            push_overflows: self.push_overflows.load(Relaxed),
+            push_stalls: self.push_stalls.load(Relaxed),
         }
     }
 }

@@ -118,6 +118,33 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     cvt_size(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), SEND_FLAGS) })
 }
 
+/// Writes what the socket `fd` takes now of `buf` (`send(2)` with `MSG_DONTWAIT` and
+/// `MSG_NOSIGNAL`), failing with `WouldBlock` if it takes nothing, whatever the socket's
+/// blocking mode: the server-push path, which never waits for a client.
+pub(crate) fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid readable slice for `buf.len()` bytes for the whole call; send
+    // does not keep the pointer.
+    cvt_size(unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            SEND_FLAGS | libc::MSG_DONTWAIT,
+        )
+    })
+}
+
+/// Waits until the socket `fd` has something to read (or its end of stream), without
+/// consuming it: a blocking `recv(2)` of one byte with `MSG_PEEK`, under the socket's
+/// `SO_RCVTIMEO` (a timeout fails with `WouldBlock`). `Ok(0)` at end of stream.
+#[cfg(feature = "tls")]
+pub(crate) fn peek_wait(fd: RawFd) -> io::Result<usize> {
+    let mut byte = 0u8;
+    // SAFETY: `byte` is a valid writable byte for the whole call; recv writes at most one
+    // byte into it and does not keep the pointer.
+    cvt_size(unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK) })
+}
+
 /// Reads what is there now from the socket `fd` (`recv(2)` with `MSG_DONTWAIT`), failing
 /// with `WouldBlock` if nothing is, whatever the socket's blocking mode.
 pub(crate) fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {

@@ -601,6 +601,91 @@ impl TlsSession {
         }
     }
 
+    /// The plaintext rustls has decrypted and the handler has not read yet, in bytes.
+    pub(crate) fn plaintext_pending(&mut self) -> usize {
+        match self.conn.process_new_packets() {
+            Ok(state) => state.plaintext_bytes_to_read(),
+            Err(_) => 0,
+        }
+    }
+
+    // The session shared with pushers (see `push.rs`): every record it makes goes into the
+    // connection's outbound queue (`out`), written by whoever holds the queue, never straight
+    // to the socket.
+
+    /// Reads decrypted plaintext, without touching the socket: `None` when rustls has none.
+    /// `Ok(0)` at the client's `close_notify` or a TCP EOF (a normal end, see the module docs).
+    pub(crate) fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match self.conn.reader().read(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Some(0)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether part of a record has arrived and not the rest.
+    pub(crate) fn mid_record(&self) -> bool {
+        self.records.mid_record()
+    }
+
+    /// Reads what the socket has (the caller knows it is readable: this does not block) and
+    /// decrypts it; an alert saying why a record was bad goes into `out`. Returns the bytes
+    /// read (0 at EOF) and the session's state.
+    pub(crate) fn receive(
+        &mut self,
+        stream: &Stream,
+        out: &mut Vec<u8>,
+    ) -> io::Result<(usize, rustls::IoState)> {
+        let n = loop {
+            match self.conn.read_tls(&mut self.records.reader(stream)) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        let state = self.conn.process_new_packets().map_err(|e| {
+            self.drain_to(out);
+            io::Error::new(io::ErrorKind::InvalidData, e)
+        });
+        self.drain_to(out);
+        Ok((n, state?))
+    }
+
+    /// `pump` for the shared session: after `poll` said the socket is readable, whether a
+    /// request has begun arriving (see [`pump`](Self::pump)).
+    pub(crate) fn pump_into(&mut self, stream: &Stream, out: &mut Vec<u8>) -> io::Result<bool> {
+        let (n, state) = self.receive(stream, out)?;
+        Ok(n == 0
+            || state.plaintext_bytes_to_read() > 0
+            || state.peer_has_closed()
+            || self.records.mid_record())
+    }
+
+    /// Encrypts all of `plain` into records appended to `out`.
+    pub(crate) fn encrypt_into(&mut self, mut plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        while !plain.is_empty() {
+            let n = self.conn.writer().write(plain)?;
+            plain = &plain[n..];
+            self.drain_to(out);
+        }
+        Ok(())
+    }
+
+    /// Appends the records rustls has to send (answers to a key update, alerts) to `out`.
+    pub(crate) fn drain_to(&mut self, out: &mut Vec<u8>) {
+        while self.conn.wants_write() {
+            if self.conn.write_tls(out).is_err() {
+                break; // writing into a Vec cannot fail
+            }
+        }
+    }
+
+    /// Queues `close_notify` into `out`.
+    pub(crate) fn close_into(&mut self, out: &mut Vec<u8>) {
+        self.conn.send_close_notify();
+        self.drain_to(out);
+    }
+
     fn process(&mut self, stream: &Stream) -> io::Result<rustls::IoState> {
         match self.conn.process_new_packets() {
             Ok(state) => Ok(state),

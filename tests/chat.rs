@@ -4,6 +4,9 @@
 //! keep receiving every line in order. The example runs as a child process on a free
 //! loopback port and is stopped with SIGTERM by its pid.
 
+#[cfg(feature = "tls")]
+#[path = "tls_pki/mod.rs"]
+mod tls_pki;
 mod util;
 
 use std::io::{BufWriter, Write};
@@ -175,5 +178,61 @@ fn chat_refuses_a_bad_stall_timeout() {
         assert!(out.stdout.is_empty(), "no listening line for {bad}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("stall-timeout"), "{bad}: {err}");
+    }
+}
+
+/// Chat over TLS (issue 22), with Python `ssl` clients: lines sent two to a TLS record are
+/// each served (the second one waits decrypted in the session, not in the socket), lines
+/// reach the others in both modes, and the shutdown notice comes before the end.
+#[cfg(feature = "tls")]
+#[test]
+fn chat_over_tls_with_two_lines_in_one_record() {
+    const SCRIPT: &str = r#"
+import os, signal, socket, ssl, sys
+host, port = sys.argv[1].rsplit(':', 1)
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+def connect():
+    s = socket.create_connection((host, int(port)), timeout=10)
+    return ctx.wrap_socket(s, server_hostname='localhost')
+class C:
+    def __init__(self):
+        self.s, self.buf = connect(), b''
+    def line(self):
+        while b'\n' not in self.buf:
+            d = self.s.recv(4096)
+            if not d:
+                return ''
+            self.buf += d
+        l, self.buf = self.buf.split(b'\n', 1)
+        return l.decode()
+def expect(got, want):
+    if got != want:
+        raise SystemExit(f'got {got!r}, want {want!r}')
+alice, bob = C(), C()
+alice.s.sendall(b'alice\n/who\n')                 # one record, two lines
+expect(alice.line(), '* present: alice')
+bob.s.sendall('bob\n/who\n'.encode())
+expect(bob.line(), '* present: alice, bob')
+expect(alice.line(), '* bob joined')
+bob.s.sendall('hello\n\u4f60\u597d\n'.encode())
+expect(alice.line(), 'bob: hello')
+expect(alice.line(), 'bob: \u4f60\u597d')
+os.kill(int(sys.argv[3]), signal.SIGTERM)
+for c in (alice, bob):
+    line = c.line()
+    while line in ('* alice left', '* bob left'):   # the other one may go first
+        line = c.line()
+    expect(line, '* server shutting down')
+    expect(c.line(), '')
+print('ok')
+"#;
+    let pki = tls_pki::Pki::new();
+    for mode in ["pool", "threading"] {
+        let (cert, key) = (pki.p("server.pem"), pki.p("server.key"));
+        let mut server = start(&["--mode", mode, "--tls-cert", &cert, "--tls-key", &key]);
+        let pid = server.pid().to_string();
+        let out = util::python(SCRIPT, &[&server.addr, &pki.p("ca.pem"), &pid]);
+        assert_eq!(out, "ok\n", "{mode}");
+        assert!(server.wait_exit(TIMEOUT).success(), "{mode}");
     }
 }

@@ -191,7 +191,8 @@ impl ServerArgs {
     /// The flavour from `--mode` and `--workers`.
     pub fn flavor(&self) -> Flavor {
         match self.mode.name() {
-            "pool" => Flavor::pool().workers(self.workers),
+            // The mode's own settings (an example may have set a limit) are kept.
+            "pool" => self.mode.clone().workers(self.workers),
             _ => self.mode.clone(),
         }
     }

@@ -994,6 +994,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             };
             let result = run_request(handler, &mut conn.req);
             let result = conn::flushed(&mut conn.req, result);
+            conn.req.reply_done();
             self.shared.end_request();
             let timed_out = conn.req.timed_out();
             let next = match result {
@@ -1026,7 +1027,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             if self.ending() {
                 match self.arrived(&mut conn) {
                     true => continue,
-                    false => return self.close(conn),
+                    false => return self.goodbye(conn),
                 }
             }
             match self.linger(&mut conn) {
@@ -1122,7 +1123,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 if self.arrived(&mut conn) {
                     return Some(conn);
                 }
-                self.close(conn);
+                self.goodbye(conn);
                 return None;
             }
             let fd = conn.req.stream().as_raw_fd();
@@ -1298,7 +1299,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 let _ = tx.send(conn);
                 waiting += 1;
             } else {
-                self.close(conn);
+                self.goodbye(conn);
             }
         }
         drop(tx);
@@ -1334,8 +1335,27 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             .flat_map(|shard| lock(shard).take_where(|_| true))
             .collect();
         for conn in all {
-            self.close(conn);
+            self.goodbye(conn);
         }
+    }
+
+    /// At shutdown: the handler's last word to an open connection between requests
+    /// (`RequestHandler::on_shutdown`), then the close.
+    fn goodbye(&self, mut conn: Box<Conn<H>>) {
+        if conn.opening.is_none() && !conn.req.at_eof() {
+            if let Some(handler) = conn.handler.as_mut() {
+                let req = &mut conn.req;
+                match contained(|| handler.on_shutdown(req)) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => log::debug!("{}: on_shutdown: {e}", conn.peer),
+                    Err(msg) => {
+                        Counters::bump(&self.shared.counters.panics);
+                        log::error!("{}: on_shutdown panicked: {msg}", conn.peer);
+                    }
+                }
+            }
+        }
+        self.close(conn);
     }
 }
 

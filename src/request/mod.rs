@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::net::stream::Stream;
 use crate::net::DgramSocket;
 use crate::proxy::ProxyHeader;
+use crate::push::Outbound;
 use crate::shared::{ConnSlot, Registration, Shared};
 use crate::stats::Counters;
 use crate::sys::{self, Interest};
@@ -124,9 +125,29 @@ struct SocketReader {
     /// Bytes written by the handler and not yet sent.
     out: Vec<u8>,
     timed_out: Option<TimedOut>,
-    /// The TLS session every read and write goes through, if the server has TLS.
+    /// The TLS session every read and write goes through, if the server has TLS (until a
+    /// pusher is made: then it is in `push`).
     #[cfg(feature = "tls")]
     tls: Option<Box<crate::tls::TlsSession>>,
+    /// The session's facts, kept here once the session moved into `push`.
+    #[cfg(feature = "tls")]
+    tls_info: Option<Box<crate::tls::TlsInfo>>,
+    /// The connection's outbound queue, once a pusher was made (`StreamRequest::pusher`):
+    /// every write then goes through it. `None`, the rest of the time, costs nothing.
+    push: Option<Arc<Outbound>>,
+    /// A reply is going out and `push` was told (pushes wait for its end).
+    push_replying: bool,
+    /// The last EOF was the server's shutdown ending an idle wait, not the client's.
+    eof_by_shutdown: bool,
+}
+
+/// A pusher's connection is closed before its socket: no push reaches a reused descriptor.
+impl Drop for SocketReader {
+    fn drop(&mut self) {
+        if let Some(push) = &self.push {
+            push.dropped();
+        }
+    }
 }
 
 impl StreamRequest {
@@ -162,6 +183,11 @@ impl StreamRequest {
             timed_out: None,
             #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "tls")]
+            tls_info: None,
+            push: None,
+            push_replying: false,
+            eof_by_shutdown: false,
         };
         StreamRequest {
             reader: BufReader::with_capacity(cfg.read_buffer, inner),
@@ -186,7 +212,96 @@ impl StreamRequest {
     /// `None` when the server does not use TLS. Cargo feature `tls`.
     #[cfg(feature = "tls")]
     pub fn tls_info(&self) -> Option<&crate::tls::TlsInfo> {
-        self.reader.get_ref().tls.as_ref().map(|t| t.info())
+        let inner = self.reader.get_ref();
+        match &inner.tls {
+            Some(t) => Some(t.info()),
+            None => inner.tls_info.as_deref(),
+        }
+    }
+
+    /// The connection's outbound handle: `Clone + Send + Sync`, it writes to this
+    /// connection from any thread (another connection's handler, a timer), whether the
+    /// connection is being served or waits between requests, with TLS too. See
+    /// [`Pusher`](crate::push::Pusher) and the guide's
+    /// [server push chapter](crate::guide::server_push).
+    ///
+    /// The first call switches the connection to push mode: from then on the handler's own
+    /// writes go through the same queue (in order with the pushes: a push made while the
+    /// handler writes a reply goes out after that reply). Connections that never call it
+    /// pay nothing. Later calls return clones of the same pusher.
+    ///
+    /// ```no_run
+    /// use socketserver::{Next, StreamRequest, TcpServer};
+    /// use std::io::{self, BufRead, Write};
+    /// use std::time::Duration;
+    ///
+    /// // Each client gets a line every second, from a thread of its own, between its
+    /// // requests too (in the pool flavour, the connection holds no thread meanwhile).
+    /// TcpServer::bind("127.0.0.1:8010")?.serve_requests(|req: &mut StreamRequest| {
+    ///     let mut line = String::new();
+    ///     if req.read_line(&mut line)? == 0 {
+    ///         return Ok(Next::Close);
+    ///     }
+    ///     if line.trim() == "tick" {
+    ///         let pusher = req.pusher();
+    ///         std::thread::spawn(move || {
+    ///             while pusher.push(b"tick\n").is_ok() {
+    ///                 std::thread::sleep(Duration::from_secs(1));
+    ///             }
+    ///         });
+    ///     }
+    ///     writeln!(req, "ok")?;
+    ///     Ok(Next::Continue)
+    /// })
+    /// # ; Ok::<(), io::Error>(())
+    /// ```
+    pub fn pusher(&mut self) -> crate::push::Pusher {
+        let inner = self.reader.get_mut();
+        if inner.push.is_none() {
+            #[cfg(feature = "tls")]
+            let session = inner.tls.take();
+            #[cfg(feature = "tls")]
+            if let Some(tls) = &session {
+                inner.tls_info = Some(Box::new(tls.info().clone()));
+            }
+            inner.push_replying = inner.replying;
+            inner.push = Some(Outbound::new(
+                &inner.slot,
+                &inner.shared,
+                inner.replying,
+                #[cfg(feature = "tls")]
+                session,
+            ));
+        }
+        let push = inner.push.as_ref().map(Arc::clone);
+        crate::push::Pusher::new(push.expect("made above"))
+    }
+
+    /// How many bytes of input are already waiting in the crate's buffers: read from the
+    /// socket and not yet consumed, plus, with TLS, the plaintext rustls has decrypted
+    /// (Python's `SSLSocket.pending()`). A handler that watches its socket with `poll(2)`
+    /// must look here first: a client's bytes that arrived with an earlier read (two lines
+    /// in one TLS record, the first request with the end of the handshake) raise no event.
+    pub fn pending(&mut self) -> usize {
+        let buffered = self.reader.buffer().len();
+        buffered + self.reader.get_mut().tls_pending()
+    }
+
+    /// The reply to the request just served is over (its bytes are flushed): pushes held
+    /// for it go out. Nothing to do for a connection without a pusher.
+    pub(crate) fn reply_done(&mut self) {
+        let inner = self.reader.get_mut();
+        if std::mem::take(&mut inner.push_replying) {
+            if let Some(push) = &inner.push {
+                push.end_reply();
+            }
+        }
+    }
+
+    /// Whether the last read's EOF came from the server's shutdown (an idle wait ended),
+    /// not from the client: the connection is still open, and may be told goodbye.
+    pub(crate) fn ended_by_shutdown(&self) -> bool {
+        self.reader.get_ref().eof_by_shutdown
     }
 
     /// The client's address. Behind a load balancer speaking the PROXY protocol (see
@@ -398,6 +513,10 @@ impl StreamRequest {
     pub(crate) fn close(&mut self) {
         let inner = self.reader.get_mut();
         let _ = inner.flush_out();
+        // Pushes held for the reply, then (with TLS) close_notify, get a last chance.
+        if let Some(push) = &inner.push {
+            push.close();
+        }
         // With TLS, close_notify goes out first, even to a client that closed its side
         // (TLS 1.3 allows the half-close).
         #[cfg(feature = "tls")]
@@ -431,6 +550,10 @@ impl StreamRequest {
         inner.ready = false;
         if !inner.replying {
             inner.replying = true;
+            if let Some(push) = &inner.push {
+                push.begin_reply();
+                inner.push_replying = true;
+            }
             inner.end_request_deadline();
             if next_started {
                 // The client pipelined: its next request has begun arriving, so its
@@ -614,7 +737,7 @@ impl SocketReader {
         let (t, by_deadline) = self.limit(self.write_timeout.or(self.request_timeout))?;
         self.apply_write_timeout(t)?;
         loop {
-            match send(&mut self.sink()) {
+            match send(&mut self.sink(t)) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_timeout(&e) && by_deadline => return Err(self.deadline_error()),
                 Err(e) if is_timeout(&e) && reply_timeout => {
@@ -705,7 +828,7 @@ impl SocketReader {
         if self.tls.is_some() {
             return true;
         }
-        false
+        self.push.as_ref().is_some_and(|p| p.is_tls())
     }
 
     /// Plaintext that rustls already decrypted counts as readable: poll(2) on the socket
@@ -715,7 +838,24 @@ impl SocketReader {
         if let Some(tls) = &mut self.tls {
             return tls.has_plaintext_buffered();
         }
+        #[cfg(feature = "tls")]
+        if let Some(push) = self.push.as_ref().filter(|p| p.is_tls()) {
+            return push.tls_buffered();
+        }
         false
+    }
+
+    /// Decrypted plaintext waiting in the TLS session, in bytes.
+    fn tls_pending(&mut self) -> usize {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls.plaintext_pending();
+        }
+        #[cfg(feature = "tls")]
+        if let Some(push) = self.push.as_ref().filter(|p| p.is_tls()) {
+            return push.tls_pending();
+        }
+        0
     }
 
     /// After poll(2) found the socket readable: whether a request has begun arriving (with
@@ -724,6 +864,10 @@ impl SocketReader {
         #[cfg(feature = "tls")]
         if let Some(tls) = &mut self.tls {
             return tls.pump(&self.slot.stream);
+        }
+        #[cfg(feature = "tls")]
+        if let Some(push) = self.push.as_ref().filter(|p| p.is_tls()) {
+            return push.tls_pump(&self.slot.stream);
         }
         Ok(true)
     }
@@ -735,6 +879,11 @@ impl SocketReader {
             let result = tls.read(&slot.stream, buf, &mut || self.request_arriving());
             self.tls = Some(tls);
             return result;
+        }
+        #[cfg(feature = "tls")]
+        if let Some(push) = self.push.clone().filter(|p| p.is_tls()) {
+            let slot = Arc::clone(&self.slot);
+            return push.tls_read(&slot.stream, buf, &mut || self.request_arriving());
         }
         (&self.slot.stream).read(buf)
     }
@@ -752,25 +901,34 @@ impl SocketReader {
         self.apply_read_timeout(t)
     }
 
-    /// Where sends go: the socket, or the TLS session over it.
-    fn sink(&mut self) -> Sink<'_> {
+    /// Where sends go: the socket, the TLS session over it, or the outbound queue (which
+    /// waits at most `timeout` for the socket to take them).
+    fn sink(&mut self, timeout: Option<Duration>) -> Sink<'_> {
         Sink {
             stream: &self.slot.stream,
             #[cfg(feature = "tls")]
             tls: self.tls.as_deref_mut(),
+            push: self.push.as_ref(),
+            timeout,
         }
     }
 }
 
-/// The socket as the write path sees it: plain, or through the TLS session.
+/// The socket as the write path sees it: plain, through the TLS session, or through the
+/// outbound queue a pusher shares.
 struct Sink<'a> {
     stream: &'a Stream,
     #[cfg(feature = "tls")]
     tls: Option<&'a mut crate::tls::TlsSession>,
+    push: Option<&'a Arc<Outbound>>,
+    timeout: Option<Duration>,
 }
 
 impl Write for Sink<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(push) = self.push {
+            return push.owner_write(&[IoSlice::new(buf)], self.timeout);
+        }
         #[cfg(feature = "tls")]
         if let Some(tls) = &mut self.tls {
             return tls.write(self.stream, buf);
@@ -778,6 +936,9 @@ impl Write for Sink<'_> {
         { self.stream }.write(buf)
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if let Some(push) = self.push {
+            return push.owner_write(bufs, self.timeout);
+        }
         #[cfg(feature = "tls")]
         if let Some(tls) = &mut self.tls {
             return tls.write_vectored(self.stream, bufs);
@@ -824,6 +985,11 @@ impl SocketReader {
     fn read_request_bytes(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // Replies leave before the server waits for the client.
         self.flush_out()?;
+        if std::mem::take(&mut self.push_replying) {
+            if let Some(push) = &self.push {
+                push.end_reply(); // the reply is over: pushes held for it go out
+            }
+        }
         if self.eof {
             return Ok(0);
         }
@@ -860,6 +1026,7 @@ impl SocketReader {
             // even when shutdown has begun; the connection ends only when nothing is there.
             if !self.wait_request()? {
                 self.eof = true;
+                self.eof_by_shutdown = true;
                 return Ok(0);
             }
             self.read_timeout
@@ -872,6 +1039,7 @@ impl SocketReader {
                 && !self.tls_buffered()
             {
                 self.eof = true;
+                self.eof_by_shutdown = true;
                 return Ok(0);
             }
             self.idle_timeout.or(self.read_timeout)
