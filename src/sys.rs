@@ -360,10 +360,27 @@ pub(crate) fn peek_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// The most descriptors `pass_fds` hands a new process.
+pub(crate) const MAX_PASSED_FDS: usize = 32;
+
 /// Makes `cmd`'s process start with `fds` as its descriptors 3, 4, ... (what systemd's
-/// socket activation passes), whatever their numbers here, all without `FD_CLOEXEC`.
-pub(crate) fn pass_fds<const N: usize>(cmd: &mut std::process::Command, fds: [RawFd; N]) {
+/// socket activation passes), whatever their numbers here, all without `FD_CLOEXEC`. At
+/// most `MAX_PASSED_FDS` (more is an `InvalidInput` error).
+pub(crate) fn pass_fds(cmd: &mut std::process::Command, fds: &[RawFd]) -> io::Result<()> {
     use std::os::unix::process::CommandExt;
+    if fds.len() > MAX_PASSED_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} descriptors to pass, at most {MAX_PASSED_FDS}",
+                fds.len()
+            ),
+        ));
+    }
+    // Copied into a fixed array before the fork: the child allocates nothing.
+    let n = fds.len();
+    let mut list = [0 as RawFd; MAX_PASSED_FDS];
+    list[..n].copy_from_slice(fds);
     // SAFETY: the closure runs in the child between fork and exec, where only
     // async-signal-safe calls are allowed: it calls only fcntl and dup2, and allocates
     // nothing (the array is moved in before the fork). First every descriptor is copied
@@ -371,16 +388,17 @@ pub(crate) fn pass_fds<const N: usize>(cmd: &mut std::process::Command, fds: [Ra
     // dup2 puts each copy at 3 + i, which clears FD_CLOEXEC there; the copies close at exec.
     unsafe {
         cmd.pre_exec(move || {
-            let mut high = [0 as RawFd; N];
-            for (h, &fd) in high.iter_mut().zip(fds.iter()) {
+            let mut high = [0 as RawFd; MAX_PASSED_FDS];
+            for (h, &fd) in high.iter_mut().zip(list[..n].iter()) {
                 *h = cvt(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64))?;
             }
-            for (i, &h) in high.iter().enumerate() {
+            for (i, &h) in high[..n].iter().enumerate() {
                 cvt(libc::dup2(h, 3 + i as RawFd))?;
             }
             Ok(())
         });
     }
+    Ok(())
 }
 
 /// Types for which every byte being zero is a valid value, and which hold no pointer or
