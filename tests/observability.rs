@@ -51,6 +51,34 @@ fn promtool() -> Option<&'static str> {
     }
 }
 
+/// `promtool check metrics` finds nothing to say about `body` (skipped, saying so, where
+/// promtool is not installed).
+fn promtool_check(body: &str) {
+    let Some(tool) = promtool() else {
+        return;
+    };
+    let mut child = Command::new(tool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = util::within(util::TIMEOUT, move || child.wait_with_output().unwrap());
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The Python parsers' reading of an exposition: JSON of the samples the tests check.
 const PARSE: &str = r#"
 import json, sys
@@ -162,28 +190,110 @@ fn exposition_counts_are_exact_and_parsers_and_promtool_accept_it() {
         assert!(v["families"].as_u64().unwrap() >= 15, "{format}: {v}");
     }
 
-    if let Some(tool) = promtool() {
-        let mut child = Command::new(tool)
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.body.as_bytes())
-            .unwrap();
-        let out = util::within(util::TIMEOUT, move || child.wait_with_output().unwrap());
-        assert!(
-            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-            "promtool check metrics: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+    promtool_check(&text.body);
+
+    handle.shutdown();
+    serving.join().unwrap().unwrap();
+}
+
+/// One connection of the push test: sends `line`, returns all it reads until the end.
+fn push_exchange(addr: SocketAddr, line: &str) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, util::TIMEOUT).unwrap();
+    s.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    s.write_all(line.as_bytes()).unwrap();
+    let mut all = String::new();
+    // The server closes (or shuts the socket down) when its handler is done.
+    let _ = s.read_to_string(&mut all);
+    all
+}
+
+#[test]
+fn push_counters_are_exported_exactly() {
+    use socketserver::push::{Overflow, PushLimits};
+    let server = TcpServer::builder()
+        .flavor(Flavor::threading())
+        .listener_name("push")
+        .admin("127.0.0.1:0")
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let (addr, admin) = (server.local_addr().unwrap(), server.admin_addr().unwrap());
+    let handle = server.shutdown_handle();
+    // Each connection asks for one outcome of a push. While the handler writes a reply
+    // (until it reads again, or its request ends), pushes are held (they count in the backlog) until the reply ends, which makes the
+    // full backlog deterministic: "held\n" fills a 5-byte backlog, "more\n" finds it full.
+    let serving = thread::spawn(move || {
+        server.serve(|req: &mut StreamRequest| {
+            let mut line = String::new();
+            req.read_line(&mut line)?;
+            let pusher = req.pusher();
+            let overflow = match line.as_str() {
+                "push\n" => {
+                    pusher.push(b"pushed\n")?; // 7 bytes, sent at once
+                    return req.write_all(b"ok\n");
+                }
+                "drop\n" => Overflow::DropMessage,
+                "overflow\n" => Overflow::Close,
+                // No time at all to take bytes: the full backlog is a stall at once.
+                "stall\n" => Overflow::Wait(Duration::ZERO),
+                _ => return req.write_all(b"?\n"),
+            };
+            pusher.set_limits(PushLimits::default().max_backlog(5).overflow(overflow));
+            req.write_all(b"reply\n")?;
+            req.flush()?; // on the wire before a push may close the connection
+            pusher.push(b"held\n")?;
+            assert!(
+                pusher.push(b"more\n").is_err(),
+                "{line}: the backlog is full"
+            );
+            Ok(())
+        })
+    });
+
+    assert_eq!(push_exchange(addr, "push\n"), "pushed\nok\n");
+    // The message held for the reply goes out after it; the one past the limit never.
+    assert_eq!(push_exchange(addr, "drop\n"), "reply\nheld\n");
+    // The connection is closed: the held message with it.
+    assert_eq!(push_exchange(addr, "overflow\n"), "reply\n");
+    assert_eq!(push_exchange(addr, "stall\n"), "reply\n");
+    wait_for(
+        "every connection counted",
+        || handle.stats(),
+        |s| s.completed == 4 && s.active == 0,
+    );
+    let s = handle.stats();
+    assert_eq!(
+        (
+            s.pushed_bytes,
+            s.push_dropped,
+            s.push_overflows,
+            s.push_stalls
+        ),
+        (7 + 3 * 5, 1, 1, 1)
+    );
+
+    let text = get(admin, "/metrics");
+    let om = get_with(admin, "/metrics", OPENMETRICS);
+    for (format, body) in [("text", &text.body), ("om", &om.body)] {
+        let v = parse_with_python(body, format);
+        assert_eq!(v["socketserver_pushed_bytes_total"], 22.0, "{format}");
+        assert_eq!(
+            v["socketserver_push_messages_dropped_total"], 1.0,
+            "{format}"
         );
+        for reason in ["overflow", "stall"] {
+            assert_eq!(
+                v[format!("socketserver_push_connections_closed_total{{reason={reason}}}")],
+                1.0,
+                "{format}: {reason}"
+            );
+        }
     }
+    assert!(
+        om.body.contains("# UNIT socketserver_pushed_bytes bytes\n"),
+        "{}",
+        om.body
+    );
+    promtool_check(&text.body);
 
     handle.shutdown();
     serving.join().unwrap().unwrap();

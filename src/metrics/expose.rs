@@ -423,6 +423,30 @@ pub(crate) fn render(listeners: &[ListenerSnapshot], format: MetricsFormat) -> S
         |l| vec![("", l.sent_bytes)],
     );
     o.counter(
+        &streams,
+        "socketserver_pushed_bytes",
+        "Bytes pushed to connections through a Pusher (plaintext), accepted for sending.",
+        Some("bytes"),
+        None,
+        |l| vec![("", l.pushed_bytes)],
+    );
+    o.counter(
+        &streams,
+        "socketserver_push_messages_dropped",
+        "Pushed messages dropped because the connection's backlog was full (Overflow::DropMessage, or Overflow::Wait at shutdown).",
+        None,
+        None,
+        |l| vec![("", l.push_dropped)],
+    );
+    o.counter(
+        &streams,
+        "socketserver_push_connections_closed",
+        "Connections closed because of their push backlog, by reason: overflow (a push found it over its limit, Overflow::Close) or stall (no bytes taken for the stall timeout while pushed bytes waited).",
+        None,
+        Some("reason"),
+        |l| vec![("overflow", l.push_overflows), ("stall", l.push_stalls)],
+    );
+    o.counter(
         &all,
         "socketserver_accept_errors",
         "Failed accept or recvfrom calls (retried, or backed off from).",
