@@ -95,6 +95,8 @@ for fam in parse(body):
             key += "{le=" + s.labels["le"] + "}"
         elif "reason" in s.labels:
             key += "{reason=" + s.labels["reason"] + "}"
+        elif "state" in s.labels:
+            key += "{state=" + s.labels["state"] + "}"
         out[key] = s.value
         if "listener" in s.labels and s.labels["listener"] not in out["listeners"]:
             out["listeners"].append(s.labels["listener"])
@@ -663,4 +665,54 @@ fn watchdog_pings_only_while_the_accept_loop_takes_its_work() {
     assert!(pings(&back) >= 2, "{back:?}");
     drop(waiting);
     drop(server);
+}
+
+/// The hand-off pool (a queue between the accept loop and the workers: `Flavor::queue`, and
+/// what a socket shared with systemd or a restart runs) shows its queue and its workers:
+/// `socketserver_queue_depth` and `socketserver_queue_capacity`, read by the parsers and
+/// accepted by promtool; with one worker inside a request, two more connections wait in
+/// the queue and the depth says 2.
+#[test]
+fn the_hand_off_pool_exports_its_queue() {
+    let server = TcpServer::builder()
+        .flavor(Flavor::fixed_pool(1).queue(4))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let metrics = server.metrics();
+    let handle = server.shutdown_handle();
+    let serving = thread::spawn(move || server.serve(echo_line));
+    // The one worker reads a line the first client has not sent yet: busy.
+    let mut held = std::net::TcpStream::connect(addr).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    wait_for("the worker taken", || handle.stats(), |s| s.active == 1);
+    let waiting: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    wait_for("two more accepted", || handle.stats(), |s| s.accepted == 3);
+    let body = metrics.render(socketserver::MetricsFormat::Prometheus);
+    for (format, text) in [
+        ("text", body.clone()),
+        (
+            "om",
+            metrics.render(socketserver::MetricsFormat::OpenMetrics),
+        ),
+    ] {
+        let v = parse_with_python(&text, format);
+        assert_eq!(v["socketserver_queue_capacity"], 4.0, "{format}: {text}");
+        assert_eq!(v["socketserver_queue_depth"], 2.0, "{format}: {text}");
+        assert_eq!(
+            v["socketserver_workers{state=busy}"], 1.0,
+            "{format}: {text}"
+        );
+    }
+    promtool_check(&body);
+    std::io::Write::write_all(&mut held, b"go\n").unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&held), &mut line).unwrap();
+    assert_eq!(line, "go\n");
+    drop((held, waiting));
+    handle.shutdown();
+    serving.join().unwrap().unwrap();
 }

@@ -18,6 +18,9 @@ use crate::stats::Counters;
 const MIN_IDLE: Duration = Duration::from_millis(1);
 
 pub(crate) struct Pool<J> {
+    /// What the metrics read of the pool at scrape time (registered weakly: it goes with
+    /// the pool).
+    _view: Arc<View<J>>,
     tx: Option<Sender<J>>,
     rx: Receiver<J>,
     threads: ThreadSet,
@@ -50,7 +53,16 @@ impl<J: Job> Pool<J> {
         flavor: &Flavor,
     ) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded(flavor.queue_capacity());
+        let counts: Arc<Mutex<Counts>> = Arc::default();
+        let view = Arc::new(View {
+            rx: rx.clone(),
+            counts: Arc::clone(&counts),
+            capacity: flavor.queue_capacity() as u64,
+        });
+        let engine: Arc<dyn crate::metrics::EngineView> = view.clone();
+        shared.status.set_engine(Arc::downgrade(&engine));
         let mut pool = Pool {
+            _view: view,
             tx: Some(tx),
             rx,
             threads: ThreadSet::new(Arc::clone(&shared)),
@@ -59,7 +71,7 @@ impl<J: Job> Pool<J> {
             warm: flavor.workers.max(1),
             limit: flavor.limit.max(flavor.workers).max(1),
             idle_timeout: flavor.worker_idle_timeout.max(MIN_IDLE),
-            counts: Arc::default(),
+            counts,
         };
         for _ in 0..pool.warm {
             lock(&pool.counts).workers += 1;
@@ -200,5 +212,29 @@ impl<J> Worker<J> {
                 }
             }
         }
+    }
+}
+
+/// The hand-off pool as the metrics see it: its workers and its queue.
+struct View<J> {
+    rx: Receiver<J>,
+    counts: Arc<Mutex<Counts>>,
+    capacity: u64,
+}
+
+impl<J: Send> crate::metrics::EngineView for View<J> {
+    fn workers(&self) -> crate::metrics::Workers {
+        let c = lock(&self.counts);
+        let queued = self.rx.len();
+        // Jobs counted but still in the queue are not on a worker yet.
+        let busy = c.jobs.saturating_sub(queued).min(c.workers) as u64;
+        crate::metrics::Workers {
+            busy,
+            idle: c.workers as u64 - busy,
+        }
+    }
+
+    fn queue(&self) -> Option<(u64, u64)> {
+        Some((self.rx.len() as u64, self.capacity))
     }
 }

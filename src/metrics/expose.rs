@@ -479,6 +479,37 @@ pub(crate) fn render(listeners: &[ListenerSnapshot], format: MetricsFormat) -> S
             }
         }
     }
+    let queued: Vec<_> = all.iter().filter(|l| l.queue.is_some()).collect();
+    if !queued.is_empty() {
+        o.family(
+            "socketserver_queue_depth",
+            Kind::Gauge,
+            "Connections or datagrams accepted and waiting for a worker (the hand-off pool).",
+            None,
+        );
+        for l in &queued {
+            let (depth, _) = l.queue.unwrap_or_default();
+            o.sample(
+                "socketserver_queue_depth",
+                &[("listener", &l.name)],
+                Value::Int(depth),
+            );
+        }
+        o.family(
+            "socketserver_queue_capacity",
+            Kind::Gauge,
+            "The most connections or datagrams the hand-off pool's queue holds.",
+            None,
+        );
+        for l in &queued {
+            let (_, capacity) = l.queue.unwrap_or_default();
+            o.sample(
+                "socketserver_queue_capacity",
+                &[("listener", &l.name)],
+                Value::Int(capacity),
+            );
+        }
+    }
     if format == MetricsFormat::OpenMetrics {
         o.s.push_str("# EOF\n");
     }

@@ -42,6 +42,8 @@ pub(crate) struct ListenerSnapshot {
     pub(crate) accept_errors: u64,
     pub(crate) oversize: u64,
     pub(crate) workers: Workers,
+    /// Waiting in the engine's queue, and its capacity (the hand-off pool only).
+    pub(crate) queue: Option<(u64, u64)>,
     pub(crate) request_duration: HistogramSnapshot,
     pub(crate) connection_duration: HistogramSnapshot,
     pub(crate) tls_handshake: HistogramSnapshot,
@@ -61,6 +63,7 @@ impl ListenerSnapshot {
                 .and_then(|e| e.connections())
                 .unwrap_or((in_flight, 0)),
         };
+        let queue = engine.as_ref().and_then(|e| e.queue());
         let workers = match &engine {
             Some(e) => e.workers(),
             // Threads (or children) each serve one request: busy while it lasts.
@@ -118,6 +121,7 @@ impl ListenerSnapshot {
             accept_errors: s.accept_errors,
             oversize: s.oversize_dropped,
             workers,
+            queue,
             request_duration: c.request_duration.read(&view.request_buckets),
             connection_duration: c.connection_duration.read(&view.connection_buckets),
             tls_handshake: c.tls_handshake.read(&view.handshake_buckets),

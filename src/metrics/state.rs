@@ -32,6 +32,11 @@ pub(crate) trait EngineView: Send + Sync {
     fn limit(&self) -> Option<u64> {
         None
     }
+    /// Work accepted and waiting for a worker, and the most that may wait, when the engine
+    /// has a queue (the hand-off pool).
+    fn queue(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// A server's life as readiness sees it, and its engine's view: part of the server's
