@@ -970,7 +970,12 @@ fn peer_address_and_stats() {
     let reply = util::read_to_end(&mut c);
     assert_eq!(String::from_utf8(reply).unwrap(), format!("{addr}\n"));
     assert_eq!(seen.lock().unwrap()[0], me.to_string());
-    util::wait_until("completion", || r.handle.stats().completed == 1);
+    // `completed` is counted as the request is reported, `active` drops just after, when
+    // the worker is done with it: wait for both.
+    util::wait_until("completion", || {
+        let s = r.handle.stats();
+        s.completed == 1 && s.active == 0
+    });
     let stats = r.handle.stats();
     assert_eq!(
         (stats.accepted, stats.active, stats.handler_errors),
