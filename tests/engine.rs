@@ -294,22 +294,12 @@ fn the_connection_limit_warning_does_not_flood_the_log() {
     );
 }
 
-/// Whether strace can run here; the caller skips, saying so, where it cannot.
-fn have_strace(test: &str) -> bool {
-    util::build_examples();
-    let ok = Command::new("strace").arg("-V").output().is_ok();
-    if !ok {
-        eprintln!("SKIPPED {test}: strace is not installed and .ci/run could not install it");
-    }
-    ok
-}
-
 /// An accept error that every other engine retries (a network error of a connection that
 /// died in the queue) does not stop `serve_requests`: it once stopped the parked pool with
 /// "accept failed, stopping the server", from one ENETUNREACH injected into `accept4`.
 #[test]
 fn a_transient_accept_error_does_not_stop_the_echo() {
-    if !have_strace("a_transient_accept_error_does_not_stop_the_echo") {
+    if !util::have_strace("a_transient_accept_error_does_not_stop_the_echo") {
         return;
     }
     for errno in ["ENETUNREACH", "ECONNREFUSED", "EHOSTUNREACH"] {
@@ -356,7 +346,7 @@ fn a_transient_accept_error_does_not_stop_the_echo() {
 /// exchanging 1 000 requests each.
 #[test]
 fn a_busy_client_costs_a_read_and_a_write_per_request() {
-    if !have_strace("a_busy_client_costs_a_read_and_a_write_per_request") {
+    if !util::have_strace("a_busy_client_costs_a_read_and_a_write_per_request") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

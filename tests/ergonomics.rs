@@ -199,21 +199,11 @@ fn traced(
     calls_on_connection(&trace, first)
 }
 
-/// Whether strace can run here; the caller skips, saying so, where it cannot.
-fn have_strace(test: &str) -> bool {
-    util::build_examples();
-    let ok = Command::new("strace").arg("-V").output().is_ok();
-    if !ok {
-        eprintln!("SKIPPED {test}: strace is not installed and .ci/run could not install it");
-    }
-    ok
-}
-
 /// A reply written as `writeln!(req, "{reply}")` (two writes) leaves in one `send`: ten
 /// requests, ten sends, each the whole line. Measured with strace on the kv example.
 #[test]
 fn one_send_per_reply() {
-    if !have_strace("one_send_per_reply") {
+    if !util::have_strace("one_send_per_reply") {
         return;
     }
     let calls = traced("kv", "\"OK\\n\"", |addr| {
@@ -237,7 +227,7 @@ fn one_send_per_reply() {
 /// example, traced.
 #[test]
 fn every_send_says_no_sigpipe() {
-    if !have_strace("every_send_says_no_sigpipe") {
+    if !util::have_strace("every_send_says_no_sigpipe") {
         return;
     }
     let big = "x".repeat(40 * 1024);

@@ -1048,6 +1048,21 @@ impl SocketReader {
         };
         let (t, by_deadline) = self.limit(configured)?;
         self.apply_read_timeout(t)?;
+        match self.read_counted(buf) {
+            Err(e) if is_timeout(&e) => Err(if by_deadline || time::passed(self.deadline) {
+                self.deadline_error()
+            } else if idle && self.idle && !self.wake_idle {
+                self.idle_or_read_error(t)
+            } else {
+                read_timeout_error(t)
+            }),
+            r => r,
+        }
+    }
+
+    /// One socket read under the timeout set, `EINTR` retried: an EOF is remembered, and
+    /// the first bytes of a request start its deadline. A timeout is the caller's to name.
+    fn read_counted(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let result = loop {
             match self.read_socket(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -1068,41 +1083,19 @@ impl SocketReader {
                 }
                 Ok(n)
             }
-            Err(e) if is_timeout(&e) => Err(if by_deadline || time::passed(self.deadline) {
-                self.deadline_error()
-            } else if idle && self.idle && !self.wake_idle {
-                self.idle_or_read_error(t)
-            } else {
-                read_timeout_error(t)
-            }),
             Err(e) => Err(e),
         }
     }
 }
 
 impl SocketReader {
-    /// The read of `StreamRequest::wait_next`: blocking, at most `window`.
+    /// The read of `StreamRequest::wait_next`: blocking, at most `window` (a timeout is
+    /// `WouldBlock`: the client went quiet).
     fn read_lingering(&mut self, buf: &mut [u8], window: Duration) -> io::Result<usize> {
         self.apply_read_timeout(Some(window))?;
-        let result = loop {
-            match self.read_socket(buf) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => break r,
-            }
-        };
-        match result {
-            Ok(0) if !buf.is_empty() => {
-                self.eof = true;
-                Ok(0)
-            }
-            Ok(n) => {
-                // The first bytes of the next request: its deadline starts now.
-                self.idle = false;
-                self.begin_request_deadline();
-                Ok(n)
-            }
+        match self.read_counted(buf) {
             Err(e) if is_timeout(&e) => Err(io::ErrorKind::WouldBlock.into()),
-            Err(e) => Err(e),
+            r => r,
         }
     }
 }

@@ -520,3 +520,14 @@ pub fn child_pids(pid: u32) -> Vec<u32> {
         })
         .collect()
 }
+
+/// Whether strace can run here (and the examples are built, for the tests that trace
+/// them); the caller skips, saying so, where it cannot.
+pub fn have_strace(test: &str) -> bool {
+    build_examples();
+    let ok = Command::new("strace").arg("-V").output().is_ok();
+    if !ok {
+        eprintln!("SKIPPED {test}: strace is not installed and .ci/run could not install it");
+    }
+    ok
+}
