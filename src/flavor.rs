@@ -16,12 +16,14 @@ use std::time::Duration;
 /// | [`forking`](Flavor::forking) | `ForkingMixIn` | isolation: a crash or leak dies with its process (unix) |
 ///
 /// The default is a growing pool: 16 warm workers, growing up to 4096 threads while every
-/// worker is busy, extra threads leaving after 10 s idle. On Linux its idle workers wait in
-/// `accept(2)` (or `recvfrom(2)`) themselves and serve what they take, with no queue and no
-/// hand-off between threads; elsewhere an accepting thread hands work over a bounded queue
-/// (see [`queue`](Flavor::queue)). It serves
-/// long-lived idle clients like thread-per-connection does, and short connections without a
-/// thread spawn each.
+/// worker is busy, extra threads leaving after 10 s idle. For streams its workers take turns
+/// at the server's event set (epoll, kqueue), accept there and serve on the same thread: a
+/// connection handler ([`serve`](crate::StreamServer::serve)) holds its worker to the
+/// connection's end (the pool grows as its last free worker takes one), a request handler
+/// ([`serve_requests`](crate::StreamServer::serve_requests)) only while it has a request.
+/// For datagrams, on Linux, idle workers wait in `recvfrom(2)` themselves; elsewhere a
+/// receiving thread hands datagrams over a bounded queue (see [`queue`](Flavor::queue)).
+/// Short connections cost no thread spawn each.
 ///
 /// ```
 /// use socketserver::Flavor;
@@ -156,14 +158,16 @@ impl Flavor {
     /// and the pool's workers: the hand-off pool. At most 65 536 (`bind` refuses more: the
     /// queue's slots are allocated up front). Ignored by the other flavours.
     ///
-    /// By default the pool has no queue on Linux: idle workers wait in `accept(2)` or
-    /// `recvfrom(2)` themselves and serve what they take, with no hand-off between threads
-    /// (fewer system calls and context switches per connection; see BENCHMARKS.md). A
-    /// queue accepts eagerly instead: clients leave the kernel's backlog as soon as they
-    /// arrive and wait in the queue, which adds `n` to what the backlog holds (plus one: the connection the accepting thread
-    /// holds while it waits for room). Elsewhere
-    /// than Linux the pool always hands off, with a queue as large as the warm workers by
-    /// default: waking workers blocked in `accept` at shutdown is Linux's behaviour.
+    /// By default the pool has no queue: its workers accept from the event set and serve
+    /// what they take, and on Linux idle workers wait in `recvfrom(2)` themselves, with no
+    /// hand-off between threads (fewer system calls and context switches per connection;
+    /// see BENCHMARKS.md). A queue accepts eagerly instead: clients leave the kernel's
+    /// backlog as soon as they arrive and wait in the queue, which adds `n` to what the
+    /// backlog holds (plus one: the connection the accepting thread holds while it waits
+    /// for room). [`serve_requests`](crate::StreamServer::serve_requests) ignores it (its
+    /// connections wait in the event set). Elsewhere than Linux a datagram pool always
+    /// hands off, with a queue as large as the warm workers by default: waking workers
+    /// blocked in `recvfrom` at shutdown is Linux's behaviour.
     pub fn queue(mut self, n: usize) -> Flavor {
         self.queue = Some(n.max(1));
         self

@@ -174,6 +174,24 @@ impl<R: RequestHandler> StreamHandler for Looping<R> {
     }
 }
 
+/// A connection handler run by the engine of request handlers as one request that never
+/// parks (`serve` in the pool flavour): its handler is made, set up, run and finished
+/// inside that request, so that a panicking factory is reported as a `serve` handler's
+/// panic is, and the connection closes after it.
+pub(crate) struct Whole<H> {
+    pub(crate) make: std::sync::Arc<dyn Fn() -> H + Send + Sync>,
+}
+
+impl<H: StreamHandler> RequestHandler for Whole<H> {
+    fn handle_request(&mut self, req: &mut StreamRequest) -> io::Result<Next> {
+        let mut h = (self.make)();
+        h.setup(req)?;
+        let handled = h.handle(req);
+        let finished = h.finish(req);
+        handled.and(finished).map(|()| Next::Close)
+    }
+}
+
 /// Runs one request of a request handler, catching a panic (see `contained`).
 pub(crate) fn run_request<R: RequestHandler>(
     handler: &mut R,

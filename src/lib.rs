@@ -34,8 +34,8 @@
 //!   (`Read` + `BufRead` + `Write`); datagram servers a [`DatagramRequest`] (the packet and
 //!   `reply`). IPv6 comes from the address (`[::1]:8001`), no subclass needed.
 //! * **Flavour** ([`Flavor`]), how requests run: `single` (one at a time), `threading` (a
-//!   thread each, bounded), `pool` (warm threads that take their own work, growing when all
-//!   are busy; the default),
+//!   thread each, bounded), `pool` (warm threads that take turns at the server's event set
+//!   and serve what they take, growing when all are busy; the default),
 //!   `forking` (a process each, bounded). Python's `ThreadingTCPServer` is
 //!   `TcpServer` + `Flavor::threading()`.
 //! * **Handler**: a closure, or a type implementing [`StreamHandler`] or
@@ -62,9 +62,10 @@
 //! # Platforms
 //!
 //! Linux, macOS and the BSDs (anything `cfg(unix)`): the accept loop is built on `poll(2)`,
-//! and forking and Unix sockets are unix concepts. On Linux the default pool's workers wait
-//! in `accept(2)` themselves (shutdown wakes them with `shutdown(2)` on the listener, a
-//! Linux behaviour); elsewhere the pool is fed through a queue. Windows is not supported.
+//! the pool's event set on epoll or kqueue, and forking and Unix sockets are unix concepts.
+//! On Linux a datagram pool's workers wait in `recvfrom(2)` themselves (shutdown wakes them
+//! with `shutdown(2)` on the socket, a Linux behaviour); elsewhere it is fed through a
+//! queue. Windows is not supported.
 #![deny(
     missing_docs,
     missing_debug_implementations,

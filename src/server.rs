@@ -18,10 +18,10 @@ use crate::config::Config;
 use crate::conn::{datagram_runner, stream_runner, Job, Runner};
 use crate::engine::accept::{accept_loop, recv_loop};
 use crate::engine::parked::Parked;
-use crate::engine::pool::{self, AcceptSource, Pool, RecvSource, Source};
+use crate::engine::pool::{self, Pool, RecvSource, Source};
 use crate::engine::Exec;
 use crate::flavor::{Flavor, Kind};
-use crate::handler::{DatagramHandler, Looping, RequestHandler, StreamHandler};
+use crate::handler::{DatagramHandler, Looping, RequestHandler, StreamHandler, Whole};
 use crate::metrics::Metrics;
 use crate::net::bind::{bind_inet, bind_unix, buffer_sizes, SocketFile};
 use crate::net::{Datagram, DgramSocket, Listener};
@@ -83,8 +83,8 @@ impl Core {
         }
     }
 
-    /// Whether the flavour is a pool whose workers take their own work (see
-    /// `flavors::pool`): the pool, unless a queue was asked for or the system cannot, or the
+    /// Whether a datagram server's flavour is a pool whose workers take their own work (see
+    /// `engine::pool`): the pool, unless a queue was asked for or the system cannot, or the
     /// socket is shared with another process (that pool ends by shutting the socket down).
     fn self_serving_pool(&self) -> bool {
         let f = &self.cfg.flavor;
@@ -296,12 +296,18 @@ impl<L: Listener> StreamServer<L> {
         F: Fn() -> H + Send + Sync + 'static,
         H: StreamHandler,
     {
+        let flavor = &self.core.cfg.flavor;
+        if flavor.kind == Kind::Pool && flavor.queue.is_none() {
+            // One engine for both handler shapes: a connection handler is a request that
+            // never parks.
+            let make: Arc<dyn Fn() -> H + Send + Sync> = Arc::new(factory);
+            let whole = move || Whole {
+                make: Arc::clone(&make),
+            };
+            return self.serve_engine(Box::new(whole), true);
+        }
         let StreamServer { listener, core } = self;
         let runner = stream_runner(factory, Arc::clone(&core.shared), Arc::clone(&core.cfg));
-        if core.self_serving_pool() {
-            let source = AcceptSource::new(listener, &core.shared, &core.cfg)?;
-            return core.serve_pool(source, runner, "accept");
-        }
         core.serve(listener, runner, accept_loop)
     }
 }
@@ -357,6 +363,17 @@ impl<L: Listener> StreamServer<L> {
         if self.core.cfg.flavor.kind != Kind::Pool {
             return self.serve_with(move || Looping(factory()));
         }
+        self.serve_engine(Box::new(factory), false)
+    }
+
+    /// Runs the pool's engine (`engine::parked`) until shutdown or a fatal error; then
+    /// stops accepting (removing the socket's file), answers what arrived, lets requests
+    /// finish and joins the workers. `whole`: the handlers are connection handlers.
+    fn serve_engine<H: RequestHandler>(
+        self,
+        factory: Box<dyn Fn() -> H + Send + Sync>,
+        whole: bool,
+    ) -> io::Result<()> {
         let StreamServer { listener, core } = self;
         let Core {
             cfg,
@@ -367,7 +384,7 @@ impl<L: Listener> StreamServer<L> {
             fd,
             ..
         } = core;
-        let parked = Parked::start(listener, Box::new(factory), &shared, &cfg)?;
+        let parked = Parked::start(listener, factory, &shared, &cfg, whole)?;
         crate::deploy::notify::serving(&shared);
         crate::admin::serving(&shared, fd);
         let result = parked.wait();

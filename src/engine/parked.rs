@@ -1,4 +1,14 @@
-//! Idle connections parked in an event set: the pool flavour of `serve_requests`.
+//! The pool's engine for streams: connections wait in an event set, workers serve them.
+//!
+//! Both handler shapes run here in the pool flavour. A request handler (`serve_requests`)
+//! holds a worker only while it has a request; between requests its connection is parked
+//! (below). A connection handler (`serve`, `whole`) is one request that never parks: it
+//! runs as soon as its connection is open (its PROXY header and TLS handshake may still
+//! wait in the event set, holding no worker) and holds its worker to the connection's end;
+//! the pool grows as soon as its last waiting worker takes one, as a thread per connection
+//! would, up to the flavour's limit. Accepting, the accept errors and their back-off, the
+//! connection limit, opening (`conn::accept`, `conn::handshake`), panics, shutdown and a
+//! restart's drain are one path for both.
 //!
 //! A connection waiting for its client's next request is not on any thread: it sits in a
 //! slab, registered in a `mio::Poll` (epoll on Linux, kqueue on the BSDs).
@@ -338,6 +348,10 @@ pub(crate) struct Inner<L, H> {
     /// event; cleared by the serving thread once a worker waits again.
     watching: AtomicBool,
     saturated: (Sender<()>, Receiver<()>),
+    /// Connection handlers (`serve`): each connection is one request that never parks,
+    /// run as soon as the connection is open (the server may speak first). It holds its
+    /// worker to its end, so the pool grows as soon as its last waiting worker takes one.
+    whole: bool,
 }
 
 /// The most events one wait takes from the kernel (the rest stay there for the next).
@@ -375,6 +389,7 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         factory: Box<dyn Fn() -> H + Send + Sync>,
         shared: &Arc<Shared>,
         cfg: &Arc<Config>,
+        whole: bool,
     ) -> io::Result<Parked<L, H>> {
         let warm = cfg.flavor.workers.max(1);
         let poll = Poll::new()?;
@@ -421,6 +436,7 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
             finished: AtomicUsize::new(0),
             watching: AtomicBool::new(false),
             saturated: crossbeam_channel::bounded(1),
+            whole,
         });
         let view: Arc<dyn crate::metrics::EngineView> = inner.clone();
         shared.status.set_engine(Arc::downgrade(&view));
@@ -688,8 +704,22 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
 
     /// This worker goes to serve: if it was the last one waiting, the serving thread is
     /// told to watch whether the pool must grow (`watch_saturation`).
-    fn busy(&self) {
-        if self.idle.fetch_sub(1, SeqCst) == 1 && !self.watching.swap(true, SeqCst) {
+    fn busy(self: &Arc<Self>) {
+        let last = self.idle.fetch_sub(1, SeqCst) == 1;
+        if last && self.whole {
+            // A connection handler holds its worker to the connection's end: another starts
+            // now to watch the event set (within the limit; its place reserved atomically).
+            if self
+                .workers
+                .fetch_update(SeqCst, SeqCst, |w| (w < self.limit).then_some(w + 1))
+                .is_ok()
+            {
+                self.idle.fetch_add(1, SeqCst);
+                if let Err(e) = spawn(self) {
+                    log::warn!("cannot grow the pool: {e}");
+                }
+            }
+        } else if last && !self.watching.swap(true, SeqCst) {
             let _ = self.saturated.0.try_send(());
         }
     }
@@ -888,8 +918,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// is there already, else parked.
     fn open(self: &Arc<Self>, stream: Stream, peer: Addr) {
         // The first request (or the first bytes of the handshake) is often there with the
-        // connection.
-        let readable = sys::readable_now(stream.as_raw_fd());
+        // connection. (A connection handler runs at once, whatever came.)
+        let handshake = conn::has_handshake(&self.cfg);
+        let readable = (handshake || !self.whole) && sys::readable_now(stream.as_raw_fd());
         let req = match conn::accept(stream, peer, &self.shared, &self.cfg, false) {
             Ok(req) => req,
             Err(_) => return self.closed_one(), // logged
@@ -907,7 +938,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             hot: true,
             opened: Instant::now(),
         });
-        if !conn::has_handshake(&self.cfg) {
+        if !handshake {
             return self.opened(conn, readable);
         }
         if readable {
@@ -929,8 +960,8 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         }
         conn.peer = conn.req.peer_addr().clone();
         // The client's first request may have come with its last handshake flight.
-        let readable =
-            !conn.req.nothing_buffered() || sys::readable_now(conn.req.stream().as_raw_fd());
+        let readable = !self.whole
+            && (!conn.req.nothing_buffered() || sys::readable_now(conn.req.stream().as_raw_fd()));
         self.opened(conn, readable);
     }
 
@@ -944,6 +975,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 log::error!("{}: the handler factory panicked: {msg}", conn.peer);
                 return self.close(conn);
             }
+        }
+        if self.whole {
+            return self.serve_whole(conn);
         }
         if readable {
             self.readable(conn);
@@ -985,6 +1019,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
 
     /// Serves the connection's requests while they are there, then parks or closes it.
     fn serve(self: &Arc<Self>, mut conn: Box<Conn<H>>) {
+        if self.whole {
+            return self.serve_whole(conn);
+        }
         loop {
             conn.req.request_arrived();
             self.shared.begin_request();
@@ -1042,6 +1079,32 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 }
             }
         }
+    }
+
+    /// Runs a connection handler (`whole`) to the connection's end, as a thread per
+    /// connection does: the request begins fresh (its first read waits for the client as
+    /// an idle read, its request timeout from the first bytes), the connection closes
+    /// politely, then its end is reported (after the close, as every flavour does).
+    fn serve_whole(self: &Arc<Self>, mut conn: Box<Conn<H>>) {
+        if conn.registered {
+            // It waited for its handshake in the event set: out of it now, or every
+            // segment its client sends would wake the waiting worker for nothing.
+            let fd = conn.req.stream().as_raw_fd();
+            let _ = self.registry.deregister(&mut SourceFd(&fd));
+            conn.registered = false;
+        }
+        self.shared.begin_request();
+        let started = Instant::now();
+        let result = match conn.handler.as_mut() {
+            Some(handler) => run_request(handler, &mut conn.req).map(drop),
+            None => Ok(()), // cannot happen: served only once open
+        };
+        let result = conn::flushed(&mut conn.req, result);
+        let timed_out = conn.req.timed_out();
+        let peer = conn.peer.clone();
+        self.close(conn);
+        report(&self.shared, &self.cfg, &peer, result, timed_out, started);
+        self.shared.end_request();
     }
 
     /// After a reply to a busy client (one whose last request came within `LINGER` of the

@@ -1,17 +1,16 @@
-//! The pool without a hand-off: warm worker threads that take their own work.
+//! The datagram pool without a hand-off: warm worker threads that take their own work.
+//! (Streams run on the event-set engine, `parked.rs`.)
 //!
-//! Each idle worker waits in `accept(2)` (streams) or `recvfrom(2)` (datagrams) on the
-//! shared socket, and the worker the kernel wakes serves what it took, on the same thread:
-//! no queue, no hand-off between threads, one system call to get a connection or a
-//! datagram. Linux wakes one waiter per connection or datagram (an exclusive wait), so idle
-//! workers do not stampede. The pool grows when the worker that just took a job was the
+//! Each idle worker waits in `recvfrom(2)` on the shared socket, and the worker the kernel
+//! wakes serves what it took, on the same thread: no queue, no hand-off between threads,
+//! one system call to get a datagram. Linux wakes one waiter per datagram (an exclusive
+//! wait), so idle workers do not stampede. The pool grows when the worker that just took a job was the
 //! last idle one (someone must be waiting when the next client comes), up to the limit.
 //! Every worker's wait ends after `worker_idle_timeout` (at least 1 s: the socket's
 //! receive timeout) without work: workers above the warm count then leave.
 //!
 //! Shutdown wakes every blocked worker at once with `shutdown(SHUT_RD)` on the socket:
-//! Linux then fails a blocked `accept` with `EINVAL` and returns 0 from a blocked
-//! `recvfrom`, and the socket stops taking connections (new clients are refused). That
+//! Linux then returns 0 from a blocked `recvfrom`. That
 //! behaviour is Linux's, which is why the hand-off pool (`queued.rs`) serves elsewhere.
 
 use std::io;
@@ -27,9 +26,8 @@ use super::accept::{dropped_oversize, AcceptErrors, OnError};
 use super::threads::ThreadSet;
 use super::{finish_threads, run_contained};
 use crate::config::Config;
-use crate::conn::{verified, Accepted, Datagram, Runner};
+use crate::conn::{verified, Datagram, Runner};
 use crate::flavor::Flavor;
-use crate::net::sealed::Listen;
 use crate::net::DgramSocket;
 use crate::shared::Shared;
 use crate::sys::{self, Interest};
@@ -288,51 +286,6 @@ impl<S: Source> Worker<S> {
         p.shared.begin_request();
         run_contained(&p.runner, &p.shared, job);
         p.shared.end_request();
-    }
-}
-
-/// A listener whose pool workers accept for themselves (blocking `accept`).
-pub(crate) struct AcceptSource<L> {
-    listener: L,
-    shared: Arc<Shared>,
-    cfg: Arc<Config>,
-}
-
-impl<L: Listen> AcceptSource<L> {
-    /// Makes the listener blocking: idle workers wait in `accept` itself.
-    pub(crate) fn new(listener: L, shared: &Arc<Shared>, cfg: &Arc<Config>) -> io::Result<Self> {
-        SockRef::from(&listener).set_nonblocking(false)?;
-        Ok(AcceptSource {
-            listener,
-            shared: Arc::clone(shared),
-            cfg: Arc::clone(cfg),
-        })
-    }
-}
-
-impl<L: Listen> Source for AcceptSource<L> {
-    type Job = Accepted;
-
-    fn take(&self, _scratch: &mut Vec<u8>) -> io::Result<Option<Accepted>> {
-        let (stream, peer) = self.listener.accept_stream()?;
-        // Linux gives an accepted socket the listener's receive timeout (the pool's wait
-        // timeout): set the connection's own. (Should it fail, the connection keeps the
-        // pool's timeout; nothing for the pool to stop over.)
-        let _ = stream.set_read_timeout(self.cfg.read_timeout);
-        Ok(verified(&self.cfg, &self.shared, &peer).then_some(Accepted { stream, peer }))
-    }
-
-    fn set_wait_timeout(&self, d: Duration) -> io::Result<()> {
-        SockRef::from(&self.listener).set_read_timeout(Some(d))
-    }
-
-    fn interrupt(&self) {
-        // Linux: blocked accepts fail with EINVAL, new clients are refused.
-        let _ = SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read);
-    }
-
-    fn scratch_len(&self) -> usize {
-        0
     }
 }
 
