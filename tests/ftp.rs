@@ -1923,3 +1923,53 @@ fn rust_client_asks_the_quota_before_hashing_and_sending() {
         "the client sent {seen:?}"
     );
 }
+
+/// Regression (issue 20, item 2): the server closes the connection after refusing an
+/// upload whose body it does not read, often while the client is still sending it. The
+/// client printed a bare "Broken pipe" and gave up (exit 2). It now reads the server's
+/// answer after the failed write, prints its reason, logs in again, and goes on in the
+/// directory it was in; a refusal read after the whole body was sent (small enough for the
+/// sockets' buffers) does the same. The server's check here (a reserved name) is one the
+/// client's questions before a put (stat, quota) do not catch.
+#[test]
+fn rust_client_reports_a_refusal_that_closes_and_logs_in_again() {
+    let f = Fixture::new(&[("alice", "pw", "64M")], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("small.bin"), data(100_000, 1)).unwrap();
+    fs::write(dir.path().join("big.bin"), data(12 << 20, 2)).unwrap();
+    let out = client(
+        &f,
+        dir.path(),
+        "alice",
+        "pw",
+        "mkdir sub; cd sub; put small.bin .ftp-a; put big.bin .ftp-b; pwd; put small.bin ok.bin",
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "a command failed: {out:?}");
+    for name in [".ftp-a", ".ftp-b"] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no error for {name}: {stderr}"));
+        assert!(
+            line.contains("are reserved") && line.contains("(the server closed the connection)"),
+            "{line}"
+        );
+    }
+    assert_eq!(
+        stderr.matches("connected and logged in again").count(),
+        2,
+        "{stderr}"
+    );
+    for bad in ["Broken pipe", "reset", "connection lost"] {
+        assert!(!stderr.contains(bad), "{bad:?} in {stderr}");
+    }
+    assert!(
+        stdout.lines().any(|l| l == "/sub"),
+        "back in /sub: {stdout}"
+    );
+    assert_eq!(
+        fs::read(f.home("alice").join("sub/ok.bin")).unwrap(),
+        data(100_000, 1)
+    );
+}
