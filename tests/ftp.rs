@@ -6,7 +6,7 @@
 mod util;
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -127,11 +127,24 @@ impl Client {
         }
     }
 
+    /// Sends a request. A broken pipe or a reset while the body is written is not a failure
+    /// here: a server that refuses a put with a large body answers and closes without
+    /// reading it, and the answer is still there to be read (see `recv_last`).
     #[track_caller]
     fn send(&mut self, header: &Value, body: &[u8]) {
         let mut wire = CODEC.encode_header(header);
+        let header_len = wire.len();
         wire.extend_from_slice(body);
-        self.s.write_all(&wire).expect("send request");
+        let mut sent = 0;
+        while sent < wire.len() {
+            match self.s.write(&wire[sent..]) {
+                Ok(0) => panic!("send request: the socket took nothing"),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if sent >= header_len && is_closed(&e) => return,
+                Err(e) => panic!("send request: {e}"),
+            }
+        }
     }
 
     /// The next answer; fails the test at EOF.
@@ -151,10 +164,15 @@ impl Client {
 
     #[track_caller]
     fn put(&mut self, name: &str, data: &[u8]) -> Value {
-        let header =
-            json!({"cmd": "put", "filename": name, "filesize": data.len(), "sha256": sha256(data)});
-        self.send(&header, data);
+        self.send(&put_header(name, data), data);
         self.recv()
+    }
+
+    /// A put the server refuses with its body (over 64 KiB) unread: the answer, then EOF.
+    #[track_caller]
+    fn put_refused(&mut self, name: &str, data: &[u8]) -> Value {
+        self.send(&put_header(name, data), data);
+        self.recv_last()
     }
 
     /// `get`: the answer and the bytes after it.
@@ -170,6 +188,31 @@ impl Client {
         (a, data)
     }
 
+    /// The answer to a put refused with a body the server does not read: marked
+    /// `"closing"`, the connection's last, followed by a clean EOF (see `expect_clean_eof`).
+    #[track_caller]
+    fn recv_last(&mut self) -> Value {
+        let a = self.recv();
+        assert_eq!(
+            a["closing"], true,
+            "the answer should say the server closes: {a}"
+        );
+        self.expect_clean_eof();
+        a
+    }
+
+    /// Asserts the server closed the connection politely: EOF within the timeout, not a
+    /// reset (which, sent before the FIN, would have cut whatever the server sent last).
+    #[track_caller]
+    fn expect_clean_eof(&mut self) {
+        let mut buf = [0u8; 64];
+        match self.s.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => panic!("expected EOF, got {:?}", &buf[..n]),
+            Err(e) => panic!("expected EOF, got {e} ({:?})", e.kind()),
+        }
+    }
+
     /// Asserts the server closed the connection (EOF within the timeout).
     #[track_caller]
     fn expect_eof(&mut self) {
@@ -183,6 +226,12 @@ impl Client {
     }
 }
 
+/// Whether a write failed because the server closed the connection (a broken pipe, or the
+/// reset that answers bytes sent to a closed socket).
+fn is_closed(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset)
+}
+
 /// Encodes a header frame (test-side helper).
 trait EncodeHeader {
     fn encode_header(&self, header: &Value) -> Vec<u8>;
@@ -194,6 +243,11 @@ impl EncodeHeader for MessageCodec {
         self.write_json_header(&mut wire, header).unwrap();
         wire
     }
+}
+
+/// The header of a put of `data` as `name`, with its checksum.
+fn put_header(name: &str, data: &[u8]) -> Value {
+    json!({"cmd": "put", "filename": name, "filesize": data.len(), "sha256": sha256(data)})
 }
 
 fn sha256(data: &[u8]) -> String {
@@ -502,7 +556,9 @@ fn single_and_threading_modes_serve_transfers() {
         let body = data(200_000, 7);
         assert_eq!(c.put("f", &body)["sha256"], sha256(&body), "{mode}");
         assert_eq!(c.get("f", 1000).1, &body[1000..], "{mode}");
-        assert_refused(&c.put("g", &data(900_000, 1)), "quota exceeded");
+        // Refused with a body over 64 KiB: answered, then closed, the body unread.
+        assert_refused(&c.put_refused("g", &data(900_000, 1)), "quota exceeded");
+        let mut c = f.login("alice", "pw");
         assert_eq!(c.call(json!({"cmd": "quota"}))["used"], 200_000, "{mode}");
     }
 }
@@ -703,10 +759,10 @@ fn cut_upload_is_resumed(mode: &str) {
         json!({"ok": true, "type": "partial", "size": 100_000, "filesize": 300_000})
     );
     // While the upload is in progress, its whole size is reserved, and nobody else may
-    // write it.
+    // write it (refused, the body unread: the connection closes).
     assert_eq!(c.call(json!({"cmd": "quota"}))["used"], 300_000);
-    let a = c.put("big", &whole);
-    assert_refused(&a, "another connection");
+    assert_refused(&c.put_refused("big", &whole), "another connection");
+    let mut c = f.login("alice", "pw");
     cut.s.shutdown(Shutdown::Both).unwrap();
     wait_for("the cut upload to be released", || {
         (c.call(json!({"cmd": "quota"}))["used"] == 100_000).then_some(())
@@ -719,14 +775,16 @@ fn cut_upload_is_resumed(mode: &str) {
         ]})
     );
     assert_refused(&c.get("big", 0).0, "not found");
-    // A wrong offset is refused after the body is discarded.
+    // A wrong offset is refused, its body (over 64 KiB) unread: the connection closes.
     let bad = json!({"cmd": "put", "filename": "big", "filesize": 300_000, "offset": 5});
     c.send(&bad, &whole[5..]);
-    assert_refused(&c.recv(), "holds 100000 bytes");
+    assert_refused(&c.recv_last(), "holds 100000 bytes");
+    let mut c = f.login("alice", "pw");
     let other_size =
         json!({"cmd": "put", "filename": "big", "filesize": 200_000, "offset": 100_000});
     c.send(&other_size, &whole[100_000..200_000]);
-    assert_refused(&c.recv(), "300000 bytes");
+    assert_refused(&c.recv_last(), "300000 bytes");
+    let mut c = f.login("alice", "pw");
     let resume = json!({"cmd": "put", "filename": "big", "filesize": 300_000, "offset": 100_000, "sha256": sha256(&whole)});
     c.send(&resume, &whole[100_000..]);
     assert_eq!(
@@ -963,8 +1021,7 @@ fn tutorial_upload_clients_work_with_anonymous() {
     let mut c = Client::connect(f.addr());
     assert_refused(&c.call(json!({"cmd": "ls"})), "not logged in");
     // Over 64 KiB and refused without a login: answered, then closed, the body unread.
-    assert_refused(&c.put("big", &data(1 << 20, 1)), "quota exceeded");
-    c.expect_eof();
+    assert_refused(&c.put_refused("big", &data(1 << 20, 1)), "quota exceeded");
     let mut c = Client::connect(f.addr());
     let a = c.put("small", b"hi");
     assert_eq!(a["ok"], true);
@@ -1574,14 +1631,12 @@ fn refused_put_with_a_large_body_is_answered_and_closed_unread() {
     let mut c = Client::connect(f.addr());
     let header = json!({"cmd": "put", "filename": "x.bin", "filesize": 1u64 << 62});
     c.send(&header, b"0123456789");
-    assert_refused(&c.recv(), "not logged in");
-    c.expect_eof();
+    assert_refused(&c.recv_last(), "not logged in");
     // Logged in, over the quota: the same, without reading a byte of the body.
     let mut c = f.login("alice", "pw");
     let header = json!({"cmd": "put", "filename": "big.bin", "filesize": 100u64 << 20});
     c.send(&header, b"");
-    assert_refused(&c.recv(), "quota exceeded");
-    c.expect_eof();
+    assert_refused(&c.recv_last(), "quota exceeded");
     // A small refused body is read, and the connection is still usable.
     let mut c = Client::connect(f.addr());
     c.send(
@@ -1590,6 +1645,78 @@ fn refused_put_with_a_large_body_is_answered_and_closed_unread() {
     );
     assert_refused(&c.recv(), "not logged in");
     assert_eq!(c.call(json!({"cmd": "quit"}))["ok"], true);
+}
+
+/// Regression (issue 20, item 2): a logged-in user's refused put was still read whole when
+/// its body was within the user's quota (up to the quota per refusal, bounded only by the
+/// 60 s stall timeout), so one login could keep a worker reading bodies the server would
+/// not store. Now every refused body over 64 KiB is left unread: a put of 16 MiB (within a
+/// 100 MiB quota) to a name that is a directory is answered, then the connection closes,
+/// and the client cannot send the body (beyond what the kernels' buffers take, its writes
+/// fail once the server has closed).
+#[test]
+fn refused_put_within_the_quota_is_answered_and_closed_unread() {
+    const LEN: usize = 16 << 20;
+    let f = Fixture::new(&[("alice", "pw", "100M")], &[]);
+    let mut c = f.login("alice", "pw");
+    assert_eq!(c.call(json!({"cmd": "mkdir", "path": "d"}))["ok"], true);
+    c.send(
+        &json!({"cmd": "put", "filename": "d", "filesize": LEN}),
+        b"",
+    );
+    // The body from another thread, as a client that sends before it reads would.
+    let mut body = c.s.try_clone().unwrap();
+    body.set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let writer = thread::spawn(move || {
+        let chunk = vec![7u8; 64 * 1024];
+        let mut sent = 0;
+        while sent < LEN {
+            match body.write(&chunk[..chunk.len().min(LEN - sent)]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return (sent, Some(e)),
+            }
+        }
+        (sent, None)
+    });
+    let (sent, err) = writer.join().unwrap();
+    assert!(
+        sent < LEN,
+        "all {LEN} bytes were taken: the server read the refused body"
+    );
+    let err = err.expect("a write error ends the body");
+    assert!(
+        is_closed(&err),
+        "{sent} bytes sent, then {err} ({:?}): the server should have closed",
+        err.kind()
+    );
+    assert_refused(&c.recv_last(), "is a directory");
+    // Nothing was stored, and the user can go on with a new connection.
+    let mut c = f.login("alice", "pw");
+    assert_eq!(c.call(json!({"cmd": "quota"}))["used"], 0);
+}
+
+/// The close after a refused put's answer does not cut the answer: a client that declared
+/// 1 MB and sent part of it (within the server's drain at close, and beyond it) before it
+/// stops writing and reads gets the whole answer, then EOF, not a reset. The server's
+/// handler returns `Next::Close`, and the library closes politely: the answer is flushed,
+/// the write side shut down (the FIN follows the answer), the unread body drained up to
+/// 256 KiB; a reset the kernel may still send for the rest comes after the FIN.
+#[test]
+fn refused_put_answer_survives_the_close() {
+    let f = Fixture::new(&[], &[]);
+    for written in [100 << 10, 300 << 10, 900 << 10] {
+        let mut c = Client::connect(f.addr());
+        let header = json!({"cmd": "put", "filename": "x.bin", "filesize": 1_000_000});
+        c.send(&header, &data(written, 5));
+        let a = c.recv_last();
+        assert_eq!(
+            a,
+            json!({"ok": false, "error": "not logged in; closing: the body is not read", "closing": true}),
+            "after {written} bytes"
+        );
+    }
 }
 
 /// A small tmpfs mounted for one test, unmounted (by its path) on drop.
@@ -1680,13 +1807,14 @@ fn full_disk_leaves_no_partial_behind() {
     };
 
     // Larger than the disk: refused up front, before a byte is written (the body, within
-    // the user's quota, is read and dropped: the connection goes on), nothing left.
+    // the user's quota but over 64 KiB, is not read: the connection closes), nothing left.
     let mut c = login();
     c.send(
         &json!({"cmd": "put", "filename": "huge.bin", "filesize": 20u64 << 20}),
         &vec![0u8; 20 << 20],
     );
-    assert_refused(&c.recv(), "no space left");
+    assert_refused(&c.recv_last(), "no space left");
+    let mut c = login();
     assert_eq!(c.call(json!({"cmd": "ls"}))["entries"], json!([]));
     let q = c.call(json!({"cmd": "quota"}));
     assert!(q["free"].as_u64().unwrap() < 6 << 20, "{q}");
@@ -1793,5 +1921,55 @@ fn rust_client_asks_the_quota_before_hashing_and_sending() {
     assert!(
         seen.contains(&"quota".to_string()),
         "the client sent {seen:?}"
+    );
+}
+
+/// Regression (issue 20, item 2): the server closes the connection after refusing an
+/// upload whose body it does not read, often while the client is still sending it. The
+/// client printed a bare "Broken pipe" and gave up (exit 2). It now reads the server's
+/// answer after the failed write, prints its reason, logs in again, and goes on in the
+/// directory it was in; a refusal read after the whole body was sent (small enough for the
+/// sockets' buffers) does the same. The server's check here (a reserved name) is one the
+/// client's questions before a put (stat, quota) do not catch.
+#[test]
+fn rust_client_reports_a_refusal_that_closes_and_logs_in_again() {
+    let f = Fixture::new(&[("alice", "pw", "64M")], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("small.bin"), data(100_000, 1)).unwrap();
+    fs::write(dir.path().join("big.bin"), data(12 << 20, 2)).unwrap();
+    let out = client(
+        &f,
+        dir.path(),
+        "alice",
+        "pw",
+        "mkdir sub; cd sub; put small.bin .ftp-a; put big.bin .ftp-b; pwd; put small.bin ok.bin",
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "a command failed: {out:?}");
+    for name in [".ftp-a", ".ftp-b"] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no error for {name}: {stderr}"));
+        assert!(
+            line.contains("are reserved") && line.contains("(the server closed the connection)"),
+            "{line}"
+        );
+    }
+    assert_eq!(
+        stderr.matches("connected and logged in again").count(),
+        2,
+        "{stderr}"
+    );
+    for bad in ["Broken pipe", "reset", "connection lost"] {
+        assert!(!stderr.contains(bad), "{bad:?} in {stderr}");
+    }
+    assert!(
+        stdout.lines().any(|l| l == "/sub"),
+        "back in /sub: {stdout}"
+    );
+    assert_eq!(
+        fs::read(f.home("alice").join("sub/ok.bin")).unwrap(),
+        data(100_000, 1)
     );
 }

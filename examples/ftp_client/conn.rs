@@ -22,6 +22,9 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 pub enum Failure {
     /// The server refused, or a local file could not be used: the next command can run.
     Refused(String),
+    /// The server refused and closed the connection (an upload whose body it does not
+    /// read): the next command needs a new connection.
+    Closed(String),
     /// The connection is lost: nothing more can run.
     Broken(io::Error),
 }
@@ -30,6 +33,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Refused(msg) => f.write_str(msg),
+            Failure::Closed(msg) => write!(f, "{msg} (the server closed the connection)"),
             Failure::Broken(e) => write!(f, "connection lost: {e}"),
         }
     }
@@ -76,6 +80,9 @@ impl Conn {
     }
 
     /// Sends `len` bytes of `body` after a header, calling `progress` with the bytes sent.
+    /// A server that refuses the upload may answer and close before the body is all sent:
+    /// the write then fails (a broken pipe, a reset), and the answer, read after it, is the
+    /// failure (`Closed` with the server's message).
     pub fn send_body<R: Read>(
         &mut self,
         body: &mut R,
@@ -97,15 +104,34 @@ impl Conn {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Failure::Broken(e)),
             };
-            self.writer.write_all(&buf[..n])?;
+            if let Err(e) = self.writer.write_all(&buf[..n]) {
+                return Err(self.closed_by_server(e));
+            }
             left -= n as u64;
             progress(n as u64);
         }
-        self.writer.flush()?;
-        Ok(())
+        self.writer.flush().map_err(|e| self.closed_by_server(e))
     }
 
-    /// Reads one answer; `Refused` with its error if `"ok"` is not true.
+    /// What a failed write of a body means: when the server closed the connection (a
+    /// broken pipe, a reset), its answer may be waiting, and says why.
+    fn closed_by_server(&mut self, e: io::Error) -> Failure {
+        let closed = matches!(
+            e.kind(),
+            ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+        );
+        if !closed {
+            return Failure::Broken(e);
+        }
+        match self.answer() {
+            Err(Failure::Refused(msg) | Failure::Closed(msg)) => Failure::Closed(msg),
+            // No answer, or a success though the body was cut: the write's error says it.
+            Ok(_) | Err(Failure::Broken(_)) => Failure::Broken(e),
+        }
+    }
+
+    /// Reads one answer; `Refused` with its error if `"ok"` is not true (`Closed` if the
+    /// answer says the server closes the connection after it, `"closing": true`).
     pub fn answer(&mut self) -> Result<Answer, Failure> {
         let answer = match CODEC.read_json_header::<Answer, _>(&mut self.reader) {
             Ok(Some(a)) => a,
@@ -121,9 +147,12 @@ impl Conn {
             Ok(answer)
         } else {
             let msg = answer.get("error").and_then(Value::as_str);
-            Err(Failure::Refused(
-                msg.unwrap_or("the server refused").to_owned(),
-            ))
+            let msg = msg.unwrap_or("the server refused").to_owned();
+            if answer.get("closing") == Some(&Value::Bool(true)) {
+                Err(Failure::Closed(msg))
+            } else {
+                Err(Failure::Refused(msg))
+            }
         }
     }
 

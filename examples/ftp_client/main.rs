@@ -15,6 +15,10 @@
 //!
 //! With `-c "cmd; cmd"` the commands run in turn; each failure is printed to stderr and the
 //! exit status is 1 if any failed, 2 if the connection or the login failed.
+//!
+//! The server closes the connection after refusing an upload whose body it will not read
+//! (one over 64 KiB): the client prints the server's reason, logs in again and goes back to
+//! the directory it was in. `put` asks the quota and the free space first, so this is rare.
 
 mod commands;
 mod conn;
@@ -54,7 +58,11 @@ const EXIT_BROKEN: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (mut conn, cwd) = match connect(&cli) {
+    let connected = Login::ask(&cli).and_then(|login| {
+        let (conn, cwd) = login.connect()?;
+        Ok((login, conn, cwd))
+    });
+    let (login, mut conn, cwd) = match connected {
         Ok(c) => c,
         Err(msg) => {
             eprintln!("ftp_client: {msg}");
@@ -62,28 +70,77 @@ fn main() -> ExitCode {
         }
     };
     match &cli.commands {
-        Some(list) => run_list(&mut conn, list, cwd),
-        None => shell(&mut conn, &cli.user, cwd),
+        Some(list) => run_list(&login, &mut conn, list, cwd),
+        None => shell(&login, &mut conn, cwd),
     }
 }
 
-/// Connects and logs in; the home's path on success.
-fn connect(cli: &Cli) -> Result<(Conn, String), String> {
-    let password = match std::env::var("FTP_PASSWORD") {
-        Ok(p) => p,
-        Err(_) => rpassword::prompt_password(format!("password for {}: ", cli.user))
-            .map_err(|e| format!("cannot read the password: {e}"))?,
-    };
-    let mut conn = Conn::connect(&cli.addr).map_err(|e| format!("{}: {e}", cli.addr))?;
-    let request = json!({"cmd": "login", "username": cli.user, "password": password});
-    match conn.call(&request) {
-        Ok(answer) => Ok((conn, text(&answer, "cwd").to_owned())),
-        Err(e) => Err(format!("login failed: {e}")),
+/// Where and as whom to log in, kept to log in again when the server closes the
+/// connection after a refusal.
+struct Login {
+    addr: String,
+    user: String,
+    password: String,
+}
+
+impl Login {
+    /// The password from `FTP_PASSWORD`, or asked for without echo.
+    fn ask(cli: &Cli) -> Result<Login, String> {
+        let password = match std::env::var("FTP_PASSWORD") {
+            Ok(p) => p,
+            Err(_) => rpassword::prompt_password(format!("password for {}: ", cli.user))
+                .map_err(|e| format!("cannot read the password: {e}"))?,
+        };
+        Ok(Login {
+            addr: cli.addr.clone(),
+            user: cli.user.clone(),
+            password,
+        })
+    }
+
+    /// Connects and logs in; the home's path on success.
+    fn connect(&self) -> Result<(Conn, String), String> {
+        let mut conn = Conn::connect(&self.addr).map_err(|e| format!("{}: {e}", self.addr))?;
+        let request = json!({"cmd": "login", "username": self.user, "password": self.password});
+        match conn.call(&request) {
+            Ok(answer) => Ok((conn, text(&answer, "cwd").to_owned())),
+            Err(e) => Err(format!("login failed: {e}")),
+        }
+    }
+
+    /// After the server closed the connection: a new one, logged in, back in `cwd` (or
+    /// at the home, saying so, if `cwd` is gone).
+    fn reconnect(&self, conn: &mut Conn, cwd: &mut String) -> Result<(), String> {
+        let (mut new, home) = self.connect()?;
+        *cwd = match new.call(&json!({"cmd": "cd", "path": cwd.as_str()})) {
+            Ok(a) => text(&a, "cwd").to_owned(),
+            Err(e) => {
+                eprintln!("ftp_client: {cwd}: {e}; now in {home}");
+                home
+            }
+        };
+        *conn = new;
+        Ok(())
+    }
+}
+
+/// The server closed the connection after a refusal: logs in again, or says why it could
+/// not (then nothing more can run).
+fn recover(login: &Login, conn: &mut Conn, cwd: &mut String) -> Result<(), ExitCode> {
+    match login.reconnect(conn, cwd) {
+        Ok(()) => {
+            eprintln!("ftp_client: connected and logged in again");
+            Ok(())
+        }
+        Err(msg) => {
+            eprintln!("ftp_client: cannot connect again: {msg}");
+            Err(ExitCode::from(EXIT_BROKEN))
+        }
     }
 }
 
 /// `-c`: runs each command; failures go to stderr.
-fn run_list(conn: &mut Conn, list: &str, mut cwd: String) -> ExitCode {
+fn run_list(login: &Login, conn: &mut Conn, list: &str, mut cwd: String) -> ExitCode {
     let mut failed = false;
     for line in list.split(';') {
         let Some(words) = split(line) else {
@@ -97,6 +154,13 @@ fn run_list(conn: &mut Conn, list: &str, mut cwd: String) -> ExitCode {
             Err(Failure::Refused(msg)) => {
                 eprintln!("ftp_client: {}: {msg}", line.trim());
                 failed = true;
+            }
+            Err(e @ Failure::Closed(_)) => {
+                eprintln!("ftp_client: {}: {e}", line.trim());
+                failed = true;
+                if let Err(code) = recover(login, conn, &mut cwd) {
+                    return code;
+                }
             }
             Err(e @ Failure::Broken(_)) => {
                 eprintln!("ftp_client: {}: {e}", line.trim());
@@ -112,7 +176,8 @@ fn run_list(conn: &mut Conn, list: &str, mut cwd: String) -> ExitCode {
 }
 
 /// The interactive shell, with line editing and history.
-fn shell(conn: &mut Conn, user: &str, mut cwd: String) -> ExitCode {
+fn shell(login: &Login, conn: &mut Conn, mut cwd: String) -> ExitCode {
+    let user = &login.user;
     let mut editor = match DefaultEditor::new() {
         Ok(e) => e,
         Err(e) => {
@@ -147,6 +212,12 @@ fn shell(conn: &mut Conn, user: &str, mut cwd: String) -> ExitCode {
             Ok(Next::Continue) => {}
             Ok(Next::Quit) => return ExitCode::SUCCESS,
             Err(Failure::Refused(msg)) => eprintln!("error: {msg}"),
+            Err(e @ Failure::Closed(_)) => {
+                eprintln!("error: {e}");
+                if let Err(code) = recover(login, conn, &mut cwd) {
+                    return code;
+                }
+            }
             Err(e @ Failure::Broken(_)) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(EXIT_BROKEN);

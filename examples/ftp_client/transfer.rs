@@ -85,8 +85,9 @@ pub fn put(conn: &mut Conn, local: &Path, remote: &str) -> Result<Done, Failure>
         "cmd": "put", "filename": remote, "filesize": size, "offset": offset, "sha256": sum,
     }))?;
     let bar = progress_bar(size, offset, &format!("put {remote}"));
-    conn.send_body(&mut file, size - offset, |n| bar.inc(n))?;
-    let answer = conn.answer();
+    let answer = conn
+        .send_body(&mut file, size - offset, |n| bar.inc(n))
+        .and_then(|()| conn.answer());
     match &answer {
         Ok(_) => bar.finish(),
         Err(_) => bar.abandon(),

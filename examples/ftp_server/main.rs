@@ -22,7 +22,8 @@
 //! n)`, the same bytes as the tutorials' `struct.pack('i', n)`), 1 <= N <= 65536; then N bytes
 //! of a UTF-8 JSON object; then, for `put` requests and successful `get` answers only,
 //! exactly `filesize - offset` raw bytes (`offset` defaults to 0). Answers carry `"ok"`, and
-//! `"error"` when it is false.
+//! `"error"` when it is false; an error with `"closing":true` is the connection's last (the
+//! server closes it after).
 //!
 //! | request | answer |
 //! |---|---|
@@ -50,11 +51,12 @@
 //! and counted in the quota, and renamed over the target (atomically) only once complete and
 //! matching its `sha256`: the final name only ever holds a complete file. A refused upload's
 //! bytes are read and discarded, so the connection stays usable, when they are at most
-//! 64 KiB (and arrive within 10 s), or, logged in, no more than the user's quota; a refused
-//! upload with a larger body (before a login, say) is answered and the connection closed,
-//! its body never read. An upload larger than
-//! the disk's free space is refused before a byte is written; a write that fails for lack
-//! of space removes the partial file (it could not be resumed, and would hold the space).
+//! 64 KiB (and arrive within 10 s). A refused upload with a larger body, logged in or not,
+//! is never read: its answer carries `"closing":true` (the client reads it, then EOF; a
+//! client still sending gets a broken pipe or a reset on a write, and the answer is still
+//! there to read after it). An upload larger than the disk's free space is
+//! refused before a byte is written; a write that fails for lack of space removes the
+//! partial file (it could not be resumed, and would hold the space).
 //! `ls` lists partial uploads (`"type":"partial"`), `rm NAME` removes one, and an idle one
 //! is removed a day after its last write (`--partial-expiry SECONDS`, 0 to keep them).
 //! `ftp_client`'s `put` asks the quota and the free space first, then hashes. While an upload runs, the

@@ -225,10 +225,7 @@ impl Session {
         };
         let (home, mut up) = match target {
             Ok(target) => target,
-            Err(msg) => {
-                let quota = self.home.as_ref().map(|h| h.quota);
-                return refuse_put(req, &put, msg, quota);
-            }
+            Err(msg) => return refuse_put(req, &put, msg),
         };
         // The header arrived within the server's request timeout; the body may take as long
         // as it needs, as long as it keeps coming.
@@ -313,37 +310,31 @@ fn is_out_of_space(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
-/// Answers a refused `put`. Its body is read and discarded (so the connection goes on)
-/// when it is small (64 KiB, within 10 s), or, for a logged-in user (`quota`), when it is
-/// no larger than the quota (what an accepted upload could have cost, under the same 60 s
-/// stall bound); otherwise the connection is closed after the answer, so that a refused
-/// client (one not logged in, say, declaring 2^62 bytes) cannot keep a worker reading.
-fn refuse_put(
-    req: &mut StreamRequest,
-    put: &Put,
-    msg: String,
-    quota: Option<u64>,
-) -> io::Result<Next> {
+/// Answers a refused `put`. A small body (at most 64 KiB, arriving within 10 s) is read
+/// and discarded, and the connection goes on. A larger one is never read, whoever sent it
+/// (a client not logged in declaring 2^62 bytes, or a logged-in user declaring what the
+/// quota allows): the answer, marked `"closing": true`, is the connection's last, and a
+/// refused client cannot keep a worker reading a body the server will not store.
+///
+/// The close is the library's polite one (`Next::Close`): the answer is flushed, the
+/// write side shut down (the client reads the answer, then EOF), and up to 256 KiB of the
+/// body already received are drained before the socket closes, so that the kernel does
+/// not answer unread bytes with a reset that could destroy the answer in flight.
+fn refuse_put(req: &mut StreamRequest, put: &Put, msg: String) -> io::Result<Next> {
     let len = put.body_len();
-    let small = len <= REFUSED_BODY_LIMIT;
-    let within_quota = matches!(quota, Some(q) if len <= q);
-    if !small && !within_quota {
+    if len > REFUSED_BODY_LIMIT {
         log::info!(
             "{}: put refused ({msg}); closing rather than reading its {len} bytes",
             req.peer_addr()
         );
-        send(req, &error(format!("{msg}; closing: the body is not read")))?;
+        let mut answer = error(format!("{msg}; closing: the body is not read"));
+        answer["closing"] = true.into();
+        send(req, &answer)?;
         return Ok(Next::Close);
     }
-    if small {
-        req.set_deadline(Some(Instant::now() + REFUSED_BODY_TIME));
-    } else {
-        req.set_deadline(None);
-        req.set_read_timeout(Some(TRANSFER_TIMEOUT))?;
-    }
+    req.set_deadline(Some(Instant::now() + REFUSED_BODY_TIME));
     let skipped = Body::new(&mut *req, len).skip();
     req.set_deadline(None);
-    req.set_read_timeout(None)?;
     if let Err(e) = skipped {
         log::info!("{}: refused put's body did not come: {e}", req.peer_addr());
         return Ok(Next::Close);
