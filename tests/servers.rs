@@ -1092,3 +1092,58 @@ fn request_accepted_as_shutdown_begins_is_answered() {
         assert_eq!(util::read_to_end(&mut c), b"last words\n");
     }
 }
+
+/// The UDP pool serves at its socket one worker at a time (the leader); a handler that
+/// blocks hands the socket over to another worker, started if none is free, so the
+/// datagrams behind it are served meanwhile. Each slow handler waits until the test has
+/// the fast reply: without a hand-over the fast datagram would wait behind them and the
+/// test would time out. With one warm worker (the pool must grow) and with two; three slow
+/// handlers in a row (each holds a worker).
+#[test]
+fn udp_pool_hands_the_socket_over_past_a_blocked_handler() {
+    for warm in [1, 2] {
+        let (release_tx, release_rx) = crossbeam_channel::unbounded::<()>();
+        let s = UdpServer::builder()
+            .flavor(Flavor::pool().workers(warm).limit(8))
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = s.local_addr().unwrap();
+        let handle = s.shutdown_handle();
+        let join = thread::spawn(move || {
+            s.serve(move |req: &mut DatagramRequest| {
+                if req.packet() == b"slow" {
+                    // Held until the test says so (or TIMEOUT, so a failure cannot hang).
+                    let _ = release_rx.recv_timeout(TIMEOUT);
+                }
+                let reply = req.packet().to_vec();
+                req.reply(&reply)
+            })
+        });
+        let slow = UdpSocket::bind("127.0.0.1:0").unwrap();
+        slow.set_read_timeout(Some(TIMEOUT)).unwrap();
+        for _ in 0..3 {
+            slow.send_to(b"slow", addr).unwrap();
+        }
+        let fast = UdpSocket::bind("127.0.0.1:0").unwrap();
+        fast.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut buf = [0u8; 16];
+        for i in 0..20 {
+            fast.send_to(format!("fast {i}").as_bytes(), addr).unwrap();
+            let n = fast
+                .recv(&mut buf)
+                .expect("a fast datagram waited behind slow handlers");
+            assert_eq!(&buf[..n], format!("fast {i}").as_bytes(), "warm {warm}");
+        }
+        for _ in 0..3 {
+            release_tx.send(()).unwrap();
+        }
+        for _ in 0..3 {
+            let n = slow.recv(&mut buf).expect("the slow replies");
+            assert_eq!(&buf[..n], b"slow");
+        }
+        let st = handle.stats();
+        assert!(st.threads >= 4, "three held handlers and a leader: {st:?}");
+        handle.shutdown();
+        util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+    }
+}

@@ -1,24 +1,33 @@
-//! The datagram pool without a hand-off: warm worker threads that take their own work.
-//! (Streams run on the event-set engine, `parked.rs`.)
+//! The datagram pool: warm worker threads that take their own work, one at a time at the
+//! socket (leader and followers). Streams run on the event-set engine, `parked.rs`.
 //!
-//! Each idle worker waits in `recvfrom(2)` on the shared socket, and the worker the kernel
-//! wakes serves what it took, on the same thread: no queue, no hand-off between threads,
-//! one system call to get a datagram. Linux wakes one waiter per datagram (an exclusive
-//! wait), so idle workers do not stampede. The pool grows when the worker that just took a job was the
-//! last idle one (someone must be waiting when the next client comes), up to the limit.
-//! Every worker's wait ends after `worker_idle_timeout` (at least 1 s: the socket's
-//! receive timeout) without work: workers above the warm count then leave.
+//! One worker at a time holds the socket's turn (the leader): it waits in `recvfrom(2)`,
+//! serves the datagram on the same thread and goes back to `recvfrom`, as a plain
+//! receive loop does: no queue, no hand-off between threads, no wake-up of a sleeping
+//! thread per datagram (under load the next datagram is already queued). The other
+//! workers (the followers) sleep until they are given the turn. The serving thread watches
+//! the leader: when it has been inside one datagram's handler for `HAND_OVER`, the turn
+//! passes to a follower (one more worker starts if none is free, up to the limit), so a
+//! slow handler holds up others for about a millisecond, never longer; the old leader
+//! becomes a follower when its handler returns. The watch ticks only while datagrams come
+//! (an idle server sleeps), and the leader wakes it when the first datagram after a quiet
+//! spell arrives. Followers above the warm count leave after `worker_idle_timeout`
+//! without the turn.
 //!
-//! Shutdown wakes every blocked worker at once with `shutdown(SHUT_RD)` on the socket:
-//! Linux then returns 0 from a blocked `recvfrom`. That
-//! behaviour is Linux's, which is why the hand-off pool (`queued.rs`) serves elsewhere.
+//! Shutdown wakes the leader blocked in `recvfrom` with `shutdown(SHUT_RD)` on the socket
+//! (Linux then returns 0 from it) and the followers through the server's stop channel.
+//! Waking a blocked `recvfrom` that way is Linux's behaviour, which is why the hand-off
+//! pool (`queued.rs`) serves elsewhere.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::select;
+use crossbeam_channel::{select, Receiver, Sender};
 
 use socket2::SockRef;
 
@@ -39,6 +48,16 @@ pub(crate) const SUPPORTED: bool = cfg!(any(target_os = "linux", target_os = "an
 /// worker's wait ends at it (it is the socket's receive timeout), so a zero
 /// `worker_idle_timeout` must not become a busy loop of the warm workers.
 const MIN_IDLE: Duration = Duration::from_secs(1);
+
+/// How long the leader may stay inside one datagram's handler before a follower takes the
+/// socket's turn: what a slow handler can delay the datagrams behind it. Long beside a
+/// quick handler (microseconds), so that a busy server keeps one thread at the socket;
+/// short beside what a client waits for. It is also the watch's tick while datagrams come.
+const HAND_OVER: Duration = Duration::from_millis(1);
+
+/// How long the watch sleeps when no datagram came for a tick (the leader wakes it sooner
+/// when one comes).
+const WATCH_SLEEP: Duration = Duration::from_secs(1);
 
 /// Where workers take their jobs from: a listener or a datagram socket, blocking.
 pub(crate) trait Source: Send + Sync + 'static {
@@ -84,6 +103,46 @@ struct Inner<S: Source> {
     /// The error that made taking work impossible (it ends `serve`).
     fatal: Mutex<Option<io::Error>>,
     errors: AcceptErrors,
+    turn: Turn,
+    /// How long a worker waits for work before it looks whether it should leave.
+    idle_wait: Duration,
+}
+
+/// The socket's turn: which worker waits at it, and what the watch reads of it.
+struct Turn {
+    /// Bumped at each hand-over: a leader whose number is old is a follower again once its
+    /// handler returns.
+    epoch: AtomicU64,
+    /// When the leader began its current datagram, in nanoseconds since `base` (at least
+    /// 1); 0 while it waits in `recvfrom`.
+    since: AtomicU64,
+    base: Instant,
+    /// Datagrams taken, for the watch: it ticks while this moves.
+    taken: AtomicU64,
+    /// The turn itself: one message, taken by the follower that becomes the leader.
+    baton: (Sender<()>, Receiver<()>),
+    /// The watch sleeps (`WATCH_SLEEP`): the leader wakes it with `wake` when a datagram
+    /// comes.
+    asleep: AtomicBool,
+    wake: (Sender<()>, Receiver<()>),
+}
+
+impl Turn {
+    fn new() -> Turn {
+        Turn {
+            epoch: AtomicU64::new(0),
+            since: AtomicU64::new(0),
+            base: Instant::now(),
+            taken: AtomicU64::new(0),
+            baton: crossbeam_channel::bounded(1),
+            asleep: AtomicBool::new(false),
+            wake: crossbeam_channel::bounded(1),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        (self.base.elapsed().as_nanos() as u64).max(1)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,7 +165,8 @@ impl<S: Source> Pool<S> {
         what: &'static str,
     ) -> io::Result<Pool<S>> {
         let warm = flavor.workers.max(1);
-        source.set_wait_timeout(flavor.worker_idle_timeout.max(MIN_IDLE))?;
+        let idle_wait = flavor.worker_idle_timeout.max(MIN_IDLE);
+        source.set_wait_timeout(idle_wait)?;
         let inner = Arc::new(Inner {
             source,
             runner,
@@ -117,6 +177,8 @@ impl<S: Source> Pool<S> {
             limit: flavor.limit.max(warm),
             fatal: Mutex::new(None),
             errors: AcceptErrors::new(shared, what),
+            turn: Turn::new(),
+            idle_wait,
         });
         let view: Arc<dyn crate::metrics::EngineView> = inner.clone();
         shared.status.set_engine(Arc::downgrade(&view));
@@ -125,6 +187,8 @@ impl<S: Source> Pool<S> {
         // once must not see itself as the last idle worker and grow the pool past its limit.
         pool.inner.counts.workers.store(warm, SeqCst);
         pool.inner.counts.idle.store(warm, SeqCst);
+        // The first worker to start takes the socket's turn.
+        let _ = pool.inner.turn.baton.0.try_send(());
         for _ in 0..warm {
             if let Err(e) = spawn(&pool.inner) {
                 // The workers already started leave and are joined, not detached.
@@ -138,18 +202,47 @@ impl<S: Source> Pool<S> {
     }
 
     /// Blocks until shutdown begins (asked, or forced by a fatal error of a worker), joining
-    /// the threads that end meanwhile; returns that error, if any.
+    /// the threads that end meanwhile and watching the leader (see the module's doc);
+    /// returns that error, if any.
     pub(crate) fn wait(&self) -> io::Result<()> {
-        let done = lock(&self.inner.threads).done_receiver();
+        let inner = &self.inner;
+        let turn = &inner.turn;
+        let done = lock(&inner.threads).done_receiver();
+        let mut last_taken = turn.taken.load(Relaxed);
+        let mut ticking = false;
         loop {
+            let tick = if ticking {
+                HAND_OVER
+            } else {
+                // Asleep until the leader says a datagram came; the flag is raised before
+                // the last look at the leader (the leader raises `since` before it looks
+                // at the flag: one of the two sees the other).
+                turn.asleep.store(true, SeqCst);
+                if turn.since.load(SeqCst) != 0 {
+                    turn.asleep.store(false, SeqCst);
+                    HAND_OVER
+                } else {
+                    WATCH_SLEEP
+                }
+            };
             select! {
-                recv(self.inner.shared.stop_rx) -> _ => break,
+                recv(inner.shared.stop_rx) -> _ => break,
                 recv(done) -> id => {
                     if let Ok(id) = id {
-                        lock(&self.inner.threads).join(id);
+                        lock(&inner.threads).join(id);
                     }
                 }
+                recv(turn.wake.1) -> _ => {}
+                default(tick) => {}
             }
+            turn.asleep.store(false, SeqCst);
+            let since = turn.since.load(SeqCst);
+            if since != 0 && turn.now().saturating_sub(since) >= HAND_OVER.as_nanos() as u64 {
+                inner.hand_over();
+            }
+            let taken = turn.taken.load(Relaxed);
+            ticking = since != 0 || taken != last_taken;
+            last_taken = taken;
         }
         match lock(&self.inner.fatal).take() {
             Some(e) => Err(e),
@@ -167,6 +260,34 @@ impl<S: Source> Pool<S> {
             ThreadSet::new(Arc::clone(&self.inner.shared)),
         );
         finish_threads(&self.inner.shared, &mut threads, grace);
+    }
+}
+
+impl<S: Source> Inner<S> {
+    /// The leader has been inside one datagram's handler for `HAND_OVER`: the turn passes
+    /// to a follower (the old leader follows once its handler returns). If no worker is
+    /// free, one more starts, within the limit; at the limit the turn waits for the first
+    /// worker whose handler returns.
+    fn hand_over(self: &Arc<Self>) {
+        let turn = &self.turn;
+        turn.epoch.fetch_add(1, SeqCst);
+        turn.since.store(0, SeqCst);
+        let _ = turn.baton.0.try_send(());
+        let c = &self.counts;
+        if c.idle.load(SeqCst) == 0
+            && c.workers
+                .fetch_update(SeqCst, SeqCst, |w| (w < self.limit).then_some(w + 1))
+                .is_ok()
+        {
+            c.idle.fetch_add(1, SeqCst);
+            match spawn(self) {
+                Ok(()) => log::debug!(
+                    "a handler took over {HAND_OVER:?}: {} workers now",
+                    c.workers.load(SeqCst)
+                ),
+                Err(e) => log::warn!("cannot grow the pool: {e}"),
+            }
+        }
     }
 }
 
@@ -199,20 +320,50 @@ struct Worker<S: Source> {
 impl<S: Source> Worker<S> {
     fn run(self) {
         let p = &*self.inner;
+        let turn = &p.turn;
         let mut scratch = vec![0u8; p.source.scratch_len()];
+        // The hand-over number under which this worker leads; `None`: a follower.
+        let mut leading: Option<u64> = None;
+        let idle_wait = p.idle_wait;
         loop {
             if p.shared.is_stopping() {
                 break;
             }
-            // Every worker, warm or extra, waits in the blocking call itself: the kernel wakes
-            // one waiter per connection or datagram. The socket's receive timeout (the
-            // worker idle timeout, at least a second) ends the wait of a worker with nothing
-            // to do: an extra one then leaves, a warm one waits again.
+            let Some(epoch) = leading else {
+                // A follower: waits for the turn (or the stop). One above the warm count
+                // leaves after the idle timeout without it.
+                select! {
+                    recv(turn.baton.1) -> _ => leading = Some(turn.epoch.load(SeqCst)),
+                    recv(p.shared.stop_rx) -> _ => break,
+                    default(idle_wait) => {
+                        if self.retire() {
+                            return;
+                        }
+                    }
+                }
+                continue;
+            };
+            // The leader waits in the blocking call itself. The socket's receive timeout
+            // (the worker idle timeout, at least a second) ends a wait with nothing to do.
             match p.source.take(&mut scratch) {
                 Ok(Some(job)) => {
                     p.errors.success();
+                    turn.taken.fetch_add(1, Relaxed);
+                    let still = turn.epoch.load(SeqCst) == epoch;
+                    if still {
+                        turn.since.store(turn.now(), SeqCst);
+                        if turn.asleep.load(SeqCst) && turn.asleep.swap(false, SeqCst) {
+                            let _ = turn.wake.0.try_send(());
+                        }
+                    }
                     self.serve(job);
                     p.counts.idle.fetch_add(1, SeqCst);
+                    if still && turn.epoch.load(SeqCst) == epoch {
+                        turn.since.store(0, SeqCst);
+                    } else {
+                        // The turn was handed over while this handler ran.
+                        leading = None;
+                    }
                 }
                 Ok(None) => {}
                 Err(e) if p.shared.is_stopping() => {
@@ -220,11 +371,7 @@ impl<S: Source> Worker<S> {
                     log::trace!("worker leaving at shutdown: {e}");
                     break;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.retire() {
-                        return;
-                    }
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => match p.errors.on_error(e) {
                     OnError::Wait | OnError::Retry => {}
                     OnError::Backoff(d) => {
@@ -265,24 +412,10 @@ impl<S: Source> Worker<S> {
         }
     }
 
-    /// Serves one job on this thread; grows the pool first if this worker was the last
-    /// one waiting for work.
+    /// Serves one job on this thread (the watch grows the pool if it takes long).
     fn serve(&self, job: S::Job) {
         let p = &*self.inner;
-        // The last one waiting takes a job: start another, so that someone waits when the
-        // next client comes. The new worker's place is reserved atomically: never past the
-        // limit, however many grow at once.
-        if p.counts.idle.fetch_sub(1, SeqCst) == 1
-            && p.counts
-                .workers
-                .fetch_update(SeqCst, SeqCst, |w| (w < p.limit).then_some(w + 1))
-                .is_ok()
-        {
-            p.counts.idle.fetch_add(1, SeqCst);
-            if let Err(e) = spawn(&self.inner) {
-                log::warn!("cannot grow the pool: {e}");
-            }
-        }
+        p.counts.idle.fetch_sub(1, SeqCst);
         p.shared.begin_request();
         run_contained(&p.runner, &p.shared, job);
         p.shared.end_request();
