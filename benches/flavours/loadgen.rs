@@ -9,15 +9,18 @@
 //! server's `/proc` at its edges. A short tail: clients go on, unrecorded, so the server is
 //! still under load when it is read. A request that fails (timeout, reset, refused) counts
 //! as an error and the client reconnects, so a starving server shows up as errors and a low
-//! rate, never as a hang.
+//! rate, never as a hang. The idle connections outlive the run: the caller closes them once
+//! the server is stopped (see `Outcome::idle`).
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+
+use crate::limits;
 
 /// How long a TCP connect may take (a dropped SYN is retried by the kernel after 1 s).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -36,6 +39,11 @@ const RETRY_PAUSE: Duration = Duration::from_millis(10);
 const CLIENT_STACK: usize = 256 * 1024;
 /// Latencies are recorded in nanoseconds, up to a minute.
 const HIST_MAX_NS: u64 = 60_000_000_000;
+/// Idle connects that time out in a row before the server is taken to have stopped
+/// accepting (at its connection limit, say): the rest are counted as errors, not tried.
+const REFUSED_IN_A_ROW: usize = 3;
+/// From this many idle connections on, the time taken to open them is printed.
+const SAY_IDLE_OPENING: usize = 10_000;
 
 /// What the clients do.
 #[derive(Clone, Copy, Debug)]
@@ -104,6 +112,13 @@ pub struct Outcome {
     pub mismatches: u64,
     /// The slowest client's setup: connect and first echo (connect only, for churn/UDP).
     pub setup: Duration,
+    /// The silent connections, still open. The caller closes them after stopping the
+    /// server, so that the server's side closes first: a client socket closed first would
+    /// wait in TIME_WAIT for a minute, and those bound to a source address (see
+    /// `limits::idle_sources`) would keep their ports from the next run.
+    pub idle: Vec<TcpStream>,
+    /// How long opening the silent connections took.
+    pub idle_opening: Duration,
 }
 
 impl Outcome {
@@ -127,10 +142,12 @@ pub fn run<W>(
     observe: impl FnOnce(&Window) -> W,
 ) -> (Outcome, W) {
     let mut errors = 0;
+    let opening = Instant::now();
     let idle = match load {
         Load::IdleActive { idle, .. } => open_idle(addr, idle, &mut errors),
         _ => Vec::new(),
     };
+    let idle_opening = opening.elapsed();
     let gate = Arc::new(Gate::default());
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut clients = Vec::new();
@@ -162,6 +179,8 @@ pub fn run<W>(
         errors,
         mismatches: 0,
         setup: Duration::ZERO,
+        idle,
+        idle_opening,
     };
     for h in clients {
         match h.join() {
@@ -169,7 +188,6 @@ pub fn run<W>(
             Err(_) => outcome.errors += 1,
         }
     }
-    drop(idle);
     (outcome, seen)
 }
 
@@ -185,29 +203,73 @@ fn wait_ready(ready: &mpsc::Receiver<()>, n: usize) {
 }
 
 /// Opens `n` silent connections, one after another, within SETUP_TIMEOUT and a millisecond
-/// more per connection; the ones that cannot be opened count as errors.
+/// more per connection, from the source addresses `limits::idle_sources` gives; the ones
+/// that cannot be opened count as errors. Once `REFUSED_IN_A_ROW` connects in a row have
+/// timed out the server has stopped accepting, and the rest count as errors untried.
 fn open_idle(addr: SocketAddr, n: usize, errors: &mut u64) -> Vec<TcpStream> {
-    let deadline = Instant::now() + SETUP_TIMEOUT + Duration::from_millis(n as u64);
+    let sources = limits::idle_sources(n);
+    let began = Instant::now();
+    let deadline = began + SETUP_TIMEOUT + Duration::from_millis(n as u64);
     let mut conns = Vec::with_capacity(n);
-    for _ in 0..n {
+    let mut timed_out = 0;
+    for i in 0..n {
         let left = deadline.saturating_duration_since(Instant::now());
+        let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
         let res = match left.min(CONNECT_TIMEOUT) {
             t if t.is_zero() => Err(io::ErrorKind::TimedOut.into()),
-            t => TcpStream::connect_timeout(&addr, t),
+            t => connect_from(source, addr, t),
         };
         match res {
-            Ok(s) => conns.push(s),
+            Ok(s) => {
+                conns.push(s);
+                timed_out = 0;
+            }
             Err(e) => {
                 if *errors == 0 {
-                    eprintln!("    idle connection {} of {n} failed: {e}", conns.len() + 1);
+                    eprintln!("    idle connection {} of {n} failed: {e}", i + 1);
                 }
-                *errors += 1
+                *errors += 1;
+                timed_out = if e.kind() == io::ErrorKind::TimedOut {
+                    timed_out + 1
+                } else {
+                    0
+                };
+                if timed_out == REFUSED_IN_A_ROW && i + 1 < n {
+                    let left = n - i - 1;
+                    eprintln!("    {REFUSED_IN_A_ROW} idle connects in a row timed out after {} were open: the server stopped accepting; the {left} left count as errors, untried", conns.len());
+                    *errors += left as u64;
+                    break;
+                }
             }
         }
+    }
+    if n >= SAY_IDLE_OPENING {
+        eprintln!(
+            "    {} of {n} idle connections open in {:.1} s",
+            conns.len(),
+            began.elapsed().as_secs_f64()
+        );
     }
     // Let the server accept them before the active clients arrive.
     thread::sleep(Duration::from_millis(100));
     conns
+}
+
+/// A connection to `addr`, from `source` (bound before connecting, to port 0: the kernel
+/// picks a free port of that address) or from whatever address the kernel picks.
+fn connect_from(
+    source: Option<Ipv4Addr>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let Some(ip) = source else {
+        return TcpStream::connect_timeout(&addr, timeout);
+    };
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from((ip, 0)).into())?;
+    socket.connect_timeout(&addr.into(), timeout)?;
+    Ok(socket.into())
 }
 
 /// The start signal: the window, once the main thread has set it.

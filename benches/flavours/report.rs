@@ -40,7 +40,7 @@ pub struct Sample {
     pub cpu_us: Option<f64>,
     pub rss_mib: f64,
     /// Rows with idle connections: peak RSS grown since the server started, per idle
-    /// connection, KiB (the 16 active connections are counted in it too).
+    /// connection opened, KiB (the 16 active connections are counted in it too).
     pub rss_per_idle_kib: Option<f64>,
     pub threads: u64,
     /// Of them, the crate's pool workers.
@@ -49,6 +49,8 @@ pub struct Sample {
     pub setup_ms: f64,
     /// CPUs kept busy by other processes during the window (a shared machine's noise).
     pub other_cores: f64,
+    /// Rows with idle connections: how many were opened, and in how many seconds.
+    pub idle_open: Option<(usize, f64)>,
 }
 
 /// Medians over the runs of one server in one scenario (mismatches: the sum).
@@ -112,6 +114,8 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 pub struct Results {
     pub meta: Meta,
     pub servers: Vec<(Kind, Vec<Sample>)>,
+    /// Servers of the row that were not run, and why (a limit of this machine).
+    pub skipped: Vec<(Kind, String)>,
 }
 
 impl Results {
@@ -233,6 +237,14 @@ pub fn table(all: &[Results]) -> String {
                 s.other_cores,
             );
         }
+        for (kind, why) in &r.skipped {
+            let _ = writeln!(
+                out,
+                "{:<24} {:<12} skipped: {why}",
+                r.meta.title,
+                kind.name()
+            );
+        }
     }
     out
 }
@@ -333,6 +345,9 @@ pub fn targets(all: &[Results]) -> Vec<Check> {
         parked_busy_path(r, &mut checks);
         if r.meta.family == Family::ManyIdle {
             many_idle(r, all, &mut checks);
+            for kind in [Kind::Parked, Kind::ParkedMax] {
+                engine_many_idle(r, kind, &mut checks);
+            }
         }
     }
     checks
@@ -347,6 +362,13 @@ const PARKED_OTHER_THREADS: u64 = 2;
 const PARKED_WORKER_LIMIT: u64 = 2 * 16;
 /// What an idle connection may cost the request pool (issue 12).
 const IDLE_KIB_LIMIT: f64 = 16.0;
+/// Issue 19, behind many idle connections: the busy clients of those rows (16 each), the
+/// default pool's warm workers, the threads allowed besides them, and what an idle
+/// connection may cost.
+const MANY_IDLE_BUSY: u64 = 16;
+const WARM_WORKERS: u64 = 16;
+const ENGINE_OTHER_THREADS: u64 = 2;
+const ENGINE_IDLE_KIB_LIMIT: f64 = 8.0;
 
 /// Issue 12: parking connections between requests must not slow the busy path: in the
 /// ping-pong and churn rows `parked` >= 0.95x the default pool (connection-at-a-time).
@@ -430,6 +452,71 @@ fn many_idle(r: &Results, all: &[Results], checks: &mut Vec<Check>) {
             kib < IDLE_KIB_LIMIT,
             format!(
                 "{title}: parked RSS {kib:.1} KiB per idle connection ({}); target < {IDLE_KIB_LIMIT} KiB",
+                others.join(", ")
+            ),
+        ));
+    }
+}
+
+/// Issue 19 behind many idle connections, for `serve_requests` in the default pool (`kind`:
+/// as shipped, or with its connection limit raised): >= 0.95x the best error-free anchor
+/// with zero errors, server CPU per request <= 1.1x that anchor's, threads (the bench's
+/// `parent-watch` not counted) <= busy clients + warm workers + 2, under 8 KiB of RSS per
+/// idle connection (the other servers' measured beside).
+fn engine_many_idle(r: &Results, kind: Kind, checks: &mut Vec<Check>) {
+    let Some(s) = r.get(kind) else {
+        return;
+    };
+    let (title, name) = (r.meta.title, kind.name());
+    match r.best_anchor() {
+        Some((anchor, best)) => {
+            let ratio = s.rate / best.rate;
+            checks.push(Check::new(
+                ratio >= 0.95 && s.errors == 0,
+                format!(
+                    "{title}: {name} at {ratio:.2}x the best anchor, {} ({} vs {}), {} errors; target >= 0.95x, 0 errors (issue 19)",
+                    anchor.name(),
+                    rate(s.rate),
+                    rate(best.rate),
+                    s.errors
+                ),
+            ));
+            if let (Some(cpu), Some(anchor_cpu)) = (s.cpu_us, best.cpu_us.filter(|c| *c > 0.0)) {
+                checks.push(Check::new(
+                    cpu / anchor_cpu <= 1.1,
+                    format!(
+                        "{title}: {name} server CPU {cpu:.1} us per request, {:.2}x the best anchor's ({}, {anchor_cpu:.1} us); target <= 1.1x (issue 19)",
+                        cpu / anchor_cpu,
+                        anchor.name()
+                    ),
+                ));
+            }
+        }
+        None => checks.push(Check::new(
+            false,
+            format!("{title}: no anchor served every client: {name} cannot be compared (issue 19)"),
+        )),
+    }
+    let threads = s.threads.saturating_sub(1);
+    let allowed = MANY_IDLE_BUSY + WARM_WORKERS + ENGINE_OTHER_THREADS;
+    checks.push(Check::new(
+        threads <= allowed,
+        format!(
+            "{title}: {name} ran {threads} threads ({} workers); target <= {MANY_IDLE_BUSY} busy clients + {WARM_WORKERS} warm workers + {ENGINE_OTHER_THREADS} = {allowed} (issue 19)",
+            s.workers
+        ),
+    ));
+    if let Some(kib) = s.rss_per_idle_kib {
+        let others: Vec<String> = r
+            .summaries()
+            .into_iter()
+            .filter(|(k, _)| *k != kind)
+            .filter_map(|(k, s)| Some(format!("{} {:.1}", k.name(), s.rss_per_idle_kib?)))
+            .collect();
+        checks.push(Check::new(
+            kib < ENGINE_IDLE_KIB_LIMIT,
+            format!(
+                "{title}: {name} RSS {kib:.1} KiB per idle connection ({}); target < {ENGINE_IDLE_KIB_LIMIT} KiB (issue 19)",
                 others.join(", ")
             ),
         ));

@@ -35,6 +35,9 @@ const STD_POOL_THREADS: usize = 16;
 /// connects overflows that and waits for SYN retransmissions, which measures the backlog,
 /// not the server).
 const ANCHOR_BACKLOG: i32 = 1024;
+/// `Builder::max_connections` of `parked-max`: above any row's connections, so that the
+/// descriptor limit bounds them instead (the default, 65 536, is below 100 000).
+const RAISED_MAX_CONNECTIONS: usize = 1 << 20;
 
 /// Stream or datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +88,9 @@ pub enum Kind {
     /// The default pool serving one request at a time (`serve_requests`): connections
     /// waiting for their next request are parked in the event set and hold no thread.
     Parked,
+    /// `Parked` with `Builder::max_connections` raised to `RAISED_MAX_CONNECTIONS`: the
+    /// same engine where more than the default 65 536 connections are open.
+    ParkedMax,
     Forking,
     /// Python's `socketserver.ThreadingUDPServer` (UDP only).
     Python,
@@ -92,7 +98,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in table order.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Std,
         Kind::StdPool,
         Kind::Tokio,
@@ -103,6 +109,7 @@ impl Kind {
         Kind::PoolQueued,
         Kind::PoolRead,
         Kind::Parked,
+        Kind::ParkedMax,
         Kind::Forking,
         Kind::Python,
     ];
@@ -119,6 +126,7 @@ impl Kind {
             Kind::PoolQueued => "pool-queued",
             Kind::PoolRead => "pool-read",
             Kind::Parked => "parked",
+            Kind::ParkedMax => "parked-max",
             Kind::Forking => "fork",
             Kind::Python => "python",
         }
@@ -140,11 +148,20 @@ impl Kind {
             Kind::Single => Some(Flavor::single()),
             Kind::Threading => Some(Flavor::threading()),
             Kind::FixedPool => Some(Flavor::fixed_pool(16)),
-            Kind::Pool | Kind::PoolRead | Kind::Parked => Some(Flavor::pool()),
+            Kind::Pool | Kind::PoolRead | Kind::Parked | Kind::ParkedMax => Some(Flavor::pool()),
             Kind::PoolQueued => Some(Flavor::pool().queue(16)),
             Kind::Forking => Some(Flavor::forking()),
             Kind::Std | Kind::StdPool | Kind::Tokio | Kind::Python => None,
         }
+    }
+
+    /// Whether it holds a thread for every open connection, idle ones included (so
+    /// `limits::threads_refused` applies to it in the rows of idle connections).
+    pub fn thread_per_connection(self) -> bool {
+        matches!(
+            self,
+            Kind::Std | Kind::Threading | Kind::Pool | Kind::PoolQueued | Kind::PoolRead
+        )
     }
 }
 
@@ -165,7 +182,10 @@ pub fn child_main(args: &[String]) -> io::Result<()> {
     let proto = args.first().and_then(|s| Proto::parse(s)).ok_or_else(bad)?;
     let kind = args.get(1).and_then(|s| Kind::parse(s)).ok_or_else(bad)?;
     match (proto, kind.flavor()) {
-        (Proto::Tcp, Some(flavor)) if kind == Kind::Parked => crate_tcp_requests(flavor),
+        (Proto::Tcp, Some(flavor)) if kind == Kind::Parked => crate_tcp_requests(flavor, None),
+        (Proto::Tcp, Some(flavor)) if kind == Kind::ParkedMax => {
+            crate_tcp_requests(flavor, Some(RAISED_MAX_CONNECTIONS))
+        }
         (Proto::Tcp, Some(flavor)) => crate_tcp(flavor, kind != Kind::PoolRead),
         (Proto::Udp, Some(flavor)) => crate_udp(flavor),
         (Proto::Tcp, None) if kind == Kind::Std => std_tcp(),
@@ -219,11 +239,14 @@ fn crate_tcp(flavor: Flavor, end_idle_on_shutdown: bool) -> io::Result<()> {
 
 /// The echo of the examples written one request at a time, as `examples/echo.rs` is: what
 /// has arrived is written back, then the connection is parked until its next bytes.
-fn crate_tcp_requests(flavor: Flavor) -> io::Result<()> {
-    let server = TcpServer::builder()
-        .flavor(flavor)
-        .grace_period(GRACE)
-        .bind("127.0.0.1:0")?;
+/// `max_connections`: the builder's, where it is not left at its default.
+fn crate_tcp_requests(flavor: Flavor, max_connections: Option<usize>) -> io::Result<()> {
+    let mut builder = TcpServer::builder();
+    builder.flavor(flavor).grace_period(GRACE);
+    if let Some(n) = max_connections {
+        builder.max_connections(n);
+    }
+    let server = builder.bind("127.0.0.1:0")?;
     socketserver::shutdown_on_signals(&server.shutdown_handle())?;
     announce(server.local_addr()?)?;
     server.serve_requests(|req: &mut StreamRequest| {
