@@ -255,9 +255,28 @@ impl Session {
                 } else {
                     drop(up);
                 }
-                // Admitted within the quota, so bounded by it: read, to keep the connection
-                // usable and the answer readable.
-                body.skip()?;
+                // The rest will not be stored: read and dropped only when small (the
+                // connection goes on), else the answer is sent and the connection closed,
+                // the rest never read.
+                let rest = body.remaining();
+                if rest > REFUSED_BODY_LIMIT {
+                    log::info!("{peer}: closing rather than reading the {rest} bytes left");
+                    let mut answer = error(format!(
+                        "cannot store the file: {e}; closing: the rest is not read"
+                    ));
+                    answer["closing"] = true.into();
+                    send(req, &answer)?;
+                    return Ok(Next::Close);
+                }
+                body.get_mut().set_read_timeout(None)?;
+                body.get_mut()
+                    .set_deadline(Some(Instant::now() + REFUSED_BODY_TIME));
+                let skipped = body.skip();
+                req.set_deadline(None);
+                if let Err(e) = skipped {
+                    log::info!("{peer}: the rest of the failed upload did not come: {e}");
+                    return Ok(Next::Close);
+                }
                 error(format!("cannot store the file: {e}"))
             }
         };
