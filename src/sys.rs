@@ -62,7 +62,14 @@ pub(crate) fn poll(fds: &[(RawFd, Interest)], timeout: Option<Duration>) -> io::
             Interest::Write => libc::POLLOUT,
         };
     }
-    let ms = timeout_ms(timeout);
+    let ms = match timeout {
+        None => -1,
+        // Round up so that a 0.5 ms wait does not become a busy 0 ms poll.
+        Some(d) => d
+            .as_nanos()
+            .div_ceil(1_000_000)
+            .min(libc::c_int::MAX as u128) as libc::c_int,
+    };
     // SAFETY: `pfds` is a valid, exclusively borrowed array of at least `fds.len()` pollfd
     // structs that outlives the call; poll only writes their `revents` fields.
     let ret = unsafe { libc::poll(pfds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
@@ -77,42 +84,6 @@ pub(crate) fn poll(fds: &[(RawFd, Interest)], timeout: Option<Duration>) -> io::
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Ready::default()),
         Err(e) => Err(e),
     }
-}
-
-/// A wait's timeout in milliseconds, `-1` for none; rounded up, so that a 0.5 ms wait does
-/// not become a busy 0 ms one.
-fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
-    match timeout {
-        None => -1,
-        Some(d) => d
-            .as_nanos()
-            .div_ceil(1_000_000)
-            .min(libc::c_int::MAX as u128) as libc::c_int,
-    }
-}
-
-/// Waits for one event of the epoll set `epfd` (registered by mio, whose token is the
-/// event's `u64`), or the timeout (`None`: forever). Returns its token and whether it says
-/// the peer closed its side (mio's `is_read_closed`: a hang-up, or input with `RDHUP`).
-/// Several threads may wait on one set at once: Linux queues them exclusively and wakes one
-/// per event, so each event goes to one waiter. `EINTR` is an `Interrupted` error.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) fn epoll_wait_one(
-    epfd: RawFd,
-    timeout: Option<Duration>,
-) -> io::Result<Option<(usize, bool)>> {
-    let mut event = libc::epoll_event { events: 0, u64: 0 };
-    // SAFETY: `event` is a valid, exclusively borrowed epoll_event that outlives the call,
-    // and maxevents is 1: the kernel writes at most that one.
-    let n = cvt(unsafe { libc::epoll_wait(epfd, &mut event, 1, timeout_ms(timeout)) })?;
-    if n == 0 {
-        return Ok(None);
-    }
-    // Copied out of the (packed) struct before use.
-    let (bits, token) = (event.events as libc::c_int, event.u64);
-    let closed =
-        bits & libc::EPOLLHUP != 0 || (bits & libc::EPOLLIN != 0 && bits & libc::EPOLLRDHUP != 0);
-    Ok(Some((token as usize, closed)))
 }
 
 /// Whether `fd` is readable right now (a zero-timeout poll).

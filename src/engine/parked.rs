@@ -12,13 +12,11 @@
 //!
 //! A connection waiting for its client's next request is not on any thread: it sits in a
 //! slab, registered in a `mio::Poll` (epoll on Linux, kqueue on the BSDs).
-//! On Linux every free worker waits in `epoll_wait` on the poll itself, for one event:
-//! the kernel queues the waiters exclusively and wakes one per event, so an event costs no
-//! hand-over between threads (no lock, no futex). Elsewhere workers take turns waiting on
-//! the poll (one thread waits at a time, under a lock: the waiting worker is the leader,
-//! the others queue behind it); one wait takes up to `BATCH` events from the kernel, the
-//! leader keeps one and leaves the rest under the lock, where the workers after it take
-//! theirs without a system call. An event is the listener (accept one connection, re-arm), or a
+//! Workers take turns waiting on the poll (one thread waits at a time, under a lock: the
+//! waiting worker is the leader, the others queue behind it). One wait takes up to `BATCH`
+//! events from the kernel; the leader keeps one and leaves the rest under the lock, where
+//! the workers after it take theirs without a system call (under load one `epoll_wait`
+//! serves many requests). An event is the listener (accept one connection, re-arm), or a
 //! parked connection whose request arrived (take it out of its slot, serve its request on
 //! this thread, then park it again, or serve the next request at once if the client
 //! pipelined it). A connection keeps its slot and its registration (edge-triggered, under
@@ -330,12 +328,7 @@ pub(crate) struct Inner<L, H> {
     /// The poll, and the turn to wait on it: one worker waits (the leader), the others
     /// sleep on this lock; the leader takes one of the events it got and leaves the rest
     /// to the workers after it, which take them without a system call.
-    #[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
     poll: Mutex<Waiter>,
-    /// The poll's descriptor, on which every waiting worker waits (Linux, see
-    /// `next_event`).
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    epoll_fd: std::os::unix::io::RawFd,
     /// Waits begun on the poll (counted before each begins).
     waits: AtomicU64,
     /// Workers running, and those of them not serving (waiting for the poll or in it).
@@ -365,8 +358,6 @@ pub(crate) struct Inner<L, H> {
 const BATCH: usize = 64;
 
 /// The poll, with the events its last wait returned that no worker has taken yet.
-/// (On Linux only its descriptor is used, without the lock: see `next_event`.)
-#[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
 struct Waiter {
     poll: Poll,
     events: Events,
@@ -413,13 +404,9 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
             Token(WAKE),
             Interest::READABLE,
         )?;
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        let epoll_fd = poll.as_raw_fd();
         let inner = Arc::new(Inner {
             listener,
             registry,
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            epoll_fd,
             poll: Mutex::new(Waiter {
                 poll,
                 events: Events::with_capacity(BATCH),
@@ -611,7 +598,35 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             if self.ending() {
                 break;
             }
-            let token = match self.next_event(idle_since) {
+            let waited = {
+                let mut waiter = lock(&self.poll);
+                match waiter.ready.pop_front() {
+                    Some(token) => Ok(Some(token)),
+                    None => {
+                        // An extra worker waits no longer than its idle time left (none,
+                        // if it queued for the poll that long already).
+                        let timeout = (self.workers.load(SeqCst) > self.warm).then(|| {
+                            (idle_since + self.worker_idle)
+                                .saturating_duration_since(Instant::now())
+                        });
+                        let Waiter {
+                            poll,
+                            events,
+                            ready,
+                        } = &mut *waiter;
+                        let wait = self.waits.fetch_add(1, SeqCst) + 1;
+                        poll.poll(events, timeout).map(|()| {
+                            ready.extend(events.iter().map(|e| Ready {
+                                token: e.token(),
+                                read_closed: e.is_read_closed(),
+                                wait,
+                            }));
+                            ready.pop_front()
+                        })
+                    }
+                }
+            };
+            let token = match waited {
                 Ok(token) => token,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -685,53 +700,6 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         }
         self.workers.fetch_sub(1, SeqCst);
         self.idle.fetch_sub(1, SeqCst);
-    }
-
-    /// An extra worker waits no longer than its idle time left (none, if it waited that
-    /// long already).
-    fn wait_timeout(&self, idle_since: Instant) -> Option<Duration> {
-        (self.workers.load(SeqCst) > self.warm)
-            .then(|| (idle_since + self.worker_idle).saturating_duration_since(Instant::now()))
-    }
-
-    /// The next event for this worker (`None`: its wait timed out). On Linux every waiting
-    /// worker is in `epoll_wait` itself, for one event: the kernel wakes one waiter per
-    /// event, so no lock passes between workers (a futex wake and wait per event, when
-    /// they took turns under a lock). Elsewhere they take turns: one waits under the
-    /// poll's lock, and the events of its batch are left to the workers after it.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn next_event(&self, idle_since: Instant) -> io::Result<Option<Ready>> {
-        let timeout = self.wait_timeout(idle_since);
-        let wait = self.waits.fetch_add(1, SeqCst) + 1;
-        let event = sys::epoll_wait_one(self.epoll_fd, timeout)?;
-        Ok(event.map(|(key, read_closed)| Ready {
-            token: Token(key),
-            read_closed,
-            wait,
-        }))
-    }
-
-    /// See the Linux version.
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    fn next_event(&self, idle_since: Instant) -> io::Result<Option<Ready>> {
-        let mut waiter = lock(&self.poll);
-        if let Some(ready) = waiter.ready.pop_front() {
-            return Ok(Some(ready));
-        }
-        let timeout = self.wait_timeout(idle_since);
-        let Waiter {
-            poll,
-            events,
-            ready,
-        } = &mut *waiter;
-        let wait = self.waits.fetch_add(1, SeqCst) + 1;
-        poll.poll(events, timeout)?;
-        ready.extend(events.iter().map(|e| Ready {
-            token: e.token(),
-            read_closed: e.is_read_closed(),
-            wait,
-        }));
-        Ok(ready.pop_front())
     }
 
     /// This worker goes to serve: if it was the last one waiting, the serving thread is
