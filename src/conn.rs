@@ -133,7 +133,7 @@ pub(crate) fn accept(
         log::debug!("{peer}: cannot configure the connection: {e}");
         return Err(Outcome::Error);
     }
-    let slot = Arc::new(ConnSlot { stream });
+    let slot = Arc::new(ConnSlot::new(stream));
     let registration = (!forked).then(|| shared.register(Arc::clone(&slot)));
     let mut req = StreamRequest::new(slot, peer, Arc::clone(shared), cfg, forked);
     req.keep_registration(registration);

@@ -17,10 +17,26 @@ use crate::stats::Counters;
 use crate::sys::SharedMem;
 use crate::time;
 
-/// A connection as the registry sees it, to shut it down when the grace period is over.
+/// A connection as the registry sees it: to shut its reading down at shutdown while its
+/// handler waits for the next request (`idle`), and to shut it down when the grace period
+/// is over.
 #[derive(Debug)]
 pub(crate) struct ConnSlot {
     pub(crate) stream: Stream,
+    /// Its reader is in (or about to enter) a blocking read for the client's next request.
+    pub(crate) idle: AtomicBool,
+    /// Shutdown shut its reading down to end that wait (`Shared::end_idle_waits`).
+    pub(crate) woken: AtomicBool,
+}
+
+impl ConnSlot {
+    pub(crate) fn new(stream: Stream) -> ConnSlot {
+        ConnSlot {
+            stream,
+            idle: AtomicBool::new(false),
+            woken: AtomicBool::new(false),
+        }
+    }
 }
 
 /// State shared by a server, its handle, its workers and its requests.
@@ -161,9 +177,13 @@ impl Shared {
             .take();
         // A full socket buffer means a byte is already there: nothing more to do.
         let _ = (&self.wake_tx).write(&[1]);
-        // Handlers waiting for their client's next request wake on the wake socket and read
-        // EOF (see `request.rs`); handlers in the middle of a request keep their connection
-        // until the grace period ends.
+        // Handlers waiting for their client's next request read EOF: woken by their
+        // socket's reading shut down (or, with TLS and in forked children, the wake socket;
+        // see `request`); handlers in the middle of a request keep their connection until
+        // the grace period ends. A restart's drain serves them on.
+        if !self.keeps_open() {
+            self.end_idle_waits();
+        }
         let mut dog = self.watchdog.lock().unwrap_or_else(|e| e.into_inner());
         if dog.enabled {
             let shared = Arc::clone(self);
@@ -217,6 +237,24 @@ impl Shared {
             reg.forced = true;
             for slot in reg.slots.iter() {
                 let _ = slot.stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// At shutdown: ends the blocking reads that wait for a client's next request by
+    /// shutting their socket's reading down (the read returns 0 once nothing is queued;
+    /// what the client already sent is still read first). The reader raises `idle` before
+    /// it looks at `stopping`, this looks at `idle` after raising `stopping`: one of the two
+    /// sees the other, so no wait is missed. A socket with input already waiting is left
+    /// alone: its request is served, and the reader sees the stop after it.
+    fn end_idle_waits(&self) {
+        for shard in 0..REGISTRY_SHARDS {
+            let reg = self.lock_registry(shard);
+            for slot in reg.slots.iter() {
+                if slot.idle.load(SeqCst) && !crate::sys::readable_now(slot.stream.as_raw_fd()) {
+                    slot.woken.store(true, SeqCst);
+                    let _ = slot.stream.shutdown(Shutdown::Read);
+                }
             }
         }
     }

@@ -3,6 +3,7 @@
 use std::io::{self, BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::io::AsRawFd;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -968,6 +969,35 @@ impl SocketReader {
     }
 }
 
+impl SocketReader {
+    /// After a read that returned what the buffer held: takes what is queued in the socket
+    /// now, without waiting, when the socket read that filled the buffer filled it (so more
+    /// is probably there). A request larger than the buffer (16 KiB through the default 8)
+    /// then comes in one handler read, as it would through an unbuffered socket, rather
+    /// than in two rounds. Plaintext only; an error or `EWOULDBLOCK` is left to the next
+    /// read.
+    fn top_up(&mut self, buf: &mut [u8]) -> usize {
+        if self.drained || self.eof || self.has_tls() || buf.is_empty() {
+            return 0;
+        }
+        match sys::recv_now(self.slot.stream.as_raw_fd(), buf) {
+            Ok(0) => {
+                self.eof = true;
+                0
+            }
+            Ok(n) => {
+                Counters::add(&self.shared.counters.received_bytes, n);
+                self.drained = n < buf.len();
+                n
+            }
+            Err(_) => {
+                self.drained = true;
+                0
+            }
+        }
+    }
+}
+
 impl Read for SocketReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let result = self.read_request_bytes(buf);
@@ -1001,7 +1031,15 @@ impl SocketReader {
             // Readable now: this read returns at once, whatever the socket's timeout.
             return self.read_now(buf);
         }
-        if std::mem::take(&mut self.fresh) && idle && self.wake_idle && !self.has_tls() {
+        // Waiting for the next request, shutdown ends the wait: in a plain socket read that
+        // shutdown can end (`read_idle`), or, with TLS (a record may carry no request) and
+        // in forked children (the parent cannot reach their sockets), in `poll` with the
+        // wake socket.
+        let polled = self.wake_idle && (self.forked || self.has_tls());
+        if idle && self.wake_idle && !polled {
+            return self.read_idle(buf);
+        }
+        if std::mem::take(&mut self.fresh) && idle && polled && !self.has_tls() {
             // Saves the poll when the first request came with the connection.
             match sys::recv_now(self.slot.stream.as_raw_fd(), buf) {
                 Ok(0) if !buf.is_empty() => {
@@ -1021,7 +1059,7 @@ impl SocketReader {
                 Err(e) => return Err(e),
             }
         }
-        let configured = if idle && self.wake_idle {
+        let configured = if idle && polled {
             // Wait for the next request or shutdown. A request already waiting is served
             // even when shutdown has begun; the connection ends only when nothing is there.
             if !self.wait_request()? {
@@ -1089,6 +1127,47 @@ impl SocketReader {
 }
 
 impl SocketReader {
+    /// The wait for the client's next request, as a thread per connection waits: one
+    /// blocking read, no `poll` per request. The connection is marked idle first, so that
+    /// shutdown ends the wait by shutting the socket's reading down (`Shared::stop_first`):
+    /// the read then returns 0 (what the client had sent is read first), a stop, not the
+    /// client's EOF. The idle timeout (or the read timeout) bounds it.
+    fn read_idle(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.slot.idle.store(true, SeqCst);
+        let result = self.read_idle_marked(buf);
+        self.slot.idle.store(false, SeqCst);
+        if matches!(result, Ok(0)) && self.slot.woken.load(SeqCst) {
+            self.eof_by_shutdown = true;
+        }
+        result
+    }
+
+    fn read_idle_marked(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Shutdown began before the mark was seen: end now unless a request is there (a
+        // restart's drain serves on).
+        if self.stopping()
+            && !self.shared.keeps_open()
+            && !sys::readable_now(self.slot.stream.as_raw_fd())
+        {
+            self.eof = true;
+            self.eof_by_shutdown = true;
+            return Ok(0);
+        }
+        let configured = self.idle_timeout.or(self.read_timeout);
+        let (t, by_deadline) = self.limit(configured)?;
+        self.apply_read_timeout(t)?;
+        match self.read_counted(buf) {
+            Err(e) if is_timeout(&e) => Err(if by_deadline || time::passed(self.deadline) {
+                self.deadline_error()
+            } else if self.idle {
+                self.idle_or_read_error(t)
+            } else {
+                read_timeout_error(t)
+            }),
+            r => r,
+        }
+    }
+
     /// The read of `StreamRequest::wait_next`: blocking, at most `window` (a timeout is
     /// `WouldBlock`: the client went quiet).
     fn read_lingering(&mut self, buf: &mut [u8], window: Duration) -> io::Result<usize> {
@@ -1102,7 +1181,14 @@ impl SocketReader {
 
 impl Read for StreamRequest {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.reading().read(buf)
+        let buffered = self.reader.buffer().len();
+        let n = self.reading().read(buf)?;
+        if buffered > 0 && n == buffered && n < buf.len() {
+            // The buffer was handed out whole and there is room for more: if the socket
+            // read that filled it was not short, more of the request is probably queued.
+            return Ok(n + self.reader.get_mut().top_up(&mut buf[n..]));
+        }
+        Ok(n)
     }
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         self.reading().read_vectored(bufs)
