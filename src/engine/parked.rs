@@ -708,16 +708,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         let last = self.idle.fetch_sub(1, SeqCst) == 1;
         if last && self.whole {
             // A connection handler holds its worker to the connection's end: another starts
-            // now to watch the event set (within the limit; its place reserved atomically).
-            if self
-                .workers
-                .fetch_update(SeqCst, SeqCst, |w| (w < self.limit).then_some(w + 1))
-                .is_ok()
-            {
-                self.idle.fetch_add(1, SeqCst);
-                if let Err(e) = spawn(self) {
-                    log::warn!("cannot grow the pool: {e}");
-                }
+            // now to watch the event set (within the limit).
+            if let Some(Err(e)) = self.grow() {
+                log::warn!("cannot grow the pool: {e}");
             }
         } else if last && !self.watching.swap(true, SeqCst) {
             let _ = self.saturated.0.try_send(());
@@ -743,21 +736,14 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         if now != progress || self.shared.is_stopping() {
             return Some(now); // workers come back: more threads would not serve faster
         }
-        // Every worker has been away from the event set for GROW_DELAY: one more. The
-        // place is reserved atomically: never past the limit.
-        if self
-            .workers
-            .fetch_update(SeqCst, SeqCst, |w| (w < self.limit).then_some(w + 1))
-            .is_ok()
-        {
-            self.idle.fetch_add(1, SeqCst);
-            match spawn(self) {
-                Ok(()) => log::debug!(
-                    "no worker back at the event set for {GROW_DELAY:?}: {} workers now",
-                    self.workers.load(SeqCst)
-                ),
-                Err(e) => log::warn!("cannot grow the pool: {e}"),
-            }
+        // Every worker has been away from the event set for GROW_DELAY: one more.
+        match self.grow() {
+            Some(Ok(())) => log::debug!(
+                "no worker back at the event set for {GROW_DELAY:?}: {} workers now",
+                self.workers.load(SeqCst)
+            ),
+            Some(Err(e)) => log::warn!("cannot grow the pool: {e}"),
+            None => {}
         }
         Some(now)
     }
@@ -1158,15 +1144,18 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// Starts one more worker to wait on the event set while this one lingers, unless the
     /// pool is at its limit; says whether one started.
     fn add_watcher(self: &Arc<Self>) -> bool {
-        if self
-            .workers
+        matches!(self.grow(), Some(Ok(()))) && !self.closed.load(SeqCst)
+    }
+
+    /// Starts one more worker, counted as waiting, unless the pool is at its limit
+    /// (`None`). The place is reserved atomically: never past the limit, however many
+    /// workers grow the pool at once. The one way the engine grows.
+    fn grow(self: &Arc<Self>) -> Option<io::Result<()>> {
+        self.workers
             .fetch_update(SeqCst, SeqCst, |w| (w < self.limit).then_some(w + 1))
-            .is_err()
-        {
-            return false;
-        }
+            .ok()?;
         self.idle.fetch_add(1, SeqCst);
-        spawn(self).is_ok() && !self.closed.load(SeqCst)
+        Some(spawn(self))
     }
 
     /// Parks the connection in its slot, under the slab's lock (a sweep never sees a
