@@ -9,6 +9,7 @@ use crate::addr::Addr;
 use crate::config::Config;
 use crate::error::HandlerError;
 use crate::handler::{contained, run_phases, DatagramHandler, Outcome, StreamHandler};
+use crate::net::options::{self, Options};
 use crate::net::stream::Stream;
 use crate::net::DgramSocket;
 use crate::proxy;
@@ -29,6 +30,8 @@ pub(crate) trait Job: Send + 'static {
 pub(crate) struct Accepted {
     pub(crate) stream: Stream,
     pub(crate) peer: Addr,
+    /// Taken by the accept loop, in the order of the accepts.
+    pub(crate) options: Options,
 }
 
 impl Job for Accepted {
@@ -62,23 +65,6 @@ pub(crate) fn verified(cfg: &Config, shared: &Shared, peer: &Addr) -> bool {
     }
 }
 
-/// Applies the per-connection socket options, on the worker (not the accept loop).
-pub(crate) fn configure(stream: &Stream, cfg: &Config) -> io::Result<()> {
-    if let (Stream::Tcp(s), true) = (stream, cfg.nodelay) {
-        s.set_nodelay(true)?;
-    }
-    // macOS has no MSG_NOSIGNAL (see `sys::send`): the socket itself must not raise SIGPIPE.
-    #[cfg(any(target_os = "macos", target_os = "ios"))]
-    socket2::SockRef::from(stream).set_nosigpipe(true)?;
-    if cfg.read_timeout.is_some() {
-        stream.set_read_timeout(cfg.read_timeout)?;
-    }
-    if cfg.write_timeout.is_some() {
-        stream.set_write_timeout(cfg.write_timeout)?;
-    }
-    crate::net::keepalive::apply(stream, cfg.keepalive)
-}
-
 /// Runs the TLS handshake, on the worker, if the server has TLS.
 #[cfg(feature = "tls")]
 pub(crate) fn tls_handshake(
@@ -109,11 +95,12 @@ pub(crate) fn tls_handshake(
 pub(crate) fn open(
     stream: Stream,
     peer: Addr,
+    options: Options,
     shared: &Arc<Shared>,
     cfg: &Config,
     forked: bool,
 ) -> Result<StreamRequest, Outcome> {
-    let mut req = accept(stream, peer, shared, cfg, forked)?;
+    let mut req = accept(stream, peer, options, shared, cfg, forked)?;
     handshake(&mut req, shared, cfg)?;
     Ok(req)
 }
@@ -124,18 +111,26 @@ pub(crate) fn open(
 pub(crate) fn accept(
     stream: Stream,
     peer: Addr,
+    options: Options,
     shared: &Arc<Shared>,
     cfg: &Config,
     forked: bool,
 ) -> Result<StreamRequest, Outcome> {
-    if let Err(e) = configure(&stream, cfg) {
-        // Almost always a client already gone (the options of a reset socket fail).
-        log::debug!("{peer}: cannot configure the connection: {e}");
-        return Err(Outcome::Error);
+    // The socket options, on the worker (not the accept loop), unless the connection has
+    // them from its listener.
+    if let Options::Configure { explicit } = options {
+        if let Err(e) = options::configure(&stream, cfg, explicit) {
+            // Almost always a client already gone (the options of a reset socket fail).
+            log::debug!("{peer}: cannot configure the connection: {e}");
+            return Err(Outcome::Error);
+        }
     }
     let slot = Arc::new(ConnSlot::new(stream));
     let registration = (!forked).then(|| shared.register(Arc::clone(&slot)));
     let mut req = StreamRequest::new(slot, peer, Arc::clone(shared), cfg, forked);
+    if let Options::Inherited { read } = options {
+        req.socket_read_timeout_is(read);
+    }
     req.keep_registration(registration);
     Ok(req)
 }
@@ -214,12 +209,16 @@ where
     H: StreamHandler,
 {
     Arc::new(move |job: Accepted, forked: bool| {
-        let Accepted { stream, peer } = job;
+        let Accepted {
+            stream,
+            peer,
+            options,
+        } = job;
         let _timed = ConnectionTimer {
             shared: &shared,
             opened: Instant::now(),
         };
-        let mut req = match open(stream, peer, &shared, &cfg, forked) {
+        let mut req = match open(stream, peer, options, &shared, &cfg, forked) {
             Ok(req) => req,
             Err(outcome) => return outcome,
         };

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::metrics::state::Status;
+use crate::net::options::PassedOn;
 use crate::net::stream::Stream;
 use crate::stats::Counters;
 use crate::sys::SharedMem;
@@ -78,6 +79,8 @@ pub(crate) struct Shared {
     /// For the single flavour, whose serving thread is inside the handler at shutdown: a
     /// thread started at shutdown that shuts connections down when the grace period ends.
     watchdog: Mutex<Watchdog>,
+    /// Whether the listener passes the per-connection socket options on (`net::options`).
+    pub(crate) passed_on: PassedOn,
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +113,7 @@ impl Shared {
             drained: Condvar::new(),
             grace,
             watchdog: Mutex::new(Watchdog::default()),
+            passed_on: PassedOn::default(),
         }))
     }
 

@@ -1,7 +1,7 @@
 //! The crate's only `unsafe` code: `poll(2)`, `send(2)`/`sendmsg(2)` without `SIGPIPE`,
 //! `fork(2)` and what a forked child does before its handler, `waitpid(2)`, `kill(2)`,
-//! `_exit(2)`, `recv(2)` with `MSG_PEEK`, and the descriptor passing of a restart
-//! (`dup2(2)` between fork and exec).
+//! `_exit(2)`, `recv(2)` with `MSG_PEEK`, a listener's accept queue (`TCP_INFO`), and the
+//! descriptor passing of a restart (`dup2(2)` between fork and exec).
 //!
 //! Every function here is a thin, safe wrapper over one system call. A `-1` return becomes
 //! `io::Error::last_os_error()` through [`cvt`].
@@ -358,6 +358,27 @@ pub(crate) fn peek_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
             return Err(e);
         }
     }
+}
+
+/// How many established connections wait in a TCP listener's accept queue (Linux: on a
+/// listening socket, `TCP_INFO`'s `tcpi_unacked` is the accept queue's length).
+#[cfg(target_os = "linux")]
+pub(crate) fn accept_queue_len(fd: RawFd) -> io::Result<usize> {
+    // SAFETY: `tcp_info` is plain old data: all zero bytes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a valid, exclusively borrowed `tcp_info` of `len` bytes for the
+    // call; the kernel writes at most `len` bytes into it and updates `len`.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(info.tcpi_unacked as usize)
 }
 
 /// The most descriptors `pass_fds` hands a new process.

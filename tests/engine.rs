@@ -381,6 +381,67 @@ fn count_waits_per_request(
     greeting: &'static [u8],
     exchange: fn(usize, usize) -> (Vec<u8>, Vec<u8>),
 ) {
+    const CLIENTS: usize = 4;
+    const REQUESTS: usize = 1_000;
+    let calls = system_calls(name, |addr| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                thread::spawn(move || {
+                    let mut c = util::tcp_client(addr);
+                    if !greeting.is_empty() {
+                        let got = util::read_until(&mut c, |g| g.len() >= greeting.len());
+                        assert_eq!(got, greeting);
+                    }
+                    for j in 0..REQUESTS {
+                        let (request, reply) = exchange(i, j);
+                        c.write_all(&request).unwrap();
+                        assert_eq!(util::read_until(&mut c, |g| g.len() >= reply.len()), reply);
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().expect("a client failed");
+        }
+    });
+    let requests = CLIENTS * REQUESTS;
+    assert!(calls.of("recvfrom") >= requests, "{}", calls.table);
+    let waits = calls.waits();
+    // Allowance for clients that missed the window on a loaded machine, and for start-up.
+    assert!(
+        waits * 5 < requests,
+        "{waits} poll/epoll calls for {requests} requests:\n{}",
+        calls.table
+    );
+}
+
+/// What `strace -f -c` counted.
+struct Calls {
+    table: String,
+}
+
+impl Calls {
+    /// The calls of one system call (every thread).
+    fn of(&self, name: &str) -> usize {
+        // strace -c: "% time  seconds  usecs/call  calls  [errors]  syscall".
+        self.table
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.last() == Some(&name)).then(|| f.get(3)?.parse::<usize>().ok())?
+            })
+            .sum()
+    }
+
+    /// `poll`, `ppoll`, `epoll_ctl` and `epoll_wait` calls.
+    fn waits(&self) -> usize {
+        self.of("poll") + self.of("ppoll") + self.of("epoll_ctl") + self.of("epoll_wait")
+    }
+}
+
+/// Runs the example `name` under `strace -f -c` while `load` runs against it, then stops
+/// it with SIGTERM and returns what strace counted.
+fn system_calls(name: &str, load: impl FnOnce(SocketAddr)) -> Calls {
     let dir = tempfile::tempdir().unwrap();
     let counts = dir.path().join("counts");
     let counts_arg = counts.to_str().unwrap().to_string();
@@ -390,28 +451,7 @@ fn count_waits_per_request(
         &["--addr", "127.0.0.1:0"],
         &[("RUST_LOG", "off")],
     );
-    let addr = srv.socket_addr();
-    const CLIENTS: usize = 4;
-    const REQUESTS: usize = 1_000;
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            thread::spawn(move || {
-                let mut c = util::tcp_client(addr);
-                if !greeting.is_empty() {
-                    let got = util::read_until(&mut c, |g| g.len() >= greeting.len());
-                    assert_eq!(got, greeting);
-                }
-                for j in 0..REQUESTS {
-                    let (request, reply) = exchange(i, j);
-                    c.write_all(&request).unwrap();
-                    assert_eq!(util::read_until(&mut c, |g| g.len() >= reply.len()), reply);
-                }
-            })
-        })
-        .collect();
-    for c in clients {
-        c.join().expect("a client failed");
-    }
+    load(srv.socket_addr());
     let example = util::child_pids(srv.pid());
     assert_eq!(example.len(), 1, "strace runs one child: {example:?}");
     let ok = Command::new("kill")
@@ -420,25 +460,139 @@ fn count_waits_per_request(
         .unwrap();
     assert!(ok.success());
     assert!(srv.wait_exit(TIMEOUT).success());
-    // strace -c: "% time  seconds  usecs/call  calls  [errors]  syscall".
-    let table = std::fs::read_to_string(&counts).unwrap();
-    let calls = |name: &str| -> usize {
-        table
-            .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.last() == Some(&name)).then(|| f.get(3)?.parse::<usize>().ok())?
+    Calls {
+        table: std::fs::read_to_string(&counts).unwrap(),
+    }
+}
+
+/// A connection that sends one request and closes (a client that connects per request)
+/// costs its accept, its read, its reply, the read of its EOF, its close and the event-set
+/// calls: no `setsockopt` and no `poll`. The echo example as shipped sets `TCP_NODELAY`,
+/// a write timeout and TCP keepalive (four calls) on every connection: that was seven
+/// `setsockopt` calls per connection (a linger's read timeout the seventh) and a `poll`
+/// to see whether the request came with the connection, 17.5 system calls per connection
+/// in all against about 10 now. The listener carries the options now, and Linux passes
+/// them on to each connection it accepts; the first request is looked for by reading it.
+#[test]
+fn a_new_connection_costs_no_socket_option_call() {
+    if !util::have_strace("a_new_connection_costs_no_socket_option_call") {
+        return;
+    }
+    const CLIENTS: usize = 4;
+    const CONNECTIONS: usize = 500;
+    let calls = system_calls("echo", |addr| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                thread::spawn(move || {
+                    for j in 0..CONNECTIONS {
+                        let mut c = util::tcp_client(addr);
+                        let line = format!("client {i} connection {j}\n").into_bytes();
+                        c.write_all(&line).unwrap();
+                        assert_eq!(util::read_until(&mut c, |g| g.len() >= line.len()), line);
+                    }
+                })
             })
-            .sum()
-    };
-    let requests = CLIENTS * REQUESTS;
-    assert!(calls("recvfrom") >= requests, "{table}");
-    let waits = calls("poll") + calls("ppoll") + calls("epoll_ctl") + calls("epoll_wait");
-    // Allowance for clients that missed the window on a loaded machine, and for start-up.
+            .collect();
+        for c in clients {
+            c.join().expect("a client failed");
+        }
+    });
+    let connections = CLIENTS * CONNECTIONS;
+    assert!(calls.of("accept4") >= connections, "{}", calls.table);
+    // The connections queued before the listener had its options, and a margin of 64, are
+    // configured one by one (six calls each, at start-up only).
+    let options = calls.of("setsockopt");
     assert!(
-        waits * 5 < requests,
-        "{waits} poll/epoll calls for {requests} requests:\n{table}"
+        options * 4 < connections,
+        "{options} setsockopt calls for {connections} connections:\n{}",
+        calls.table
     );
+    let polls = calls.of("poll") + calls.of("ppoll");
+    assert!(
+        polls * 20 < connections,
+        "{polls} poll calls for {connections} connections:\n{}",
+        calls.table
+    );
+}
+
+/// The socket options a server is built with reach every connection, whether it has them
+/// from the listener (Linux passes a listener's options on) or was configured itself (one
+/// that waited in the accept queue before the server started serving), in each flavour
+/// and handler shape: `TCP_NODELAY`, keepalive and its timings, the write timeout, and
+/// (for connection handlers) the read timeout. A request handler's read timeout is
+/// checked by its effect: a request whose second half comes 200 ms after its first is
+/// served whole (its read waits up to the 5 s read timeout, not the engine's 10 ms linger
+/// window that the connections of the pool start with).
+#[test]
+fn connection_options_reach_queued_and_new_connections() {
+    let flavours = [Flavor::pool(), Flavor::threading(), Flavor::pool().queue(8)];
+    for (flavour, requests) in flavours
+        .into_iter()
+        .flat_map(|f| [(f.clone(), false), (f, true)])
+    {
+        let what = format!("{} requests={requests}", flavour.name());
+        let server = TcpServer::builder()
+            .flavor(flavour)
+            .tcp_keepalive(Some(Duration::from_secs(45)))
+            .read_timeout(Some(Duration::from_secs(5)))
+            .write_timeout(Some(Duration::from_secs(7)))
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let handle = server.shutdown_handle();
+        let report = move |req: &mut StreamRequest| -> io::Result<()> {
+            let mut line = String::new();
+            req.read_line(&mut line)?;
+            let sock = socket2::SockRef::from(req.stream());
+            let read = match requests {
+                true => String::from("-"),
+                false => format!("{:?}", sock.read_timeout()?),
+            };
+            let got = format!(
+                "{} {} {:?} {:?} {:?} {read} {}",
+                sock.tcp_nodelay()?,
+                sock.keepalive()?,
+                sock.tcp_keepalive_time()?,
+                sock.tcp_keepalive_interval()?,
+                sock.write_timeout()?,
+                line
+            );
+            req.write_all(got.as_bytes())
+        };
+        // Three clients wait in the accept queue before the server serves.
+        let mut clients: Vec<TcpStream> = (0..3).map(|_| util::tcp_client(addr)).collect();
+        let serving = thread::spawn(move || {
+            if requests {
+                server.serve_requests(move |req: &mut StreamRequest| {
+                    report(req).map(|()| Next::Close)
+                })
+            } else {
+                server.serve(report)
+            }
+        });
+        clients.extend((0..3).map(|_| util::tcp_client(addr)));
+        let read = match requests {
+            true => "-",
+            false => "Some(5s)",
+        };
+        for (i, mut c) in clients.into_iter().enumerate() {
+            if i % 2 == 1 {
+                c.write_all(b"ab").unwrap();
+                thread::sleep(Duration::from_millis(200));
+            }
+            c.write_all(b"cd\n").unwrap();
+            let mut got = String::new();
+            c.read_to_string(&mut got).unwrap();
+            let half = if i % 2 == 1 { "ab" } else { "" };
+            assert_eq!(
+                got,
+                format!("true true 45s 15s Some(7s) {read} {half}cd\n"),
+                "{what}, client {i}"
+            );
+        }
+        handle.shutdown();
+        serving.join().unwrap().unwrap();
+    }
 }
 
 /// A request larger than the read buffer (16 KiB through the default 8 KiB) comes in one

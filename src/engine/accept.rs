@@ -261,9 +261,16 @@ pub(crate) fn accept_loop<L: Listen>(
         }
         match listener.accept_stream() {
             Ok((stream, peer)) => {
+                // Taken at once, in the order of the accepts (see `PassedOn`).
+                let options = shared.passed_on.take();
                 waiter.errors.success();
                 if verified(cfg, shared, &peer) {
-                    exec.execute(Accepted { stream, peer }, Some(listener.as_raw_fd()));
+                    let job = Accepted {
+                        stream,
+                        peer,
+                        options,
+                    };
+                    exec.execute(job, Some(listener.as_raw_fd()));
                 }
             }
             Err(e) => waiter.on_error(e)?,

@@ -53,6 +53,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::net::TcpListener;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{
     AtomicBool, AtomicU64, AtomicUsize,
@@ -72,6 +73,7 @@ use crate::addr::Addr;
 use crate::config::Config;
 use crate::conn::{self, report, verified};
 use crate::handler::{contained, run_request, Next, RequestHandler};
+use crate::net::options::Options;
 use crate::net::sealed::Listen;
 use crate::net::stream::Stream;
 use crate::request::StreamRequest;
@@ -392,6 +394,17 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         whole: bool,
     ) -> io::Result<Parked<L, H>> {
         let warm = cfg.flavor.workers.max(1);
+        if !whole && !conn::has_handshake(cfg) {
+            // A request handler's connections start with the linger's read timeout: a busy
+            // client's first linger then costs no `setsockopt` (the handler's own reads set
+            // theirs when they block, see `SocketReader::apply_read_timeout`).
+            if let Some(tcp) = (&listener as &dyn std::any::Any).downcast_ref::<TcpListener>() {
+                let passed = &shared.passed_on;
+                if let Err(e) = crate::net::options::pass_on(tcp, cfg, Some(LINGER), passed) {
+                    log::debug!("connection options stay per connection: {e}");
+                }
+            }
+        }
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         registry.register(
@@ -784,6 +797,8 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         }
         match self.listener.accept_stream() {
             Ok((stream, peer)) => {
+                // Taken at once, in the order of the accepts (see `PassedOn`).
+                let options = self.shared.passed_on.take();
                 self.errors.success();
                 let live = self.live.load(SeqCst);
                 if live < max {
@@ -797,7 +812,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                     self.pause_accepting();
                 }
                 if verified(&self.cfg, &self.shared, &peer) {
-                    self.open(stream, peer);
+                    self.open(stream, peer, options);
                 } else {
                     drop(stream);
                     self.closed_one();
@@ -902,15 +917,16 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
 
     /// A new connection: configured and given its handler, then served if its first request
     /// is there already, else parked.
-    fn open(self: &Arc<Self>, stream: Stream, peer: Addr) {
+    fn open(self: &Arc<Self>, stream: Stream, peer: Addr, options: Options) {
         // The first request (or the first bytes of the handshake) is often there with the
         // connection. (A connection handler runs at once, whatever came.)
         let handshake = conn::has_handshake(&self.cfg);
-        let readable = (handshake || !self.whole) && sys::readable_now(stream.as_raw_fd());
-        let req = match conn::accept(stream, peer, &self.shared, &self.cfg, false) {
+        let readable = handshake && sys::readable_now(stream.as_raw_fd());
+        let req = match conn::accept(stream, peer, options, &self.shared, &self.cfg, false) {
             Ok(req) => req,
             Err(_) => return self.closed_one(), // logged
         };
+        let now = Instant::now();
         let conn = Box::new(Conn {
             peer: req.peer_addr().clone(),
             req,
@@ -920,11 +936,29 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             key: None,
             peer_closed: false,
             parked_after: 0,
-            served_at: Instant::now(),
+            served_at: now,
             hot: true,
-            opened: Instant::now(),
+            opened: now,
         });
         if !handshake {
+            // The look is the read itself: the request is in the buffer if it came (no
+            // `poll` first).
+            let mut conn = conn;
+            let readable = match self.whole {
+                true => false,
+                false => match conn.req.read_now() {
+                    Ok(came) => came,
+                    Err(e) => {
+                        // The client went away (a reset): reported as a request whose read
+                        // failed would be (a disconnect: a health check is one).
+                        let peer = conn.peer.clone();
+                        self.close(conn);
+                        let err = crate::error::HandlerError::Io(e);
+                        report(&self.shared, &self.cfg, &peer, Err(err), None, now);
+                        return;
+                    }
+                },
+            };
             return self.opened(conn, readable);
         }
         if readable {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use socket2::{SockRef, TcpKeepalive};
 
 use crate::builder::Builder;
-use crate::net::stream::Stream;
 
 /// Probes sent, unanswered, before the kernel declares the peer gone.
 const PROBES: u32 = 3;
@@ -45,16 +44,21 @@ impl Builder<TcpListener> {
     }
 }
 
-/// Sets keepalive on an accepted TCP connection when the server asks for it.
-pub(crate) fn apply(stream: &Stream, idle: Option<Duration>) -> io::Result<()> {
-    let (Stream::Tcp(s), Some(idle)) = (stream, idle) else {
-        return Ok(());
+/// Sets keepalive on a TCP socket (a connection, or a listener that passes it on) when the
+/// server asks for it, with its timings; `explicit`: turns it off otherwise (the socket may
+/// have it from its listener).
+pub(crate) fn set(sock: &SockRef<'_>, idle: Option<Duration>, explicit: bool) -> io::Result<()> {
+    let Some(idle) = idle else {
+        return match explicit {
+            true => sock.set_keepalive(false),
+            false => Ok(()),
+        };
     };
     let interval = (idle / 3).max(Duration::from_secs(1));
     let ka = TcpKeepalive::new().with_time(idle).with_interval(interval);
     #[cfg(not(any(target_os = "openbsd", target_os = "haiku")))]
     let ka = ka.with_retries(PROBES);
-    SockRef::from(s).set_tcp_keepalive(&ka)
+    sock.set_tcp_keepalive(&ka)
 }
 
 #[cfg(test)]
@@ -67,12 +71,8 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (s, _) = l.accept().unwrap();
-        let stream = Stream::Tcp(s);
-        apply(&stream, Some(Duration::from_secs(30))).unwrap();
-        let Stream::Tcp(s) = &stream else {
-            unreachable!()
-        };
-        let sock = SockRef::from(s);
+        let sock = SockRef::from(&s);
+        set(&sock, Some(Duration::from_secs(30)), false).unwrap();
         assert!(sock.keepalive().unwrap());
         #[cfg(target_os = "linux")]
         {

@@ -3,6 +3,7 @@
 
 pub(crate) mod bind;
 pub(crate) mod keepalive;
+pub(crate) mod options;
 pub(crate) mod stream;
 
 use std::io::{self, IoSlice};
