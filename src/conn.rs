@@ -9,11 +9,12 @@ use crate::addr::Addr;
 use crate::config::Config;
 use crate::error::HandlerError;
 use crate::handler::{contained, run_phases, DatagramHandler, Outcome, StreamHandler};
-use crate::net::options::{self, Options};
+use crate::net::options;
 use crate::net::stream::Stream;
 use crate::net::DgramSocket;
 use crate::proxy;
 use crate::request::{DatagramRequest, StreamRequest, TimedOut};
+use crate::shared::Options;
 use crate::shared::{ConnSlot, Shared};
 use crate::stats::Counters;
 

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::metrics::state::Status;
-use crate::net::options::PassedOn;
 use crate::net::stream::Stream;
 use crate::stats::Counters;
 use crate::sys::SharedMem;
@@ -429,6 +428,71 @@ impl<T> Slab<T> {
 
     fn iter(&self) -> impl Iterator<Item = &T> {
         self.entries.iter().flatten()
+    }
+}
+
+/// Connections configured one by one past those counted in the accept queue when the
+/// listener got its options: a connection established while the options were being set
+/// can be queued just after the count (a few at most, one per CPU handling a handshake),
+/// and two threads that accept at once (the pool's workers) may take their connections'
+/// places out of order.
+pub(crate) const MARGIN: usize = 16;
+
+/// How an accepted connection gets its socket options (`PassedOn::take`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Options {
+    /// It is configured itself (`configure`); `explicit`: every option is set, defaults
+    /// included (the listener carries options of its own, which it may have copied).
+    Configure { explicit: bool },
+    /// It has the listener's options, and this read timeout.
+    Inherited { read: Option<Duration> },
+}
+
+/// Whether the listener passes its options on, and to which connections.
+#[derive(Debug)]
+pub(crate) struct PassedOn {
+    /// The listener carries the options (set at least once): a connection configured by
+    /// itself then sets every option, defaults included, since what it copied from the
+    /// listener may differ from the system's defaults.
+    pub(crate) active: AtomicBool,
+    /// Connections still to configure one by one: those in the accept queue when the
+    /// options were last set, and `MARGIN`.
+    pub(crate) left: AtomicUsize,
+    /// The read timeout connections start with, in nanoseconds (0: none).
+    pub(crate) read: AtomicU64,
+}
+
+impl Default for PassedOn {
+    fn default() -> PassedOn {
+        PassedOn {
+            active: AtomicBool::new(false),
+            left: AtomicUsize::new(0),
+            read: AtomicU64::new(0),
+        }
+    }
+}
+
+impl PassedOn {
+    /// For a connection just accepted, taken in the order of the accepts (by the thread
+    /// that accepted it, before another accept): whether it has the listener's options or
+    /// must be configured itself.
+    pub(crate) fn take(&self) -> Options {
+        if !self.active.load(SeqCst) {
+            return Options::Configure { explicit: false };
+        }
+        if self
+            .left
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Options::Configure { explicit: true };
+        }
+        Options::Inherited {
+            read: match self.read.load(SeqCst) {
+                0 => None,
+                n => Some(Duration::from_nanos(n)),
+            },
+        }
     }
 }
 

@@ -2,16 +2,10 @@
 //! without closing (a machine powered off, a NAT that dropped the flow) while the
 //! connection waits for the peer's next request and no timeout is set.
 
-use std::io;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use socket2::{SockRef, TcpKeepalive};
-
 use crate::builder::Builder;
-
-/// Probes sent, unanswered, before the kernel declares the peer gone.
-const PROBES: u32 = 3;
 
 impl Builder<TcpListener> {
     /// Turns TCP keepalive on for every connection (`SO_KEEPALIVE`): after `idle` without
@@ -44,26 +38,10 @@ impl Builder<TcpListener> {
     }
 }
 
-/// Sets keepalive on a TCP socket (a connection, or a listener that passes it on) when the
-/// server asks for it, with its timings; `explicit`: turns it off otherwise (the socket may
-/// have it from its listener).
-pub(crate) fn set(sock: &SockRef<'_>, idle: Option<Duration>, explicit: bool) -> io::Result<()> {
-    let Some(idle) = idle else {
-        return match explicit {
-            true => sock.set_keepalive(false),
-            false => Ok(()),
-        };
-    };
-    let interval = (idle / 3).max(Duration::from_secs(1));
-    let ka = TcpKeepalive::new().with_time(idle).with_interval(interval);
-    #[cfg(not(any(target_os = "openbsd", target_os = "haiku")))]
-    let ka = ka.with_retries(PROBES);
-    sock.set_tcp_keepalive(&ka)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use socket2::SockRef;
     use std::net::TcpStream;
 
     #[test]
@@ -72,7 +50,7 @@ mod tests {
         let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (s, _) = l.accept().unwrap();
         let sock = SockRef::from(&s);
-        set(&sock, Some(Duration::from_secs(30)), false).unwrap();
+        crate::net::options::set_keepalive(&sock, Some(Duration::from_secs(30)), false).unwrap();
         assert!(sock.keepalive().unwrap());
         #[cfg(target_os = "linux")]
         {
@@ -81,7 +59,10 @@ mod tests {
                 sock.tcp_keepalive_interval().unwrap(),
                 Duration::from_secs(10)
             );
-            assert_eq!(sock.tcp_keepalive_retries().unwrap(), PROBES);
+            assert_eq!(
+                sock.tcp_keepalive_retries().unwrap(),
+                crate::net::options::KEEPALIVE_PROBES
+            );
         }
     }
 }

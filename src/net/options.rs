@@ -13,79 +13,14 @@ use std::io;
 use std::net::TcpListener;
 #[cfg(target_os = "linux")]
 use std::os::unix::io::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use socket2::SockRef;
+use socket2::{SockRef, TcpKeepalive};
 
 use crate::config::Config;
-use crate::net::keepalive;
 use crate::net::stream::Stream;
-
-/// Connections configured one by one past those counted in the accept queue when the
-/// listener got its options: a connection established while the options were being set
-/// can be queued just after the count (a few at most, one per CPU handling a handshake),
-/// and two threads that accept at once (the pool's workers) may take their connections'
-/// places out of order.
-const MARGIN: usize = 16;
-
-/// How an accepted connection gets its socket options (`PassedOn::take`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Options {
-    /// It is configured itself (`configure`); `explicit`: every option is set, defaults
-    /// included (the listener carries options of its own, which it may have copied).
-    Configure { explicit: bool },
-    /// It has the listener's options, and this read timeout.
-    Inherited { read: Option<Duration> },
-}
-
-/// Whether the listener passes its options on, and to which connections.
-#[derive(Debug)]
-pub(crate) struct PassedOn {
-    /// The listener carries the options (set at least once): a connection configured by
-    /// itself then sets every option, defaults included, since what it copied from the
-    /// listener may differ from the system's defaults.
-    active: AtomicBool,
-    /// Connections still to configure one by one: those in the accept queue when the
-    /// options were last set, and `MARGIN`.
-    left: AtomicUsize,
-    /// The read timeout connections start with, in nanoseconds (0: none).
-    read: AtomicU64,
-}
-
-impl Default for PassedOn {
-    fn default() -> PassedOn {
-        PassedOn {
-            active: AtomicBool::new(false),
-            left: AtomicUsize::new(0),
-            read: AtomicU64::new(0),
-        }
-    }
-}
-
-impl PassedOn {
-    /// For a connection just accepted, taken in the order of the accepts (by the thread
-    /// that accepted it, before another accept): whether it has the listener's options or
-    /// must be configured itself.
-    pub(crate) fn take(&self) -> Options {
-        if !self.active.load(SeqCst) {
-            return Options::Configure { explicit: false };
-        }
-        if self
-            .left
-            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Options::Configure { explicit: true };
-        }
-        Options::Inherited {
-            read: match self.read.load(SeqCst) {
-                0 => None,
-                n => Some(Duration::from_nanos(n)),
-            },
-        }
-    }
-}
+use crate::shared::{PassedOn, MARGIN};
 
 /// Sets the server's per-connection options on its TCP listener, for the connections it
 /// accepts from now on (`read`: the read timeout they start with, which an engine may
@@ -153,5 +88,29 @@ fn set_tcp(
     if cfg.write_timeout.is_some() || explicit {
         sock.set_write_timeout(cfg.write_timeout)?;
     }
-    keepalive::set(sock, cfg.keepalive, explicit)
+    set_keepalive(sock, cfg.keepalive, explicit)
+}
+
+/// Probes sent, unanswered, before the kernel declares the peer gone (`TCP_KEEPCNT`).
+pub(crate) const KEEPALIVE_PROBES: u32 = 3;
+
+/// Sets keepalive on a TCP socket (a connection, or a listener that passes it on) when the
+/// server asks for it, with its timings; `explicit`: turns it off otherwise (the socket may
+/// have it from its listener).
+pub(crate) fn set_keepalive(
+    sock: &SockRef<'_>,
+    idle: Option<Duration>,
+    explicit: bool,
+) -> io::Result<()> {
+    let Some(idle) = idle else {
+        return match explicit {
+            true => sock.set_keepalive(false),
+            false => Ok(()),
+        };
+    };
+    let interval = (idle / 3).max(Duration::from_secs(1));
+    let ka = TcpKeepalive::new().with_time(idle).with_interval(interval);
+    #[cfg(not(any(target_os = "openbsd", target_os = "haiku")))]
+    let ka = ka.with_retries(KEEPALIVE_PROBES);
+    sock.set_tcp_keepalive(&ka)
 }
