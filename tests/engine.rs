@@ -676,8 +676,10 @@ fn a_silent_connection_costs_under_8_kib_and_no_thread() {
         per_connection < 8.0,
         "{per_connection:.1} KiB of RSS per silent connection"
     );
+    // No thread per connection (a loaded machine may grow the pool by a few: a worker
+    // that waits 50 ms for the CPU looks stuck).
     assert!(
-        threads <= threads_before + 2,
+        threads < threads_before + SILENT / 20,
         "{threads} threads with {SILENT} silent connections, {threads_before} before"
     );
     drop(silent);
