@@ -14,8 +14,7 @@ use crate::net::stream::Stream;
 use crate::net::DgramSocket;
 use crate::proxy;
 use crate::request::{DatagramRequest, StreamRequest, TimedOut};
-use crate::shared::Options;
-use crate::shared::{ConnSlot, Shared};
+use crate::shared::{ConnSlot, Options, Shared};
 use crate::stats::Counters;
 
 /// Runs one job; `true` when running in a forked child.

@@ -216,14 +216,10 @@ impl<L: Listener> StreamServer<L> {
         listener.prepare()?;
         let address = crate::metrics::address_of(socket2::SockRef::from(&listener));
         let core = Core::new(cfg, file, listener.as_raw_fd(), address, true)?;
-        if let Some(tcp) = (&listener as &dyn std::any::Any).downcast_ref::<TcpListener>() {
-            // Set once here, the connection options cost no system call per connection
-            // where the system passes them on (Linux).
-            let (cfg, passed) = (&core.cfg, &core.shared.passed_on);
-            if let Err(e) = crate::net::options::pass_on(tcp, cfg, cfg.read_timeout, passed) {
-                log::debug!("connection options stay per connection: {e}");
-            }
-        }
+        // Set once here, the connection options cost no system call per connection where
+        // the system passes them on (Linux).
+        let (cfg, passed) = (&core.cfg, &core.shared.passed_on);
+        crate::net::options::pass_on(&listener, cfg, cfg.read_timeout, passed);
         Ok(StreamServer { listener, core })
     }
 

@@ -436,7 +436,7 @@ impl<T> Slab<T> {
 /// can be queued just after the count (a few at most, one per CPU handling a handshake),
 /// and two threads that accept at once (the pool's workers) may take their connections'
 /// places out of order.
-pub(crate) const MARGIN: usize = 16;
+const MARGIN: usize = 16;
 
 /// How an accepted connection gets its socket options (`PassedOn::take`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -449,30 +449,37 @@ pub(crate) enum Options {
 }
 
 /// Whether the listener passes its options on, and to which connections.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct PassedOn {
-    /// The listener carries the options (set at least once): a connection configured by
-    /// itself then sets every option, defaults included, since what it copied from the
-    /// listener may differ from the system's defaults.
-    pub(crate) active: AtomicBool,
+    /// The listener carries options of its own (set at least once): a connection
+    /// configured by itself then sets every option, defaults included, since what it
+    /// copied from the listener may differ from the system's defaults.
+    active: AtomicBool,
     /// Connections still to configure one by one: those in the accept queue when the
-    /// options were last set, and `MARGIN`.
-    pub(crate) left: AtomicUsize,
+    /// options were last set, and `MARGIN` (`usize::MAX`: all, if setting them failed).
+    left: AtomicUsize,
     /// The read timeout connections start with, in nanoseconds (0: none).
-    pub(crate) read: AtomicU64,
-}
-
-impl Default for PassedOn {
-    fn default() -> PassedOn {
-        PassedOn {
-            active: AtomicBool::new(false),
-            left: AtomicUsize::new(0),
-            read: AtomicU64::new(0),
-        }
-    }
+    read: AtomicU64,
 }
 
 impl PassedOn {
+    /// The listener's options are about to change: until `passed_on` says they are set,
+    /// every connection is configured by itself, explicitly (so a failure half way leaves
+    /// no connection with options it was not meant to have). No accept runs meanwhile.
+    pub(crate) fn changing(&self) {
+        self.left.store(usize::MAX, SeqCst);
+        self.active.store(true, SeqCst);
+    }
+
+    /// The listener's options are set: the connections accepted from now on start with
+    /// them and this read timeout, except the first `queued` (and `MARGIN`), which came
+    /// before.
+    pub(crate) fn passed_on(&self, read: Option<Duration>, queued: usize) {
+        let nanos = read.map_or(0, |t| t.as_nanos().clamp(1, u64::MAX as u128) as u64);
+        self.read.store(nanos, SeqCst);
+        self.left.store(queued.saturating_add(MARGIN), SeqCst);
+    }
+
     /// For a connection just accepted, taken in the order of the accepts (by the thread
     /// that accepted it, before another accept): whether it has the listener's options or
     /// must be configured itself.

@@ -510,28 +510,36 @@ fn a_new_connection_costs_no_socket_option_call() {
 
 /// The socket options a server is built with reach every connection, whether it has them
 /// from the listener (Linux passes a listener's options on) or was configured itself (one
-/// that waited in the accept queue before the server started serving), in each flavour
-/// and handler shape: `TCP_NODELAY`, keepalive and its timings, the write timeout, and
-/// (for connection handlers) the read timeout. A request handler's read timeout is
-/// checked by its effect: a request whose second half comes 200 ms after its first is
-/// served whole (its read waits up to the 5 s read timeout, not the engine's 10 ms linger
-/// window that the connections of the pool start with).
+/// that was in the accept queue before the listener had them), in each flavour and
+/// handler shape: `TCP_NODELAY`, keepalive and its timings, the write timeout, and (for
+/// connection handlers) the read timeout. The listener is made by the test and 20 clients
+/// connect to it before the server gets it (as a systemd or restart socket comes with
+/// clients queued), more than the margin of 16 that is configured one by one past the
+/// queue's count; 8 clients connect after, with the listener's options. A request
+/// handler's read timeout is checked by its effect: a request whose second half comes
+/// 200 ms after its first (a slow client, part of the scenario) is served whole, its read
+/// waiting up to the 5 s read timeout, not the engine's 10 ms linger window that the
+/// pool's connections start with.
 #[test]
 fn connection_options_reach_queued_and_new_connections() {
+    const QUEUED: usize = 20;
+    const AFTER: usize = 8;
     let flavours = [Flavor::pool(), Flavor::threading(), Flavor::pool().queue(8)];
     for (flavour, requests) in flavours
         .into_iter()
         .flat_map(|f| [(f.clone(), false), (f, true)])
     {
         let what = format!("{} requests={requests}", flavour.name());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut clients: Vec<TcpStream> = (0..QUEUED).map(|_| util::tcp_client(addr)).collect();
         let server = TcpServer::builder()
             .flavor(flavour)
             .tcp_keepalive(Some(Duration::from_secs(45)))
             .read_timeout(Some(Duration::from_secs(5)))
             .write_timeout(Some(Duration::from_secs(7)))
-            .bind("127.0.0.1:0")
+            .from_listener(listener)
             .unwrap();
-        let addr = server.local_addr().unwrap();
         let handle = server.shutdown_handle();
         let report = move |req: &mut StreamRequest| -> io::Result<()> {
             let mut line = String::new();
@@ -552,8 +560,6 @@ fn connection_options_reach_queued_and_new_connections() {
             );
             req.write_all(got.as_bytes())
         };
-        // Three clients wait in the accept queue before the server serves.
-        let mut clients: Vec<TcpStream> = (0..3).map(|_| util::tcp_client(addr)).collect();
         let serving = thread::spawn(move || {
             if requests {
                 server.serve_requests(move |req: &mut StreamRequest| {
@@ -563,20 +569,23 @@ fn connection_options_reach_queued_and_new_connections() {
                 server.serve(report)
             }
         });
-        clients.extend((0..3).map(|_| util::tcp_client(addr)));
+        clients.extend((0..AFTER).map(|_| util::tcp_client(addr)));
         let read = match requests {
             true => "-",
             false => "Some(5s)",
         };
+        let last = clients.len() - 1;
         for (i, mut c) in clients.into_iter().enumerate() {
-            if i % 2 == 1 {
+            // A slow client among the queued ones and the last (new) one.
+            let slow = i == 1 || i == last;
+            if slow {
                 c.write_all(b"ab").unwrap();
                 thread::sleep(Duration::from_millis(200));
             }
             c.write_all(b"cd\n").unwrap();
             let mut got = String::new();
             c.read_to_string(&mut got).unwrap();
-            let half = if i % 2 == 1 { "ab" } else { "" };
+            let half = if slow { "ab" } else { "" };
             assert_eq!(
                 got,
                 format!("true true 45s 15s Some(7s) {read} {half}cd\n"),

@@ -53,7 +53,6 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::TcpListener;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{
     AtomicBool, AtomicU64, AtomicUsize,
@@ -76,8 +75,7 @@ use crate::handler::{contained, run_request, Next, RequestHandler};
 use crate::net::sealed::Listen;
 use crate::net::stream::Stream;
 use crate::request::StreamRequest;
-use crate::shared::Options;
-use crate::shared::Shared;
+use crate::shared::{Options, Shared};
 use crate::stats::Counters;
 use crate::sys;
 
@@ -398,12 +396,7 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
             // A request handler's connections start with the linger's read timeout: a busy
             // client's first linger then costs no `setsockopt` (the handler's own reads set
             // theirs when they block, see `SocketReader::apply_read_timeout`).
-            if let Some(tcp) = (&listener as &dyn std::any::Any).downcast_ref::<TcpListener>() {
-                let passed = &shared.passed_on;
-                if let Err(e) = crate::net::options::pass_on(tcp, cfg, Some(LINGER), passed) {
-                    log::debug!("connection options stay per connection: {e}");
-                }
-            }
+            crate::net::options::pass_on(&listener, cfg, Some(LINGER), &shared.passed_on);
         }
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;

@@ -9,46 +9,41 @@
 //! in the accept queue when the listener got its options (they were copied before), and
 //! every connection where the system copies nothing (Unix sockets, other systems).
 
+use std::any::Any;
 use std::io;
 use std::net::TcpListener;
 #[cfg(target_os = "linux")]
 use std::os::unix::io::AsRawFd;
-use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 
 use crate::config::Config;
 use crate::net::stream::Stream;
-use crate::shared::{PassedOn, MARGIN};
+use crate::shared::PassedOn;
 
-/// Sets the server's per-connection options on its TCP listener, for the connections it
+/// Sets the server's per-connection options on its listener, for the connections it
 /// accepts from now on (`read`: the read timeout they start with, which an engine may
-/// choose), on the systems that pass them on (Linux). Call it before any accept of this
-/// server: the count of connections still to configure one by one is set here. Fails
-/// without changing how connections are configured if an option cannot be set.
-pub(crate) fn pass_on(
-    listener: &TcpListener,
-    cfg: &Config,
-    read: Option<Duration>,
-    passed: &PassedOn,
-) -> io::Result<()> {
+/// choose), where the system passes them on: TCP listeners on Linux (other listeners are
+/// left alone). Call it before any accept of this server: the count of connections still
+/// to configure one by one is set here. If an option cannot be set, every connection is
+/// configured by itself (logged).
+pub(crate) fn pass_on(listener: &dyn Any, cfg: &Config, read: Option<Duration>, passed: &PassedOn) {
+    let Some(tcp) = listener.downcast_ref::<TcpListener>() else {
+        return;
+    };
     #[cfg(target_os = "linux")]
     {
-        let sock = SockRef::from(listener);
-        set_tcp(&sock, cfg, read, true)?;
-        let queued = crate::sys::accept_queue_len(listener.as_raw_fd())?;
-        let nanos = read.map_or(0, |t| t.as_nanos().clamp(1, u64::MAX as u128) as u64);
-        passed.read.store(nanos, SeqCst);
-        passed.left.store(queued + MARGIN, SeqCst);
-        passed.active.store(true, SeqCst);
-        Ok(())
+        passed.changing();
+        let set = set_tcp(&SockRef::from(tcp), cfg, read, true)
+            .and_then(|()| crate::sys::accept_queue_len(tcp.as_raw_fd()));
+        match set {
+            Ok(queued) => passed.passed_on(read, queued),
+            Err(e) => log::debug!("connection options stay per connection: {e}"),
+        }
     }
     #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (listener, cfg, read, passed);
-        Ok(())
-    }
+    let _ = (tcp, cfg, read, passed);
 }
 
 /// Configures an accepted connection itself (see `PassedOn::take`). `explicit`: set every
