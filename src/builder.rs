@@ -328,6 +328,11 @@ impl<T: Listener> Builder<T> {
 
     /// Sets the size of each connection's read buffer. By default, 8 KiB; at most 16 MiB
     /// (`bind` refuses more).
+    ///
+    /// The buffer takes no memory until the connection's first buffered read (a handler
+    /// reading into a buffer at least this large reads past it), and a read that fills it
+    /// whole doubles it for the next, up to eight times this size: a client whose requests
+    /// are larger than the buffer is still read in one system call per request.
     pub fn read_buffer(&mut self, n: usize) -> &mut Self {
         self.cfg.read_buffer = n.max(1);
         self

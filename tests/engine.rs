@@ -415,6 +415,49 @@ fn count_waits_per_request(
     );
 }
 
+/// A busy client whose requests are larger than the read buffer (16 KiB through the
+/// default 8 KiB) costs one read per request, as through a thread per connection with a
+/// 16 KiB buffer. The engine's wait for a busy client's next request reads into the
+/// connection's buffer; before the buffer grew when a read filled it, the rest of every
+/// such request took a second `recv` (two per request, which this test counted: it failed
+/// so before the change).
+#[test]
+fn a_request_larger_than_the_read_buffer_costs_one_read() {
+    if !util::have_strace("a_request_larger_than_the_read_buffer_costs_one_read") {
+        return;
+    }
+    const CLIENTS: usize = 4;
+    const REQUESTS: usize = 300;
+    let calls = system_calls("echo", |addr| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                thread::spawn(move || {
+                    let mut c = util::tcp_client(addr);
+                    for j in 0..REQUESTS {
+                        let request: Vec<u8> = (0..16 * 1024).map(|k| (i + j + k) as u8).collect();
+                        c.write_all(&request).unwrap();
+                        let reply = util::read_until(&mut c, |g| g.len() >= request.len());
+                        assert!(reply == request, "client {i}: reply {j} differs");
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().expect("a client failed");
+        }
+    });
+    let requests = CLIENTS * REQUESTS;
+    let reads = calls.of("recvfrom");
+    assert!(reads >= requests, "{}", calls.table);
+    // Allowance for each connection's first requests (before its buffer grew), its EOF,
+    // and a request that came in two segments on a loaded machine.
+    assert!(
+        reads * 10 < requests * 13,
+        "{reads} recvfrom calls for {requests} requests of 16 KiB:\n{}",
+        calls.table
+    );
+}
+
 /// What `strace -f -c` counted.
 struct Calls {
     table: String,

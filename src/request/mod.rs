@@ -1,6 +1,6 @@
 //! What a handler is given: the connection or the datagram, and the server's state.
 
-use std::io::{self, BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
+use std::io::{self, BufRead, IoSlice, IoSliceMut, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::Ordering::SeqCst;
@@ -17,6 +17,9 @@ use crate::shared::{ConnSlot, Registration, Shared};
 use crate::stats::Counters;
 use crate::sys::{self, Interest};
 use crate::time;
+
+mod buffer;
+use buffer::ReadBuffer;
 
 /// How long, at most, closing a connection waits for the client's unread bytes to drain.
 const LINGER_TIME: Duration = Duration::from_secs(1);
@@ -62,7 +65,7 @@ const WRITE_BUFFER: usize = 8 * 1024;
 /// ```
 #[derive(Debug)]
 pub struct StreamRequest {
-    reader: BufReader<SocketReader>,
+    reader: ReadBuffer<SocketReader>,
     peer: Addr,
     /// The PROXY protocol header the connection started with (see proxy.rs).
     proxy: Option<Box<ProxyHeader>>,
@@ -192,7 +195,7 @@ impl StreamRequest {
             eof_by_shutdown: false,
         };
         StreamRequest {
-            reader: BufReader::with_capacity(cfg.read_buffer, inner),
+            reader: ReadBuffer::with_capacity(cfg.read_buffer, inner),
             peer,
             proxy: None,
             _registration: None,
@@ -576,7 +579,7 @@ impl StreamRequest {
     }
 
     /// The handler reads: any reply has ended.
-    fn reading(&mut self) -> &mut BufReader<SocketReader> {
+    fn reading(&mut self) -> &mut ReadBuffer<SocketReader> {
         self.reader.get_mut().replying = false;
         &mut self.reader
     }
