@@ -682,6 +682,46 @@ fn a_request_larger_than_the_buffer_is_read_at_once() {
     srv.stop();
 }
 
+/// A connection that has been served and gone quiet costs what a silent one costs: under
+/// 8 KiB of RSS each. Each client sends a request of 4 KiB, reads its reply, and stays
+/// connected without a word. Its request went through its read buffer (the engine's wait
+/// for a busy client's next request reads into it) and its reply through its write
+/// buffer; a parked connection gives both back. Each new client is waited for on a worker
+/// for up to 10 ms after its reply, so a quick succession of them grows the pool (by
+/// about a hundred threads here, whose stacks would dominate the count): a first batch of
+/// 300 grows it, and the second batch of 300 is the one measured.
+#[test]
+fn a_quiet_connection_costs_under_8_kib() {
+    const QUIET: usize = 300;
+    let srv = util::ExampleServer::start("echo", &["--addr", "127.0.0.1:0"]);
+    let addr = srv.socket_addr();
+    let pid = srv.pid();
+    let rss = || util::proc_status(pid, "VmRSS").expect("the echo is running") as f64;
+    let mut warm = util::tcp_client(addr);
+    let batch = |first: usize| -> Vec<TcpStream> {
+        (first..first + QUIET)
+            .map(|i| {
+                let mut c = util::tcp_client(addr);
+                exchange(&mut c, &[b'a' + (i % 26) as u8; 4096]);
+                c
+            })
+            .collect()
+    };
+    let grown = batch(0);
+    exchange(&mut warm, b"grown\n");
+    let before = rss();
+    let quiet = batch(QUIET);
+    // The server still answers beside them.
+    exchange(&mut warm, b"still here\n");
+    let per_connection = (rss() - before).max(0.0) / QUIET as f64;
+    assert!(
+        per_connection < 8.0,
+        "{per_connection:.1} KiB of RSS per quiet connection"
+    );
+    drop((grown, quiet));
+    drop(srv);
+}
+
 /// A silent connection costs memory, not a thread, and little of it: under 8 KiB of RSS
 /// each (the bound; the flavours bench measures 5.4 KiB at 1 000), on the echo
 /// example as shipped. The pool looks for a new connection's first request with a `poll`;

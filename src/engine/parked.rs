@@ -1189,6 +1189,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 self.goodbye(conn);
                 return None;
             }
+            // A parked connection holds no buffer memory: an idle connection costs the same
+            // few KiB whether it has sent requests or not (a woken one allocates again).
+            conn.req.release_buffers();
             let fd = conn.req.stream().as_raw_fd();
             // Set when the socket was just seen readable here (no second look below).
             let mut readable = false;

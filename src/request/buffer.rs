@@ -3,7 +3,9 @@
 //!
 //! - Its memory is allocated and zeroed at its first fill, not when the connection opens: a
 //!   connection that has sent nothing, or whose handler reads into buffers of its own (a
-//!   read as large as the buffer bypasses it), has none.
+//!   read as large as the buffer bypasses it), has none. The engine gives it back when the
+//!   connection goes quiet (`release`), so that an idle connection costs the same few KiB
+//!   whether it has sent requests before or not.
 //! - It grows when a read fills it whole (doubling, up to `GROWTH` times its first size): a
 //!   client whose requests are larger than the buffer is then read in one system call per
 //!   request instead of two. Between requests the engine's wait for a busy client's next
@@ -54,6 +56,16 @@ impl<R: Read> ReadBuffer<R> {
     /// The bytes read and not yet consumed.
     pub(crate) fn buffer(&self) -> &[u8] {
         &self.buf[self.pos..self.filled]
+    }
+
+    /// Gives the buffer's memory back if nothing is buffered (the connection goes quiet):
+    /// the next fill allocates it again, at the size it has grown to.
+    pub(crate) fn release(&mut self) {
+        if self.pos >= self.filled {
+            self.pos = 0;
+            self.filled = 0;
+            self.buf = Vec::new();
+        }
     }
 
     /// The size the next fill reads into.
@@ -195,6 +207,23 @@ mod tests {
         assert_eq!(r.capacity(), 4 * GROWTH);
         assert_eq!(got.len(), 64 + 40 + 3);
         assert!(got.ends_with(b"end"));
+    }
+
+    #[test]
+    fn a_released_buffer_comes_back_at_its_grown_size() {
+        let big = [1u8; 32];
+        let mut r = ReadBuffer::with_capacity(8, source(&[&big, b"more", b"x"]));
+        assert_eq!(r.fill_buf().unwrap().len(), 8);
+        // Bytes still buffered: nothing is given back.
+        r.release();
+        assert_eq!(r.buffer().len(), 8);
+        r.consume(8);
+        r.release();
+        assert_eq!(r.buf.capacity(), 0);
+        assert_eq!(r.buffer(), b"");
+        // Grown to 16 by the full read: the next fill reads 16.
+        assert_eq!(r.fill_buf().unwrap().len(), 16);
+        assert_eq!(r.buf.len(), 16);
     }
 
     #[test]

@@ -499,6 +499,17 @@ impl StreamRequest {
         inner.stopping() && (inner.forked || !inner.shared.keeps_open())
     }
 
+    /// The connection goes quiet (parked between requests): its read buffer, if empty,
+    /// and its write buffer, if everything was sent, give their memory back; they are
+    /// allocated again by the next request (see `buffer.rs`).
+    pub(crate) fn release_buffers(&mut self) {
+        self.reader.release();
+        let inner = self.reader.get_mut();
+        if inner.out.is_empty() {
+            inner.out = Vec::new();
+        }
+    }
+
     /// Whether the connection reads through TLS.
     pub(crate) fn has_tls(&self) -> bool {
         self.reader.get_ref().has_tls()
