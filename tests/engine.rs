@@ -509,12 +509,13 @@ fn system_calls(name: &str, load: impl FnOnce(SocketAddr)) -> Calls {
 }
 
 /// A connection that sends one request and closes (a client that connects per request)
-/// costs its accept, a look for its request, its read, its reply, the read of its EOF, its
-/// close and the event-set calls: no `setsockopt`. The echo example as shipped sets
-/// `TCP_NODELAY`, a write timeout and TCP keepalive (four calls) on every connection: that
-/// was seven `setsockopt` calls per connection (a linger's read timeout the seventh), 17.5
-/// system calls per connection in all against about 10.6 now. The listener carries the
-/// options now, and Linux passes them on to each connection it accepts.
+/// costs its accept, its read, its reply, the read of its EOF, its close and the event-set
+/// calls: no `setsockopt` and no `poll`. The echo example as shipped sets `TCP_NODELAY`,
+/// a write timeout and TCP keepalive (four calls) on every connection: that was seven
+/// `setsockopt` calls per connection (a linger's read timeout the seventh) and a `poll`
+/// to see whether the request came with the connection, 17.5 system calls per connection
+/// in all against about 10 now. The listener carries the options now, and Linux passes
+/// them on to each connection it accepts; the first request is looked for by reading it.
 #[test]
 fn a_new_connection_costs_no_socket_option_call() {
     if !util::have_strace("a_new_connection_costs_no_socket_option_call") {
@@ -547,6 +548,12 @@ fn a_new_connection_costs_no_socket_option_call() {
     assert!(
         options * 4 < connections,
         "{options} setsockopt calls for {connections} connections:\n{}",
+        calls.table
+    );
+    let polls = calls.of("poll") + calls.of("ppoll");
+    assert!(
+        polls * 20 < connections,
+        "{polls} poll calls for {connections} connections:\n{}",
         calls.table
     );
 }
@@ -723,10 +730,11 @@ fn a_quiet_connection_costs_under_8_kib() {
 }
 
 /// A silent connection costs memory, not a thread, and little of it: under 8 KiB of RSS
-/// each (the bound; the flavours bench measures 5.4 KiB at 1 000), on the echo
-/// example as shipped. The pool looks for a new connection's first request with a `poll`;
-/// reading it into the request's buffer instead made std's `BufReader` zero the whole
-/// 8 KiB buffer of every connection, silent ones included (9.5 KiB each in the bench).
+/// each (the bound; the flavours bench measures 0.7-1.4 KiB), on the echo example
+/// as shipped. The pool looks for a new connection's first request by reading it into the
+/// request's buffer; with std's `BufReader`, kept while the connection waited, that cost
+/// every silent connection 8 KiB (9.5 KiB each in the bench, which made this look a `poll`
+/// for a while). A parked connection now gives its buffer back.
 #[test]
 fn a_silent_connection_costs_under_8_kib_and_no_thread() {
     // Under the usual 1 024-descriptor soft limit, on each side.

@@ -913,10 +913,8 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     fn open(self: &Arc<Self>, stream: Stream, peer: Addr, options: Options) {
         // The first request (or the first bytes of the handshake) is often there with the
         // connection. (A connection handler runs at once, whatever came.)
-        // The look is a `poll`, not a read: a read into the request's buffer would touch
-        // (zero) its pages on every silent connection (4 KiB more RSS per idle connection).
         let handshake = conn::has_handshake(&self.cfg);
-        let readable = (handshake || !self.whole) && sys::readable_now(stream.as_raw_fd());
+        let readable = handshake && sys::readable_now(stream.as_raw_fd());
         let req = match conn::accept(stream, peer, options, &self.shared, &self.cfg, false) {
             Ok(req) => req,
             Err(_) => return self.closed_one(), // logged
@@ -936,6 +934,24 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             opened: now,
         });
         if !handshake {
+            // The look is the read itself: the request is in the buffer if it came (no
+            // `poll` first).
+            let mut conn = conn;
+            let readable = match self.whole {
+                true => false,
+                false => match conn.req.read_now() {
+                    Ok(came) => came,
+                    Err(e) => {
+                        // The client went away (a reset): reported as a request whose read
+                        // failed would be (a disconnect: a health check is one).
+                        let peer = conn.peer.clone();
+                        self.close(conn);
+                        let err = crate::error::HandlerError::Io(e);
+                        report(&self.shared, &self.cfg, &peer, Err(err), None, now);
+                        return;
+                    }
+                },
+            };
             return self.opened(conn, readable);
         }
         if readable {

@@ -126,6 +126,9 @@ struct SocketReader {
     /// next socket read blocks at most this long (`SO_RCVTIMEO`) and fails with
     /// `WouldBlock` when nothing came (see `StreamRequest::wait_next`).
     linger: Option<Duration>,
+    /// Set while the engine looks, without waiting, for a request that came with its new
+    /// connection (see `StreamRequest::read_now`).
+    now: bool,
     /// Bytes written by the handler and not yet sent.
     out: Vec<u8>,
     timed_out: Option<TimedOut>,
@@ -184,6 +187,7 @@ impl StreamRequest {
             current_read: cfg.read_timeout,
             current_write: cfg.write_timeout,
             linger: None,
+            now: false,
             out: Vec::new(),
             timed_out: None,
             #[cfg(feature = "tls")]
@@ -485,6 +489,21 @@ impl StreamRequest {
         self.reader.get_mut().linger = Some(window);
         let filled = self.reader.fill_buf().map(|_| ());
         self.reader.get_mut().linger = None;
+        match filled {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads what the client has sent, without waiting (one `recv` with `MSG_DONTWAIT`
+    /// into the read buffer): `Ok(true)` when bytes (or its EOF) came, `Ok(false)` when
+    /// nothing is there yet. For a new connection, whose first request often comes with it:
+    /// one read, where a look (`poll`) and then a read were two. Plaintext only.
+    pub(crate) fn read_now(&mut self) -> io::Result<bool> {
+        self.reader.get_mut().now = true;
+        let filled = self.reader.fill_buf().map(|_| ());
+        self.reader.get_mut().now = false;
         match filled {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
@@ -1046,6 +1065,9 @@ impl SocketReader {
         if let Some(window) = self.linger {
             return self.read_lingering(buf, window);
         }
+        if self.now {
+            return self.read_without_wait(buf);
+        }
         let idle = self.idle;
         if std::mem::take(&mut self.ready) && !self.has_tls() {
             // Readable now: this read returns at once, whatever the socket's timeout.
@@ -1185,6 +1207,31 @@ impl SocketReader {
                 read_timeout_error(t)
             }),
             r => r,
+        }
+    }
+
+    /// The read of `StreamRequest::read_now`: `WouldBlock` when nothing is there.
+    fn read_without_wait(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let result = loop {
+            match sys::recv_now(self.slot.stream.as_raw_fd(), buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        match result {
+            Ok(0) if !buf.is_empty() => {
+                self.eof = true;
+                Ok(0)
+            }
+            Ok(n) => {
+                if self.idle {
+                    // The first bytes of a request: its deadline starts now.
+                    self.idle = false;
+                    self.begin_request_deadline();
+                }
+                Ok(n)
+            }
+            Err(e) => Err(e),
         }
     }
 
