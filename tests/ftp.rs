@@ -206,7 +206,7 @@ impl Client {
     #[track_caller]
     fn expect_clean_eof(&mut self) {
         let mut buf = [0u8; 64];
-        match self.s.read(&mut buf) {
+        match read_once(&mut self.s, &mut buf) {
             Ok(0) => {}
             Ok(n) => panic!("expected EOF, got {:?}", &buf[..n]),
             Err(e) => panic!("expected EOF, got {e} ({:?})", e.kind()),
@@ -217,13 +217,27 @@ impl Client {
     #[track_caller]
     fn expect_eof(&mut self) {
         let mut buf = [0u8; 64];
-        match self.s.read(&mut buf) {
+        match read_once(&mut self.s, &mut buf) {
             Ok(0) => {}
             Ok(n) => panic!("expected EOF, got {:?}", &buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
             Err(e) => panic!("expected EOF, got {e}"),
         }
     }
+}
+
+/// One read, retried if a signal interrupts it (`EINTR`: on Linux a read under a receive
+/// timeout is not restarted after the process was stopped and continued, even with no
+/// handler; it once failed CI's run of `slow_uploads_outlast_the_request_timeout`).
+/// Bounded: the read's own timeout ends each wait.
+fn read_once(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    for _ in 0..100 {
+        match s.read(buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+    Err(ErrorKind::Interrupted.into())
 }
 
 /// Whether a write failed because the server closed the connection (a broken pipe, or the
