@@ -1149,8 +1149,14 @@ impl SocketReader {
                 r => break r,
             }
         };
+        self.account(result, buf.is_empty())
+    }
+
+    /// What a socket read returned (into an `empty` buffer or not), remembered: an EOF,
+    /// and the first bytes of a request, which start its deadline.
+    fn account(&mut self, result: io::Result<usize>, empty: bool) -> io::Result<usize> {
         match result {
-            Ok(0) if !buf.is_empty() => {
+            Ok(0) if !empty => {
                 self.eof = true;
                 Ok(0)
             }
@@ -1218,21 +1224,7 @@ impl SocketReader {
                 r => break r,
             }
         };
-        match result {
-            Ok(0) if !buf.is_empty() => {
-                self.eof = true;
-                Ok(0)
-            }
-            Ok(n) => {
-                if self.idle {
-                    // The first bytes of a request: its deadline starts now.
-                    self.idle = false;
-                    self.begin_request_deadline();
-                }
-                Ok(n)
-            }
-            Err(e) => Err(e),
-        }
+        self.account(result, buf.is_empty())
     }
 
     /// The read of `StreamRequest::wait_next`: blocking, at most `window` (a timeout is
