@@ -10,25 +10,24 @@
 
 mod common;
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use socketserver::{Next, StreamRequest};
 
 fn main() -> io::Result<()> {
     common::init_logging();
     let args = common::parse("TCP echo server (default 127.0.0.1:8001)");
-    // One request = what one read returns; idle clients wait in the event set, not on a
-    // thread.
+    // One request = what has arrived (Python's `conn.recv`); idle clients wait in the
+    // event set, not on a thread.
     common::serve_tcp_requests(
         &args,
         common::Service::new(8001),
         |req: &mut StreamRequest| {
-            let mut buf = [0; 16 * 1024];
-            let n = req.read(&mut buf)?;
-            if n == 0 {
+            let data = req.recv()?;
+            if data.is_empty() {
                 return Ok(Next::Close);
             }
-            req.write_all(&buf[..n])?;
+            req.write_all(&data)?;
             Ok(Next::Continue)
         },
     )

@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use socketserver::{Next, StreamRequest};
 
@@ -22,13 +22,11 @@ fn main() -> io::Result<()> {
         &args,
         common::Service::new(8002),
         |req: &mut StreamRequest| {
-            let mut buf = [0; 16 * 1024];
-            let n = req.read(&mut buf)?;
-            if n == 0 {
+            let data = req.recv()?;
+            if data.is_empty() {
                 return Ok(Next::Close);
             }
-            buf[..n].make_ascii_uppercase();
-            req.write_all(&buf[..n])?;
+            req.write_all(&data.to_ascii_uppercase())?;
             Ok(Next::Continue)
         },
     )

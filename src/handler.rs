@@ -107,15 +107,14 @@ pub enum Next {
 ///
 /// ```no_run
 /// use socketserver::{Next, StreamRequest, TcpServer};
-/// use std::io::{self, Read, Write};
+/// use std::io::{self, Write};
 ///
 /// TcpServer::bind("127.0.0.1:8001")?.serve_requests(|req: &mut StreamRequest| {
-///     let mut buf = [0; 16 * 1024];
-///     let n = req.read(&mut buf)?;
-///     if n == 0 {
+///     let data = req.recv()?; // what has arrived
+///     if data.is_empty() {
 ///         return Ok(Next::Close);
 ///     }
-///     req.write_all(&buf[..n])?;
+///     req.write_all(&data)?;
 ///     Ok(Next::Continue)
 /// })
 /// # ; Ok::<(), io::Error>(())

@@ -250,12 +250,11 @@ fn crate_tcp_requests(flavor: Flavor, max_connections: Option<usize>) -> io::Res
     socketserver::shutdown_on_signals(&server.shutdown_handle())?;
     announce(server.local_addr()?)?;
     server.serve_requests(|req: &mut StreamRequest| {
-        let mut buf = [0; 16 * 1024];
-        let n = req.read(&mut buf)?;
-        if n == 0 {
+        let data = req.recv()?;
+        if data.is_empty() {
             return Ok(Next::Close);
         }
-        req.write_all(&buf[..n])?;
+        req.write_all(&data)?;
         Ok(Next::Continue)
     })
 }

@@ -296,6 +296,55 @@ impl StreamRequest {
         buffered + self.reader.get_mut().tls_pending()
     }
 
+    /// The bytes that have arrived, as Python's `conn.recv(bufsize)` returns them: what is
+    /// buffered already, else what one read of the socket brings (waiting for the first
+    /// byte under the request's timeouts). Empty when the client has closed its side.
+    ///
+    /// For byte-stream protocols such as an echo, where "what has arrived" is the request;
+    /// a protocol with messages reads them whole with [`framing`](crate::framing) or
+    /// [`BufRead`] instead. The bytes are copied out of the connection's read buffer into a
+    /// `Vec` of their own length, so a call costs what arrived, not a zeroed buffer of the
+    /// largest request (`let mut buf = [0; 16 * 1024]` in a handler zeroes 16 KiB per
+    /// request). How much one call can return is the read buffer's size
+    /// ([`Builder::read_buffer`](crate::Builder::read_buffer)), which grows for clients
+    /// whose requests fill it.
+    ///
+    /// ```
+    /// use socketserver::{Next, StreamRequest, TcpServer};
+    /// use std::io::{self, Read, Write};
+    /// use std::net::TcpStream;
+    /// use std::time::Duration;
+    ///
+    /// let server = TcpServer::bind("127.0.0.1:0")?;
+    /// let addr = server.local_addr()?;
+    /// let stop = server.shutdown_handle();
+    /// let serving = std::thread::spawn(move || {
+    ///     server.serve_requests(|req: &mut StreamRequest| {
+    ///         let data = req.recv()?;
+    ///         if data.is_empty() {
+    ///             return Ok(Next::Close); // the client closed
+    ///         }
+    ///         req.write_all(&data)?;
+    ///         Ok(Next::Continue)
+    ///     })
+    /// });
+    ///
+    /// let mut client = TcpStream::connect(addr)?;
+    /// client.set_read_timeout(Some(Duration::from_secs(5)))?;
+    /// client.write_all(b"hello")?;
+    /// let mut back = [0; 5];
+    /// client.read_exact(&mut back)?;
+    /// assert_eq!(&back, b"hello");
+    /// stop.shutdown();
+    /// serving.join().unwrap()?;
+    /// # Ok::<(), io::Error>(())
+    /// ```
+    pub fn recv(&mut self) -> io::Result<Vec<u8>> {
+        let data = self.fill_buf()?.to_vec();
+        self.consume(data.len());
+        Ok(data)
+    }
+
     /// The reply to the request just served is over (its bytes are flushed): pushes held
     /// for it go out. Nothing to do for a connection without a pusher.
     pub(crate) fn reply_done(&mut self) {
