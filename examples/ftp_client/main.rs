@@ -77,6 +77,29 @@ fn main() -> ExitCode {
 
 /// Where and as whom to log in, kept to log in again when the server closes the
 /// connection after a refusal.
+/// Asks for a password on the terminal without echoing it. `rpassword` shows its prompt
+/// first and turns the echo off after: what is typed (or pasted) as soon as the prompt
+/// appears was echoed. The echo goes off here before the prompt shows, and comes back
+/// after (rpassword restores the state it found, echo off).
+fn prompt_password(prompt: &str) -> std::io::Result<String> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty");
+    let saved = tty.as_ref().ok().and_then(|t| tcgetattr(t).ok());
+    if let (Ok(t), Some(saved)) = (&tty, &saved) {
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        tcsetattr(t, SetArg::TCSANOW, &quiet)?;
+    }
+    let password = rpassword::prompt_password(prompt);
+    if let (Ok(t), Some(saved)) = (&tty, &saved) {
+        tcsetattr(t, SetArg::TCSANOW, saved)?;
+    }
+    password
+}
+
 struct Login {
     addr: String,
     user: String,
@@ -88,7 +111,7 @@ impl Login {
     fn ask(cli: &Cli) -> Result<Login, String> {
         let password = match std::env::var("FTP_PASSWORD") {
             Ok(p) => p,
-            Err(_) => rpassword::prompt_password(format!("password for {}: ", cli.user))
+            Err(_) => prompt_password(&format!("password for {}: ", cli.user))
                 .map_err(|e| format!("cannot read the password: {e}"))?,
         };
         Ok(Login {
