@@ -729,6 +729,41 @@ fn a_quiet_connection_costs_under_8_kib() {
     drop(srv);
 }
 
+/// Clients that connect, send one request, read the reply and stay (or go) do not grow the
+/// pool: a new connection is waited for after its reply only by a spare worker, and only a
+/// client proven busy (its next request within the window) may start a worker to watch the
+/// event set while it keeps its own. Before, every new connection counted as busy, and a
+/// quick succession of them grew the echo's pool to 100-140 threads (measured with 600
+/// Python clients).
+#[test]
+fn one_request_clients_in_quick_succession_do_not_grow_the_pool() {
+    const CLIENTS: usize = 300;
+    let srv = util::ExampleServer::start("echo", &["--addr", "127.0.0.1:0"]);
+    let addr = srv.socket_addr();
+    let pid = srv.pid();
+    let threads = || util::proc_status(pid, "Threads").expect("the echo is running");
+    let mut warm = util::tcp_client(addr);
+    exchange(&mut warm, b"warm\n");
+    let before = threads();
+    let clients: Vec<TcpStream> = (0..CLIENTS)
+        .map(|i| {
+            let mut c = util::tcp_client(addr);
+            exchange(&mut c, &[b'a' + (i % 26) as u8; 512]);
+            c
+        })
+        .collect();
+    exchange(&mut warm, b"still here\n");
+    let after = threads();
+    // A loaded machine may grow it by a few (a worker that waits 50 ms for the CPU looks
+    // stuck to the pool); a worker per new client would be a hundred or more.
+    assert!(
+        after < before + 20,
+        "{after} threads after {CLIENTS} one-request clients, {before} before"
+    );
+    drop(clients);
+    drop(srv);
+}
+
 /// A silent connection costs memory, not a thread, and little of it: under 8 KiB of RSS
 /// each (the bound; the flavours bench measures 0.7-1.4 KiB), on the echo example
 /// as shipped. The pool looks for a new connection's first request by reading it into the

@@ -33,8 +33,9 @@
 //! A busy client (one that sends each request within `HOT` of the reply before) keeps its
 //! worker: after the reply the worker waits on that connection alone, out of the event
 //! set, for up to `LINGER`, as the connection-per-thread pool would, while another worker
-//! watches the event set (one more starts for that if none is waiting, up to twice the
-//! warm count). Quick exchanges then cost what they cost in the connection-per-thread pool
+//! watches the event set (one more starts for that if none is waiting, up to the
+//! flavour's limit, once the client has proven busy: a new connection is waited for only
+//! by a spare worker, so that clients that connect, ask and go do not grow the pool). Quick exchanges then cost what they cost in the connection-per-thread pool
 //! (poll, read, reply) instead of an event round trip and a hand-over of the poll per
 //! request; a client that goes quiet is parked after `LINGER` and holds no thread.
 //!
@@ -132,6 +133,13 @@ struct Conn<H> {
     /// Its client sent its last request within `HOT` of the reply before (or it is new):
     /// worth waiting for on the worker that served it.
     hot: bool,
+    /// Its client has once sent a request within `HOT` of the reply before: a busy client,
+    /// for which the pool may grow (`linger`). A new connection is waited for only by a
+    /// worker that is spare: most clients that connect, ask and go (a health check, a
+    /// one-shot client) would otherwise each start a worker to watch the event set.
+    proven: bool,
+    /// It has been sent a reply: `served_at` is when the last one ended (not the open).
+    replied: bool,
     /// When it was accepted, for `socketserver_connection_duration_seconds`.
     opened: Instant,
 }
@@ -687,6 +695,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                         continue;
                     };
                     conn.hot = conn.served_at.elapsed() < HOT;
+                    conn.proven |= conn.hot && conn.replied;
                     conn.peer_closed |= read_closed;
                     self.busy();
                     if wait <= conn.parked_after
@@ -931,6 +940,8 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             parked_after: 0,
             served_at: now,
             hot: true,
+            proven: false,
+            replied: false,
             opened: now,
         });
         if !handshake {
@@ -1069,6 +1080,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 return;
             }
             conn.served_at = Instant::now();
+            conn.replied = true;
             // A pipelined request already buffered (or decrypted) is served now, not after
             // the network; at shutdown too: a request that arrived is answered.
             if !conn.req.nothing_buffered() {
@@ -1130,11 +1142,12 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// it is answered).
     ///
     /// Another worker must be watching the event set meanwhile: if none is, one more starts
-    /// (within the flavour's limit: busy clients are bounded by it, not by the warm count;
-    /// extra workers leave after `worker_idle_timeout` without work); at the limit the
-    /// connection is parked. With TLS the wait is a `poll` (a record may carry no request).
+    /// for a client proven busy (`Conn::proven`; within the flavour's limit: busy clients
+    /// are bounded by it, not by the warm count; extra workers leave after
+    /// `worker_idle_timeout` without work); a new connection, or any at the limit, is
+    /// parked. With TLS the wait is a `poll` (a record may carry no request).
     fn linger(self: &Arc<Self>, conn: &mut Conn<H>) -> io::Result<bool> {
-        if !conn.hot || (self.idle.load(SeqCst) == 0 && !self.add_watcher()) {
+        if !conn.hot || (self.idle.load(SeqCst) == 0 && (!conn.proven || !self.add_watcher())) {
             return Ok(false);
         }
         let fd = conn.req.stream().as_raw_fd();
@@ -1165,6 +1178,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             return Ok(false);
         }
         conn.hot = conn.served_at.elapsed() < HOT;
+        conn.proven |= conn.hot;
         conn.req.request_begun()
     }
 

@@ -145,6 +145,8 @@ impl ExampleServer {
         env: &[(&str, &str)],
         piped_stdin: bool,
     ) -> (ExampleServer, Option<ChildStdin>) {
+        // `cargo test --test NAME` does not rebuild the examples: never run a stale one.
+        build_examples();
         let path = example_path(name);
         assert!(
             path.exists(),
