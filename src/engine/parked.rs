@@ -35,9 +35,10 @@
 //! set, for up to `LINGER`, as the connection-per-thread pool would, while another worker
 //! watches the event set (one more starts for that if none is waiting, up to the
 //! flavour's limit, once the client has proven busy: a new connection is waited for only
-//! by a spare worker, so that clients that connect, ask and go do not grow the pool). Quick exchanges then cost what they cost in the connection-per-thread pool
-//! (poll, read, reply) instead of an event round trip and a hand-over of the poll per
-//! request; a client that goes quiet is parked after `LINGER` and holds no thread.
+//! by a spare worker, so that clients that connect, ask and go do not grow the pool).
+//! Quick exchanges then cost what they cost in the connection-per-thread pool (poll, read,
+//! reply) instead of an event round trip and a hand-over of the poll per request; a client
+//! that goes quiet is parked after `LINGER` and holds no thread.
 //!
 //! The pool grows when its workers are stuck: when the last waiting worker takes an event,
 //! it tells the serving thread, which looks again `GROW_DELAY` later: if no worker is

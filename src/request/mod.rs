@@ -536,10 +536,17 @@ impl StreamRequest {
     /// Plaintext only: with TLS the caller waits in `poll` (a record may carry no request).
     pub(crate) fn wait_next(&mut self, window: Duration) -> io::Result<bool> {
         self.reader.get_mut().linger = Some(window);
-        let filled = self.reader.fill_buf().map(|_| ());
+        let came = self.fill_or_nothing();
         self.reader.get_mut().linger = None;
-        match filled {
-            Ok(()) => Ok(true),
+        came
+    }
+
+    /// One fill of the read buffer under the reader's current setting (a wait's window, or
+    /// no wait): `Ok(true)` when bytes (or the client's EOF) came, `Ok(false)` when the
+    /// socket had nothing in time (`WouldBlock`).
+    fn fill_or_nothing(&mut self) -> io::Result<bool> {
+        match self.reader.fill_buf() {
+            Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(e),
         }
@@ -551,13 +558,9 @@ impl StreamRequest {
     /// one read, where a look (`poll`) and then a read were two. Plaintext only.
     pub(crate) fn read_now(&mut self) -> io::Result<bool> {
         self.reader.get_mut().now = true;
-        let filled = self.reader.fill_buf().map(|_| ());
+        let came = self.fill_or_nothing();
         self.reader.get_mut().now = false;
-        match filled {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(e),
-        }
+        came
     }
 
     /// Whether the connection should end now that its request is done: the server is
