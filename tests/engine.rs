@@ -693,10 +693,10 @@ fn a_request_larger_than_the_buffer_is_read_at_once() {
 /// 8 KiB of RSS each. Each client sends a request of 4 KiB, reads its reply, and stays
 /// connected without a word. Its request went through its read buffer (the engine's wait
 /// for a busy client's next request reads into it) and its reply through its write
-/// buffer; a parked connection gives both back. Each new client is waited for on a worker
-/// for up to 10 ms after its reply, so a quick succession of them grows the pool (by
-/// about a hundred threads here, whose stacks would dominate the count): a first batch of
-/// 300 grows it, and the second batch of 300 is the one measured.
+/// buffer; a parked connection gives both back. A first batch of 300 takes the one-time
+/// costs (the slab's and the allocator's growth; before a new connection stopped counting
+/// as a busy client, also about a hundred threads, whose stacks would dominate the count),
+/// and the second batch of 300 is the one measured.
 #[test]
 fn a_quiet_connection_costs_under_8_kib() {
     const QUIET: usize = 300;

@@ -75,8 +75,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Where and as whom to log in, kept to log in again when the server closes the
-/// connection after a refusal.
 /// Asks for a password on the terminal without echoing it. `rpassword` shows its prompt
 /// first and turns the echo off after: what is typed (or pasted) as soon as the prompt
 /// appears was echoed. The echo goes off here before the prompt shows, and comes back
@@ -100,6 +98,8 @@ fn prompt_password(prompt: &str) -> std::io::Result<String> {
     password
 }
 
+/// Where and as whom to log in, kept to log in again when the server closes the
+/// connection after a refusal.
 struct Login {
     addr: String,
     user: String,
