@@ -1,7 +1,7 @@
-//! The crate's only `unsafe` code: `poll(2)`, `send(2)`/`sendmsg(2)` without `SIGPIPE`,
-//! `fork(2)` and what a forked child does before its handler, `waitpid(2)`, `kill(2)`,
-//! `_exit(2)`, `recv(2)` with `MSG_PEEK`, a listener's accept queue (`TCP_INFO`), and the
-//! descriptor passing of a restart (`dup2(2)` between fork and exec).
+//! The crate's only `unsafe` code: `poll(2)`, `epoll_wait(2)` (Linux), `send(2)`/`sendmsg(2)`
+//! without `SIGPIPE`, `fork(2)` and what a forked child does before its handler,
+//! `waitpid(2)`, `kill(2)`, `_exit(2)`, `recv(2)` with `MSG_PEEK`, a listener's accept queue
+//! (`TCP_INFO`), and the descriptor passing of a restart (`dup2(2)` between fork and exec).
 //!
 //! Every function here is a thin, safe wrapper over one system call. A `-1` return becomes
 //! `io::Error::last_os_error()` through [`cvt`].
@@ -62,14 +62,7 @@ pub(crate) fn poll(fds: &[(RawFd, Interest)], timeout: Option<Duration>) -> io::
             Interest::Write => libc::POLLOUT,
         };
     }
-    let ms = match timeout {
-        None => -1,
-        // Round up so that a 0.5 ms wait does not become a busy 0 ms poll.
-        Some(d) => d
-            .as_nanos()
-            .div_ceil(1_000_000)
-            .min(libc::c_int::MAX as u128) as libc::c_int,
-    };
+    let ms = timeout_ms(timeout);
     // SAFETY: `pfds` is a valid, exclusively borrowed array of at least `fds.len()` pollfd
     // structs that outlives the call; poll only writes their `revents` fields.
     let ret = unsafe { libc::poll(pfds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
@@ -84,6 +77,37 @@ pub(crate) fn poll(fds: &[(RawFd, Interest)], timeout: Option<Duration>) -> io::
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Ready::default()),
         Err(e) => Err(e),
     }
+}
+
+/// A timeout in the milliseconds of `poll(2)` and `epoll_wait(2)` (`None`: forever, -1).
+fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
+    match timeout {
+        None => -1,
+        // Round up so that a 0.5 ms wait does not become a busy 0 ms poll.
+        Some(d) => d
+            .as_nanos()
+            .div_ceil(1_000_000)
+            .min(libc::c_int::MAX as u128) as libc::c_int,
+    }
+}
+
+/// One event of an epoll instance (`epfd`, a `mio::Poll`'s), or `None` when the timeout
+/// (`None`: forever) ended first: the registration's data (mio's token) and its event bits.
+///
+/// Several threads may wait on the same instance at once (mio's `Poll::poll` takes it
+/// `&mut`, one thread at a time): the kernel wakes one waiter per ready event (the one that
+/// began waiting last), and a waiter that leaves events behind in the ready list wakes the
+/// next. `EINTR` is returned as the error.
+#[cfg(target_os = "linux")]
+pub(crate) fn epoll_wait_one(
+    epfd: RawFd,
+    timeout: Option<Duration>,
+) -> io::Result<Option<(u64, u32)>> {
+    let mut event = libc::epoll_event { events: 0, u64: 0 };
+    // SAFETY: `event` is a valid, exclusively borrowed epoll_event that outlives the call,
+    // and maxevents (1) is its length; the kernel writes at most that one entry.
+    let n = cvt(unsafe { libc::epoll_wait(epfd, &mut event, 1, timeout_ms(timeout)) })?;
+    Ok((n == 1).then_some((event.u64, event.events)))
 }
 
 /// Whether `fd` is readable right now (a zero-timeout poll).

@@ -51,8 +51,25 @@ fn a_zero_worker_idle_timeout_does_not_spin() {
         c.write_all(b"hi\n").unwrap();
         assert_eq!(util::read_until(c, |g| g.ends_with(b"\n")), b"hi\n");
     }
-    // Four busy workers and one more waiting for the next client.
-    assert_eq!(handle.stats().threads, 5);
+    // Four busy workers and one more waiting for the next client (it starts within a
+    // look of the serving thread, about a millisecond, and no more start after it).
+    let deadline = Instant::now() + TIMEOUT;
+    while handle.stats().threads < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "no worker started for the next client"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    let mut c = util::tcp_client(addr);
+    c.write_all(b"fifth\n").unwrap();
+    assert_eq!(util::read_until(&mut c, |g| g.ends_with(b"\n")), b"fifth\n");
+    assert!(
+        handle.stats().threads <= 6,
+        "{} threads",
+        handle.stats().threads
+    );
+    clients.push(c);
     drop(clients);
     let deadline = Instant::now() + TIMEOUT;
     while handle.stats().threads > 2 {

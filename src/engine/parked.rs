@@ -5,18 +5,15 @@
 //! (below). A connection handler (`serve`, `whole`) is one request that never parks: it
 //! runs as soon as its connection is open (its PROXY header and TLS handshake may still
 //! wait in the event set, holding no worker) and holds its worker to the connection's end;
-//! the pool grows as soon as its last waiting worker takes one, as a thread per connection
-//! would, up to the flavour's limit. Accepting, the accept errors and their back-off, the
+//! the pool grows for the clients that wait to be accepted, within about a millisecond, as
+//! a thread per connection would, up to the flavour's limit. Accepting, the accept errors and their back-off, the
 //! connection limit, opening (`conn::accept`, `conn::handshake`), panics, shutdown and a
 //! restart's drain are one path for both.
 //!
 //! A connection waiting for its client's next request is not on any thread: it sits in a
 //! slab, registered in a `mio::Poll` (epoll on Linux, kqueue on the BSDs).
-//! Workers take turns waiting on the poll (one thread waits at a time, under a lock: the
-//! waiting worker is the leader, the others queue behind it). One wait takes up to `BATCH`
-//! events from the kernel; the leader keeps one and leaves the rest under the lock, where
-//! the workers after it take theirs without a system call (under load one `epoll_wait`
-//! serves many requests). An event is the listener (accept one connection, re-arm), or a
+//! Idle workers wait on the poll, each for one event (on Linux all at once in
+//! `epoll_wait`, and the kernel wakes one per event; see `Waiter`). An event is the listener (accept one connection, re-arm), or a
 //! parked connection whose request arrived (take it out of its slot, serve its request on
 //! this thread, then park it again, or serve the next request at once if the client
 //! pipelined it). A connection keeps its slot and its registration (edge-triggered, under
@@ -25,8 +22,8 @@
 //! remembered there, and the worker parking it reads again instead (`Parking`). Input that
 //! came before the event that took it raises no new event, so parking first looks for it
 //! when it may be there: bytes past the last read (that read filled its buffer, or TLS made
-//! it) or an EOF the event reported. An event left in a batch from before the
-//! connection's last request was read is checked before it is served (`Conn::parked_after`).
+//! it) or an EOF the event reported. An event returned before the connection's last
+//! request was read is checked before it is served (`Conn::parked_after`).
 //! A key carries a generation, so an event for a closed connection never reaches the one
 //! that reused its slot.
 //!
@@ -41,16 +38,17 @@
 //! that goes quiet is parked after `LINGER` and holds no thread.
 //!
 //! The pool grows when its workers are stuck: when the last waiting worker takes an event,
-//! it tells the serving thread, which looks again `GROW_DELAY` later: if no worker is
-//! waiting and none has finished anything meanwhile, every worker is inside a long request
-//! (an upload, a slow client, a TLS handshake), and another starts (up to `Flavor::limit`),
-//! so that such requests never stop the others from being served. Short requests that keep
-//! every worker busy (a saturated CPU) do not grow it: more threads would not help them.
-//! Workers above the warm count leave after `worker_idle_timeout` without an event (the
-//! waiting worker's poll times out; the ones queued behind it have waited as long).
+//! it tells the serving thread, which looks again `GROW_DELAY` later (`WHOLE_LOOK` for
+//! connection handlers): if no worker is waiting and none has finished anything meanwhile,
+//! every worker is inside a long request (an upload, a slow client, a TLS handshake, a
+//! connection handler's whole connection), and more start (up to `Flavor::limit`), so that
+//! such requests never stop the others from being served (`look_saturation`). Short
+//! requests that keep every worker busy (a saturated CPU) do not grow it: more threads
+//! would not help them. Workers above the warm count leave after `worker_idle_timeout`
+//! without an event (their wait on the poll times out).
 //!
-//! Shutdown: the server's wake socket is registered level-triggered, so every worker's
-//! wait returns once it is readable; parked connections are closed at once (nothing of
+//! Shutdown: the server's wake socket is in the event set, and every worker woken for it
+//! re-arms it (registrations are edge-triggered), so that every worker's wait returns; parked connections are closed at once (nothing of
 //! theirs is in flight), requests in flight get the grace period.
 
 use std::collections::VecDeque;
@@ -65,7 +63,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Registry, Token};
+#[cfg(not(target_os = "linux"))]
+use mio::Events;
+use mio::{Interest, Poll, Registry, Token};
 
 use super::accept::{AcceptErrors, OnError, Throttle};
 use super::finish_threads;
@@ -94,6 +94,10 @@ const MIN_IDLE: Duration = Duration::from_millis(100);
 /// How long every worker must have been inside the same requests before the pool grows (long
 /// enough that a CPU-starved moment of a saturated server is not taken for stuck workers).
 const GROW_DELAY: Duration = Duration::from_millis(50);
+
+/// How often the serving thread looks for clients waiting to be accepted while every worker
+/// of a connection handler holds a connection (see `look_saturation`).
+const WHOLE_LOOK: Duration = Duration::from_millis(1);
 
 /// How long a worker that answered a busy client waits on its connection for the next
 /// request before parking it (see `Inner::linger`). The window is also what makes a client
@@ -125,8 +129,9 @@ struct Conn<H> {
     /// An event said the client closed its side: its EOF may be unread (it came with the
     /// last request, in the same edge-triggered event, and raises no other).
     peer_closed: bool,
-    /// `Inner::waits` when it was last parked: an event from a wait that began no later may
-    /// predate the reads of the request that followed, and is checked before it is served.
+    /// `Inner::waits` when it was last parked: an event from a wait that returned no later
+    /// may predate the reads of the request that followed, and is checked before it is
+    /// served (one from a later wait is read at once: at worst the read finds nothing).
     parked_after: u64,
     /// When its last request ended (or it opened): idle since then, for the idle timeout
     /// (a record without data, a TLS key update, is no request and does not reset it).
@@ -334,11 +339,9 @@ pub(crate) struct Inner<L, H> {
     kick: (Sender<()>, Receiver<()>),
     /// The warning that the connection limit is reached: at most one a second.
     full_warned: Throttle,
-    /// The poll, and the turn to wait on it: one worker waits (the leader), the others
-    /// sleep on this lock; the leader takes one of the events it got and leaves the rest
-    /// to the workers after it, which take them without a system call.
-    poll: Mutex<Waiter>,
-    /// Waits begun on the poll (counted before each begins).
+    /// The event set the idle workers wait on (see `Waiter`).
+    poll: Waiter,
+    /// Waits on the poll that returned events (counted once each returned).
     waits: AtomicU64,
     /// Workers running, and those of them not serving (waiting for the poll or in it).
     workers: AtomicUsize,
@@ -359,27 +362,106 @@ pub(crate) struct Inner<L, H> {
     saturated: (Sender<()>, Receiver<()>),
     /// Connection handlers (`serve`): each connection is one request that never parks,
     /// run as soon as the connection is open (the server may speak first). It holds its
-    /// worker to its end, so the pool grows as soon as its last waiting worker takes one.
+    /// worker to its end, so the pool grows for every client waiting to be accepted.
     whole: bool,
 }
 
-/// The most events one wait takes from the kernel (the rest stay there for the next).
+/// The most events one wait takes from the kernel (the rest stay there for the next), where
+/// workers take turns waiting (not on Linux: see `Waiter`).
+#[cfg(not(target_os = "linux"))]
 const BATCH: usize = 64;
 
-/// The poll, with the events its last wait returned that no worker has taken yet.
+/// The event set, and the way idle workers wait on it.
+///
+/// On Linux every idle worker waits in `epoll_wait` at once, for one event: the kernel wakes
+/// one waiter per event (the one that began waiting last, so that extra workers are the
+/// ones left to time out), and a waiter that leaves events in the ready list wakes the
+/// next. A worker taking an event hands nothing over: the others are waiting already (a
+/// turn under a lock costs a `futex` wake-up per event: most of the churn row's extra
+/// system calls). Elsewhere (kqueue, through mio, whose `Poll::poll` takes the poll `&mut`)
+/// workers take turns: the one waiting holds a lock, takes one of the events it got and
+/// leaves the rest under the lock, where the workers after it take theirs without a
+/// system call.
 struct Waiter {
+    #[cfg(target_os = "linux")]
+    poll: Poll,
+    #[cfg(not(target_os = "linux"))]
+    turn: Mutex<Turn>,
+}
+
+/// The poll, with the events its last wait returned that no worker has taken yet.
+#[cfg(not(target_os = "linux"))]
+struct Turn {
     poll: Poll,
     events: Events,
     ready: VecDeque<Ready>,
 }
 
-/// An event left for a worker: its key, whether it said the client closed its side, and
-/// the number of the wait that returned it (see `Conn::parked_after`).
+/// An event for a worker: its key, whether it said the client closed its side, and the
+/// number of the wait that returned it (see `Conn::parked_after`).
 #[derive(Clone, Copy)]
 struct Ready {
     token: Token,
     read_closed: bool,
     wait: u64,
+}
+
+impl Waiter {
+    fn new(poll: Poll) -> Waiter {
+        #[cfg(target_os = "linux")]
+        return Waiter { poll };
+        #[cfg(not(target_os = "linux"))]
+        return Waiter {
+            turn: Mutex::new(Turn {
+                poll,
+                events: Events::with_capacity(BATCH),
+                ready: VecDeque::with_capacity(BATCH),
+            }),
+        };
+    }
+
+    /// The next event, or `None` if `deadline` (`None`: never) came first. Each wait that
+    /// returns events is numbered from `waits` once it has returned.
+    #[cfg(target_os = "linux")]
+    fn next(&self, waits: &AtomicU64, deadline: Option<Instant>) -> io::Result<Option<Ready>> {
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let Some((data, bits)) = sys::epoll_wait_one(self.poll.as_raw_fd(), timeout)? else {
+            return Ok(None);
+        };
+        // As mio reads them: both halves closed, or the client's FIN (with a registration
+        // for reading, mio asks for `EPOLLRDHUP`).
+        let has = |flag: libc::c_int| bits & flag as u32 != 0;
+        Ok(Some(Ready {
+            token: Token(data as usize),
+            read_closed: has(libc::EPOLLHUP) || (has(libc::EPOLLIN) && has(libc::EPOLLRDHUP)),
+            wait: waits.fetch_add(1, SeqCst) + 1,
+        }))
+    }
+
+    /// The next event, or `None` if `deadline` (`None`: never) came first. Each wait that
+    /// returns events is numbered from `waits` once it has returned.
+    #[cfg(not(target_os = "linux"))]
+    fn next(&self, waits: &AtomicU64, deadline: Option<Instant>) -> io::Result<Option<Ready>> {
+        let mut turn = lock(&self.turn);
+        if let Some(ready) = turn.ready.pop_front() {
+            return Ok(Some(ready));
+        }
+        let Turn {
+            poll,
+            events,
+            ready,
+        } = &mut *turn;
+        // Queued for the turn that long already: no wait at all.
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        poll.poll(events, timeout)?;
+        let wait = waits.fetch_add(1, SeqCst) + 1;
+        ready.extend(events.iter().map(|e| Ready {
+            token: e.token(),
+            read_closed: e.is_read_closed(),
+            wait,
+        }));
+        Ok(ready.pop_front())
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -422,11 +504,7 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         let inner = Arc::new(Inner {
             listener,
             registry,
-            poll: Mutex::new(Waiter {
-                poll,
-                events: Events::with_capacity(BATCH),
-                ready: VecDeque::with_capacity(BATCH),
-            }),
+            poll: Waiter::new(poll),
             waits: AtomicU64::new(0),
             parking: (0..SHARDS).map(|i| Mutex::new(Parking::new(i))).collect(),
             factory,
@@ -508,7 +586,7 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
                 recv(inner.saturated.1) -> _ => {
                     if watch.is_none() {
                         let progress = inner.finished.load(Relaxed);
-                        watch = Some((Instant::now() + GROW_DELAY, progress));
+                        watch = Some((Instant::now() + inner.look_every(), progress));
                     }
                 }
                 recv(inner.kick.1) -> _ => {}
@@ -519,7 +597,7 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
                 if now >= at {
                     watch = inner
                         .look_saturation(progress)
-                        .map(|progress| (now + GROW_DELAY, progress));
+                        .map(|progress| (now + inner.look_every(), progress));
                 }
             }
             inner.end_backoff(now);
@@ -613,35 +691,10 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             if self.ending() {
                 break;
             }
-            let waited = {
-                let mut waiter = lock(&self.poll);
-                match waiter.ready.pop_front() {
-                    Some(token) => Ok(Some(token)),
-                    None => {
-                        // An extra worker waits no longer than its idle time left (none,
-                        // if it queued for the poll that long already).
-                        let timeout = (self.workers.load(SeqCst) > self.warm).then(|| {
-                            (idle_since + self.worker_idle)
-                                .saturating_duration_since(Instant::now())
-                        });
-                        let Waiter {
-                            poll,
-                            events,
-                            ready,
-                        } = &mut *waiter;
-                        let wait = self.waits.fetch_add(1, SeqCst) + 1;
-                        poll.poll(events, timeout).map(|()| {
-                            ready.extend(events.iter().map(|e| Ready {
-                                token: e.token(),
-                                read_closed: e.is_read_closed(),
-                                wait,
-                            }));
-                            ready.pop_front()
-                        })
-                    }
-                }
-            };
-            let token = match waited {
+            // An extra worker waits no longer than its idle time left.
+            let deadline =
+                (self.workers.load(SeqCst) > self.warm).then(|| idle_since + self.worker_idle);
+            let token = match self.poll.next(&self.waits, deadline) {
                 Ok(token) => token,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -719,25 +772,40 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     }
 
     /// This worker goes to serve: if it was the last one waiting, the serving thread is
-    /// told to watch whether the pool must grow (`watch_saturation`).
+    /// told to watch whether the pool must grow (`look_saturation`).
     fn busy(self: &Arc<Self>) {
         let last = self.idle.fetch_sub(1, SeqCst) == 1;
-        if last && self.whole {
-            // A connection handler holds its worker to the connection's end: another starts
-            // now to watch the event set (within the limit).
-            if let Some(Err(e)) = self.grow() {
-                log::warn!("cannot grow the pool: {e}");
-            }
-        } else if last && !self.watching.swap(true, SeqCst) {
+        if last && !self.watching.swap(true, SeqCst) {
             let _ = self.saturated.0.try_send(());
         }
     }
 
-    /// On the serving thread, `GROW_DELAY` after the last waiting worker took an event (or
-    /// after the last look): if still no worker waits and none has come back to the event
-    /// set since `progress` was counted, every worker is inside a long request (or on a
-    /// pipelining client), and one more starts (up to the limit). Returns the progress to
-    /// compare with at the next look, or `None` once a worker waits again.
+    /// How long the serving thread waits between looks while no worker waits on the event
+    /// set (`look_saturation`).
+    fn look_every(&self) -> Duration {
+        match self.whole {
+            true => WHOLE_LOOK,
+            false => GROW_DELAY,
+        }
+    }
+
+    /// On the serving thread, `look_every` after the last waiting worker took an event (or
+    /// after the last look), while still no worker waits: whether the pool must grow.
+    /// Returns the progress to compare with at the next look, or `None` once a worker waits
+    /// again.
+    ///
+    /// If a worker came back to the event set since `progress` was counted, more threads
+    /// would not serve faster: nothing starts. Otherwise every worker is inside a long
+    /// request (or on a pipelining client), and:
+    /// - request handlers: one more worker starts (up to the limit), `GROW_DELAY` apart;
+    /// - connection handlers, which hold their workers to their connections' ends: as many
+    ///   start as clients wait in the listener's queue, and at least one, to wait for the
+    ///   next client, `WHOLE_LOOK` apart. A pool whose workers all hold long connections
+    ///   (a chat) has a worker waiting for the next client again within a millisecond, and
+    ///   a burst of clients gets a worker each at once. Not at the moment the last worker
+    ///   takes a connection, as before: on a saturated CPU, workers whose clients are gone
+    ///   wait to run and read their EOF, and a pool that grew for them (measured: 100
+    ///   threads for 16 clients connecting and closing) serves no faster.
     fn look_saturation(self: &Arc<Self>, progress: usize) -> Option<usize> {
         let now = self.finished.load(Relaxed);
         if self.idle.load(SeqCst) > 0 {
@@ -749,19 +817,46 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             }
             return Some(now);
         }
-        if now != progress || self.shared.is_stopping() {
-            return Some(now); // workers come back: more threads would not serve faster
+        if self.shared.is_stopping() {
+            return Some(now);
         }
-        // Every worker has been away from the event set for GROW_DELAY: one more.
-        match self.grow() {
-            Some(Ok(())) => log::debug!(
-                "no worker back at the event set for {GROW_DELAY:?}: {} workers now",
-                self.workers.load(SeqCst)
-            ),
-            Some(Err(e)) => log::warn!("cannot grow the pool: {e}"),
-            None => {}
+        let more = match self.whole {
+            // Workers come back: more threads would not serve faster.
+            _ if now != progress => 0,
+            true => self.clients_waiting().max(1),
+            // Every worker has been away from the event set for GROW_DELAY: one more.
+            false => 1,
+        };
+        for _ in 0..more {
+            match self.grow() {
+                Some(Ok(())) => log::debug!(
+                    "no worker back at the event set for {:?}: {} workers now",
+                    self.look_every(),
+                    self.workers.load(SeqCst)
+                ),
+                Some(Err(e)) => log::warn!("cannot grow the pool: {e}"),
+                None => break,
+            }
         }
         Some(now)
+    }
+
+    /// How many clients wait in the listener's queue to be accepted (TCP on Linux: its
+    /// length; elsewhere 1 if any waits). None while accepting is paused (at
+    /// `max_connections`, or backing off).
+    fn clients_waiting(&self) -> usize {
+        if self.paused.load(SeqCst) || lock(&self.resume_at).is_some() {
+            return 0;
+        }
+        let fd = self.listener.as_raw_fd();
+        if !sys::readable_now(fd) {
+            return 0;
+        }
+        #[cfg(target_os = "linux")]
+        if let Ok(n @ 1..) = sys::accept_queue_len(fd) {
+            return n;
+        }
+        1
     }
 
     /// A worker waited `worker_idle` for nothing: it leaves if it is above the warm count
