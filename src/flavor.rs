@@ -16,10 +16,11 @@ use std::time::Duration;
 /// | [`forking`](Flavor::forking) | `ForkingMixIn` | isolation: a crash or leak dies with its process (unix) |
 ///
 /// The default is a growing pool: 16 warm workers, growing up to 4096 threads while every
-/// worker is busy, extra threads leaving after 10 s idle. For streams its workers take turns
+/// worker is busy, extra threads leaving after 10 s idle. For streams its idle workers wait
 /// at the server's event set (epoll, kqueue), accept there and serve on the same thread: a
 /// connection handler ([`serve`](crate::StreamServer::serve)) holds its worker to the
-/// connection's end (the pool grows as its last free worker takes one), a request handler
+/// connection's end (the pool grows, within about a millisecond, for the clients waiting to
+/// be accepted while every worker holds a connection), a request handler
 /// ([`serve_requests`](crate::StreamServer::serve_requests)) only while it has a request.
 /// For datagrams, on Linux, idle workers wait in `recvfrom(2)` themselves; elsewhere a
 /// receiving thread hands datagrams over a bounded queue (see [`queue`](Flavor::queue)).
