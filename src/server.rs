@@ -323,9 +323,9 @@ impl<L: Listener> StreamServer<L> {
     /// In the pool flavour (the default), a connection holds a thread only while it has
     /// work. Waiting for its client's next request it sits in the server's event set
     /// (epoll, kqueue), and the pool's workers (`Flavor::workers`, 16 by default) serve
-    /// requests as they arrive. A busy client (its last request came within 30 ms of the
+    /// requests as they arrive. A busy client (its last request came within 10 ms of the
     /// reply before) is served as a thread per connection serves it: the worker that
-    /// answered waits on that connection with a blocking read for up to 30 ms, so a quick
+    /// answered waits on that connection with a blocking read for up to 10 ms, so a quick
     /// exchange costs one read and one write per request, no event-set call; while it
     /// waits, another worker watches the event set. Busy clients are bounded by
     /// `Flavor::limit`, not by the warm count. The pool also grows when every worker is

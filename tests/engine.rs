@@ -568,7 +568,7 @@ fn a_new_connection_costs_no_socket_option_call() {
 /// queue's count; 8 clients connect after, with the listener's options. A request
 /// handler's read timeout is checked by its effect: a request whose second half comes
 /// 200 ms after its first (a slow client, part of the scenario) is served whole, its read
-/// waiting up to the 5 s read timeout, not the engine's 30 ms linger window that the
+/// waiting up to the 5 s read timeout, not the engine's 10 ms linger window that the
 /// pool's connections start with.
 #[test]
 fn connection_options_reach_queued_and_new_connections() {

@@ -303,7 +303,7 @@ fn pubsub_pushes_never_interleave_with_replies_and_keep_each_sources_order() {
 const PARKED: &str = r#"
 s = Client()
 expect(s.cmd('SUB t'), 'OK SUB t')
-time.sleep(0.3)                                    # well past the 30 ms a busy client is waited for
+time.sleep(0.3)                                    # well past the 10 ms a busy client is waited for
 p = Client()
 for i in range(3):
     expect(p.cmd(f'PUB t small {i}'), 'OK PUB 1')

@@ -105,14 +105,9 @@ const WHOLE_LOOK: Duration = Duration::from_millis(1);
 /// one the wait would have caught. So the window adapts per connection: a client that
 /// answers within it is waited for every time; one that missed it parks at once after each
 /// reply until it is quick again. It is long beside a loopback or LAN round trip (tens of
-/// microseconds) and short beside what a thread costs to hold; a socket timeout this long is
-/// served by the kernel's timer wheel, with no timer reprogrammed per wait. Measured at 256
-/// busy clients on 2 vCPUs, where a client's next request often comes 5-10 ms after the
-/// reply: with 10 ms, 2-3% of requests missed the window and each paid a parking and an
-/// event round trip (0.02 `epoll_wait` and 0.02-0.03 `epoll_ctl` per request, 0.06-0.11
-/// more context switches than a thread per connection, CPU 1.11-1.21x std's); with 30 ms
-/// almost none (0.002 each, fewer context switches than std, CPU 1.08x, 0.99x its rate).
-const LINGER: Duration = Duration::from_millis(30);
+/// microseconds) and short beside what a thread costs to hold; a socket timeout of 10 ms is
+/// served by the kernel's timer wheel, with no timer reprogrammed per wait.
+const LINGER: Duration = Duration::from_millis(10);
 const HOT: Duration = LINGER;
 
 /// A kept connection and its handler's state.
