@@ -53,14 +53,9 @@ fn a_zero_worker_idle_timeout_does_not_spin() {
     }
     // Four busy workers and one more waiting for the next client (it starts within a
     // look of the serving thread, about a millisecond, and no more start after it).
-    let deadline = Instant::now() + TIMEOUT;
-    while handle.stats().threads < 5 {
-        assert!(
-            Instant::now() < deadline,
-            "no worker started for the next client"
-        );
-        thread::sleep(Duration::from_millis(1));
-    }
+    util::wait_until("a worker started for the next client", || {
+        handle.stats().threads >= 5
+    });
     let mut c = util::tcp_client(addr);
     c.write_all(b"fifth\n").unwrap();
     assert_eq!(util::read_until(&mut c, |g| g.ends_with(b"\n")), b"fifth\n");

@@ -6,15 +6,15 @@
 //! runs as soon as its connection is open (its PROXY header and TLS handshake may still
 //! wait in the event set, holding no worker) and holds its worker to the connection's end;
 //! the pool grows for the clients that wait to be accepted, within about a millisecond, as
-//! a thread per connection would, up to the flavour's limit. Accepting, the accept errors and their back-off, the
-//! connection limit, opening (`conn::accept`, `conn::handshake`), panics, shutdown and a
-//! restart's drain are one path for both.
+//! a thread per connection would, up to the flavour's limit. Accepting, the accept errors
+//! and their back-off, the connection limit, opening (`conn::accept`, `conn::handshake`),
+//! panics, shutdown and a restart's drain are one path for both.
 //!
 //! A connection waiting for its client's next request is not on any thread: it sits in a
 //! slab, registered in a `mio::Poll` (epoll on Linux, kqueue on the BSDs).
 //! Idle workers wait on the poll, each for one event (on Linux all at once in
-//! `epoll_wait`, and the kernel wakes one per event; see `Waiter`). An event is the listener (accept one connection, re-arm), or a
-//! parked connection whose request arrived (take it out of its slot, serve its request on
+//! `epoll_wait`, and the kernel wakes one per event; see `Waiter`). An event is the
+//! listener (accept one connection, re-arm), or a parked connection whose request arrived (take it out of its slot, serve its request on
 //! this thread, then park it again, or serve the next request at once if the client
 //! pipelined it). A connection keeps its slot and its registration (edge-triggered, under
 //! the slot's key) from its first parking until it closes, so parking it again costs no
@@ -48,8 +48,9 @@
 //! without an event (their wait on the poll times out).
 //!
 //! Shutdown: the server's wake socket is in the event set, and every worker woken for it
-//! re-arms it (registrations are edge-triggered), so that every worker's wait returns; parked connections are closed at once (nothing of
-//! theirs is in flight), requests in flight get the grace period.
+//! re-arms it (registrations are edge-triggered), so that every worker's wait returns;
+//! parked connections are closed at once (nothing of theirs is in flight), requests in
+//! flight get the grace period.
 
 use std::collections::VecDeque;
 use std::io;
@@ -842,21 +843,18 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     }
 
     /// How many clients wait in the listener's queue to be accepted (TCP on Linux: its
-    /// length; elsewhere 1 if any waits). None while accepting is paused (at
-    /// `max_connections`, or backing off).
+    /// length, one `getsockopt`; elsewhere, and for Unix sockets, 1 if any waits). None
+    /// while accepting is paused (at `max_connections`, or backing off).
     fn clients_waiting(&self) -> usize {
         if self.paused.load(SeqCst) || lock(&self.resume_at).is_some() {
             return 0;
         }
         let fd = self.listener.as_raw_fd();
-        if !sys::readable_now(fd) {
-            return 0;
-        }
         #[cfg(target_os = "linux")]
-        if let Ok(n @ 1..) = sys::accept_queue_len(fd) {
+        if let Ok(n) = sys::accept_queue_len(fd) {
             return n;
         }
-        1
+        usize::from(sys::readable_now(fd))
     }
 
     /// A worker waited `worker_idle` for nothing: it leaves if it is above the warm count
