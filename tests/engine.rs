@@ -6,6 +6,7 @@ mod util;
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -811,6 +812,74 @@ fn clients_that_connect_ask_and_close_do_not_grow_a_connection_handlers_pool() {
         "{threads} workers after {} connections from {CLIENTS} clients, {warm} warm",
         CLIENTS * EACH
     );
+    handle.shutdown();
+    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+}
+
+/// A connection handler's pool at its limit, every worker holding a connection and a
+/// client waiting to be accepted: the serving thread has nothing to start, and looks again
+/// only `GROW_DELAY` (50 ms) apart, not every millisecond as it does below the limit (a
+/// thousand wake-ups a second for as long as the pool stays full). Counted as the serving
+/// thread's voluntary context switches over half a second: about 500 before, 10 now.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_connection_handlers_pool_does_not_look_every_millisecond() {
+    let server = TcpServer::builder()
+        .flavor(Flavor::pool().workers(2).limit(2))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let handle = server.shutdown_handle();
+    // The serving thread is the one `serve` runs on: its id, for /proc.
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let join = thread::spawn(move || {
+        let tid = std::fs::read_link("/proc/thread-self").unwrap();
+        tid_tx.send(tid).unwrap();
+        server.serve(|req: &mut StreamRequest| {
+            let mut line = String::new();
+            while req.read_line(&mut line)? > 0 {
+                req.write_all(line.as_bytes())?;
+                line.clear();
+            }
+            Ok(())
+        })
+    });
+    let task = tid_rx.recv_timeout(TIMEOUT).unwrap();
+    let switches = || -> u64 {
+        let status = std::fs::read_to_string(Path::new("/proc").join(&task).join("status"));
+        let status = status.unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+            .unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    // Both workers hold a client; a third waits in the listener's queue.
+    let mut held: Vec<_> = (0..2).map(|_| util::tcp_client(addr)).collect();
+    for c in &mut held {
+        exchange(c, b"hold\n");
+    }
+    let mut waiting = util::tcp_client(addr);
+    waiting.write_all(b"waiting\n").unwrap();
+    // Let the serving thread see that no worker waits (it looks within a millisecond).
+    thread::sleep(Duration::from_millis(100));
+    let before = switches();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(500) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let woke = switches() - before;
+    assert!(
+        woke < 100,
+        "the serving thread woke {woke} times in 0.5 s while the pool was full"
+    );
+    // The waiting client is served once a worker is free.
+    drop(held);
+    let mut reply = Vec::new();
+    waiting.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut r = io::BufReader::new(&waiting);
+    r.read_until(b'\n', &mut reply).unwrap();
+    assert_eq!(reply, b"waiting\n");
     handle.shutdown();
     util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
 }

@@ -39,12 +39,12 @@
 //!
 //! The pool grows when its workers are stuck: when the last waiting worker takes an event,
 //! it tells the serving thread, which looks again `GROW_DELAY` later (`WHOLE_LOOK` for
-//! connection handlers): if no worker is waiting and none has finished anything meanwhile,
-//! every worker is inside a long request (an upload, a slow client, a TLS handshake, a
-//! connection handler's whole connection), and more start (up to `Flavor::limit`), so that
-//! such requests never stop the others from being served (`look_saturation`). Short
-//! requests that keep every worker busy (a saturated CPU) do not grow it: more threads
-//! would not help them. Workers above the warm count leave after `worker_idle_timeout`
+//! connection handlers below the limit): if no worker is waiting and none has finished
+//! anything meanwhile, every worker is inside a long request (an upload, a slow client, a
+//! TLS handshake, a connection handler's whole connection), and more start (up to
+//! `Flavor::limit`), so that such requests never stop the others from being served
+//! (`look_saturation`). Short requests that keep every worker busy (a saturated CPU) do
+//! not grow it: more threads would not help them. Workers above the warm count leave after `worker_idle_timeout`
 //! without an event (their wait on the poll times out).
 //!
 //! Shutdown: the server's wake socket is in the event set, and every worker woken for it
@@ -782,9 +782,11 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     }
 
     /// How long the serving thread waits between looks while no worker waits on the event
-    /// set (`look_saturation`).
+    /// set (`look_saturation`). At the limit there is nothing to start: a full pool of
+    /// connection handlers is looked at `GROW_DELAY` apart, not every `WHOLE_LOOK` (a
+    /// thousand wake-ups a second for as long as it stays full).
     fn look_every(&self) -> Duration {
-        match self.whole {
+        match self.whole && self.workers.load(SeqCst) < self.limit {
             true => WHOLE_LOOK,
             false => GROW_DELAY,
         }
