@@ -5,64 +5,20 @@
 mod util;
 
 use std::io::{self, BufRead, Write};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::sync::{mpsc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use socketserver::{
-    framing, DatagramRequest, Flavor, HandlerError, ShutdownHandle, StreamHandler, StreamRequest,
-    TcpServer, UdpServer, UnixStreamServer,
+    framing, DatagramRequest, Flavor, HandlerError, StreamRequest, TcpServer, UdpServer,
+    UnixStreamServer,
 };
-use util::TIMEOUT;
-
-/// A TCP server on a background thread.
-struct Srv {
-    addr: SocketAddr,
-    handle: ShutdownHandle,
-    join: Option<JoinHandle<io::Result<()>>>,
-}
-
-impl Srv {
-    fn start<H: StreamHandler + Clone>(
-        b: &mut socketserver::Builder<std::net::TcpListener>,
-        handler: H,
-    ) -> Srv {
-        let s = b.bind("127.0.0.1:0").unwrap();
-        let addr = s.local_addr().unwrap();
-        let handle = s.shutdown_handle();
-        let join = Some(thread::spawn(move || s.serve(handler)));
-        Srv { addr, handle, join }
-    }
-
-    /// Waits (bounded) for `serve` to return after a shutdown; it must be `Ok`.
-    #[track_caller]
-    fn join(&mut self) {
-        let join = self.join.take().unwrap();
-        util::within(TIMEOUT, move || join.join())
-            .expect("serve panicked")
-            .expect("serve failed");
-    }
-
-    #[track_caller]
-    fn stop(&mut self) {
-        self.handle.shutdown();
-        self.join();
-    }
-}
+use util::{line_echo, Running, TIMEOUT};
 
 fn frame_echo(req: &mut StreamRequest) -> io::Result<()> {
     while let Some(frame) = framing::read_frame(req)? {
         framing::write_frame(req, &frame)?;
-    }
-    Ok(())
-}
-
-fn line_echo(req: &mut StreamRequest) -> io::Result<()> {
-    let mut line = String::new();
-    while req.read_line(&mut line)? > 0 {
-        req.write_all(line.as_bytes())?;
-        line.clear();
     }
     Ok(())
 }
@@ -80,7 +36,7 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 #[test]
 fn half_arrived_pipelined_request_survives_shutdown() {
     for flavor in [Flavor::pool(), Flavor::threading(), Flavor::single()] {
-        let mut srv = Srv::start(TcpServer::builder().flavor(flavor.clone()), frame_echo);
+        let mut srv = Running::serve(TcpServer::builder().flavor(flavor.clone()), frame_echo);
         let mut c = util::tcp_client(srv.addr);
         let next = frame(b"second request");
         let mut first = frame(b"first");
@@ -104,7 +60,7 @@ fn half_arrived_pipelined_request_survives_shutdown() {
 /// The same for lines: `read_line` must not return half a command without its newline.
 #[test]
 fn half_arrived_line_is_not_cut_at_shutdown() {
-    let mut srv = Srv::start(&mut TcpServer::builder(), line_echo);
+    let mut srv = Running::serve(&mut TcpServer::builder(), line_echo);
     let mut c = util::tcp_client(srv.addr);
     c.write_all(b"one\ntw").unwrap();
     assert_eq!(util::read_until(&mut c, |g| g.ends_with(b"\n")), b"one\n");
@@ -122,7 +78,7 @@ fn half_arrived_line_is_not_cut_at_shutdown() {
 /// for an event.
 #[test]
 fn half_arrived_request_is_not_cut_by_the_idle_timeout() {
-    let mut srv = Srv::start(
+    let mut srv = Running::serve(
         TcpServer::builder()
             .idle_timeout(Some(Duration::from_millis(50)))
             .read_timeout(Some(TIMEOUT)),
@@ -151,7 +107,7 @@ fn half_arrived_request_is_not_cut_by_the_idle_timeout() {
 /// are a clear `InvalidInput` from `bind`, before any allocation.
 #[test]
 fn extreme_settings_work_or_fail_clearly() {
-    let mut srv = Srv::start(
+    let mut srv = Running::serve(
         TcpServer::builder()
             .grace_period(Duration::MAX)
             .idle_timeout(Some(Duration::MAX))
@@ -213,7 +169,7 @@ fn extreme_settings_work_or_fail_clearly() {
         .expect_err("an unbounded datagram buffer");
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     // A large but honourable threading limit costs nothing up front.
-    let mut srv = Srv::start(
+    let mut srv = Running::serve(
         TcpServer::builder().flavor(Flavor::threading().limit(1_000_000)),
         line_echo,
     );
@@ -230,7 +186,7 @@ fn extreme_settings_work_or_fail_clearly() {
 fn write_timeout_is_timed_out() {
     let (tx, rx) = mpsc::channel::<(io::ErrorKind, String, bool)>();
     let tx = Mutex::new(tx);
-    let mut srv = Srv::start(
+    let mut srv = Running::serve(
         TcpServer::builder()
             .write_timeout(Some(Duration::from_millis(100)))
             .on_error(move |_, err| {
@@ -303,7 +259,7 @@ fn a_panic_escaping_the_runner_does_not_stop_a_fixed_pool() {
         Flavor::threading().limit(1),
         Flavor::single(),
     ] {
-        let mut srv = Srv::start(
+        let mut srv = Running::serve(
             TcpServer::builder().flavor(flavor.clone()),
             |req: &mut StreamRequest| {
                 let mut line = String::new();
@@ -344,7 +300,7 @@ fn a_connection_registered_after_the_grace_period_is_closed_at_once() {
     let started_tx = std::sync::Arc::new(Mutex::new(started_tx));
     let first = std::sync::atomic::AtomicBool::new(true);
     let first = std::sync::Arc::new(first);
-    let mut srv = Srv::start(
+    let mut srv = Running::serve(
         TcpServer::builder()
             .flavor(Flavor::fixed_pool(1).queue(4))
             .grace_period(Duration::from_millis(100)),
@@ -392,7 +348,7 @@ fn last_reply_survives_a_close_at_shutdown_with_unread_bytes() {
     const REPLY: usize = 16 << 20;
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let ready_tx = std::sync::Arc::new(Mutex::new(ready_tx));
-    let mut srv = Srv::start(&mut TcpServer::builder(), move |req: &mut StreamRequest| {
+    let mut srv = Running::serve(&mut TcpServer::builder(), move |req: &mut StreamRequest| {
         let mut line = String::new();
         req.read_line(&mut line)?;
         let _ = ready_tx.lock().unwrap().send(());
@@ -419,7 +375,7 @@ fn last_reply_survives_a_close_at_shutdown_with_unread_bytes() {
 /// the reply began, so a slow but complete exchange on the same connection is not cut.
 #[test]
 fn request_timeout_cuts_a_trickling_request() {
-    let mut srv = Srv::start(
+    let mut srv = Running::serve(
         TcpServer::builder()
             .flavor(Flavor::pool().workers(2))
             .read_timeout(Some(TIMEOUT))
@@ -471,7 +427,7 @@ fn request_timeout_cuts_a_trickling_request() {
 fn a_handler_deadline_bounds_its_reads() {
     let (tx, rx) = mpsc::channel::<io::ErrorKind>();
     let tx = std::sync::Arc::new(Mutex::new(tx));
-    let mut srv = Srv::start(&mut TcpServer::builder(), move |req: &mut StreamRequest| {
+    let mut srv = Running::serve(&mut TcpServer::builder(), move |req: &mut StreamRequest| {
         req.set_deadline(Some(Instant::now() + Duration::from_millis(100)));
         let mut line = String::new();
         let err = req.read_line(&mut line).expect_err("no newline ever comes");
@@ -491,7 +447,7 @@ fn a_handler_deadline_bounds_its_reads() {
 /// waiting for a reply sitting in the buffer), and a handler returning flushes the rest.
 #[test]
 fn buffered_replies_leave_before_reads_and_at_the_end() {
-    let mut srv = Srv::start(&mut TcpServer::builder(), |req: &mut StreamRequest| {
+    let mut srv = Running::serve(&mut TcpServer::builder(), |req: &mut StreamRequest| {
         let mut line = String::new();
         while req.read_line(&mut line)? > 0 {
             write!(req, "you")?;

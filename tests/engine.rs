@@ -6,44 +6,14 @@ mod util;
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use socketserver::{Flavor, Next, RequestHandler, ShutdownHandle, StreamRequest, TcpServer};
-use util::TIMEOUT;
-
-/// A server running `serve_requests` on a background thread.
-struct Srv {
-    addr: SocketAddr,
-    handle: ShutdownHandle,
-    join: Option<JoinHandle<io::Result<()>>>,
-}
-
-impl Srv {
-    fn start<H: RequestHandler + Clone>(
-        b: &mut socketserver::Builder<std::net::TcpListener>,
-        handler: H,
-    ) -> Srv {
-        let s = b.bind("127.0.0.1:0").unwrap();
-        let addr = s.local_addr().unwrap();
-        let handle = s.shutdown_handle();
-        let join = Some(thread::spawn(move || s.serve_requests(handler)));
-        Srv { addr, handle, join }
-    }
-
-    #[track_caller]
-    fn stop(&mut self) {
-        self.handle.shutdown();
-        let join = self.join.take().unwrap();
-        util::within(TIMEOUT, move || join.join())
-            .expect("serve panicked")
-            .expect("serve failed");
-    }
-}
+use socketserver::{Flavor, Next, RequestHandler, StreamRequest, TcpServer};
+use util::{Running, TIMEOUT};
 
 /// One line in, the same line out; `hold` waits (bounded) until the test releases it or
 /// the server stops; a 2-byte length prefix starts a frame the client never finishes.
@@ -81,7 +51,7 @@ fn exchange(c: &mut TcpStream, line: &[u8]) {
 #[test]
 fn a_pipelining_client_does_not_stop_the_pool_from_growing() {
     let release = Arc::new(AtomicBool::new(false));
-    let mut srv = Srv::start(
+    let mut srv = Running::serve_requests(
         TcpServer::builder().flavor(Flavor::pool().workers(2)),
         line_handler(Arc::clone(&release)),
     );
@@ -155,7 +125,7 @@ fn a_pipelining_client_does_not_stop_the_pool_from_growing() {
 #[test]
 fn shutdown_answers_requests_that_already_arrived() {
     let release = Arc::new(AtomicBool::new(false));
-    let mut srv = Srv::start(
+    let mut srv = Running::serve_requests(
         TcpServer::builder().flavor(Flavor::fixed_pool(1)),
         line_handler(Arc::clone(&release)),
     );
@@ -169,7 +139,6 @@ fn shutdown_answers_requests_that_already_arrived() {
     parked.write_all(b"waiting\n").unwrap();
     wait_received(&parked);
     srv.handle.shutdown(); // `hold` sees the shutdown and answers
-    let join = srv.join.take().unwrap();
     assert_eq!(
         util::read_to_end(&mut pipelined),
         b"hold\nsecond\n",
@@ -180,9 +149,7 @@ fn shutdown_answers_requests_that_already_arrived() {
         b"waiting\n",
         "the request waiting on a parked connection was dropped"
     );
-    util::within(TIMEOUT, move || join.join())
-        .expect("serve panicked")
-        .expect("serve failed");
+    srv.join();
 }
 
 /// Waits until the server's end of `client`'s connection has bytes queued (its receive
@@ -217,7 +184,7 @@ fn wait_received(client: &TcpStream) {
 #[test]
 fn idle_connections_are_swept_while_every_worker_is_busy() {
     let release = Arc::new(AtomicBool::new(false));
-    let mut srv = Srv::start(
+    let mut srv = Running::serve_requests(
         TcpServer::builder()
             .flavor(Flavor::fixed_pool(1))
             .idle_timeout(Some(Duration::from_millis(200))),
@@ -274,7 +241,7 @@ fn captured_log() -> &'static Arc<Mutex<Vec<u8>>> {
 fn the_connection_limit_warning_does_not_flood_the_log() {
     let log = captured_log();
     let release = Arc::new(AtomicBool::new(false));
-    let mut srv = Srv::start(
+    let mut srv = Running::serve_requests(
         TcpServer::builder()
             .flavor(Flavor::pool().workers(2))
             .max_connections(1),
@@ -656,7 +623,7 @@ fn connection_options_reach_queued_and_new_connections() {
 /// thread-per-connection server). The handler answers with the size its one read got.
 #[test]
 fn a_request_larger_than_the_buffer_is_read_at_once() {
-    let mut srv = Srv::start(
+    let mut srv = Running::serve_requests(
         &mut TcpServer::builder(),
         |req: &mut StreamRequest| -> io::Result<Next> {
             let mut buf = vec![0; 64 * 1024];
@@ -776,22 +743,8 @@ fn one_request_clients_in_quick_succession_do_not_grow_the_pool() {
 fn clients_that_connect_ask_and_close_do_not_grow_a_connection_handlers_pool() {
     const CLIENTS: usize = 16;
     const EACH: usize = 300;
-    let server = TcpServer::builder()
-        .flavor(Flavor::pool())
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = server.local_addr().unwrap();
-    let handle = server.shutdown_handle();
-    let join = thread::spawn(move || {
-        server.serve(|req: &mut StreamRequest| {
-            let mut line = String::new();
-            while req.read_line(&mut line)? > 0 {
-                req.write_all(line.as_bytes())?;
-                line.clear();
-            }
-            Ok(())
-        })
-    });
+    let mut srv = Running::serve(TcpServer::builder().flavor(Flavor::pool()), util::line_echo);
+    let addr = srv.addr;
     let warm = Flavor::pool().get_workers() as u64;
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
@@ -806,14 +759,13 @@ fn clients_that_connect_ask_and_close_do_not_grow_a_connection_handlers_pool() {
     for c in clients {
         util::within(TIMEOUT, move || c.join()).expect("a client failed");
     }
-    let threads = handle.stats().threads;
+    let threads = srv.handle.stats().threads;
     assert!(
         threads <= warm + 4,
         "{threads} workers after {} connections from {CLIENTS} clients, {warm} warm",
         CLIENTS * EACH
     );
-    handle.shutdown();
-    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+    srv.stop();
 }
 
 /// A connection handler's pool at its limit, every worker holding a connection and a
@@ -824,50 +776,24 @@ fn clients_that_connect_ask_and_close_do_not_grow_a_connection_handlers_pool() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_full_connection_handlers_pool_does_not_look_every_millisecond() {
-    let server = TcpServer::builder()
-        .flavor(Flavor::pool().workers(2).limit(2))
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = server.local_addr().unwrap();
-    let handle = server.shutdown_handle();
-    // The serving thread is the one `serve` runs on: its id, for /proc.
-    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-    let join = thread::spawn(move || {
-        let tid = std::fs::read_link("/proc/thread-self").unwrap();
-        tid_tx.send(tid).unwrap();
-        server.serve(|req: &mut StreamRequest| {
-            let mut line = String::new();
-            while req.read_line(&mut line)? > 0 {
-                req.write_all(line.as_bytes())?;
-                line.clear();
-            }
-            Ok(())
-        })
-    });
-    let task = tid_rx.recv_timeout(TIMEOUT).unwrap();
-    let switches = || -> u64 {
-        let status = std::fs::read_to_string(Path::new("/proc").join(&task).join("status"));
-        let status = status.unwrap();
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("voluntary_ctxt_switches:"))
-            .unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    };
+    let mut srv = Running::serve(
+        TcpServer::builder().flavor(Flavor::pool().workers(2).limit(2)),
+        util::line_echo,
+    );
+    let switches = || util::task_status(&srv.task, "voluntary_ctxt_switches").unwrap();
     // Both workers hold a client; a third waits in the listener's queue.
-    let mut held: Vec<_> = (0..2).map(|_| util::tcp_client(addr)).collect();
+    let mut held: Vec<_> = (0..2).map(|_| util::tcp_client(srv.addr)).collect();
     for c in &mut held {
         exchange(c, b"hold\n");
     }
-    let mut waiting = util::tcp_client(addr);
+    let mut waiting = util::tcp_client(srv.addr);
     waiting.write_all(b"waiting\n").unwrap();
-    // Let the serving thread see that no worker waits (it looks within a millisecond).
-    thread::sleep(Duration::from_millis(100));
+    // The serving thread watches once no worker waits: it wakes to look.
+    let start = switches();
+    util::wait_until("the serving thread looking", || switches() >= start + 2);
+    // The window: half a second (a measurement, not a wait for an event).
     let before = switches();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(500) {
-        thread::sleep(Duration::from_millis(50));
-    }
+    thread::sleep(Duration::from_millis(500));
     let woke = switches() - before;
     assert!(
         woke < 100,
@@ -875,13 +801,11 @@ fn a_full_connection_handlers_pool_does_not_look_every_millisecond() {
     );
     // The waiting client is served once a worker is free.
     drop(held);
-    let mut reply = Vec::new();
-    waiting.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut r = io::BufReader::new(&waiting);
-    r.read_until(b'\n', &mut reply).unwrap();
-    assert_eq!(reply, b"waiting\n");
-    handle.shutdown();
-    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+    assert_eq!(
+        util::read_until(&mut waiting, |g| g.ends_with(b"\n")),
+        b"waiting\n"
+    );
+    srv.stop();
 }
 
 /// A silent connection costs memory, not a thread, and little of it: under 8 KiB of RSS

@@ -12,7 +12,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use socketserver::{Flavor, Next, ShutdownHandle, StreamRequest, TcpServer};
-use util::TIMEOUT;
+use util::{Running, TIMEOUT};
 
 /// Echoes what one read returns; closes at EOF; `panic` panics, `fail` errs.
 fn echo_request(req: &mut StreamRequest) -> io::Result<Next> {
@@ -30,31 +30,6 @@ fn echo_request(req: &mut StreamRequest) -> io::Result<Next> {
             req.write_all(data)?;
             Ok(Next::Continue)
         }
-    }
-}
-
-struct Srv {
-    addr: SocketAddr,
-    handle: ShutdownHandle,
-    join: Option<JoinHandle<io::Result<()>>>,
-}
-
-impl Srv {
-    fn start(b: &mut socketserver::Builder<std::net::TcpListener>) -> Srv {
-        let s = b.bind("127.0.0.1:0").unwrap();
-        let addr = s.local_addr().unwrap();
-        let handle = s.shutdown_handle();
-        let join = Some(thread::spawn(move || s.serve_requests(echo_request)));
-        Srv { addr, handle, join }
-    }
-
-    #[track_caller]
-    fn stop(&mut self) {
-        self.handle.shutdown();
-        let join = self.join.take().unwrap();
-        util::within(TIMEOUT, move || join.join())
-            .expect("serve panicked")
-            .expect("serve failed");
     }
 }
 
@@ -76,7 +51,10 @@ fn exchange(c: &mut TcpStream, data: &[u8]) {
 #[test]
 fn idle_connections_hold_no_thread() {
     let _heavy = heavy();
-    let mut srv = Srv::start(TcpServer::builder().flavor(Flavor::pool().workers(2).limit(2)));
+    let mut srv = Running::serve_requests(
+        TcpServer::builder().flavor(Flavor::pool().workers(2).limit(2)),
+        echo_request,
+    );
     let mut idle = Vec::new();
     for i in 0..1000 {
         let mut c = util::tcp_client(srv.addr);
@@ -156,7 +134,10 @@ fn a_long_request_grows_the_pool_and_it_shrinks_back() {
 /// past it, and every request is answered.
 #[test]
 fn busy_clients_grow_the_pool_up_to_its_limit() {
-    let mut srv = Srv::start(TcpServer::builder().flavor(Flavor::pool().workers(2).limit(5)));
+    let mut srv = Running::serve_requests(
+        TcpServer::builder().flavor(Flavor::pool().workers(2).limit(5)),
+        echo_request,
+    );
     let addr = srv.addr;
     let clients: Vec<_> = (0..8)
         .map(|i| {
@@ -336,7 +317,10 @@ fn input_past_one_read_buffer_is_read() {
 /// Errors and panics close that connection only, counted; the workers keep serving.
 #[test]
 fn faults_close_one_connection() {
-    let mut srv = Srv::start(TcpServer::builder().flavor(Flavor::pool().workers(1)));
+    let mut srv = Running::serve_requests(
+        TcpServer::builder().flavor(Flavor::pool().workers(1)),
+        echo_request,
+    );
     for bad in [&b"panic\n"[..], b"fail\n", b"panic\n"] {
         let mut c = util::tcp_client(srv.addr);
         exchange(&mut c, b"first");
@@ -357,10 +341,11 @@ fn faults_close_one_connection() {
 /// quiet is parked like any other, and closed too.
 #[test]
 fn idle_timeout_closes_parked_connections() {
-    let mut srv = Srv::start(
+    let mut srv = Running::serve_requests(
         TcpServer::builder()
             .flavor(Flavor::pool().workers(2))
             .idle_timeout(Some(Duration::from_millis(100))),
+        echo_request,
     );
     let mut quiet = util::tcp_client(srv.addr);
     for i in 0..50 {
@@ -378,10 +363,11 @@ fn idle_timeout_closes_parked_connections() {
 /// room and the waiting client is served.
 #[test]
 fn max_connections_bounds_open_connections() {
-    let mut srv = Srv::start(
+    let mut srv = Running::serve_requests(
         TcpServer::builder()
             .flavor(Flavor::pool().workers(2))
             .max_connections(3),
+        echo_request,
     );
     let mut open: Vec<TcpStream> = (0..3)
         .map(|_| {
@@ -408,7 +394,8 @@ fn max_connections_bounds_open_connections() {
 #[test]
 fn other_flavours_loop_on_a_thread() {
     for flavor in [Flavor::single(), Flavor::threading()] {
-        let mut srv = Srv::start(TcpServer::builder().flavor(flavor.clone()));
+        let mut srv =
+            Running::serve_requests(TcpServer::builder().flavor(flavor.clone()), echo_request);
         let mut c = util::tcp_client(srv.addr);
         exchange(&mut c, b"a");
         exchange(&mut c, b"b");

@@ -5,12 +5,12 @@
 
 mod util;
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use socketserver::{Flavor, StreamRequest, TcpServer};
-use util::TIMEOUT;
+use socketserver::{Flavor, TcpServer};
+use util::{Running, TIMEOUT};
 
 /// CPU time this process has used (user + system), from /proc/self/stat, in clock ticks
 /// of 10 ms (USER_HZ is 100 on Linux).
@@ -24,26 +24,15 @@ fn cpu_ticks() -> u64 {
 
 #[test]
 fn a_zero_worker_idle_timeout_does_not_spin() {
-    let server = TcpServer::builder()
-        .flavor(
+    let mut srv = Running::serve(
+        TcpServer::builder().flavor(
             Flavor::pool()
                 .workers(2)
                 .worker_idle_timeout(Duration::ZERO),
-        )
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = server.local_addr().unwrap();
-    let handle = server.shutdown_handle();
-    let join = thread::spawn(move || {
-        server.serve(|req: &mut StreamRequest| {
-            let mut line = String::new();
-            while req.read_line(&mut line)? > 0 {
-                req.write_all(line.as_bytes())?;
-                line.clear();
-            }
-            Ok(())
-        })
-    });
+        ),
+        util::line_echo,
+    );
+    let (addr, handle) = (srv.addr, srv.handle.clone());
     // The pool grows past its warm workers under 4 clients, and the extra threads leave
     // as soon as they find no work.
     let mut clients: Vec<_> = (0..4).map(|_| util::tcp_client(addr)).collect();
@@ -88,6 +77,5 @@ fn a_zero_worker_idle_timeout_does_not_spin() {
     c.write_all(b"again\n").unwrap();
     assert_eq!(util::read_until(&mut c, |g| g.ends_with(b"\n")), b"again\n");
     drop(c);
-    handle.shutdown();
-    util::within(TIMEOUT, move || join.join()).unwrap().unwrap();
+    srv.stop();
 }

@@ -4,7 +4,7 @@
 
 pub mod chat;
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
@@ -389,7 +389,13 @@ pub fn read_until<R: Read + ?Sized>(r: &mut R, pred: impl Fn(&[u8]) -> bool) -> 
 /// A field of `/proc/PID/status` (e.g. `Threads`, `VmRSS` in kB) as a number; `None` once
 /// the process is gone.
 pub fn proc_status(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    task_status(Path::new(&format!("/proc/{pid}")), field)
+}
+
+/// A numeric field of the `status` file in `dir`, a process's (`/proc/PID`) or one of its
+/// threads' (`/proc/PID/task/TID`); `None` once it is gone.
+pub fn task_status(dir: &Path, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(dir.join("status")).ok()?;
     status.lines().find_map(|l| {
         let v = l.strip_prefix(field)?.strip_prefix(':')?;
         v.split_whitespace().next()?.parse().ok()
@@ -532,4 +538,78 @@ pub fn have_strace(test: &str) -> bool {
         eprintln!("SKIPPED {test}: strace is not installed and .ci/run could not install it");
     }
     ok
+}
+
+/// A TCP server of this test process on 127.0.0.1, serving on a background thread: its
+/// address, its handle, and the serving thread's entry in /proc (`/proc/PID/task/TID`).
+pub struct Running {
+    pub addr: SocketAddr,
+    pub handle: socketserver::ShutdownHandle,
+    pub task: PathBuf,
+    join: Option<thread::JoinHandle<io::Result<()>>>,
+}
+
+impl Running {
+    /// `serve`: a connection handler, on the server `b` binds.
+    pub fn serve<H: socketserver::StreamHandler + Clone>(
+        b: &mut socketserver::Builder<std::net::TcpListener>,
+        handler: H,
+    ) -> Running {
+        Running::start(b, move |s| s.serve(handler))
+    }
+
+    /// `serve_requests`: a request handler, on the server `b` binds.
+    pub fn serve_requests<H: socketserver::RequestHandler + Clone>(
+        b: &mut socketserver::Builder<std::net::TcpListener>,
+        handler: H,
+    ) -> Running {
+        Running::start(b, move |s| s.serve_requests(handler))
+    }
+
+    fn start(
+        b: &mut socketserver::Builder<std::net::TcpListener>,
+        run: impl FnOnce(socketserver::TcpServer) -> io::Result<()> + Send + 'static,
+    ) -> Running {
+        let server = b.bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let handle = server.shutdown_handle();
+        let (task_tx, task_rx) = mpsc::channel();
+        let join = thread::spawn(move || {
+            let _ = task_tx.send(std::fs::canonicalize("/proc/thread-self"));
+            run(server)
+        });
+        let task = task_rx.recv_timeout(TIMEOUT).unwrap().unwrap();
+        Running {
+            addr,
+            handle,
+            task,
+            join: Some(join),
+        }
+    }
+
+    /// Waits (bounded) for the serving call to return after a shutdown; it must be `Ok`.
+    #[track_caller]
+    pub fn join(&mut self) {
+        let join = self.join.take().unwrap();
+        within(TIMEOUT, move || join.join())
+            .expect("serve panicked")
+            .expect("serve failed");
+    }
+
+    /// Shuts the server down and joins it.
+    #[track_caller]
+    pub fn stop(&mut self) {
+        self.handle.shutdown();
+        self.join();
+    }
+}
+
+/// A connection handler: each line back as it came, until the client's EOF.
+pub fn line_echo(req: &mut socketserver::StreamRequest) -> io::Result<()> {
+    let mut line = String::new();
+    while req.read_line(&mut line)? > 0 {
+        req.write_all(line.as_bytes())?;
+        line.clear();
+    }
+    Ok(())
 }
