@@ -780,7 +780,8 @@ fn a_full_connection_handlers_pool_does_not_look_every_millisecond() {
         TcpServer::builder().flavor(Flavor::pool().workers(2).limit(2)),
         util::line_echo,
     );
-    let switches = || util::task_status(&srv.task, "voluntary_ctxt_switches").unwrap();
+    let task = srv.task.clone().expect("the serving thread's /proc entry");
+    let switches = || util::task_status(&task, "voluntary_ctxt_switches").unwrap();
     // Both workers hold a client; a third waits in the listener's queue.
     let mut held: Vec<_> = (0..2).map(|_| util::tcp_client(srv.addr)).collect();
     for c in &mut held {

@@ -14,9 +14,9 @@
 //! slab, registered in a `mio::Poll` (epoll on Linux, kqueue on the BSDs).
 //! Idle workers wait on the poll, each for one event (on Linux all at once in
 //! `epoll_wait`, and the kernel wakes one per event; see `Waiter`). An event is the
-//! listener (accept one connection, re-arm), or a parked connection whose request arrived (take it out of its slot, serve its request on
-//! this thread, then park it again, or serve the next request at once if the client
-//! pipelined it). A connection keeps its slot and its registration (edge-triggered, under
+//! listener (accept one connection, re-arm), or a parked connection whose request arrived
+//! (take it out of its slot, serve its request on this thread, then park it again, or
+//! serve the next request at once if the client pipelined it). A connection keeps its slot and its registration (edge-triggered, under
 //! the slot's key) from its first parking until it closes, so parking it again costs no
 //! system call: an event that comes while it is served finds its slot busy and is
 //! remembered there, and the worker parking it reads again instead (`Parking`). Input that
@@ -44,8 +44,8 @@
 //! TLS handshake, a connection handler's whole connection), and more start (up to
 //! `Flavor::limit`), so that such requests never stop the others from being served
 //! (`look_saturation`). Short requests that keep every worker busy (a saturated CPU) do
-//! not grow it: more threads would not help them. Workers above the warm count leave after `worker_idle_timeout`
-//! without an event (their wait on the poll times out).
+//! not grow it: more threads would not help them. Workers above the warm count leave
+//! after `worker_idle_timeout` without an event (their wait on the poll times out).
 //!
 //! Shutdown: the server's wake socket is in the event set, and every worker woken for it
 //! re-arms it (registrations are edge-triggered), so that every worker's wait returns;
@@ -826,6 +826,8 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         let more = match self.whole {
             // Workers come back: more threads would not serve faster.
             _ if now != progress => 0,
+            // At the limit: nothing can start, and the queue is not worth a system call.
+            _ if self.workers.load(SeqCst) >= self.limit => 0,
             true => self.clients_waiting().max(1),
             // Every worker has been away from the event set for GROW_DELAY: one more.
             false => 1,
