@@ -227,7 +227,14 @@ where
         let result = flushed(&mut req, result);
         let timed_out = req.timed_out();
         req.close();
-        report(&shared, &cfg, req.peer_addr(), result, timed_out, started)
+        report(
+            &shared,
+            &cfg,
+            req.peer_addr(),
+            result,
+            timed_out,
+            started.elapsed(),
+        )
     })
 }
 
@@ -255,7 +262,7 @@ where
             forked,
         );
         let result = run_phases(&factory, &mut req, H::setup, H::handle, H::finish);
-        report(&shared, &cfg, &peer, result, None, started)
+        report(&shared, &cfg, &peer, result, None, started.elapsed())
     })
 }
 
@@ -276,8 +283,8 @@ impl Drop for ConnectionTimer<'_> {
     }
 }
 
-/// Counts (and times, from `started`), logs and hands a request's result to the
-/// `on_error` hook.
+/// Counts (and times: `took` is how long the request was served), logs and hands a
+/// request's result to the `on_error` hook.
 ///
 /// Log levels say whose fault it is: ERROR for the server's own (a panic, an I/O error the
 /// client did not cause), INFO for what a client caused (invalid data, an oversize frame,
@@ -288,12 +295,12 @@ pub(crate) fn report(
     peer: &Addr,
     result: Result<(), HandlerError>,
     timed_out: Option<TimedOut>,
-    started: Instant,
+    took: Duration,
 ) -> Outcome {
     let c = &shared.counters;
     // Counted and timed together: the histogram's count is the request count.
     c.request_duration
-        .observe(&cfg.metrics.request_buckets, started.elapsed());
+        .observe(&cfg.metrics.request_buckets, took);
     Counters::bump(&c.completed);
     let err = match result {
         Ok(()) => return Outcome::Ok,

@@ -149,6 +149,9 @@ struct Conn<H> {
     replied: bool,
     /// When it was accepted, for `socketserver_connection_duration_seconds`.
     opened: Instant,
+    /// When a worker took it for the event that said its request came: the start of that
+    /// request (read once, for `hot` and the request's duration).
+    taken_at: Option<Instant>,
 }
 
 /// The parked connections: a slab whose keys carry a generation, so that an event for a
@@ -687,14 +690,16 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// A worker: one event at a time, until shutdown (or, above the warm count, until it
     /// waited `worker_idle` for nothing).
     fn work(self: &Arc<Self>) {
-        let mut idle_since = Instant::now();
+        // Since when it has waited without work; read only for a worker above the warm
+        // count (the only one that leaves), so a warm one reads no clock per event.
+        let mut idle_since = None;
         loop {
             if self.ending() {
                 break;
             }
             // An extra worker waits no longer than its idle time left.
-            let deadline =
-                (self.workers.load(SeqCst) > self.warm).then(|| idle_since + self.worker_idle);
+            let deadline = (self.workers.load(SeqCst) > self.warm)
+                .then(|| *idle_since.get_or_insert_with(Instant::now) + self.worker_idle);
             let token = match self.poll.next(&self.waits, deadline) {
                 Ok(token) => token,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -711,11 +716,11 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 wait,
             }) = token
             else {
-                if idle_since.elapsed() >= self.worker_idle {
+                if idle_since.is_some_and(|t| t.elapsed() >= self.worker_idle) {
                     if self.retire() {
                         return;
                     }
-                    idle_since = Instant::now();
+                    idle_since = None;
                 }
                 continue;
             };
@@ -749,8 +754,10 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                     let Found::Conn(mut conn) = found else {
                         continue;
                     };
-                    conn.hot = conn.served_at.elapsed() < HOT;
+                    let now = Instant::now();
+                    conn.hot = now.saturating_duration_since(conn.served_at) < HOT;
                     conn.proven |= conn.hot && conn.replied;
+                    conn.taken_at = Some(now);
                     conn.peer_closed |= read_closed;
                     self.busy();
                     if wait <= conn.parked_after
@@ -766,7 +773,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             }
             self.finished.fetch_add(1, Relaxed);
             self.idle.fetch_add(1, SeqCst);
-            idle_since = Instant::now();
+            idle_since = None;
         }
         self.workers.fetch_sub(1, SeqCst);
         self.idle.fetch_sub(1, SeqCst);
@@ -1037,6 +1044,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             peer_closed: false,
             parked_after: 0,
             served_at: now,
+            taken_at: None,
             hot: true,
             proven: false,
             replied: false,
@@ -1056,7 +1064,14 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                         let peer = conn.peer.clone();
                         self.close(conn);
                         let err = crate::error::HandlerError::Io(e);
-                        report(&self.shared, &self.cfg, &peer, Err(err), None, now);
+                        report(
+                            &self.shared,
+                            &self.cfg,
+                            &peer,
+                            Err(err),
+                            None,
+                            now.elapsed(),
+                        );
                         return;
                     }
                 },
@@ -1144,10 +1159,12 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         if self.whole {
             return self.serve_whole(conn);
         }
+        // The first request started when a worker took the connection for it, if one did.
+        let mut taken = conn.taken_at.take();
         loop {
             conn.req.request_arrived();
             self.shared.begin_request();
-            let started = Instant::now();
+            let started = taken.take().unwrap_or_else(Instant::now);
             let Some(handler) = conn.handler.as_mut() else {
                 return self.close(conn); // cannot happen: served only once open
             };
@@ -1155,21 +1172,18 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             let result = conn::flushed(&mut conn.req, result);
             conn.req.reply_done();
             self.shared.end_request();
+            // One clock read ends the request: its duration, and when the connection went
+            // idle (two reads per request in all, with `started`).
+            let ended = Instant::now();
+            let took = ended.saturating_duration_since(started);
             let timed_out = conn.req.timed_out();
             let next = match result {
                 Ok(next) => {
-                    report(&self.shared, &self.cfg, &conn.peer, Ok(()), None, started);
+                    report(&self.shared, &self.cfg, &conn.peer, Ok(()), None, took);
                     next
                 }
                 Err(e) => {
-                    report(
-                        &self.shared,
-                        &self.cfg,
-                        &conn.peer,
-                        Err(e),
-                        timed_out,
-                        started,
-                    );
+                    report(&self.shared, &self.cfg, &conn.peer, Err(e), timed_out, took);
                     Next::Close
                 }
             };
@@ -1177,7 +1191,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 self.close(conn);
                 return;
             }
-            conn.served_at = Instant::now();
+            conn.served_at = ended;
             conn.replied = true;
             // A pipelined request already buffered (or decrypted) is served now, not after
             // the network; at shutdown too: a request that arrived is answered.
@@ -1226,7 +1240,14 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         let timed_out = conn.req.timed_out();
         let peer = conn.peer.clone();
         self.close(conn);
-        report(&self.shared, &self.cfg, &peer, result, timed_out, started);
+        report(
+            &self.shared,
+            &self.cfg,
+            &peer,
+            result,
+            timed_out,
+            started.elapsed(),
+        );
         self.shared.end_request();
     }
 
@@ -1275,8 +1296,10 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             conn.hot = false;
             return Ok(false);
         }
-        conn.hot = conn.served_at.elapsed() < HOT;
-        conn.proven |= conn.hot;
+        // The wait began at the reply and lasts `HOT`: what it caught came within `HOT` of
+        // the reply, so the client stays busy (no clock read to say so).
+        conn.hot = true;
+        conn.proven = true;
         conn.req.request_begun()
     }
 
@@ -1320,6 +1343,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             // A parked connection holds no buffer memory: an idle connection costs the same
             // few KiB whether it has sent requests or not (a woken one allocates again).
             conn.req.release_buffers();
+            conn.taken_at = None;
             let fd = conn.req.stream().as_raw_fd();
             // Set when the socket was just seen readable here (no second look below).
             let mut readable = false;
