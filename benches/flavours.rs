@@ -19,7 +19,9 @@
 //! tells how many CPUs other processes kept busy during each run ("other" in the table), and
 //! a full run repeats a run that was disturbed (more than 0.25 CPU busy elsewhere) up to
 //! twice, keeping the quietest try, while the time budget allows. Output: a table on stdout,
-//! and `target/bench/flavours.csv`, `flavours-runs.csv` and `flavours.svg`.
+//! and `target/bench/flavours.csv`, `flavours-runs.csv` and `flavours.svg` (for a quick run
+//! `flavours-quick...`, for a run of some scenarios the filter words after the name:
+//! `flavours-churn-udp.csv`; see `Settings::file_stem`).
 //!
 //! Environment: `BENCH_QUICK=1`; `BENCH_RUNS=N` and `BENCH_SECS=S` override the number of
 //! runs and the measured seconds per run; `BENCH_IDLE_PER_SOURCE=N` spreads idle
@@ -285,6 +287,25 @@ impl Settings {
         }
     }
 
+    /// The name of this run's files: `flavours` for a full run of every scenario,
+    /// `flavours-quick` in `BENCH_QUICK` mode, and the filter words after it for a run of
+    /// some scenarios (`flavours-churn-udp`), so that a quick or partial run never
+    /// overwrites a full run's results.
+    fn file_stem(&self) -> String {
+        let mut stem = String::from("flavours");
+        if !self.full {
+            stem.push_str("-quick");
+        }
+        for f in &self.filters {
+            stem.push('-');
+            stem.extend(f.chars().map(|c| match c.is_ascii_alphanumeric() {
+                true => c,
+                false => '_',
+            }));
+        }
+        stem
+    }
+
     /// Whether a scenario runs: one whose id contains a filter word (every one without a
     /// filter); a row run on request only when a filter is its id, whole, in a full run.
     fn wants(&self, sc: &Scenario) -> bool {
@@ -402,7 +423,7 @@ fn bench(settings: &Settings) -> io::Result<bool> {
     println!("\n{header}\n\n{}", report::table(&all));
     if !settings.smoke {
         println!("{}", report::checks_text(&report::targets(&all)));
-        write_files(&all, &header)?;
+        write_files(&all, &header, &settings.file_stem())?;
     }
     let ok = harness_checks(&all, &failures);
     eprintln!("flavours: done in {:.0} s", began.elapsed().as_secs_f64());
@@ -646,13 +667,15 @@ fn out_dir() -> PathBuf {
         .join("bench")
 }
 
-fn write_files(all: &[Results], header: &str) -> io::Result<()> {
+/// Writes `STEM.csv` (medians), `STEM-runs.csv` (every run) and `STEM.svg` (the plot)
+/// under `out_dir()`.
+fn write_files(all: &[Results], header: &str, stem: &str) -> io::Result<()> {
     let dir = out_dir();
     fs::create_dir_all(&dir)?;
     let (csv, runs, svg) = (
-        dir.join("flavours.csv"),
-        dir.join("flavours-runs.csv"),
-        dir.join("flavours.svg"),
+        dir.join(format!("{stem}.csv")),
+        dir.join(format!("{stem}-runs.csv")),
+        dir.join(format!("{stem}.svg")),
     );
     report::write_csv(all, &csv)?;
     report::write_runs_csv(all, &runs)?;
