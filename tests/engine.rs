@@ -39,14 +39,6 @@ fn line_handler(release: Arc<AtomicBool>) -> impl RequestHandler + Clone {
     }
 }
 
-/// Tests that keep a CPU busy (a server under `strace -f`) and tests whose bound a starved
-/// CPU can break (how far a pool grows: a worker that waits for the CPU looks stuck) run
-/// one at a time; beside each other on two cores, the second kind failed now and then.
-fn heavy() -> std::sync::MutexGuard<'static, ()> {
-    static HEAVY: Mutex<()> = Mutex::new(());
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn exchange(c: &mut TcpStream, line: &[u8]) {
     c.write_all(line).unwrap();
     assert_eq!(util::read_until(c, |g| g.len() >= line.len()), line);
@@ -278,7 +270,7 @@ fn a_transient_accept_error_does_not_stop_the_echo() {
     if !util::have_strace("a_transient_accept_error_does_not_stop_the_echo") {
         return;
     }
-    let _heavy = heavy();
+    let _serial = util::serial();
     for errno in ["ENETUNREACH", "ECONNREFUSED", "EHOSTUNREACH"] {
         let inject = format!("inject=accept4:error={errno}:when=1");
         let mut srv = util::ExampleServer::start_under(
@@ -462,7 +454,7 @@ impl Calls {
 /// Runs the example `name` under `strace -f -c` while `load` runs against it, then stops
 /// it with SIGTERM and returns what strace counted.
 fn system_calls(name: &str, load: impl FnOnce(SocketAddr)) -> Calls {
-    let _heavy = heavy();
+    let _serial = util::serial();
     let dir = tempfile::tempdir().unwrap();
     let counts = dir.path().join("counts");
     let counts_arg = counts.to_str().unwrap().to_string();
@@ -715,7 +707,7 @@ fn a_quiet_connection_costs_under_8_kib() {
 /// Python clients).
 #[test]
 fn one_request_clients_in_quick_succession_do_not_grow_the_pool() {
-    let _heavy = heavy();
+    let _serial = util::serial();
     const CLIENTS: usize = 300;
     let srv = util::ExampleServer::start("echo", &["--addr", "127.0.0.1:0"]);
     let addr = srv.socket_addr();
@@ -752,7 +744,7 @@ fn one_request_clients_in_quick_succession_do_not_grow_the_pool() {
 /// `epoll_wait` at once.
 #[test]
 fn clients_that_connect_ask_and_close_do_not_grow_a_connection_handlers_pool() {
-    let _heavy = heavy();
+    let _serial = util::serial();
     const CLIENTS: usize = 16;
     const EACH: usize = 300;
     let mut srv = Running::serve(TcpServer::builder().flavor(Flavor::pool()), util::line_echo);

@@ -6,24 +6,17 @@ mod util;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
 
 use socketserver::{Flavor, StreamRequest, TcpServer, UdpServer, UnixStreamServer};
 use util::TIMEOUT;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// test_tcpserver_bind_leak (bpo-22435): 1024 failed binds leak no descriptor, for every
 /// transport (the Unix probe of a live server included).
 #[test]
 fn failed_binds_leak_no_descriptor() {
-    let _g = serial();
+    let _g = util::serial();
     let tcp = TcpServer::bind("127.0.0.1:0").unwrap();
     let taken = tcp.local_addr().unwrap();
     let udp = UdpServer::bind("127.0.0.1:0").unwrap();
@@ -91,7 +84,7 @@ fn out_of_descriptors_backs_off_and_recovers() {
 }
 
 fn out_of_descriptors(flavor: Flavor) {
-    let _g = serial();
+    let _g = util::serial();
     let server = TcpServer::builder()
         .flavor(flavor.clone())
         .bind("127.0.0.1:0")
@@ -163,7 +156,7 @@ fn out_of_descriptors(flavor: Flavor) {
 /// answered, and the waiting clients are served once descriptors are free.
 #[test]
 fn out_of_descriptors_serve_requests_keeps_its_workers() {
-    let _g = serial();
+    let _g = util::serial();
     let server = TcpServer::builder()
         .flavor(Flavor::pool().workers(2).limit(64))
         .bind("127.0.0.1:0")

@@ -33,13 +33,6 @@ fn echo_request(req: &mut StreamRequest) -> io::Result<Next> {
     }
 }
 
-/// The tests that open thousands of connections run one at a time: side by side on two
-/// cores, their listeners' backlogs overflow and connects wait for SYN retransmissions.
-fn heavy() -> std::sync::MutexGuard<'static, ()> {
-    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn exchange(c: &mut TcpStream, data: &[u8]) {
     c.write_all(data).unwrap();
     assert_eq!(util::read_until(c, |g| g.len() >= data.len()), data);
@@ -50,7 +43,7 @@ fn exchange(c: &mut TcpStream, data: &[u8]) {
 /// that two requests overlapping cannot grow it: growth is tested below).
 #[test]
 fn idle_connections_hold_no_thread() {
-    let _heavy = heavy();
+    let _serial = util::serial();
     let mut srv = Running::serve_requests(
         TcpServer::builder().flavor(Flavor::pool().workers(2).limit(2)),
         echo_request,
@@ -427,7 +420,7 @@ fn threads_of(pid: u32) -> usize {
 /// connections.
 #[test]
 fn silent_clients_do_not_starve_the_default_echo() {
-    let _heavy = heavy();
+    let _serial = util::serial();
     util::build_examples();
     let srv = util::ExampleServer::start("echo", &["--addr", "127.0.0.1:0"]);
     let addr = srv.socket_addr();

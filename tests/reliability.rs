@@ -18,14 +18,12 @@ use std::collections::HashSet;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use socketserver::{framing, Flavor, ShutdownHandle, StreamHandler, StreamRequest, TcpServer};
 use util::{proc_children, proc_fds, proc_status, wait_until, ExampleServer, Rng, TIMEOUT};
-
-static SERIAL: Mutex<()> = Mutex::new(());
 
 /// How long a client of the suites that open hundreds of connections at once waits for
 /// an answer or a close: several times `TIMEOUT`, for a machine loaded by other work (a
@@ -38,10 +36,6 @@ fn patient_client(addr: SocketAddr) -> TcpStream {
     s.set_read_timeout(Some(LOADED)).unwrap();
     s.set_write_timeout(Some(LOADED)).unwrap();
     s
-}
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A TCP server of this process, serving on a background thread.
@@ -382,7 +376,7 @@ fn load_size() -> (usize, usize) {
 }
 
 fn load_in_process(flavor: Flavor) {
-    let _g = serial();
+    let _g = util::serial();
     let (clients, rounds) = load_size();
     let name = format!("{flavor:?}");
     let limit = flavor.get_limit() as u64;
@@ -454,7 +448,7 @@ fn load_queued_pool_nothing_lost() {
 /// children (the extra clients wait in the backlog).
 #[test]
 fn load_fork_nothing_lost() {
-    let _g = serial();
+    let _g = util::serial();
     util::build_examples();
     let (clients, rounds) = load_size();
     let server = ExampleServer::start("framed_echo", &["--addr", "127.0.0.1:0", "--mode", "fork"]);
@@ -531,7 +525,7 @@ fn footprint(pid: u32) -> (u64, u64, u64) {
 /// 30 s, sampled every second.
 #[test]
 fn short_connections_keep_threads_descriptors_and_memory_flat() {
-    let _g = serial();
+    let _g = util::serial();
     util::build_examples();
     let server = ExampleServer::start(
         "echo",
@@ -654,7 +648,7 @@ fn short_connections_keep_threads_descriptors_and_memory_flat() {
 /// quarter is done. Every request the handler read was answered whole; new connections
 /// are refused; `serve` returns within the grace period with no thread left.
 fn shutdown_in_process(flavor: Flavor) {
-    let _g = serial();
+    let _g = util::serial();
     let name = format!("{flavor:?}");
     let grace = Duration::from_secs(3);
     let taken = Arc::new(AtomicU64::new(0));
@@ -731,7 +725,7 @@ fn shutdown_queued_pool_drops_nothing() {
 /// The same through SIGTERM to the framed echo example: exit status 0 within the grace
 /// period, nothing partial, no child process left.
 fn sigterm_example(mode: &str) {
-    let _g = serial();
+    let _g = util::serial();
     util::build_examples();
     let grace = Duration::from_secs(3);
     let mut server = ExampleServer::start(
@@ -840,7 +834,7 @@ fn wait_closed(s: &mut TcpStream) -> Result<(), String> {
 /// counted, while a well-behaved client is answered throughout (it says it is trusted
 /// first, which exempts it from the idle timeout only, not from the request timeout).
 fn slow_and_idle(flavor: Flavor) {
-    let _g = serial();
+    let _g = util::serial();
     let name = format!("{flavor:?}");
     let (idle, request) = (Duration::from_secs(1), Duration::from_secs(1));
     let mut srv = Srv::start(
@@ -956,7 +950,7 @@ fn slow_and_idle_clients_pool() {
 /// client waits too (the documented cost of no timeout), and is answered as soon as the
 /// silent ones leave.
 fn silent_without_timeouts(flavor: Flavor) {
-    let _g = serial();
+    let _g = util::serial();
     let name = format!("{flavor:?}");
     let mut srv = Srv::start(TcpServer::builder().flavor(flavor), line_echo);
     let h = srv.handle.clone();
@@ -1031,7 +1025,7 @@ fn answered(c: &mut BufReader<TcpStream>) -> bool {
 /// queue or the kernel's backlog) and are answered in turn as earlier ones leave; the
 /// thread gauge never passes the limit; a new client is answered at once afterwards.
 fn overload(flavor: Flavor, running: usize, taken: u64) {
-    let _g = serial();
+    let _g = util::serial();
     let name = format!("{flavor:?}");
     let mut srv = Srv::start(TcpServer::builder().flavor(flavor), line_echo);
     let h = srv.handle.clone();
@@ -1100,7 +1094,7 @@ fn overload_queued_fixed_pool_waits_in_queue_and_backlog() {
 /// The forking echo example (at most 40 children) with 50 clients.
 #[test]
 fn overload_fork_waits_in_the_backlog() {
-    let _g = serial();
+    let _g = util::serial();
     util::build_examples();
     let server = ExampleServer::start("echo", &["--addr", "127.0.0.1:0", "--mode", "fork"]);
     let pid = server.pid();
@@ -1168,7 +1162,7 @@ fn faulty(req: &mut StreamRequest) -> io::Result<()> {
 }
 
 fn faults(flavor: Flavor) {
-    let _g = serial();
+    let _g = util::serial();
     quiet_deliberate_panics();
     let name = format!("{flavor:?}");
     let total: u64 = if util::long_run() { 10_000 } else { 2_000 };
@@ -1263,7 +1257,7 @@ fn faults_fixed_pool_keeps_its_workers() {
 /// do not disturb the parent or the other children; they are reaped, and the server goes on.
 #[test]
 fn fork_children_that_die_disturb_no_one() {
-    let _g = serial();
+    let _g = util::serial();
     util::build_examples();
     let server = ExampleServer::start("echo", &["--addr", "127.0.0.1:0", "--mode", "fork"]);
     let pid = server.pid();
@@ -1353,7 +1347,7 @@ fn processes_with(marker: &str) -> Vec<u32> {
 /// when `sh` is allowed. Marker files prove nothing else ran.
 #[test]
 fn remote_cmd_runs_nothing_outside_the_allow_list() {
-    let _g = serial();
+    let _g = util::serial();
     util::build_examples();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
@@ -1439,7 +1433,7 @@ fn remote_cmd_runs_nothing_outside_the_allow_list() {
 /// command that leaves a background process holding its output open; no process is left.
 #[test]
 fn remote_cmd_caps_and_timeouts_hold_and_leave_no_process() {
-    let _g = serial();
+    let _g = util::serial();
     util::build_examples();
     let server = ExampleServer::start(
         "remote_cmd",
@@ -1507,7 +1501,7 @@ fn remote_cmd_caps_and_timeouts_hold_and_leave_no_process() {
 /// command is reaped, nothing is left.
 #[test]
 fn remote_cmd_clients_vanishing_leave_nothing() {
-    let _g = serial();
+    let _g = util::serial();
     util::build_examples();
     let server = ExampleServer::start(
         "remote_cmd",
@@ -1681,7 +1675,7 @@ impl Chatter {
 /// members keep chatting; when the limit is raised again everyone gets in.
 #[test]
 fn chat_degrades_cleanly_when_descriptors_run_out_and_recovers() {
-    let _g = serial();
+    let _g = util::serial();
     util::build_examples();
     let server = ExampleServer::start("chat", &["--addr", "127.0.0.1:0", "--mode", "pool"]);
     let (pid, addr) = (server.pid(), server.socket_addr());
@@ -1775,7 +1769,7 @@ fn chat_degrades_cleanly_when_descriptors_run_out_and_recovers() {
 /// `src/flavors/pool.rs` is fixed: run it with `--ignored`.
 #[test]
 fn a_fixed_pool_started_under_load_stays_within_its_limit() {
-    let _g = serial();
+    let _g = util::serial();
     for round in 0..10 {
         let server = TcpServer::builder()
             .flavor(Flavor::fixed_pool(16))
@@ -1834,7 +1828,7 @@ fn ftp_put(c: &mut TcpStream, name: &str, body: &[u8]) -> Option<Value> {
 /// backlog; nothing crashes; once the limit is restored every upload completes, whole.
 #[test]
 fn file_server_degrades_cleanly_when_descriptors_run_out_and_recovers() {
-    let _g = serial();
+    let _g = util::serial();
     util::build_examples();
     let root = tempfile::Builder::new().prefix("ftp").tempdir().unwrap();
     let root_arg = root.path().to_str().unwrap().to_owned();

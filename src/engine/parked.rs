@@ -16,16 +16,16 @@
 //! `epoll_wait`, and the kernel wakes one per event; see `Waiter`). An event is the
 //! listener (accept one connection, re-arm), or a parked connection whose request arrived
 //! (take it out of its slot, serve its request on this thread, then park it again, or
-//! serve the next request at once if the client pipelined it). A connection keeps its slot and its registration (edge-triggered, under
-//! the slot's key) from its first parking until it closes, so parking it again costs no
-//! system call: an event that comes while it is served finds its slot busy and is
-//! remembered there, and the worker parking it reads again instead (`Parking`). Input that
-//! came before the event that took it raises no new event, so parking first looks for it
-//! when it may be there: bytes past the last read (that read filled its buffer, or TLS made
-//! it) or an EOF the event reported. An event returned before the connection's last
-//! request was read is checked before it is served (`Conn::parked_after`).
-//! A key carries a generation, so an event for a closed connection never reaches the one
-//! that reused its slot.
+//! serve the next request at once if the client pipelined it). A connection keeps its slot
+//! and its registration (edge-triggered, under the slot's key) from its first parking
+//! until it closes, so parking it again costs no system call: an event that comes while it
+//! is served finds its slot busy and is remembered there, and the worker parking it reads
+//! again instead (`Parking`). Input that came before the event that took it raises no new
+//! event, so parking first looks for it when it may be there: bytes past the last read
+//! (that read filled its buffer, or TLS made it) or an EOF the event reported. An event
+//! returned before the connection's last request was read is checked before it is served
+//! (`Conn::parked_after`). A key carries a generation, so an event for a closed connection
+//! never reaches the one that reused its slot.
 //!
 //! A busy client (one that sends each request within `HOT` of the reply before) keeps its
 //! worker: after the reply the worker waits on that connection alone, out of the event

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -538,6 +538,15 @@ pub fn have_strace(test: &str) -> bool {
         eprintln!("SKIPPED {test}: strace is not installed and .ci/run could not install it");
     }
     ok
+}
+
+/// Holds the lock of the tests (of this test binary) that must not run beside each other,
+/// for as long as the guard lives: those that open thousands of connections (side by side
+/// their listeners' backlogs overflow), keep a CPU busy (a server under `strace -f`), or
+/// bound what a starved CPU can break (how far a pool grows).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A TCP server of this test process on 127.0.0.1, serving on a background thread: its
