@@ -120,7 +120,7 @@ pub use crate::metrics::{Metrics, MetricsFormat};
 pub use crate::net::stream::Stream;
 pub use crate::net::{Datagram, Inet, Listener};
 pub use crate::proxy::{ProxyHeader, Tlvs};
-pub use crate::request::{DatagramRequest, StreamRequest};
+pub use crate::request::{DatagramRequest, Received, StreamRequest};
 pub use crate::server::{
     DatagramServer, StreamServer, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer,
 };

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use socketserver::{Flavor, Next, ShutdownHandle, StreamRequest, TcpServer};
+use socketserver::{
+    Flavor, Next, Received, RequestHandler, ShutdownHandle, StreamRequest, TcpServer,
+};
 use util::{Running, TIMEOUT};
 
 /// Echoes what one read returns; closes at EOF; `panic` panics, `fail` errs.
@@ -304,6 +306,74 @@ fn input_past_one_read_buffer_is_read() {
         .expect("b's requests were not all answered");
     assert!(got == all, "the echo differs");
     drop((a, b));
+    srv.stop();
+}
+
+/// `recv` lends a large request in the connection's read buffer and copies a small one:
+/// the bytes come back exact and in order, one request at a time or pipelined, and a
+/// `Received` a handler keeps across requests is not overwritten by the reads after it.
+#[test]
+fn recv_returns_what_arrived_and_a_kept_value_stays_intact() {
+    /// Echoes what `recv` returns, keeping the last value (and a copy of it) until the next
+    /// request, when it checks that value against the copy.
+    #[derive(Clone, Default)]
+    struct Keeper {
+        kept: Option<(Received, Vec<u8>)>,
+    }
+    impl RequestHandler for Keeper {
+        fn handle_request(&mut self, req: &mut StreamRequest) -> io::Result<Next> {
+            let data = req.recv()?;
+            if let Some((kept, copy)) = &self.kept {
+                if kept[..] != copy[..] {
+                    req.write_all(b"CORRUPT")?;
+                    return Ok(Next::Close);
+                }
+            }
+            if data.is_empty() {
+                return Ok(Next::Close);
+            }
+            req.write_all(&data)?;
+            let copy = data.to_vec();
+            self.kept = Some((data, copy));
+            Ok(Next::Continue)
+        }
+    }
+    // Bytes that differ from request to request and along each one.
+    let request = |n: usize, seed: usize| -> Vec<u8> {
+        (0..n).map(|i| ((i * 7 + seed * 13) % 251) as u8).collect()
+    };
+    let sizes = [20_000, 5, 30_000, 100, 64_000, 3, 8192, 16_384];
+    let mut srv = Running::serve_requests(
+        TcpServer::builder().flavor(Flavor::pool().workers(2)),
+        Keeper::default(),
+    );
+    let mut c = util::tcp_client(srv.addr);
+    for (seed, &n) in sizes.iter().enumerate() {
+        let data = request(n, seed);
+        c.write_all(&data).unwrap();
+        let back = util::read_until(&mut c, |g| g.len() >= n || g.starts_with(b"CORRUPT"));
+        assert!(
+            back == data,
+            "request {seed} ({n} bytes) came back different"
+        );
+    }
+    // All at once: the server's reads cut them where they fall.
+    let all: Vec<u8> = sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(seed, &n)| request(n, seed + 100))
+        .collect();
+    let writer = {
+        let mut w = c.try_clone().unwrap();
+        let all = all.clone();
+        thread::spawn(move || w.write_all(&all))
+    };
+    let back = util::read_until(&mut c, |g| {
+        g.len() >= all.len() || g.starts_with(b"CORRUPT")
+    });
+    writer.join().unwrap().unwrap();
+    assert!(back == all, "the pipelined requests came back different");
+    drop(c);
     srv.stop();
 }
 

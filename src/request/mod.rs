@@ -20,6 +20,7 @@ use crate::time;
 
 mod buffer;
 use buffer::ReadBuffer;
+pub use buffer::Received;
 
 /// How long, at most, closing a connection waits for the client's unread bytes to drain.
 const LINGER_TIME: Duration = Duration::from_secs(1);
@@ -302,10 +303,11 @@ impl StreamRequest {
     ///
     /// For byte-stream protocols such as an echo, where "what has arrived" is the request;
     /// a protocol with messages reads them whole with [`framing`](crate::framing) or
-    /// [`BufRead`] instead. The bytes are copied out of the connection's read buffer into a
-    /// `Vec` of their own length, so a call costs what arrived, not a zeroed buffer of the
-    /// largest request (`let mut buf = [0; 16 * 1024]` in a handler zeroes 16 KiB per
-    /// request). How much one call can return is the read buffer's size
+    /// [`BufRead`] instead. The bytes come as a [`Received`], used as a byte slice: a large
+    /// request is lent in the connection's read buffer itself, uncopied, and a small one is
+    /// copied into memory of its own length; so a call costs what arrived, not a zeroed
+    /// buffer of the largest request (`let mut buf = [0; 16 * 1024]` in a handler zeroes
+    /// 16 KiB per request). How much one call can return is the read buffer's size
     /// ([`Builder::read_buffer`](crate::Builder::read_buffer)), which grows for clients
     /// whose requests fill it.
     ///
@@ -339,10 +341,9 @@ impl StreamRequest {
     /// serving.join().unwrap()?;
     /// # Ok::<(), io::Error>(())
     /// ```
-    pub fn recv(&mut self) -> io::Result<Vec<u8>> {
-        let data = self.fill_buf()?.to_vec();
-        self.consume(data.len());
-        Ok(data)
+    pub fn recv(&mut self) -> io::Result<Received> {
+        self.fill_buf()?;
+        Ok(self.reader.take_buffered())
     }
 
     /// The reply to the request just served is over (its bytes are flushed): pushes held
