@@ -12,10 +12,11 @@
 //!   request reads into this buffer, so without growth every request larger than it cost a
 //!   second `recv` (16 KiB requests through the default 8 KiB buffer).
 //!
-//! Memory given back goes to its thread's spare (one buffer per thread, the last given
-//! back), which the next fill on that thread takes if it is large enough: a connection
-//! that resumes, or the next one served, reads into memory already zeroed, and the
-//! buffers that [`Received`] lends out come back without a copy or a fresh allocation.
+//! Memory given back (by a connection that parks or closes, or by a dropped [`Received`])
+//! goes to its thread's spare (one buffer per thread, the last given back), which the next
+//! fill on that thread takes if it is large enough: a connection that resumes, or the next
+//! one served, reads into memory already zeroed, and the buffers that [`Received`] lends
+//! out come back without a copy or a fresh allocation.
 
 use std::borrow::Borrow;
 use std::cell::Cell;
@@ -175,6 +176,14 @@ impl<R: Read> Read for ReadBuffer<R> {
         };
         self.consume(n);
         Ok(n)
+    }
+}
+
+/// A closing connection's buffer becomes its thread's spare too: the next connection that
+/// thread serves reads into it.
+impl<R> Drop for ReadBuffer<R> {
+    fn drop(&mut self) {
+        give_back(std::mem::take(&mut self.buf));
     }
 }
 
@@ -502,6 +511,21 @@ mod tests {
         assert_eq!(v, b"defghijklmnop");
         assert_ne!(addr(&v), buffer + 3);
         assert_eq!(addr(&SPARE.with(Cell::take)), buffer);
+    }
+
+    #[test]
+    fn a_dropped_buffer_becomes_the_spare_of_the_next_connection() {
+        let mut closing = ReadBuffer::with_capacity(8, source(&[b"bye"]));
+        assert_eq!(closing.fill_buf().unwrap(), b"bye");
+        let at = addr(&closing.buf);
+        drop(closing);
+        let mut next = ReadBuffer::with_capacity(8, source(&[b"hello"]));
+        assert_eq!(next.fill_buf().unwrap(), b"hello");
+        assert_eq!(
+            addr(&next.buf),
+            at,
+            "read into the closed connection's buffer"
+        );
     }
 
     #[test]
