@@ -82,6 +82,7 @@ impl<R: Read> ReadBuffer<R> {
     /// the buffer itself, which comes back to this thread's spare when the [`Received`]
     /// is dropped; a smaller part is copied into a `Vec` of its own length, so that a
     /// [`Received`] never holds more than twice its bytes.
+    #[inline]
     pub(crate) fn take_buffered(&mut self) -> Received {
         let range = self.pos..self.filled;
         self.pos = 0;
@@ -248,6 +249,7 @@ impl Received {
 }
 
 impl Drop for Received {
+    #[inline]
     fn drop(&mut self) {
         if self.lent {
             give_back(std::mem::take(&mut self.buf));
@@ -258,6 +260,7 @@ impl Drop for Received {
 impl Deref for Received {
     type Target = [u8];
 
+    #[inline]
     fn deref(&self) -> &[u8] {
         &self.buf[self.range.clone()]
     }
