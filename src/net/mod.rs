@@ -138,7 +138,7 @@ impl DgramSocket {
         }
     }
 
-    /// One `sendto`/`sendmsg` of `bufs` gathered into one datagram.
+    /// One `sendto` (one slice) or `sendmsg` (several, gathered) of `bufs` as one datagram.
     fn try_send_to(&self, bufs: &[IoSlice<'_>], to: &Addr) -> io::Result<usize> {
         let sock = match self {
             DgramSocket::Udp(s) => SockRef::from(s),
@@ -169,8 +169,13 @@ impl DgramSocket {
             }
         };
         // Never blocks, whether the socket is (pool workers wait in recvfrom) or not: a full
-        // send buffer is waited for in `send_to`, under the write timeout.
-        sock.send_to_vectored_with_flags(bufs, &addr, libc::MSG_DONTWAIT)
+        // send buffer is waited for in `send_to`, under the write timeout. One slice goes
+        // by `sendto`, which the kernel takes for about 0.1 us less than a `sendmsg` of one
+        // (it copies no message header and no vector in).
+        match bufs {
+            [one] => sock.send_to_with_flags(one, &addr, libc::MSG_DONTWAIT),
+            _ => sock.send_to_vectored_with_flags(bufs, &addr, libc::MSG_DONTWAIT),
+        }
     }
 
     /// Sends `bufs` as one datagram, waiting for buffer space up to `timeout` (`None`:
