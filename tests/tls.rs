@@ -326,26 +326,33 @@ fn tls_call(conn: &mut tls::rustls::ClientConnection, sock: &mut TcpStream, line
 fn b_serve_requests(
     b: &mut Builder<TcpListener>,
 ) -> (SocketAddr, ShutdownHandle, JoinHandle<io::Result<()>>) {
+    start_requests(b, |req: &mut StreamRequest| {
+        let mut line = String::new();
+        if req.read_line(&mut line)? == 0 {
+            return Ok(socketserver::Next::Close);
+        }
+        let reply = match line.trim_end() {
+            "info" => {
+                let info = req.tls_info().expect("a TLS connection");
+                format!("{} sni={}", info.version(), info.sni().unwrap_or("-"))
+            }
+            other => other.to_uppercase(),
+        };
+        writeln!(req, "{reply}")?;
+        Ok(socketserver::Next::Continue)
+    })
+}
+
+/// Binds `b` on 127.0.0.1 and runs `serve_requests(handler)` on a thread of its own: the
+/// address, the server's handle and the thread.
+fn start_requests<H: socketserver::RequestHandler + Clone>(
+    b: &mut Builder<TcpListener>,
+    handler: H,
+) -> (SocketAddr, ShutdownHandle, JoinHandle<io::Result<()>>) {
     let server = b.bind("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
     let handle = server.shutdown_handle();
-    let t = thread::spawn(move || {
-        server.serve_requests(|req: &mut StreamRequest| {
-            let mut line = String::new();
-            if req.read_line(&mut line)? == 0 {
-                return Ok(socketserver::Next::Close);
-            }
-            let reply = match line.trim_end() {
-                "info" => {
-                    let info = req.tls_info().expect("a TLS connection");
-                    format!("{} sni={}", info.version(), info.sni().unwrap_or("-"))
-                }
-                other => other.to_uppercase(),
-            };
-            writeln!(req, "{reply}")?;
-            Ok(socketserver::Next::Continue)
-        })
-    });
+    let t = thread::spawn(move || server.serve_requests(handler));
     (addr, handle, t)
 }
 
@@ -666,15 +673,12 @@ say(got.decode().replace('\n', ' ').strip())
     server.stop();
 }
 
-/// 16 MiB go through the echo handler and come back intact (in 64 KiB round trips).
-#[test]
-fn sixteen_mib_round_trip() {
-    let pki = Pki::new();
-    let server = Running::start(&mut tls_builder(&pki, Flavor::pool()), echo);
-    let out = py(
-        r#"
+/// A client script: `argv[3]` random bytes to the server in 64 KiB round trips, each echoed
+/// whole before the next is sent; says how many came back and whether their SHA-256 is the
+/// one sent.
+const ROUND_TRIPS: &str = r#"
 s = connect(sys.argv[1], sys.argv[2])
-data = os.urandom(16 * 1024 * 1024)
+data = os.urandom(int(sys.argv[3]))
 back = hashlib.sha256()
 got = 0
 for i in range(0, len(data), 65536):
@@ -689,8 +693,16 @@ for i in range(0, len(data), 65536):
         got += len(d)
 say(got, back.hexdigest() == hashlib.sha256(data).hexdigest())
 s.unwrap()
-"#,
-        &[&server.target(), &pki.p("ca.pem")],
+"#;
+
+/// 16 MiB go through the echo handler and come back intact (in 64 KiB round trips).
+#[test]
+fn sixteen_mib_round_trip() {
+    let pki = Pki::new();
+    let server = Running::start(&mut tls_builder(&pki, Flavor::pool()), echo);
+    let out = py(
+        ROUND_TRIPS,
+        &[&server.target(), &pki.p("ca.pem"), "16777216"],
     );
     assert_eq!(out, "16777216 True\n");
     let s = server.wait_stats("served", |s| s.completed == 1);
@@ -704,41 +716,20 @@ s.unwrap()
 #[test]
 fn recv_over_tls_returns_what_arrived_intact() {
     let pki = Pki::new();
-    let server = tls_builder(&pki, Flavor::pool())
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = server.local_addr().unwrap();
-    let handle = server.shutdown_handle();
-    let t = thread::spawn(move || {
-        server.serve_requests(|req: &mut StreamRequest| {
+    let (addr, handle, t) = start_requests(
+        &mut tls_builder(&pki, Flavor::pool()),
+        |req: &mut StreamRequest| {
             let data = req.recv()?;
             if data.is_empty() {
                 return Ok(socketserver::Next::Close);
             }
             req.write_all(&data)?;
             Ok(socketserver::Next::Continue)
-        })
-    });
+        },
+    );
     let out = py(
-        r#"
-s = connect(sys.argv[1], sys.argv[2])
-data = os.urandom(4 * 1024 * 1024)
-back = hashlib.sha256()
-got = 0
-for i in range(0, len(data), 65536):
-    chunk = data[i:i + 65536]
-    s.sendall(chunk)
-    want = got + len(chunk)
-    while got < want:
-        d = s.recv(65536)
-        if not d:
-            raise SystemExit('early EOF at %d' % got)
-        back.update(d)
-        got += len(d)
-say(got, back.hexdigest() == hashlib.sha256(data).hexdigest())
-s.unwrap()
-"#,
-        &[&addr.to_string(), &pki.p("ca.pem")],
+        ROUND_TRIPS,
+        &[&addr.to_string(), &pki.p("ca.pem"), "4194304"],
     );
     assert_eq!(out, "4194304 True\n");
     handle.shutdown();
