@@ -14,8 +14,9 @@
 //! (`limits` raises what it may and says what it did).
 //!
 //! Each server runs in its own process (this binary re-executed as `__server tcp pool`), so
-//! its CPU time and peak RSS come from `/proc`. Servers of a scenario run alternately
-//! (A B C A B C), the median of the runs is reported. The machine is shared: `/proc/stat`
+//! its CPU time and peak RSS come from `/proc`. Servers of a scenario run alternately, each
+//! run starting one server further on (A B C, B C A, C A B, ...), so that none always runs
+//! in the same place; the median of the runs is reported. The machine is shared: `/proc/stat`
 //! tells how many CPUs other processes kept busy during each run ("other" in the table), and
 //! a full run repeats a run that was disturbed (more than 0.25 CPU busy elsewhere) up to
 //! twice, keeping the quietest try, while the time budget allows. Output: a table on stdout,
@@ -439,8 +440,14 @@ fn run_scenario(
 ) -> Results {
     let mut servers: Vec<(Kind, Vec<Sample>)> =
         sc.servers.iter().map(|k| (*k, Vec::new())).collect();
+    let n = servers.len();
     for run in 1..=settings.runs {
-        for (kind, samples) in &mut servers {
+        // Each run starts one server further on, so that no server always runs in the
+        // same place of a round: after the same servers, with what they leave behind
+        // (the TIME_WAIT sockets of 15 000 idle connections, for one) and at the same
+        // point of the machine's cycles.
+        for i in 0..n {
+            let (kind, samples) = &mut servers[(i + run - 1) % n];
             let sample = quiet_run(sc, *kind, settings, budget);
             budget.done += 1;
             match sample {
