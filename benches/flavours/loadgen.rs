@@ -14,6 +14,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -39,6 +40,17 @@ const RETRY_PAUSE: Duration = Duration::from_millis(10);
 const CLIENT_STACK: usize = 256 * 1024;
 /// Latencies are recorded in nanoseconds, up to a minute.
 const HIST_MAX_NS: u64 = 60_000_000_000;
+/// Source addresses the churn clients connect from, in turn: 127.0.0.1 to 127.0.0.8 (every
+/// 127/8 address is local on Linux). The client closes first, so each connection leaves its
+/// source port in TIME_WAIT for a minute, and from one address the kernel's ephemeral
+/// ports ran out after about 14 000 connections (it hands out even ports first): the
+/// connects then waited for ports to come free, and every server was held to about 15 000
+/// connections a second, the rate falling from 26k to 1-5k a second within the first half
+/// second (measured 2026-12-07, `ip_local_port_range` 32768-60999). Whether a round hit
+/// that wall depended on how many TIME_WAIT sockets the rounds before had left (past
+/// `net.ipv4.tcp_max_tw_buckets` the kernel keeps none). A connect takes its port per
+/// (source, destination) pair, so 8 addresses hold eight times as many.
+const CHURN_SOURCES: usize = 8;
 /// Idle connects that time out in a row before the server is taken to have stopped
 /// accepting (at its connection limit, say): the rest are counted as errors, not tried.
 const REFUSED_IN_A_ROW: usize = 3;
@@ -393,7 +405,11 @@ fn client(
 
 /// A TCP connection with the client's options: `TCP_NODELAY` and the request timeouts.
 fn connect(addr: SocketAddr, plan: Plan) -> io::Result<TcpStream> {
-    let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    configure(TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?, plan)
+}
+
+/// The client's options on a connected stream: `TCP_NODELAY` and the request timeouts.
+fn configure(s: TcpStream, plan: Plan) -> io::Result<TcpStream> {
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(plan.io_timeout))?;
     s.set_write_timeout(Some(plan.io_timeout))?;
@@ -494,9 +510,32 @@ fn churn(addr: SocketAddr, plan: Plan, gate: &Gate, ready: &mpsc::Sender<()>, t:
 
 /// Connect, one round trip, close (the client closes first, as HTTP/1.0 clients do).
 fn churn_once(addr: SocketAddr, plan: Plan, msg: &[u8], back: &mut [u8]) -> io::Result<()> {
-    let mut s = connect(addr, plan)?;
+    let mut s = churn_connect(addr, plan)?;
     s.write_all(msg)?;
     s.read_exact(back)
+}
+
+/// A churn client's connection, from the next of `CHURN_SOURCES` source addresses when
+/// the server is on IPv4 loopback.
+fn churn_connect(addr: SocketAddr, plan: Plan) -> io::Result<TcpStream> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let SocketAddr::V4(v4) = addr else {
+        return connect(addr, plan);
+    };
+    if !v4.ip().is_loopback() {
+        return connect(addr, plan);
+    }
+    use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
+    use socket2::{Domain, Socket, Type};
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % CHURN_SOURCES;
+    let source = Ipv4Addr::new(127, 0, 0, 1 + n as u8);
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    // The port is chosen at connect, for this (source, destination) pair, not at bind
+    // (where it would be held from every destination).
+    setsockopt(&socket, IpBindAddressNoPort, &true)?;
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    socket.connect_timeout(&addr.into(), CONNECT_TIMEOUT)?;
+    configure(socket.into(), plan)
 }
 
 fn udp(addr: SocketAddr, size: usize, gate: &Gate, ready: &mpsc::Sender<()>, t: &mut Tally) {
