@@ -17,7 +17,9 @@ use std::time::Duration;
 ///
 /// The default is a growing pool: 16 warm workers, growing up to 4096 threads while every
 /// worker is busy, extra threads leaving after 10 s idle. For streams its idle workers wait
-/// at the server's event set (epoll, kqueue), accept there and serve on the same thread: a
+/// at the server's event set (epoll, kqueue), accept there and serve on the same thread
+/// (for a request handler on a TCP socket of the process's own on Linux, half of them, at
+/// most 8, wait in `accept(2)` itself, as a thread per connection does): a
 /// connection handler ([`serve`](crate::StreamServer::serve)) holds its worker to the
 /// connection's end (the pool grows, within about a millisecond, for the clients waiting to
 /// be accepted while every worker holds a connection), a request handler
@@ -159,8 +161,8 @@ impl Flavor {
     /// and the pool's workers: the hand-off pool. At most 65 536 (`bind` refuses more: the
     /// queue's slots are allocated up front). Ignored by the other flavours.
     ///
-    /// By default the pool has no queue: its workers accept from the event set and serve
-    /// what they take, and on Linux idle workers wait in `recvfrom(2)` themselves, with no
+    /// By default the pool has no queue: its workers accept from the event set (or in
+    /// `accept(2)` itself, see [`Flavor::pool`]) and serve what they take, and on Linux idle workers wait in `recvfrom(2)` themselves, with no
     /// hand-off between threads (fewer system calls and context switches per connection;
     /// see BENCHMARKS.md). A queue accepts eagerly instead: clients leave the kernel's
     /// backlog as soon as they arrive and wait in the queue, which adds `n` to what the

@@ -388,7 +388,14 @@ impl<L: Listener> StreamServer<L> {
             fd,
             ..
         } = core;
-        let parked = Parked::start(listener, factory, &shared, &cfg, whole)?;
+        let parked = Parked::start(
+            listener,
+            factory,
+            &shared,
+            &cfg,
+            whole,
+            shared_socket.load(std::sync::atomic::Ordering::SeqCst),
+        )?;
         crate::deploy::notify::serving(&shared);
         crate::admin::serving(&shared, fd);
         let result = parked.wait();

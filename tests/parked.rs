@@ -35,6 +35,41 @@ fn echo_request(req: &mut StreamRequest) -> io::Result<Next> {
     }
 }
 
+/// Echoes a line; a line `hold` makes the request go on until the client sends its next
+/// line (a long upload, a client that trickles), which is echoed.
+fn hold_or_echo(req: &mut StreamRequest) -> io::Result<Next> {
+    let mut line = String::new();
+    if req.read_line(&mut line)? == 0 {
+        return Ok(Next::Close);
+    }
+    if line == "hold\n" {
+        line.clear();
+        req.read_line(&mut line)?;
+    }
+    req.write_all(line.as_bytes())?;
+    Ok(Next::Continue)
+}
+
+/// `hold_or_echo` on a pool of `workers` warm workers whose extra threads leave after
+/// 200 ms idle: its address, shutdown handle and serving thread.
+fn serve_hold_or_echo(workers: usize) -> (SocketAddr, ShutdownHandle, JoinHandle<io::Result<()>>) {
+    let s = TcpServer::builder()
+        .flavor(
+            Flavor::pool()
+                .workers(workers)
+                .worker_idle_timeout(Duration::from_millis(200)),
+        )
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = s.local_addr().unwrap();
+    let handle = s.shutdown_handle();
+    (
+        addr,
+        handle,
+        thread::spawn(move || s.serve_requests(hold_or_echo)),
+    )
+}
+
 fn exchange(c: &mut TcpStream, data: &[u8]) {
     c.write_all(data).unwrap();
     assert_eq!(util::read_until(c, |g| g.len() >= data.len()), data);
@@ -80,30 +115,7 @@ fn idle_connections_hold_no_thread() {
 /// extra worker leaves after its idle timeout.
 #[test]
 fn a_long_request_grows_the_pool_and_it_shrinks_back() {
-    fn hold_or_echo(req: &mut StreamRequest) -> io::Result<Next> {
-        let mut line = String::new();
-        if req.read_line(&mut line)? == 0 {
-            return Ok(Next::Close);
-        }
-        if line == "hold\n" {
-            // The request goes on until the client sends its next line.
-            line.clear();
-            req.read_line(&mut line)?;
-        }
-        req.write_all(line.as_bytes())?;
-        Ok(Next::Continue)
-    }
-    let s = TcpServer::builder()
-        .flavor(
-            Flavor::pool()
-                .workers(1)
-                .worker_idle_timeout(Duration::from_millis(200)),
-        )
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = s.local_addr().unwrap();
-    let handle = s.shutdown_handle();
-    let join = thread::spawn(move || s.serve_requests(hold_or_echo));
+    let (addr, handle, join) = serve_hold_or_echo(1);
     let mut holder = util::tcp_client(addr);
     holder.write_all(b"hold\n").unwrap();
     util::wait_until("the held request began", || handle.stats().active == 1);
@@ -117,6 +129,40 @@ fn a_long_request_grows_the_pool_and_it_shrinks_back() {
     // The one left still serves both.
     exchange(&mut holder, b"after\n");
     exchange(&mut other, b"after\n");
+    handle.shutdown();
+    util::within(TIMEOUT, move || join.join())
+        .expect("serve panicked")
+        .expect("serve failed");
+}
+
+/// A pool that can grow accepts in threads blocked in `accept` (half its warm workers,
+/// here one), each serving what it accepted: a long first request holds one. Requests that
+/// hold every accepting thread do not stop new clients (one more accepting thread starts
+/// while clients wait with none free), and the extra ones leave once they are not needed.
+#[test]
+fn long_requests_on_every_accepting_thread_do_not_stop_new_clients() {
+    let (addr, handle, join) = serve_hold_or_echo(2);
+    let mut holders = Vec::new();
+    for held in 1..=3 {
+        let mut holder = util::tcp_client(addr);
+        holder.write_all(b"hold\n").unwrap();
+        util::wait_until("the held request began", || handle.stats().active == held);
+        holders.push(holder);
+    }
+    // Three requests hold more threads than the pool's two warm ones: others serve this.
+    let mut other = util::tcp_client(addr);
+    exchange(&mut other, b"still served\n");
+    assert!(handle.stats().threads >= 4, "{:?}", handle.stats());
+    for holder in &mut holders {
+        exchange(holder, b"released\n");
+    }
+    exchange(&mut other, b"again\n");
+    util::wait_until("the extra threads left", || handle.stats().threads == 2);
+    // The two left serve every client, new ones too.
+    for holder in &mut holders {
+        exchange(holder, b"after\n");
+    }
+    exchange(&mut util::tcp_client(addr), b"new\n");
     handle.shutdown();
     util::within(TIMEOUT, move || join.join())
         .expect("serve panicked")

@@ -37,6 +37,25 @@
 //! reply) instead of an event round trip and a hand-over of the poll per request; a client
 //! that goes quiet is parked after `LINGER` and holds no thread.
 //!
+//! Accepting: in a pool that can grow, serving request handlers on a TCP listener of the
+//! process's own on Linux without a PROXY header or TLS handshake, half the warm workers
+//! (at most `MAX_ACCEPTING`) accept for themselves, blocked in `accept(2)`, the listener
+//! out of the event set, as a thread-per-connection server's threads do: each serves what
+//! it accepted (its first request, then a linger for the next one or the client's EOF),
+//! so a client that connects, asks and goes costs no event-set call and no hand-over
+//! between threads. A client that proves busy is parked after its second request, and a
+//! worker of the event set keeps it from its third on: accepting threads stay free to
+//! accept. When the last free one takes a connection, the serving thread looks
+//! `GROW_DELAY` later and starts one more while clients wait in the listener's queue (a
+//! long first request holds its accepting thread as it would a worker); an extra one
+//! leaves when it comes back and another is free. At `max_connections` and during an
+//! accept back-off they wait on a condition variable (a closing connection, the back-off's
+//! end and shutdown wake them); shutdown ends their `accept` by shutting the listener down
+//! (Linux returns EINVAL). Elsewhere (a socket shared with systemd or a restart's new
+//! process, which must not be shut down; connection handlers, which hold their thread;
+//! handshakes, which may be slow; a fixed pool; other systems) the listener is in the
+//! event set and any idle worker accepts.
+//!
 //! The pool grows when its workers are stuck: when the last waiting worker takes an event,
 //! it tells the serving thread, which looks again `GROW_DELAY` later (`WHOLE_LOOK` for
 //! connection handlers below the limit): if no worker is waiting and none has finished
@@ -52,14 +71,17 @@
 //! parked connections are closed at once (nothing of theirs is in flight), requests in
 //! flight get the grace period.
 
+use std::any::Any;
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
+use std::net::TcpListener;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{
     AtomicBool, AtomicU64, AtomicUsize,
     Ordering::{Relaxed, SeqCst},
 };
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -110,6 +132,16 @@ const WHOLE_LOOK: Duration = Duration::from_millis(1);
 /// served by the kernel's timer wheel, with no timer reprogrammed per wait.
 const LINGER: Duration = Duration::from_millis(10);
 const HOT: Duration = LINGER;
+
+/// The most accepting threads a pool starts with (half its warm workers; see
+/// `accepting_threads`).
+const MAX_ACCEPTING: usize = 8;
+
+thread_local! {
+    /// Set on an accepting thread (`Inner::accept_loop`): `linger` hands a busy client over
+    /// to the event set instead of keeping it.
+    static ACCEPTING: Cell<bool> = const { Cell::new(false) };
+}
 
 /// A kept connection and its handler's state.
 struct Conn<H> {
@@ -368,6 +400,45 @@ pub(crate) struct Inner<L, H> {
     /// run as soon as the connection is open (the server may speak first). It holds its
     /// worker to its end, so the pool grows for every client waiting to be accepted.
     whole: bool,
+    /// How many accepting threads the pool keeps (0: the listener is in the event set
+    /// instead; see `accepting_threads`), how many run, and how many of them are in
+    /// `accept` (or about to be).
+    acceptors: usize,
+    accepting_now: AtomicUsize,
+    free_acceptors: AtomicUsize,
+    /// Where accepting threads wait while accepting is paused or backing off; shutdown and
+    /// a closing connection wake them.
+    room: (Mutex<()>, Condvar),
+    /// A message when the last free accepting thread took a connection: the serving
+    /// thread looks whether clients wait with none to accept them. Set while it looks, so
+    /// that the message is sent once per watch, not once per connection.
+    no_acceptor: (Sender<()>, Receiver<()>),
+    acceptor_watch: AtomicBool,
+}
+
+/// How many of a pool's threads accept for themselves, blocked in `accept(2)`, each
+/// serving what it accepted, as a thread-per-connection server's threads do: no event-set
+/// wait and no re-arm of the listener per connection (measured under churn: 6 system
+/// calls per connection instead of 7.5, server CPU 0.945x; BENCHMARKS.md, "One engine:
+/// churn's client ports"). Half the warm workers, at most `MAX_ACCEPTING`, for request
+/// handlers on a TCP listener of this process's own on Linux (shutdown ends a blocked
+/// `accept` by shutting the listener down, which a socket shared with systemd or a
+/// restart's new process must not be, and which is Linux's behaviour), without a PROXY
+/// header or TLS handshake (a handshake may be slow: it waits in the event set), in a pool
+/// that can grow. Otherwise 0: the listener is in the event set and any idle worker
+/// accepts.
+fn accepting_threads(listener: &dyn Any, cfg: &Config, whole: bool, shared_socket: bool) -> usize {
+    let f = &cfg.flavor;
+    let able = cfg!(any(target_os = "linux", target_os = "android"))
+        && listener.is::<TcpListener>()
+        && !whole
+        && !shared_socket
+        && !conn::has_handshake(cfg)
+        && f.limit > f.workers;
+    match able {
+        true => (f.workers / 2).min(MAX_ACCEPTING),
+        false => 0,
+    }
 }
 
 /// The most events one wait takes from the kernel (the rest stay there for the next), where
@@ -485,9 +556,16 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         shared: &Arc<Shared>,
         cfg: &Arc<Config>,
         whole: bool,
+        shared_socket: bool,
     ) -> io::Result<Parked<L, H>> {
         let warm = cfg.flavor.workers.max(1);
-        if !whole && !conn::has_handshake(cfg) {
+        let acceptors = accepting_threads(&listener, cfg, whole, shared_socket);
+        if acceptors > 0 {
+            // No read timeout on the listener: an accepting thread's `accept` would end at
+            // it (the linger sets its own, one `setsockopt` per connection).
+            crate::net::options::pass_on(&listener, cfg, None, &shared.passed_on);
+            socket2::SockRef::from(&listener).set_nonblocking(false)?;
+        } else if !whole && !conn::has_handshake(cfg) {
             // A request handler's connections start with the linger's read timeout: a busy
             // client's first linger then costs no `setsockopt` (the handler's own reads set
             // theirs when they block, see `SocketReader::apply_read_timeout`).
@@ -495,11 +573,13 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         }
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
-        registry.register(
-            &mut SourceFd(&listener.as_raw_fd()),
-            Token(LISTENER),
-            Interest::READABLE,
-        )?;
+        if acceptors == 0 {
+            registry.register(
+                &mut SourceFd(&listener.as_raw_fd()),
+                Token(LISTENER),
+                Interest::READABLE,
+            )?;
+        }
         registry.register(
             &mut SourceFd(&shared.wake_fd()),
             Token(WAKE),
@@ -523,8 +603,10 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
             full_warned: Throttle::new(),
             // All the warm workers are counted before any starts: one that takes an event
             // at once must not see itself as the last waiting worker and grow the pool.
+            // The accepting threads are workers too (the limit and the warm count are the
+            // pool's threads), never waiting on the event set.
             workers: AtomicUsize::new(warm),
-            idle: AtomicUsize::new(warm),
+            idle: AtomicUsize::new(warm - acceptors),
             warm,
             limit: cfg.flavor.limit.max(warm),
             worker_idle: cfg.flavor.worker_idle_timeout.max(MIN_IDLE),
@@ -534,15 +616,28 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
             watching: AtomicBool::new(false),
             saturated: crossbeam_channel::bounded(1),
             whole,
+            acceptors,
+            accepting_now: AtomicUsize::new(0),
+            free_acceptors: AtomicUsize::new(0),
+            room: (Mutex::new(()), Condvar::new()),
+            no_acceptor: crossbeam_channel::bounded(1),
+            acceptor_watch: AtomicBool::new(false),
         });
         let view: Arc<dyn crate::metrics::EngineView> = inner.clone();
         shared.status.set_engine(Arc::downgrade(&view));
         let parked = Parked { inner };
-        for _ in 0..warm {
+        for _ in 0..warm - acceptors {
             if let Err(e) = spawn(&parked.inner) {
                 shared.stop();
-                // Not shut down: it may be shared; it closes as the workers let go of it.
-                parked.finish(Duration::ZERO, true);
+                // Not shut down if shared; it closes as the workers let go of it.
+                parked.finish(Duration::ZERO, shared_socket);
+                return Err(e);
+            }
+        }
+        for _ in 0..acceptors {
+            if let Err(e) = spawn_acceptor(&parked.inner) {
+                shared.stop();
+                parked.finish(Duration::ZERO, shared_socket);
                 return Err(e);
             }
         }
@@ -571,9 +666,14 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         // While no worker waits on the event set: when to look next, and the progress
         // counted at the last look.
         let mut watch: Option<(Instant, usize)> = None;
+        // While no accepting thread is free: when to look next.
+        let mut accept_watch: Option<Instant> = None;
         loop {
             let mut next = next_sweep;
             if let Some((at, _)) = watch {
+                next = next.min(at);
+            }
+            if let Some(at) = accept_watch {
                 next = next.min(at);
             }
             if let Some(at) = *lock(&inner.resume_at) {
@@ -594,9 +694,15 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
                     }
                 }
                 recv(inner.kick.1) -> _ => {}
+                recv(inner.no_acceptor.1) -> _ => {
+                    accept_watch.get_or_insert_with(|| Instant::now() + GROW_DELAY);
+                }
                 default(left) => {}
             }
             let now = Instant::now();
+            if accept_watch.is_some_and(|at| now >= at) {
+                accept_watch = inner.look_acceptors().then(|| now + GROW_DELAY);
+            }
             if let Some((at, progress)) = watch {
                 if now >= at {
                     watch = inner
@@ -629,8 +735,10 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         // Stop taking connections now (Linux refuses new clients at once); the descriptor
         // closes when the last worker lets go of it.
         if !shared_socket {
+            // Also ends the accepting threads' `accept` (Linux returns EINVAL).
             let _ = socket2::SockRef::from(&inner.listener).shutdown(std::net::Shutdown::Read);
         }
+        inner.wake_acceptors();
         // A restart's drain serves the open connections on, idle ones included, until they
         // close or the grace period ends; a stop answers what arrived and closes the rest.
         let draining = inner.shared.keeps_open();
@@ -667,26 +775,147 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
 }
 
 /// Starts a worker already counted in `workers` and `idle` (by the caller, before: a
-/// worker must never see itself missing), under the threads' lock, unless `finish` has
-/// begun (it takes the thread set under the same lock after closing: it never misses a
-/// worker). The count is given back if the worker does not start.
+/// worker must never see itself missing), unless `finish` has begun (see `start_thread`).
 fn spawn<L: Listen, H: RequestHandler>(inner: &Arc<Inner<L, H>>) -> io::Result<()> {
-    let worker = Arc::clone(inner);
+    start_thread(inner, "socketserver-worker", Inner::work, |i| {
+        i.workers.fetch_sub(1, SeqCst);
+        i.idle.fetch_sub(1, SeqCst);
+    })
+}
+
+/// Starts an accepting thread (`Inner::accept_loop`) already counted in `workers` by the
+/// caller, and counted in `accepting_now` here, unless `finish` has begun.
+fn spawn_acceptor<L: Listen, H: RequestHandler>(inner: &Arc<Inner<L, H>>) -> io::Result<()> {
+    inner.accepting_now.fetch_add(1, SeqCst);
+    start_thread(inner, "socketserver-accept", Inner::accept_loop, |i| {
+        i.accepting_now.fetch_sub(1, SeqCst);
+        i.workers.fetch_sub(1, SeqCst);
+    })
+}
+
+/// Starts one of the pool's threads under the threads' lock, unless `finish` has begun
+/// (it takes the thread set under the same lock after closing: it never misses a thread);
+/// `uncount` gives its counts back if it does not start.
+fn start_thread<L: Listen, H: RequestHandler>(
+    inner: &Arc<Inner<L, H>>,
+    name: &str,
+    run: fn(&Arc<Inner<L, H>>),
+    uncount: fn(&Inner<L, H>),
+) -> io::Result<()> {
+    let thread = Arc::clone(inner);
     let mut threads = lock(&inner.threads);
     let closed = inner.closed.load(SeqCst);
     let spawned = if closed {
         Ok(())
     } else {
-        threads.spawn("socketserver-worker", move || worker.work())
+        threads.spawn(name, move || run(&thread))
     };
     if closed || spawned.is_err() {
-        inner.workers.fetch_sub(1, SeqCst);
-        inner.idle.fetch_sub(1, SeqCst);
+        uncount(inner);
     }
     spawned
 }
 
 impl<L: Listen, H: RequestHandler> Inner<L, H> {
+    /// An accepting thread: accepts a connection (blocked in `accept`), serves it as a
+    /// worker would (its first request and a linger for the next one or its EOF: a client
+    /// that connects, asks and goes is served whole here; one that stays is handed to the
+    /// event set, see `linger`), and accepts again, until shutdown. One started because
+    /// none was free (`look_acceptors`) leaves when it comes back and another is free.
+    fn accept_loop(self: &Arc<Self>) {
+        ACCEPTING.with(|a| a.set(true));
+        loop {
+            if self.shared.is_stopping() {
+                break;
+            }
+            if self.accepting_now.load(SeqCst) > self.acceptors
+                && self.free_acceptors.load(SeqCst) > 0
+                && self
+                    .accepting_now
+                    .fetch_update(SeqCst, SeqCst, |n| (n > self.acceptors).then(|| n - 1))
+                    .is_ok()
+            {
+                self.workers.fetch_sub(1, SeqCst);
+                return;
+            }
+            if self.wait_to_accept() {
+                continue;
+            }
+            self.accept_one();
+        }
+        self.accepting_now.fetch_sub(1, SeqCst);
+        self.workers.fetch_sub(1, SeqCst);
+    }
+
+    /// An accepting thread waits here while accepting is paused (at `max_connections`) or
+    /// backing off; shutdown ends the wait. Says whether it waited (then it looks again).
+    fn wait_to_accept(&self) -> bool {
+        if !self.paused.load(SeqCst) && lock(&self.resume_at).is_none() {
+            return false;
+        }
+        let (m, cv) = &self.room;
+        let g = lock(m);
+        if self.shared.is_stopping() {
+            return true;
+        }
+        let now = Instant::now();
+        let resume = *lock(&self.resume_at);
+        match resume {
+            Some(t) if t > now => {
+                drop(cv.wait_timeout(g, t - now));
+            }
+            Some(_) => {
+                // The back-off is over: accepting again.
+                lock(&self.resume_at).take();
+            }
+            None if self.paused.load(SeqCst) => {
+                drop(cv.wait(g));
+            }
+            None => {}
+        }
+        true
+    }
+
+    /// Wakes the accepting threads waiting in `wait_to_accept`.
+    fn wake_acceptors(&self) {
+        if self.acceptors > 0 {
+            let _guard = lock(&self.room.0);
+            self.room.1.notify_all();
+        }
+    }
+
+    /// On the serving thread, `GROW_DELAY` after the last free accepting thread took a
+    /// connection (and again while none is free): if clients wait to be accepted, one more
+    /// accepting thread starts (up to the flavour's limit), as the pool grows for workers
+    /// held by long requests. Says whether to look again.
+    fn look_acceptors(self: &Arc<Self>) -> bool {
+        if self.shared.is_stopping() {
+            return false;
+        }
+        if self.free_acceptors.load(SeqCst) > 0 {
+            self.acceptor_watch.store(false, SeqCst);
+            // One may have taken the last place between the look and the flag: then the
+            // watch goes on (the flag is ours again), or its message restarts it.
+            return self.free_acceptors.load(SeqCst) == 0
+                && !self.acceptor_watch.swap(true, SeqCst);
+        }
+        if self.clients_waiting() > 0
+            && self
+                .workers
+                .fetch_update(SeqCst, SeqCst, |w| (w < self.limit).then_some(w + 1))
+                .is_ok()
+        {
+            match spawn_acceptor(self) {
+                Ok(()) => log::debug!(
+                    "no accepting thread free for {GROW_DELAY:?}: {} now",
+                    self.accepting_now.load(SeqCst)
+                ),
+                Err(e) => log::warn!("cannot start an accepting thread: {e}"),
+            }
+        }
+        true
+    }
+
     /// A worker: one event at a time, until shutdown (or, above the warm count, until it
     /// waited `worker_idle` for nothing).
     fn work(self: &Arc<Self>) {
@@ -902,7 +1131,19 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             self.pause_accepting();
             return;
         }
-        match self.listener.accept_stream() {
+        let blocking = self.acceptors > 0;
+        if blocking {
+            self.free_acceptors.fetch_add(1, SeqCst);
+        }
+        let accepted = self.listener.accept_stream();
+        if blocking
+            && self.free_acceptors.fetch_sub(1, SeqCst) == 1
+            && accepted.is_ok()
+            && !self.acceptor_watch.swap(true, SeqCst)
+        {
+            let _ = self.no_acceptor.0.try_send(());
+        }
+        match accepted {
             Ok((stream, peer)) => {
                 // Taken at once, in the order of the accepts (see `PassedOn`).
                 let options = self.shared.passed_on.take();
@@ -927,6 +1168,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             }
             Err(e) => {
                 self.live.fetch_sub(1, SeqCst);
+                if blocking && self.shared.is_stopping() {
+                    return; // the listener was shut down for shutdown
+                }
                 self.accept_failed(e);
             }
         }
@@ -935,9 +1179,11 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// Takes the listener out of the poll (an edge-triggered registration would go on
     /// reporting new clients) until a connection closes.
     fn pause_accepting(&self) {
-        let _ = self
-            .registry
-            .deregister(&mut SourceFd(&self.listener.as_raw_fd()));
+        if self.acceptors == 0 {
+            let _ = self
+                .registry
+                .deregister(&mut SourceFd(&self.listener.as_raw_fd()));
+        }
         self.paused.store(true, SeqCst);
         // A close may have come between the count and the flag.
         self.resume_accepting();
@@ -950,6 +1196,10 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     fn accept_failed(&self, e: io::Error) {
         match self.errors.on_error(e) {
             OnError::Wait | OnError::Retry => self.rearm_listener(),
+            OnError::Backoff(d) if self.acceptors > 0 => {
+                // The accepting threads wait it out in `wait_to_accept`.
+                *lock(&self.resume_at) = Some(Instant::now() + d);
+            }
             OnError::Backoff(d) => {
                 let _ = self
                     .registry
@@ -967,6 +1217,19 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// On the serving thread: ends a back-off whose time has come (the listener goes back
     /// into the event set, unless it is paused at the connection limit).
     fn end_backoff(&self, now: Instant) {
+        if self.acceptors > 0 {
+            // The accepting threads wait it out themselves (`wait_to_accept`); ended here
+            // too, so that a back-off past its time is not left to the serving thread's
+            // next wait (it would not wait at all) while every accepting thread serves.
+            let ended = {
+                let mut at = lock(&self.resume_at);
+                at.take_if(|t| *t <= now).is_some()
+            };
+            if ended {
+                self.wake_acceptors();
+            }
+            return;
+        }
         let ended = {
             let mut at = lock(&self.resume_at);
             match *at {
@@ -985,7 +1248,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     }
 
     fn rearm_listener(&self) {
-        if !self.shared.is_stopping() {
+        if self.acceptors == 0 && !self.shared.is_stopping() {
             // Re-armed: an accept still pending in the backlog reports at once.
             let _ = self.registry.reregister(
                 &mut SourceFd(&self.listener.as_raw_fd()),
@@ -1006,6 +1269,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 .is_ok()
             && !self.shared.is_stopping()
         {
+            if self.acceptors > 0 {
+                return self.wake_acceptors();
+            }
             // Registering reports at once if clients wait in the backlog.
             let _ = self.registry.register(
                 &mut SourceFd(&self.listener.as_raw_fd()),
@@ -1266,7 +1532,17 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// `worker_idle_timeout` without work); a new connection, or any at the limit, is
     /// parked. With TLS the wait is a `poll` (a record may carry no request).
     fn linger(self: &Arc<Self>, conn: &mut Conn<H>) -> io::Result<bool> {
-        if !conn.hot || (self.idle.load(SeqCst) == 0 && (!conn.proven || !self.add_watcher())) {
+        if ACCEPTING.with(Cell::get) {
+            // An accepting thread waits once, for a new client's next request or its EOF
+            // (a client that connects, asks and goes is served whole); a client that proves
+            // busy is handed to the event set, where a worker keeps it, so that accepting
+            // threads are not held by long-lived clients.
+            if !conn.hot || conn.proven {
+                return Ok(false);
+            }
+        } else if !conn.hot
+            || (self.idle.load(SeqCst) == 0 && (!conn.proven || !self.add_watcher()))
+        {
             return Ok(false);
         }
         let fd = conn.req.stream().as_raw_fd();
@@ -1580,10 +1856,12 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
 /// What the metrics read of the pool at scrape time (never on the request path).
 impl<L: Listen, H: RequestHandler> crate::metrics::EngineView for Inner<L, H> {
     fn workers(&self) -> crate::metrics::Workers {
+        // Accepting threads are workers, idle while in `accept`.
         let (workers, idle) = (self.workers.load(Relaxed), self.idle.load(Relaxed));
+        let idle = (idle + self.free_acceptors.load(Relaxed)).min(workers);
         crate::metrics::Workers {
-            busy: workers.saturating_sub(idle) as u64,
-            idle: idle.min(workers) as u64,
+            busy: (workers - idle) as u64,
+            idle: idle as u64,
         }
     }
 
