@@ -15,7 +15,8 @@ pub struct ProcStat {
     pub peak_rss_kib: u64,
     /// Threads now.
     pub threads: u64,
-    /// Of them, the crate's pool workers (threads named `socketserver-worker`).
+    /// Of them, the crate's pool workers (threads named `socketserver-worker`, and the
+    /// accepting threads, `socketserver-accept`, which are workers that accept).
     pub workers: u64,
 }
 
@@ -32,8 +33,8 @@ pub fn process(pid: u32) -> io::Result<ProcStat> {
     })
 }
 
-/// How many of process `pid`'s threads are the crate's pool workers (the kernel keeps the
-/// first 15 bytes of a thread's name).
+/// How many of process `pid`'s threads are the crate's pool workers, accepting threads
+/// included (the kernel keeps the first 15 bytes of a thread's name).
 fn worker_threads(pid: u32) -> u64 {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
@@ -41,7 +42,7 @@ fn worker_threads(pid: u32) -> u64 {
     tasks
         .filter_map(Result::ok)
         .filter_map(|t| fs::read_to_string(t.path().join("comm")).ok())
-        .filter(|comm| comm.starts_with("socketserver-wo"))
+        .filter(|comm| comm.starts_with("socketserver-wo") || comm.starts_with("socketserver-ac"))
         .count() as u64
 }
 
