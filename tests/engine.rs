@@ -479,16 +479,19 @@ fn system_calls(name: &str, load: impl FnOnce(SocketAddr)) -> Calls {
 }
 
 /// A connection that sends one request and closes (a client that connects per request)
-/// costs its accept, its read, its reply, the read of its EOF, its close and the event-set
-/// calls: no `setsockopt` and no `poll`. The echo example as shipped sets `TCP_NODELAY`,
-/// a write timeout and TCP keepalive (four calls) on every connection: that was seven
-/// `setsockopt` calls per connection (a linger's read timeout the seventh) and a `poll`
-/// to see whether the request came with the connection, 17.5 system calls per connection
-/// in all against about 10 now. The listener carries the options now, and Linux passes
-/// them on to each connection it accepts; the first request is looked for by reading it.
+/// costs its accept, its read, its reply, the read of its EOF, its close and one
+/// `setsockopt`: no `poll`, and not the example's options. The echo example as shipped
+/// sets `TCP_NODELAY`, a write timeout and TCP keepalive (four calls) on every
+/// connection: that was seven `setsockopt` calls per connection (a linger's read timeout
+/// the seventh) and a `poll` to see whether the request came with the connection, 17.5
+/// system calls per connection in all. The listener carries the options now, and Linux
+/// passes them on to each connection it accepts; the first request is looked for by
+/// reading it. The one call left is the linger's read timeout: the example's pool accepts
+/// in threads blocked in `accept`, and a listener's read timeout would end their wait
+/// (see `accepting_threads` in src/engine/parked.rs), so it is set per connection.
 #[test]
-fn a_new_connection_costs_no_socket_option_call() {
-    if !util::have_strace("a_new_connection_costs_no_socket_option_call") {
+fn a_new_connection_costs_one_socket_option_call() {
+    if !util::have_strace("a_new_connection_costs_one_socket_option_call") {
         return;
     }
     const CLIENTS: usize = 4;
@@ -516,7 +519,7 @@ fn a_new_connection_costs_no_socket_option_call() {
     // configured one by one (seven calls each, at start-up only).
     let options = calls.of("setsockopt");
     assert!(
-        options * 4 < connections,
+        options.saturating_sub(connections) * 4 < connections,
         "{options} setsockopt calls for {connections} connections:\n{}",
         calls.table
     );

@@ -169,6 +169,83 @@ fn long_requests_on_every_accepting_thread_do_not_stop_new_clients() {
         .expect("serve failed");
 }
 
+/// On a socket shared with another process (armed for SIGHUP restarts, as the examples
+/// are; a clone of the socket stands for the restart's new process) the pool still
+/// accepts in threads blocked in `accept`, and shutdown ends them without shutting the
+/// socket down: the server connects to itself once per thread blocked in `accept` and
+/// closes those connections unserved. After `serve` returns, a new client reaches the
+/// clone, bytes included: no thread of the stopped server is left in `accept` to take it
+/// (the kernel hands a connection to the thread that has waited longest).
+#[test]
+fn a_shared_socket_is_not_shut_down_and_its_accepting_threads_end() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let other = listener.try_clone().unwrap();
+    let server = TcpServer::builder()
+        .flavor(Flavor::pool().workers(8))
+        .from_listener(listener)
+        .unwrap();
+    server.restart_on_sighup().unwrap();
+    let handle = server.shutdown_handle();
+    let join = thread::spawn(move || server.serve_requests(hold_or_echo));
+    let mut clients: Vec<TcpStream> = (0..4).map(|_| util::tcp_client(addr)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        exchange(c, format!("hello {i}\n").as_bytes());
+    }
+    drop(clients);
+    // Each connection's EOF is a request too: then every thread is back in `accept`.
+    util::wait_until("the clients' EOFs were served", || {
+        handle.stats().completed >= 8
+    });
+    handle.shutdown();
+    util::within(TIMEOUT, move || join.join())
+        .expect("serve panicked")
+        .expect("serve failed");
+
+    // Clients the socket's other holder must get, each with its bytes: a thread of the
+    // stopped server left in `accept` would be handed the first (it waited longest).
+    let mut clients: Vec<TcpStream> = (0..8).map(|_| util::tcp_client(addr)).collect();
+    let mut mine = std::collections::HashMap::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.write_all(format!("after {i}\n").as_bytes()).unwrap();
+        mine.insert(c.local_addr().unwrap(), i);
+    }
+    other.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let mut skipped = 0;
+    while !mine.is_empty() {
+        match other.accept() {
+            Ok((mut s, peer)) => match mine.remove(&peer) {
+                Some(i) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+                    let want = format!("after {i}\n");
+                    let mut got = vec![0u8; want.len()];
+                    s.read_exact(&mut got).unwrap();
+                    assert_eq!(got, want.as_bytes());
+                }
+                // A connection the server made to itself, left in the queue by a thread
+                // that saw the shutdown before its `accept`.
+                None => skipped += 1,
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} of 8 clients never reached the socket's other holder: a thread \
+                     of the stopped server took them",
+                    mine.len()
+                );
+                thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("accept on the shared socket after shutdown: {e}"),
+        }
+    }
+    assert!(
+        skipped <= 8,
+        "{skipped} of the server's own connections were left queued"
+    );
+}
+
 /// Busy clients keep a worker each while they are quick (it waits on their connection for
 /// the next request, another watches the event set): the pool grows for that up to the
 /// flavour's limit (not its warm count: a busy client must not park every round), never

@@ -37,8 +37,8 @@
 //! reply) instead of an event round trip and a hand-over of the poll per request; a client
 //! that goes quiet is parked after `LINGER` and holds no thread.
 //!
-//! Accepting: in a pool that can grow, serving request handlers on a TCP listener of the
-//! process's own on Linux without a PROXY header or TLS handshake, half the warm workers
+//! Accepting: in a pool that can grow, serving request handlers on a TCP listener on
+//! Linux without a PROXY header or TLS handshake, half the warm workers
 //! (at most `MAX_ACCEPTING`) accept for themselves, blocked in `accept(2)`, the listener
 //! out of the event set, as a thread-per-connection server's threads do: each serves what
 //! it accepted (its first request, then a linger for the next one or the client's EOF),
@@ -51,10 +51,10 @@
 //! leaves when it comes back and another is free. At `max_connections` and during an
 //! accept back-off they wait on a condition variable (a closing connection, the back-off's
 //! end and shutdown wake them); shutdown ends their `accept` by shutting the listener down
-//! (Linux returns EINVAL). Elsewhere (a socket shared with systemd or a restart's new
-//! process, which must not be shut down; connection handlers, which hold their thread;
-//! handshakes, which may be slow; a fixed pool; other systems) the listener is in the
-//! event set and any idle worker accepts.
+//! (Linux returns EINVAL), or, on a socket shared with systemd or a restart's new process,
+//! which must not be shut down, by connecting to it (`Inner::end_accepts`). Elsewhere
+//! (connection handlers, which hold their thread; handshakes, which may be slow; a fixed
+//! pool; other systems) the listener is in the event set and any idle worker accepts.
 //!
 //! The pool grows when its workers are stuck: when the last waiting worker takes an event,
 //! it tells the serving thread, which looks again `GROW_DELAY` later (`WHOLE_LOOK` for
@@ -136,6 +136,16 @@ const HOT: Duration = LINGER;
 /// The most accepting threads a pool starts with (half its warm workers; see
 /// `accepting_threads`).
 const MAX_ACCEPTING: usize = 8;
+
+/// At shutdown, on a socket shared with another process: how long this process goes on
+/// connecting to itself to end its accepting threads' `accept`, and how long one such
+/// connection may take (see `Inner::end_accepts`).
+const WAKE_LIMIT: Duration = Duration::from_secs(1);
+const WAKE_CONNECT: Duration = Duration::from_millis(200);
+
+/// How long an accepting thread waits for a client when its `accept` did not block (the
+/// socket shared with a process that made it non-blocking) before it looks again.
+const ACCEPT_POLL: Duration = Duration::from_millis(100);
 
 thread_local! {
     /// Set on an accepting thread (`Inner::accept_loop`): `linger` hands a busy client over
@@ -372,6 +382,9 @@ pub(crate) struct Inner<L, H> {
     /// While backing off (descriptors exhausted), when the serving thread takes the listener
     /// back into the event set; a message on `kick` tells it the time changed.
     resume_at: Mutex<Option<Instant>>,
+    /// Set while `resume_at` is: an accepting thread's look before each `accept` takes no
+    /// lock.
+    backing_off: AtomicBool,
     kick: (Sender<()>, Receiver<()>),
     /// The warning that the connection limit is reached: at most one a second.
     full_warned: Throttle,
@@ -414,6 +427,9 @@ pub(crate) struct Inner<L, H> {
     /// that the message is sent once per watch, not once per connection.
     no_acceptor: (Sender<()>, Receiver<()>),
     acceptor_watch: AtomicBool,
+    /// At shutdown on a shared socket: the addresses this process connects from to end its
+    /// accepting threads' `accept` (see `end_accepts`); such a connection is closed unserved.
+    wake_peers: Mutex<Vec<std::net::SocketAddr>>,
 }
 
 /// How many of a pool's threads accept for themselves, blocked in `accept(2)`, each
@@ -421,18 +437,20 @@ pub(crate) struct Inner<L, H> {
 /// wait and no re-arm of the listener per connection (measured under churn: 6 system
 /// calls per connection instead of 7.5, server CPU 0.945x; BENCHMARKS.md, "One engine:
 /// churn's client ports"). Half the warm workers, at most `MAX_ACCEPTING`, for request
-/// handlers on a TCP listener of this process's own on Linux (shutdown ends a blocked
-/// `accept` by shutting the listener down, which a socket shared with systemd or a
-/// restart's new process must not be, and which is Linux's behaviour), without a PROXY
-/// header or TLS handshake (a handshake may be slow: it waits in the event set), in a pool
-/// that can grow. Otherwise 0: the listener is in the event set and any idle worker
-/// accepts.
-fn accepting_threads(listener: &dyn Any, cfg: &Config, whole: bool, shared_socket: bool) -> usize {
+/// handlers on a TCP listener on Linux (shutdown ends a blocked `accept` by shutting the
+/// listener down, Linux's behaviour, or on a socket shared with systemd or a restart's new
+/// process, by a connection to itself: see `Inner::end_accepts`), without a PROXY header
+/// or TLS handshake (a handshake may be slow: it waits in the event set), in a pool that
+/// can grow. Otherwise 0: the listener is in the event set and any idle worker accepts.
+///
+/// The listener is made blocking. On a shared socket that flag is the other process's
+/// too: a restart's new process of the same program sets it the same way; one that makes
+/// it non-blocking leaves these threads waiting in `poll` between clients (`ACCEPT_POLL`).
+fn accepting_threads(listener: &dyn Any, cfg: &Config, whole: bool) -> usize {
     let f = &cfg.flavor;
     let able = cfg!(any(target_os = "linux", target_os = "android"))
         && listener.is::<TcpListener>()
         && !whole
-        && !shared_socket
         && !conn::has_handshake(cfg)
         && f.limit > f.workers;
     match able {
@@ -559,7 +577,7 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         shared_socket: bool,
     ) -> io::Result<Parked<L, H>> {
         let warm = cfg.flavor.workers.max(1);
-        let acceptors = accepting_threads(&listener, cfg, whole, shared_socket);
+        let acceptors = accepting_threads(&listener, cfg, whole);
         if acceptors > 0 {
             // No read timeout on the listener: an accepting thread's `accept` would end at
             // it (the linger sets its own, one `setsockopt` per connection).
@@ -599,6 +617,7 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
             fatal: Mutex::new(None),
             errors: AcceptErrors::new(shared, "accept"),
             resume_at: Mutex::new(None),
+            backing_off: AtomicBool::new(false),
             kick: crossbeam_channel::bounded(1),
             full_warned: Throttle::new(),
             // All the warm workers are counted before any starts: one that takes an event
@@ -622,6 +641,7 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
             room: (Mutex::new(()), Condvar::new()),
             no_acceptor: crossbeam_channel::bounded(1),
             acceptor_watch: AtomicBool::new(false),
+            wake_peers: Mutex::new(Vec::new()),
         });
         let view: Arc<dyn crate::metrics::EngineView> = inner.clone();
         shared.status.set_engine(Arc::downgrade(&view));
@@ -732,12 +752,9 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
         let _ = inner
             .registry
             .deregister(&mut SourceFd(&inner.listener.as_raw_fd()));
-        // Stop taking connections now (Linux refuses new clients at once); the descriptor
-        // closes when the last worker lets go of it.
-        if !shared_socket {
-            // Also ends the accepting threads' `accept` (Linux returns EINVAL).
-            let _ = socket2::SockRef::from(&inner.listener).shutdown(std::net::Shutdown::Read);
-        }
+        // Stop taking connections now; the descriptor closes when the last worker lets go
+        // of it.
+        inner.end_accepts(shared_socket);
         inner.wake_acceptors();
         // A restart's drain serves the open connections on, idle ones included, until they
         // close or the grace period ends; a stop answers what arrived and closes the rest.
@@ -850,7 +867,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// An accepting thread waits here while accepting is paused (at `max_connections`) or
     /// backing off; shutdown ends the wait. Says whether it waited (then it looks again).
     fn wait_to_accept(&self) -> bool {
-        if !self.paused.load(SeqCst) && lock(&self.resume_at).is_none() {
+        if !self.paused.load(SeqCst) && !self.backing_off.load(SeqCst) {
             return false;
         }
         let (m, cv) = &self.room;
@@ -866,7 +883,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             }
             Some(_) => {
                 // The back-off is over: accepting again.
-                lock(&self.resume_at).take();
+                self.back_off(None);
             }
             None if self.paused.load(SeqCst) => {
                 drop(cv.wait(g));
@@ -874,6 +891,85 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             None => {}
         }
         true
+    }
+
+    /// At shutdown: stops the listener taking connections and ends the accepting threads'
+    /// `accept`. A socket of this process's own is shut down (Linux refuses new clients at
+    /// once, and ends a blocked `accept` with EINVAL). One shared with another process (a
+    /// restart's new process, systemd) must not be: that would stop it for them too. Then
+    /// each accepting thread still blocked in `accept` is sent a connection from this
+    /// process (to the listener's address, the loopback one if it listens on all), which it
+    /// recognises by its source address and closes unserved. The kernel hands a connection
+    /// to the thread that has waited longest, so another process's threads, which began
+    /// waiting later, rarely take one; one that does sees a client that closes at once.
+    /// Bounded by `WAKE_LIMIT`: a thread left blocked (a connection that cannot be made is
+    /// logged) ends with the process.
+    fn end_accepts(&self, shared_socket: bool) {
+        if !shared_socket {
+            let _ = socket2::SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read);
+            return;
+        }
+        if self.acceptors == 0 {
+            return;
+        }
+        let Ok(Addr::Inet(mut to)) = self.listener.local() else {
+            return;
+        };
+        if to.ip().is_unspecified() {
+            to.set_ip(match to {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let end = Instant::now() + WAKE_LIMIT;
+        let most = 2 * self.accepting_now.load(SeqCst) + 2;
+        let mut sent = Vec::new();
+        let (m, cv) = &self.room;
+        let mut g = lock(m);
+        while self.free_acceptors.load(SeqCst) > 0 && sent.len() < most && Instant::now() < end {
+            let before = self.free_acceptors.load(SeqCst);
+            match self.wake_connection(to) {
+                Ok(s) => sent.push(s),
+                Err(e) => {
+                    log::warn!(
+                        "shutdown: cannot connect to {to} to end the accepting threads' wait \
+                         ({e}); {before} stay in accept until the process exits"
+                    );
+                    break;
+                }
+            }
+            // Until one thread took it (`accept_one` wakes this wait) or the next try.
+            let until = (Instant::now() + WAKE_CONNECT).min(end);
+            while self.free_acceptors.load(SeqCst) >= before {
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                g = cv
+                    .wait_timeout(g, until - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        drop(g);
+        let left = self.free_acceptors.load(SeqCst);
+        if left > 0 {
+            log::warn!(
+                "shutdown: {left} accepting thread(s) stay in accept until the process exits"
+            );
+        }
+    }
+
+    /// A connection from this process to its own listener at `to`, its source address
+    /// noted first in `wake_peers` (see `end_accepts`).
+    fn wake_connection(&self, to: std::net::SocketAddr) -> io::Result<socket2::Socket> {
+        use socket2::{Domain, SockAddr, Socket, Type};
+        let s = Socket::new(Domain::for_address(to), Type::STREAM, None)?;
+        s.bind(&SockAddr::from(std::net::SocketAddr::new(to.ip(), 0)))?;
+        let from = s.local_addr()?.as_socket();
+        lock(&self.wake_peers).extend(from);
+        s.connect_timeout(&SockAddr::from(to), WAKE_CONNECT)?;
+        Ok(s)
     }
 
     /// Wakes the accepting threads waiting in `wait_to_accept`.
@@ -1134,6 +1230,13 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         let blocking = self.acceptors > 0;
         if blocking {
             self.free_acceptors.fetch_add(1, SeqCst);
+            // Counted first, looked after: shutdown either finds this thread counted (and
+            // ends its `accept`, see `end_accepts`) or this thread sees it.
+            if self.shared.is_stopping() {
+                self.free_acceptors.fetch_sub(1, SeqCst);
+                self.live.fetch_sub(1, SeqCst);
+                return self.wake_acceptors();
+            }
         }
         let accepted = self.listener.accept_stream();
         if blocking
@@ -1142,6 +1245,15 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             && !self.acceptor_watch.swap(true, SeqCst)
         {
             let _ = self.no_acceptor.0.try_send(());
+        }
+        if blocking && self.shared.is_stopping() {
+            // `end_accepts` waits for the count to fall.
+            self.wake_acceptors();
+            if let Ok((_, Addr::Inet(peer))) = &accepted {
+                if lock(&self.wake_peers).contains(peer) {
+                    return self.closed_one(); // this process's own, sent to end the wait
+                }
+            }
         }
         match accepted {
             Ok((stream, peer)) => {
@@ -1195,16 +1307,22 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// back when the back-off ends (`end_backoff`).
     fn accept_failed(&self, e: io::Error) {
         match self.errors.on_error(e) {
+            OnError::Wait if self.acceptors > 0 => {
+                // Not blocked: another process holding the socket made it non-blocking
+                // (see `accepting_threads`). Waits for a client rather than spin.
+                let fd = self.listener.as_raw_fd();
+                let _ = sys::poll(&[(fd, sys::Interest::Read)], Some(ACCEPT_POLL));
+            }
             OnError::Wait | OnError::Retry => self.rearm_listener(),
             OnError::Backoff(d) if self.acceptors > 0 => {
                 // The accepting threads wait it out in `wait_to_accept`.
-                *lock(&self.resume_at) = Some(Instant::now() + d);
+                self.back_off(Some(Instant::now() + d));
             }
             OnError::Backoff(d) => {
                 let _ = self
                     .registry
                     .deregister(&mut SourceFd(&self.listener.as_raw_fd()));
-                *lock(&self.resume_at) = Some(Instant::now() + d);
+                self.back_off(Some(Instant::now() + d));
                 let _ = self.kick.0.try_send(());
             }
             OnError::Fatal(e) => {
@@ -1223,7 +1341,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             // next wait (it would not wait at all) while every accepting thread serves.
             let ended = {
                 let mut at = lock(&self.resume_at);
-                at.take_if(|t| *t <= now).is_some()
+                let ended = at.take_if(|t| *t <= now).is_some();
+                self.backing_off.store(at.is_some(), SeqCst);
+                ended
             };
             if ended {
                 self.wake_acceptors();
@@ -1232,10 +1352,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         }
         let ended = {
             let mut at = lock(&self.resume_at);
-            match *at {
-                Some(t) if t <= now => at.take().is_some(),
-                _ => false,
-            }
+            let ended = at.take_if(|t| *t <= now).is_some();
+            self.backing_off.store(at.is_some(), SeqCst);
+            ended
         };
         if ended && !self.paused.load(SeqCst) && !self.shared.is_stopping() {
             // Registering reports at once if clients wait in the backlog.
@@ -1245,6 +1364,13 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
                 Interest::READABLE,
             );
         }
+    }
+
+    /// Starts a back-off until `until`, or ends it (`None`).
+    fn back_off(&self, until: Option<Instant>) {
+        let mut at = lock(&self.resume_at);
+        *at = until;
+        self.backing_off.store(until.is_some(), SeqCst);
     }
 
     fn rearm_listener(&self) {
