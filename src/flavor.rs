@@ -18,8 +18,8 @@ use std::time::Duration;
 /// The default is a growing pool: 16 warm workers, growing up to 4096 threads while every
 /// worker is busy, extra threads leaving after 10 s idle. For streams its idle workers wait
 /// at the server's event set (epoll, kqueue), accept there and serve on the same thread
-/// (for a request handler on a TCP socket of the process's own on Linux, half of them, at
-/// most 8, wait in `accept(2)` itself, as a thread per connection does): a
+/// (for a request handler on a TCP socket on Linux, half of them, at most 8, wait in
+/// `accept(2)` itself, as a thread per connection does): a
 /// connection handler ([`serve`](crate::StreamServer::serve)) holds its worker to the
 /// connection's end (the pool grows, within about a millisecond, for the clients waiting to
 /// be accepted while every worker holds a connection), a request handler

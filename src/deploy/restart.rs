@@ -51,10 +51,12 @@ impl<L: Listener + AsFd> StreamServer<L> {
     /// new process fails to start serving within 30 s (or dies), it is killed and this one
     /// goes on serving; the failure is logged.
     ///
-    /// The socket being shared with the new process, this server never shuts it down:
-    /// a `pool` flavour then runs as the hand-off pool (the pool whose workers accept
-    /// themselves ends by shutting the socket down, which would stop it for the new process
-    /// too).
+    /// The socket being shared with the new process, this server never shuts it down
+    /// (that would stop it for the new process too). A stream server's pool ends the wait
+    /// of its threads blocked in `accept(2)` by connecting to itself, once per thread, and
+    /// closes those connections unserved; a datagram server's `pool` runs as the hand-off
+    /// pool (the datagram pool whose workers receive themselves ends by shutting the socket
+    /// down).
     ///
     /// A Unix stream server's socket file is left in place when it hands over (the new
     /// process serves it; the new process, having inherited the socket, does not remove
