@@ -247,9 +247,23 @@ fn shutdown_serves_a_connection_waiting_for_queue_room() {
 
 /// The examples served one request at a time (echo: idle connections parked, no thread
 /// each) restart the same way, on the same socket.
+/// One echo exchange on a connection of its own: the message, then EOF both ways.
+fn echo_once(addr: SocketAddr, msg: &[u8]) -> io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut c = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+    c.set_read_timeout(Some(TIMEOUT))?;
+    c.write_all(msg)?;
+    c.shutdown(std::net::Shutdown::Write)?;
+    let mut got = Vec::new();
+    c.read_to_end(&mut got)?;
+    Ok(got)
+}
+
+/// The echo example (`serve_requests`: its pool accepts in threads blocked in `accept`,
+/// which its stop ends by connecting to itself, the socket being shared) restarts on
+/// SIGHUP under a load of short connections: none refused, reset or answered wrong.
 #[test]
 fn echo_restarts_on_sighup() {
-    use std::io::Write;
     util::build_examples();
     let mark = format!("{}-{:?}", std::process::id(), Instant::now());
     let (mut first, addr) = Proc::example(
@@ -257,16 +271,31 @@ fn echo_restarts_on_sighup() {
         &["--addr", "127.0.0.1:0"],
         &[("DEPLOY_TEST_MARK", &mark)],
     );
-    let echo = |addr: SocketAddr, msg: &[u8]| -> io::Result<Vec<u8>> {
-        let mut c = TcpStream::connect_timeout(&addr, TIMEOUT)?;
-        c.set_read_timeout(Some(TIMEOUT))?;
-        c.write_all(msg)?;
-        c.shutdown(std::net::Shutdown::Write)?;
-        let mut got = Vec::new();
-        c.read_to_end(&mut got)?;
-        Ok(got)
-    };
+    let echo = echo_once;
     assert_eq!(echo(addr, b"before").unwrap(), b"before");
+    // Two clients connecting in a loop across the restart, until told to stop (bounded).
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..2)
+        .map(|t| {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut failures = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) && n < 5_000 {
+                    let msg = format!("load {t} {n}");
+                    match echo_once(addr, msg.as_bytes()) {
+                        Ok(got) if got == msg.as_bytes() => {}
+                        other => failures.push(format!("{msg}: {other:?}")),
+                    }
+                    n += 1;
+                    // A steady load, not a flood (each connection leaves a port in
+                    // TIME_WAIT for a minute).
+                    thread::sleep(Duration::from_millis(1));
+                }
+                (n, failures)
+            })
+        })
+        .collect();
     let old = first.pid();
     assert!(signal(old, "HUP"));
     assert_eq!(first.listening(), addr);
@@ -282,6 +311,12 @@ fn echo_restarts_on_sighup() {
     for i in 0..20 {
         let msg = format!("after {i}");
         assert_eq!(echo(addr, msg.as_bytes()).unwrap(), msg.as_bytes());
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in load {
+        let (n, failures) = t.join().expect("a load client panicked");
+        assert!(n > 0, "the load ran");
+        assert!(failures.is_empty(), "{} of {n} failed: {failures:?}", failures.len());
     }
     assert!(signal(guard.0, "TERM"));
     assert!(wait_gone(guard.0, Duration::from_secs(10)));
