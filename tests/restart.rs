@@ -316,7 +316,11 @@ fn echo_restarts_on_sighup() {
     for t in load {
         let (n, failures) = t.join().expect("a load client panicked");
         assert!(n > 0, "the load ran");
-        assert!(failures.is_empty(), "{} of {n} failed: {failures:?}", failures.len());
+        assert!(
+            failures.is_empty(),
+            "{} of {n} failed: {failures:?}",
+            failures.len()
+        );
     }
     assert!(signal(guard.0, "TERM"));
     assert!(wait_gone(guard.0, Duration::from_secs(10)));

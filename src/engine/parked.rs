@@ -995,6 +995,10 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             return self.free_acceptors.load(SeqCst) == 0
                 && !self.acceptor_watch.swap(true, SeqCst);
         }
+        // While accepting waits (at `max_connections`, or backing off) no client counts as
+        // waiting, and the watch goes on looking every `GROW_DELAY`: ending it here would
+        // need every way accepting resumes to start it again when no accepting thread is
+        // free (all held by long requests), or clients would wait for one of them.
         if self.clients_waiting() > 0
             && self
                 .workers
@@ -1182,7 +1186,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// length, one `getsockopt`; elsewhere, and for Unix sockets, 1 if any waits). None
     /// while accepting is paused (at `max_connections`, or backing off).
     fn clients_waiting(&self) -> usize {
-        if self.paused.load(SeqCst) || lock(&self.resume_at).is_some() {
+        if self.paused.load(SeqCst) || self.backing_off.load(SeqCst) {
             return 0;
         }
         let fd = self.listener.as_raw_fd();
