@@ -30,6 +30,10 @@
 //! `cargo test` (no `--bench` argument) it runs a few-second smoke test: the first
 //! scenario, with the anchors and the default pool.
 
+// The examples' shared options and server setup, for the echo example as shipped
+// (`Kind::Example`).
+#[path = "../examples/common/mod.rs"]
+mod common;
 #[path = "flavours/limits.rs"]
 mod limits;
 #[path = "flavours/loadgen.rs"]
@@ -139,9 +143,11 @@ const fn meta(id: &'static str, title: &'static str, family: Family) -> Meta {
 /// (`serve_requests`) runs in every TCP row, so that its busy path is measured beside the
 /// default pool's, and alone with tokio and the std server behind 15 000 idle connections
 /// (where the default pool's 4 096 threads, the std pool's 16 and the fixed pool's 16
-/// would starve by design). Behind 100 000 (run only when asked for by name) `parked` as
-/// shipped meets its default connection limit (65 536), and `parked-max`, the same with the
-/// limit raised, runs beside it.
+/// would starve by design). `echo-example`, the echo example as shipped (issue 19's
+/// subject: 8 warm workers, the examples' timeouts and keepalive, armed for restarts),
+/// runs beside `parked` in every TCP row up to 15 000 idle. Behind 100 000 (run only when
+/// asked for by name) `parked` as shipped meets its default connection limit (65 536), and
+/// `parked-max`, the same with the limit raised, runs beside it.
 fn scenarios(python: bool) -> Vec<Scenario> {
     use Kind::*;
     let pp = |conns, size| Load::PingPong { conns, size };
@@ -155,7 +161,7 @@ fn scenarios(python: bool) -> Vec<Scenario> {
             pp(1, 64),
             &[
                 Std, StdPool, Tokio, Single, Threading, FixedPool, Pool, PoolQueued, Parked,
-                Forking,
+                Example, Forking,
             ],
         ),
         scenario(
@@ -163,21 +169,22 @@ fn scenarios(python: bool) -> Vec<Scenario> {
             pp(16, 64),
             &[
                 Std, StdPool, Tokio, Threading, FixedPool, Pool, PoolQueued, PoolRead, Parked,
-                Forking,
+                Example, Forking,
             ],
         ),
         scenario(
             meta("pp64-c256", "ping-pong 64 B, C=256", Family::PingPong),
             pp(256, 64),
             &[
-                Std, StdPool, Tokio, Threading, FixedPool, Pool, PoolQueued, Parked,
+                Std, StdPool, Tokio, Threading, FixedPool, Pool, PoolQueued, Parked, Example,
             ],
         ),
         scenario(
             meta("pp16k-c16", "ping-pong 16 KiB, C=16", Family::PingPong),
             pp(16, 16 * 1024),
             &[
-                Std, StdPool, Tokio, Threading, FixedPool, Pool, PoolQueued, Parked, Forking,
+                Std, StdPool, Tokio, Threading, FixedPool, Pool, PoolQueued, Parked, Example,
+                Forking,
             ],
         ),
         scenario(
@@ -185,7 +192,7 @@ fn scenarios(python: bool) -> Vec<Scenario> {
             Load::Churn { conns: 16 },
             &[
                 Std, StdPool, Tokio, Single, Threading, FixedPool, Pool, PoolQueued, Parked,
-                Forking,
+                Example, Forking,
             ],
         ),
         scenario(
@@ -195,7 +202,9 @@ fn scenarios(python: bool) -> Vec<Scenario> {
                 conns: 16,
                 size: 64,
             },
-            &[Std, StdPool, Tokio, Threading, FixedPool, Pool, Parked],
+            &[
+                Std, StdPool, Tokio, Threading, FixedPool, Pool, Parked, Example,
+            ],
         ),
         scenario(
             meta("idle15000", "15 000 idle + 16 active", Family::ManyIdle),
@@ -204,7 +213,7 @@ fn scenarios(python: bool) -> Vec<Scenario> {
                 conns: 16,
                 size: 64,
             },
-            &[Std, Tokio, Parked],
+            &[Std, Tokio, Parked, Example],
         ),
         scenario(
             meta("idle100000", "100 000 idle + 16 active", Family::ManyIdle),

@@ -65,6 +65,7 @@ fn colour(kind: Kind) -> RGBColor {
         Kind::PoolRead => RGBColor(86, 180, 233),
         Kind::Parked => RGBColor(0, 90, 60),
         Kind::ParkedMax => RGBColor(60, 130, 100),
+        Kind::Example => RGBColor(0, 60, 40),
         Kind::Forking => RGBColor(213, 94, 0),
         Kind::Python => RGBColor(180, 160, 40),
     }

@@ -91,6 +91,11 @@ pub enum Kind {
     /// `Parked` with `Builder::max_connections` raised to `RAISED_MAX_CONNECTIONS`: the
     /// same engine where more than the default 65 536 connections are open.
     ParkedMax,
+    /// The echo example as shipped (issue 19's subject): `examples/echo.rs`'s handler on
+    /// the server its shared options build with no flag but `--addr 127.0.0.1:0`
+    /// (`examples/common`: the pool with 8 warm workers, its request, write and idle
+    /// timeouts and keepalive, armed for SIGHUP restarts), run in the bench binary.
+    Example,
     Forking,
     /// Python's `socketserver.ThreadingUDPServer` (UDP only).
     Python,
@@ -98,7 +103,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in table order.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Std,
         Kind::StdPool,
         Kind::Tokio,
@@ -110,6 +115,7 @@ impl Kind {
         Kind::PoolRead,
         Kind::Parked,
         Kind::ParkedMax,
+        Kind::Example,
         Kind::Forking,
         Kind::Python,
     ];
@@ -127,6 +133,7 @@ impl Kind {
             Kind::PoolRead => "pool-read",
             Kind::Parked => "parked",
             Kind::ParkedMax => "parked-max",
+            Kind::Example => "echo-example",
             Kind::Forking => "fork",
             Kind::Python => "python",
         }
@@ -150,8 +157,18 @@ impl Kind {
             Kind::FixedPool => Some(Flavor::fixed_pool(16)),
             Kind::Pool | Kind::PoolRead | Kind::Parked | Kind::ParkedMax => Some(Flavor::pool()),
             Kind::PoolQueued => Some(Flavor::pool().queue(16)),
+            // What the example's `--mode pool --workers 8` defaults make.
+            Kind::Example => Some(Flavor::pool().workers(8)),
             Kind::Forking => Some(Flavor::forking()),
             Kind::Std | Kind::StdPool | Kind::Tokio | Kind::Python => None,
+        }
+    }
+
+    /// The warm workers of its pool: the library's default, 16, and the examples' 8.
+    pub fn warm_workers(self) -> u64 {
+        match self {
+            Kind::Example => 8,
+            _ => 16,
         }
     }
 
@@ -182,6 +199,7 @@ pub fn child_main(args: &[String]) -> io::Result<()> {
     let proto = args.first().and_then(|s| Proto::parse(s)).ok_or_else(bad)?;
     let kind = args.get(1).and_then(|s| Kind::parse(s)).ok_or_else(bad)?;
     match (proto, kind.flavor()) {
+        (Proto::Tcp, Some(_)) if kind == Kind::Example => example_echo(),
         (Proto::Tcp, Some(flavor)) if kind == Kind::Parked => crate_tcp_requests(flavor, None),
         (Proto::Tcp, Some(flavor)) if kind == Kind::ParkedMax => {
             crate_tcp_requests(flavor, Some(RAISED_MAX_CONNECTIONS))
@@ -249,14 +267,29 @@ fn crate_tcp_requests(flavor: Flavor, max_connections: Option<usize>) -> io::Res
     let server = builder.bind("127.0.0.1:0")?;
     socketserver::shutdown_on_signals(&server.shutdown_handle())?;
     announce(server.local_addr()?)?;
-    server.serve_requests(|req: &mut StreamRequest| {
-        let data = req.recv()?;
-        if data.is_empty() {
-            return Ok(Next::Close);
-        }
-        req.write_all(&data)?;
-        Ok(Next::Continue)
-    })
+    server.serve_requests(echo_request)
+}
+
+/// The echo example's handler (`examples/echo.rs`): what has arrived is written back.
+fn echo_request(req: &mut StreamRequest) -> io::Result<Next> {
+    let data = req.recv()?;
+    if data.is_empty() {
+        return Ok(Next::Close);
+    }
+    req.write_all(&data)?;
+    Ok(Next::Continue)
+}
+
+/// The echo example as shipped: its options parsed from a command line with no flag but
+/// the address, its server built, armed and announced by the examples' shared code.
+fn example_echo() -> io::Result<()> {
+    use clap::{Args, FromArgMatches};
+    let cmd = crate::common::ServerArgs::augment_args(clap::Command::new("echo"));
+    let matches = cmd
+        .try_get_matches_from(["echo", "--addr", "127.0.0.1:0"])
+        .map_err(io::Error::other)?;
+    let args = crate::common::ServerArgs::from_arg_matches(&matches).map_err(io::Error::other)?;
+    crate::common::serve_tcp_requests(&args, crate::common::Service::new(8001), echo_request)
 }
 
 fn crate_udp(flavor: Flavor) -> io::Result<()> {
