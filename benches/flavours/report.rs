@@ -478,9 +478,8 @@ fn many_idle(r: &Results, all: &[Results], checks: &mut Vec<Check>) {
 
 /// Issue 19 in every TCP row, for `serve_requests` in the pool (`kind`: the library's
 /// default, the same with its connection limit raised, or the echo example as shipped):
-/// >= 0.95x the best error-free anchor
-/// with zero errors, and server CPU per request (per connection at churn) <= 1.1x that
-/// anchor's.
+/// at least 0.95x the best error-free anchor with zero errors, and server CPU per request
+/// (per connection at churn) at most 1.1x that anchor's.
 fn engine_vs_best(r: &Results, kind: Kind, checks: &mut Vec<Check>) {
     let Some(s) = r.get(kind) else {
         return;
