@@ -405,10 +405,9 @@ pub(crate) struct Inner<L, H> {
     threads: Mutex<ThreadSet>,
     /// Events served to their end, by every worker: progress, for the growth check.
     finished: AtomicUsize,
-    /// Set (and a message sent on `saturated`) when the last waiting worker takes an
-    /// event; cleared by the serving thread once a worker waits again.
-    watching: AtomicBool,
-    saturated: (Sender<()>, Receiver<()>),
+    /// Raised when the last waiting worker takes an event; ended by the serving thread
+    /// once a worker waits again (`look_saturation`).
+    saturation: Watch,
     /// Connection handlers (`serve`): each connection is one request that never parks,
     /// run as soon as the connection is open (the server may speak first). It holds its
     /// worker to its end, so the pool grows for every client waiting to be accepted.
@@ -422,11 +421,9 @@ pub(crate) struct Inner<L, H> {
     /// Where accepting threads wait while accepting is paused or backing off; shutdown and
     /// a closing connection wake them.
     room: (Mutex<()>, Condvar),
-    /// A message when the last free accepting thread took a connection: the serving
-    /// thread looks whether clients wait with none to accept them. Set while it looks, so
-    /// that the message is sent once per watch, not once per connection.
-    no_acceptor: (Sender<()>, Receiver<()>),
-    acceptor_watch: AtomicBool,
+    /// Raised when the last free accepting thread took a connection: the serving thread
+    /// looks whether clients wait with none to accept them (`look_acceptors`).
+    no_acceptor: Watch,
     /// At shutdown on a shared socket: the addresses this process connects from to end its
     /// accepting threads' `accept` (see `end_accepts`); such a connection is closed unserved.
     wake_peers: Mutex<Vec<std::net::SocketAddr>>,
@@ -561,6 +558,44 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A watch the serving thread keeps while a condition holds (no worker waiting on the
+/// event set; no accepting thread free): raised by the thread that made it hold, once per
+/// watch (the flag) rather than once per event, with a message that wakes the serving
+/// thread; looked at `GROW_DELAY` (or `WHOLE_LOOK`) apart, and ended by the look that
+/// finds the condition over.
+struct Watch {
+    on: AtomicBool,
+    tx: Sender<()>,
+    rx: Receiver<()>,
+}
+
+impl Watch {
+    fn new() -> Watch {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        Watch {
+            on: AtomicBool::new(false),
+            tx,
+            rx,
+        }
+    }
+
+    /// The condition began: starts the watch unless it runs already.
+    fn raise(&self) {
+        if !self.on.swap(true, SeqCst) {
+            let _ = self.tx.try_send(());
+        }
+    }
+
+    /// A look found the condition over: ends the watch, unless it holds again by the time
+    /// the flag is down (a thread made it hold between the look and the flag: the watch
+    /// goes on if the flag is still ours, else that thread's message starts it again).
+    /// Says whether the watch goes on.
+    fn end_unless(&self, holds: impl Fn() -> bool) -> bool {
+        self.on.store(false, SeqCst);
+        holds() && !self.on.swap(true, SeqCst)
+    }
+}
+
 /// A running parked-connection pool.
 pub(crate) struct Parked<L: Listen, H: RequestHandler> {
     inner: Arc<Inner<L, H>>,
@@ -632,15 +667,13 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
             closed: AtomicBool::new(false),
             threads: Mutex::new(ThreadSet::new(Arc::clone(shared))),
             finished: AtomicUsize::new(0),
-            watching: AtomicBool::new(false),
-            saturated: crossbeam_channel::bounded(1),
+            saturation: Watch::new(),
             whole,
             acceptors,
             accepting_now: AtomicUsize::new(0),
             free_acceptors: AtomicUsize::new(0),
             room: (Mutex::new(()), Condvar::new()),
-            no_acceptor: crossbeam_channel::bounded(1),
-            acceptor_watch: AtomicBool::new(false),
+            no_acceptor: Watch::new(),
             wake_peers: Mutex::new(Vec::new()),
         });
         let view: Arc<dyn crate::metrics::EngineView> = inner.clone();
@@ -707,14 +740,14 @@ impl<L: Listen, H: RequestHandler> Parked<L, H> {
                         lock(&inner.threads).join(id);
                     }
                 }
-                recv(inner.saturated.1) -> _ => {
+                recv(inner.saturation.rx) -> _ => {
                     if watch.is_none() {
                         let progress = inner.finished.load(Relaxed);
                         watch = Some((Instant::now() + inner.look_every(), progress));
                     }
                 }
                 recv(inner.kick.1) -> _ => {}
-                recv(inner.no_acceptor.1) -> _ => {
+                recv(inner.no_acceptor.rx) -> _ => {
                     accept_watch.get_or_insert_with(|| Instant::now() + GROW_DELAY);
                 }
                 default(left) => {}
@@ -989,11 +1022,9 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             return false;
         }
         if self.free_acceptors.load(SeqCst) > 0 {
-            self.acceptor_watch.store(false, SeqCst);
-            // One may have taken the last place between the look and the flag: then the
-            // watch goes on (the flag is ours again), or its message restarts it.
-            return self.free_acceptors.load(SeqCst) == 0
-                && !self.acceptor_watch.swap(true, SeqCst);
+            return self
+                .no_acceptor
+                .end_unless(|| self.free_acceptors.load(SeqCst) == 0);
         }
         // While accepting waits (at `max_connections`, or backing off) no client counts as
         // waiting, and the watch goes on looking every `GROW_DELAY`: ending it here would
@@ -1111,9 +1142,8 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// This worker goes to serve: if it was the last one waiting, the serving thread is
     /// told to watch whether the pool must grow (`look_saturation`).
     fn busy(self: &Arc<Self>) {
-        let last = self.idle.fetch_sub(1, SeqCst) == 1;
-        if last && !self.watching.swap(true, SeqCst) {
-            let _ = self.saturated.0.try_send(());
+        if self.idle.fetch_sub(1, SeqCst) == 1 {
+            self.saturation.raise();
         }
     }
 
@@ -1148,13 +1178,10 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     fn look_saturation(self: &Arc<Self>, progress: usize) -> Option<usize> {
         let now = self.finished.load(Relaxed);
         if self.idle.load(SeqCst) > 0 {
-            self.watching.store(false, SeqCst);
-            // A worker may have taken the last place between the look and the flag: then
-            // the watch goes on (the flag is ours again), or its message restarts it.
-            if self.idle.load(SeqCst) > 0 || self.watching.swap(true, SeqCst) {
-                return None;
-            }
-            return Some(now);
+            return self
+                .saturation
+                .end_unless(|| self.idle.load(SeqCst) == 0)
+                .then_some(now);
         }
         if self.shared.is_stopping() {
             return Some(now);
@@ -1243,12 +1270,8 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
             }
         }
         let accepted = self.listener.accept_stream();
-        if blocking
-            && self.free_acceptors.fetch_sub(1, SeqCst) == 1
-            && accepted.is_ok()
-            && !self.acceptor_watch.swap(true, SeqCst)
-        {
-            let _ = self.no_acceptor.0.try_send(());
+        if blocking && self.free_acceptors.fetch_sub(1, SeqCst) == 1 && accepted.is_ok() {
+            self.no_acceptor.raise();
         }
         if blocking && self.shared.is_stopping() {
             // `end_accepts` waits for the count to fall.
