@@ -162,8 +162,8 @@ impl Flavor {
     /// queue's slots are allocated up front). Ignored by the other flavours.
     ///
     /// By default the pool has no queue: its workers accept from the event set (or in
-    /// `accept(2)` itself, see [`Flavor::pool`]) and serve what they take, and on Linux idle workers wait in `recvfrom(2)` themselves, with no
-    /// hand-off between threads (fewer system calls and context switches per connection;
+    /// `accept(2)` itself, see [`Flavor::pool`]) and serve what they take, and on Linux
+    /// idle workers wait in `recvfrom(2)` themselves, with no hand-off between threads (fewer system calls and context switches per connection;
     /// see BENCHMARKS.md). A queue accepts eagerly instead: clients leave the kernel's
     /// backlog as soon as they arrive and wait in the queue, which adds `n` to what the
     /// backlog holds (plus one: the connection the accepting thread holds while it waits

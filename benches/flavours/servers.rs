@@ -164,12 +164,9 @@ impl Kind {
         }
     }
 
-    /// The warm workers of its pool: the library's default, 16, and the examples' 8.
+    /// The warm workers of its pool (the library's default, 16, and the examples' 8).
     pub fn warm_workers(self) -> u64 {
-        match self {
-            Kind::Example => 8,
-            _ => 16,
-        }
+        self.flavor().map_or(16, |f| f.get_workers()) as u64
     }
 
     /// Whether it holds a thread for every open connection, idle ones included (so

@@ -1030,12 +1030,7 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
         // waiting, and the watch goes on looking every `GROW_DELAY`: ending it here would
         // need every way accepting resumes to start it again when no accepting thread is
         // free (all held by long requests), or clients would wait for one of them.
-        if self.clients_waiting() > 0
-            && self
-                .workers
-                .fetch_update(SeqCst, SeqCst, |w| (w < self.limit).then_some(w + 1))
-                .is_ok()
-        {
+        if self.clients_waiting() > 0 && self.reserve_thread() {
             match spawn_acceptor(self) {
                 Ok(()) => log::debug!(
                     "no accepting thread free for {GROW_DELAY:?}: {} now",
@@ -1362,27 +1357,21 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     /// On the serving thread: ends a back-off whose time has come (the listener goes back
     /// into the event set, unless it is paused at the connection limit).
     fn end_backoff(&self, now: Instant) {
-        if self.acceptors > 0 {
-            // The accepting threads wait it out themselves (`wait_to_accept`); ended here
-            // too, so that a back-off past its time is not left to the serving thread's
-            // next wait (it would not wait at all) while every accepting thread serves.
-            let ended = {
-                let mut at = lock(&self.resume_at);
-                let ended = at.take_if(|t| *t <= now).is_some();
-                self.backing_off.store(at.is_some(), SeqCst);
-                ended
-            };
-            if ended {
-                self.wake_acceptors();
-            }
-            return;
-        }
         let ended = {
             let mut at = lock(&self.resume_at);
             let ended = at.take_if(|t| *t <= now).is_some();
             self.backing_off.store(at.is_some(), SeqCst);
             ended
         };
+        if self.acceptors > 0 {
+            // The accepting threads wait it out themselves (`wait_to_accept`); ended here
+            // too, so that a back-off past its time is not left to the serving thread's
+            // next wait (it would not wait at all) while every accepting thread serves.
+            if ended {
+                self.wake_acceptors();
+            }
+            return;
+        }
         if ended && !self.paused.load(SeqCst) && !self.shared.is_stopping() {
             // Registering reports at once if clients wait in the backlog.
             let _ = self.registry.register(
@@ -1739,14 +1728,23 @@ impl<L: Listen, H: RequestHandler> Inner<L, H> {
     }
 
     /// Starts one more worker, counted as waiting, unless the pool is at its limit
-    /// (`None`). The place is reserved atomically: never past the limit, however many
-    /// workers grow the pool at once. The one way the engine grows.
+    /// (`None`; see `reserve_thread`). The way the engine grows its workers
+    /// (`look_acceptors` grows its accepting threads).
     fn grow(self: &Arc<Self>) -> Option<io::Result<()>> {
-        self.workers
-            .fetch_update(SeqCst, SeqCst, |w| (w < self.limit).then_some(w + 1))
-            .ok()?;
+        if !self.reserve_thread() {
+            return None;
+        }
         self.idle.fetch_add(1, SeqCst);
         Some(spawn(self))
+    }
+
+    /// Counts one more of the pool's threads (a worker or an accepting thread) unless the
+    /// pool is at its limit; says whether it did. The place is reserved atomically: never
+    /// past the limit, however many threads grow the pool at once.
+    fn reserve_thread(&self) -> bool {
+        self.workers
+            .fetch_update(SeqCst, SeqCst, |w| (w < self.limit).then_some(w + 1))
+            .is_ok()
     }
 
     /// Parks the connection in its slot, under the slab's lock (a sweep never sees a
